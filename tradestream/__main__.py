@@ -1,0 +1,3 @@
+from tradestream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Command line: `tradestream run | sim | db upgrade | db current | token | watch`.
+
+Settings are read once here from the environment and passed down. Signals are handled here
+too: the first SIGINT/SIGTERM stops intake and lets the tree drain (see service.py); a second
+one, or the shutdown timeout, cancels everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from tradestream import config as config_mod
+from tradestream.config import ConfigError, Settings
+
+log = logging.getLogger("tradestream")
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("TRADESTREAM_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _banner(s: Settings, running: object) -> str:
+    from tradestream.service import Running
+
+    assert isinstance(running, Running)
+    lines = [
+        f"tradestream is up: {running.url}",
+        f"  WebSocket  {running.ws_url}?token=<JWT>",
+        f"  status     {running.url}/api/ws/status",
+        f"  upstream   {'built-in KIS simulator at ' + running.sim.ws_url if running.sim else s.kis.ws_url}",
+        f"  database   {s.store.url}",
+    ]
+    if s.gateway.jwt_secret_generated:
+        token = running.auth.issue("demo")
+        lines += [
+            "  No TRADESTREAM_JWT_SECRET set: made one for this process. A token for user 'demo':",
+            f"    {token}",
+            "  Try it:",
+            f"    .venv/bin/tradestream watch '{running.ws_url}?token={token}' price:005930",
+        ]
+    lines.append("  Ctrl-C stops (every received tick is stored first).")
+    return "\n".join(lines)
+
+
+async def _run(s: Settings) -> None:
+    from tradestream.service import run_service
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as root:
+
+            async def service(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_service(s, task_status=task_status)
+                root.cancel_scope.cancel()  # done: stop the signal watcher
+
+            running = await root.start(service)
+            print(_banner(s, running), flush=True)
+
+            async def hard_stop() -> None:
+                await trio.sleep(s.shutdown_timeout_s)
+                log.error("shutdown took longer than %.0fs; cancelling", s.shutdown_timeout_s)
+                root.cancel_scope.cancel()
+
+            stopping = False
+            async for signum in signals:
+                if not stopping:
+                    stopping = True
+                    log.info("%s: stopping intake, draining", signal.Signals(signum).name)
+                    running.stop()
+                    root.start_soon(hard_stop)
+                else:
+                    log.warning("second signal: cancelling now")
+                    root.cancel_scope.cancel()
+
+
+async def _sim(s: Settings) -> None:
+    from tradestream.sim.kis_server import run_simulator
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as root:
+            handle = await root.start(run_simulator, s.sim)
+            print(f"KIS simulator: REST {handle.rest_url}  WebSocket {handle.ws_url}", flush=True)
+            async for _ in signals:
+                root.cancel_scope.cancel()
+
+
+async def _watch(url: str, topics: Sequence[str], count: int) -> None:
+    import msgspec
+    from trio_websocket import ConnectionClosed, open_websocket_url
+
+    async with open_websocket_url(url) as ws:
+        for topic in topics:
+            await ws.send_message(msgspec.json.encode({"type": "subscribe", "topic": topic}).decode())
+        n = 0
+        try:
+            while count <= 0 or n < count:
+                print(await ws.get_message(), flush=True)
+                n += 1
+        except ConnectionClosed as exc:
+            print(f"closed: {exc.reason}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tradestream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)")
+    sub.add_parser("sim", help="run the broker simulator alone")
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade", "current"])
+    tok = sub.add_parser("token", help="issue a client JWT (needs TRADESTREAM_JWT_SECRET)")
+    tok.add_argument("--user", default="demo")
+    tok.add_argument("--role", default="user")
+    tok.add_argument("--ttl", type=float, default=86400.0, help="seconds")
+    watch = sub.add_parser("watch", help="subscribe to topics and print what arrives")
+    watch.add_argument("url", help="ws://host:port/api/ws?token=...")
+    watch.add_argument("topics", nargs="+")
+    watch.add_argument("--count", type=int, default=0, help="stop after N messages (0: never)")
+    args = parser.parse_args(argv)
+
+    _setup_logging()
+    try:
+        s = config_mod.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.cmd == "run":
+        from tradestream.store.migrate import SchemaOutOfDate
+
+        status = 0
+        try:
+            trio.run(_run, s)
+        except* SchemaOutOfDate as eg:
+            print(f"error: {eg.exceptions[0]}", file=sys.stderr)
+            status = 1
+        return status
+    if args.cmd == "sim":
+        trio.run(_sim, s)
+        return 0
+    if args.cmd == "db":
+        from tradestream.store import migrate
+        from tradestream.store.writer import make_engine
+
+        engine = make_engine(s.store.url)
+        if args.action == "upgrade":
+            migrate.upgrade(engine)
+        print(f"{s.store.url}: schema at {migrate.current_revision(engine)} "
+              f"(head {migrate.head_revision()})")
+        return 0
+    if args.cmd == "token":
+        if s.gateway.jwt_secret_generated:
+            print("set TRADESTREAM_JWT_SECRET to the server's secret first", file=sys.stderr)
+            return 2
+        from tradestream.gateway.auth import Authenticator
+
+        print(Authenticator(s.gateway.jwt_secret).issue(args.user, ttl_s=args.ttl, role=args.role))
+        return 0
+    if args.cmd == "watch":
+        try:
+            trio.run(_watch, args.url, args.topics, args.count)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    return 2

@@ -1,0 +1,172 @@
+"""A deterministic random-walk market producing KIS H0STCNT0 records (pure, no I/O).
+
+Given a seed, the sequence of trades (which code, price, volumes) is always the same; only the
+wall-clock time stamped on each record comes from the caller. Prices move on the KRX tick-size
+grid and stay within the daily +-30% limits, with the sign codes of kis.md §7.1.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class SimTicker:
+    code: str
+    name: str
+    base_price: int  # the prior close the simulation starts from
+
+
+# Real KRX codes (KOSPI, and a few KOSDAQ at the end) with round, plausible prices.
+DEFAULT_TICKERS: tuple[SimTicker, ...] = tuple(
+    SimTicker(c, n, p)
+    for c, n, p in (
+        ("005930", "Samsung Electronics", 71000), ("000660", "SK hynix", 180000),
+        ("035420", "NAVER", 190000), ("005380", "Hyundai Motor", 240000),
+        ("000270", "Kia", 95000), ("051910", "LG Chem", 350000),
+        ("006400", "Samsung SDI", 380000), ("035720", "Kakao", 45000),
+        ("207940", "Samsung Biologics", 800000), ("068270", "Celltrion", 180000),
+        ("005490", "POSCO Holdings", 400000), ("105560", "KB Financial", 70000),
+        ("055550", "Shinhan Financial", 45000), ("012330", "Hyundai Mobis", 230000),
+        ("028260", "Samsung C&T", 140000), ("066570", "LG Electronics", 95000),
+        ("003550", "LG Corp", 80000), ("034730", "SK Inc", 170000),
+        ("015760", "KEPCO", 21000), ("017670", "SK Telecom", 52000),
+        ("030200", "KT", 36000), ("032830", "Samsung Life", 80000),
+        ("086790", "Hana Financial", 55000), ("096770", "SK Innovation", 120000),
+        ("009150", "Samsung Electro-Mechanics", 150000), ("018260", "Samsung SDS", 160000),
+        ("011200", "HMM", 18000), ("010130", "Korea Zinc", 500000),
+        ("036570", "NCSoft", 200000), ("251270", "Netmarble", 50000),
+        ("090430", "Amorepacific", 130000), ("033780", "KT&G", 90000),
+        ("010950", "S-Oil", 70000), ("003670", "POSCO Future M", 300000),
+        ("373220", "LG Energy Solution", 400000), ("329180", "HD Hyundai Heavy", 150000),
+        ("009540", "HD Korea Shipbuilding", 120000), ("042660", "Hanwha Ocean", 30000),
+        ("012450", "Hanwha Aerospace", 250000), ("047810", "Korea Aerospace", 50000),
+        ("323410", "KakaoBank", 25000), ("377300", "KakaoPay", 40000),
+        ("259960", "Krafton", 250000), ("352820", "HYBE", 200000),
+        ("247540", "EcoPro BM", 200000), ("086520", "EcoPro", 100000),
+        ("196170", "Alteogen", 300000), ("028300", "HLB", 60000),
+        ("263750", "Pearl Abyss", 35000), ("293490", "Kakao Games", 20000),
+    )
+)  # fmt: skip
+
+
+def tick_size(price: int) -> int:
+    """KRX price unit for a price level (2023 unified table)."""
+    for bound, unit in ((2000, 1), (5000, 5), (20000, 10), (50000, 50), (200000, 100),
+                        (500000, 500)):  # fmt: skip
+        if price < bound:
+            return unit
+    return 1000
+
+
+def _round_to_tick(price: float) -> int:
+    unit = tick_size(int(price))
+    return int(price) // unit * unit
+
+
+class _Stock:
+    __slots__ = (
+        "code", "prev_close", "upper", "lower", "price", "open", "high", "low", "open_time",
+        "high_time", "low_time", "volume", "value", "sell_count", "buy_count", "sell_qty",
+        "buy_qty", "prior_volume",
+    )  # fmt: skip
+
+    def __init__(self, t: SimTicker, rng: random.Random) -> None:
+        self.code = t.code
+        self.prev_close = t.base_price
+        self.upper = _round_to_tick(t.base_price * 1.3)
+        self.lower = _round_to_tick(t.base_price * 0.7) + tick_size(int(t.base_price * 0.7))
+        self.price = 0  # no trade yet today
+        self.open = self.high = self.low = 0
+        self.open_time = self.high_time = self.low_time = ""
+        self.volume = self.value = 0
+        self.sell_count = self.buy_count = self.sell_qty = self.buy_qty = 0
+        self.prior_volume = rng.randrange(1_000_000, 20_000_000)
+
+
+_STEPS = (-2, -1, -1, 0, 0, 0, 1, 1, 2)
+
+
+class SimMarket:
+    """The state of every simulated ticker; `trade()` advances one of them by one trade."""
+
+    def __init__(self, tickers: tuple[SimTicker, ...], seed: int) -> None:
+        if not tickers:
+            raise ValueError("a market needs at least one ticker")
+        self._rng = random.Random(seed)
+        self._stocks = {t.code: _Stock(t, self._rng) for t in tickers}
+        self._codes = list(self._stocks)
+
+    @property
+    def codes(self) -> list[str]:
+        return list(self._codes)
+
+    def trade(self, now: datetime) -> list[str]:
+        """Advance a randomly chosen ticker by one trade; return its 46 H0STCNT0 fields."""
+        rng = self._rng
+        s = self._stocks[self._codes[rng.randrange(len(self._codes))]]
+        hhmmss = now.strftime("%H%M%S")
+        if s.price == 0:
+            s.price = s.prev_close
+            s.open = s.high = s.low = s.price
+            s.open_time = s.high_time = s.low_time = hhmmss
+        else:
+            p = s.price + _STEPS[rng.randrange(len(_STEPS))] * tick_size(s.price)
+            s.price = min(s.upper, max(s.lower, p))
+        if s.price > s.high:
+            s.high, s.high_time = s.price, hhmmss
+        if s.price < s.low:
+            s.low, s.low_time = s.price, hhmmss
+        qty = rng.choice((1, 1, 2, 3, 5, 10, 20, 50, 100)) * rng.randint(1, 10)
+        buy = rng.random() < 0.5
+        s.volume += qty
+        s.value += qty * s.price
+        if buy:
+            s.buy_count += 1
+            s.buy_qty += qty
+        else:
+            s.sell_count += 1
+            s.sell_qty += qty
+        return self._fields(s, qty, buy, hhmmss, now.strftime("%Y%m%d"))
+
+    @staticmethod
+    def _fields(s: _Stock, qty: int, buy: bool, hhmmss: str, date: str) -> list[str]:
+        change = s.price - s.prev_close
+        if s.price >= s.upper:
+            sign = "1"
+        elif s.price <= s.lower:
+            sign = "4"
+        else:
+            sign = "2" if change > 0 else "5" if change < 0 else "3"
+        unit = tick_size(s.price)
+        vwap = s.value / s.volume
+        strength = s.buy_qty / s.sell_qty * 100 if s.sell_qty else 0.0
+        total = s.buy_qty + s.sell_qty
+
+        def vs(ref: int) -> tuple[str, str]:
+            d = s.price - ref
+            return ("2" if d > 0 else "5" if d < 0 else "3"), str(d)
+
+        o_sign, o_diff = vs(s.open)
+        h_sign, h_diff = vs(s.high)
+        l_sign, l_diff = vs(s.low)
+        return [
+            s.code, hhmmss, str(s.price), sign, str(change),
+            f"{change / s.prev_close * 100:.2f}", f"{vwap:.2f}",
+            str(s.open), str(s.high), str(s.low),
+            str(s.price + unit if buy else s.price), str(s.price if buy else s.price - unit),
+            str(qty), str(s.volume), str(s.value),
+            str(s.sell_count), str(s.buy_count), str(s.buy_count - s.sell_count),
+            f"{strength:.2f}", str(s.sell_qty), str(s.buy_qty), "1" if buy else "5",
+            f"{s.buy_qty / total * 100:.2f}", f"{s.volume / s.prior_volume * 100:.2f}",
+            s.open_time, o_sign, o_diff, s.high_time, h_sign, h_diff, s.low_time, l_sign, l_diff,
+            date, "20", "N", "1500", "4000", "512300", "803400", "0.02",
+            str(s.prior_volume // 2), "61.22", "0", "", "0",
+        ]  # fmt: skip
+
+
+def data_frame(tr_id: str, records: list[list[str]]) -> str:
+    """Build a plain data frame: records concatenated with '^', count as 3 digits (kis.md §6)."""
+    return f"0|{tr_id}|{len(records):03d}|" + "^".join("^".join(r) for r in records)

@@ -96,9 +96,11 @@ async def _sim(s: Settings) -> None:
 
 async def _watch(url: str, topics: Sequence[str], count: int) -> None:
     import msgspec
-    from trio_websocket import ConnectionClosed, open_websocket_url
+    from trio_websocket import ConnectionClosed
 
-    async with open_websocket_url(url) as ws:
+    from tradestream.feeds.transport import open_upstream
+
+    async with open_upstream(url, connect_timeout_s=10) as ws:
         for topic in topics:
             await ws.send_message(msgspec.json.encode({"type": "subscribe", "topic": topic}).decode())
         n = 0

@@ -148,6 +148,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         stale_s=_num(env, "KIS_STALE_S", 15.0 if use_sim else KisSettings.stale_s),
     )
     secret = _get(env, "JWT_SECRET")
+    if secret is not None and len(secret.encode()) < 32:
+        raise ConfigError("TRADESTREAM_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
     gateway = GatewaySettings(
         host=_get(env, "HOST") or GatewaySettings.host,
         port=int(_num(env, "PORT", GatewaySettings.port, int)),

@@ -121,7 +121,7 @@ async def run_service(
                                      router_stats)
                 async with trio.open_nursery() as intake:
                     with ticks_out:  # our original; the feed holds a clone
-                        await intake.start(run_kis_feed, s.kis, ticks_out.clone(), feeds[0], draining)
+                        await intake.start(run_kis_feed, s.kis, ticks_out.clone(), feeds[0])
                     log.info("tradestream serving on %s", base)
                     task_status.started(Running(
                         url=base, ws_url=ws_url(base, "/api/ws"), stop=intake.cancel_scope.cancel,
@@ -129,8 +129,8 @@ async def run_service(
                         flusher=flusher_stats,
                     ))
                 log.info("intake stopped; draining the pipeline")
-            log.info("pipeline drained: %d ticks stored in %d batches",
-                     flusher_stats.rows, flusher_stats.batches)
+            log.info("pipeline drained: %d ticks received, %d stored in %d batches",
+                     router_stats.ticks, flusher_stats.rows, flusher_stats.batches)
             hub.close_all()
             with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
                 await hub.wait_empty()

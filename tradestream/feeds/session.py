@@ -15,23 +15,15 @@ from dataclasses import dataclass, field
 
 import httpx
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    connect_websocket_url,
-)
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from tradestream.config import KisSettings
 from tradestream.events import Tick
 from tradestream.feeds.backoff import Backoff
 from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
+from tradestream.feeds.transport import open_upstream
 
 log = logging.getLogger(__name__)
-
-CLOSE_TIMEOUT_S = 1.0  # budget for a clean close (code 1000) of the upstream socket
-
 
 class FeedError(Exception):
     """The session cannot go on as it is; reconnect after a backoff."""
@@ -47,8 +39,7 @@ class KeyInUse(FeedError):
 
 FEED_LOST = (
     ConnectionClosed,
-    HandshakeError,
-    ConnectionRejected,
+    HandshakeError,  # ConnectionRejected too
     OSError,
     trio.TooSlowError,
     httpx.HTTPError,
@@ -101,7 +92,6 @@ async def run_kis_feed(
     cfg: KisSettings,
     ticks_out: trio.MemorySendChannel[Tick],
     status: FeedStatus,
-    sockets: trio.Nursery,
     *,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -110,12 +100,8 @@ async def run_kis_feed(
 
     Owns and closes `ticks_out`. started(): running (not necessarily connected; `status`
     says). Sends block when the pipeline is full (lossless edge). Broker errors are counted,
-    logged and retried; this task never returns on its own.
-
-    `sockets` is a nursery that outlives this task's cancellation: each WebSocket's reader
-    task runs there, so that when this task is cancelled the socket can still complete its
-    close handshake (code 1000) instead of waiting out the timeout with a cancelled reader.
-    The readers end when their socket closes, which this task always does before it returns.
+    logged and retried; this task never returns on its own. On cancel the upstream socket
+    is closed with code 1000.
     """
     decoder = KisDecoder(status.name)
     backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s, rng=rng)
@@ -129,26 +115,20 @@ async def run_kis_feed(
                         status.state = "authenticating"
                         approval = await request_approval_key(http, cfg)
                     status.state = "connecting"
-                    with trio.fail_after(cfg.connect_timeout_s):
-                        ws = await connect_websocket_url(sockets, cfg.ws_url)
-                    status.connects += 1
-                    try:
+                    async with open_upstream(cfg.ws_url, cfg.connect_timeout_s) as ws:
+                        status.connects += 1
                         await _stream(ws, cfg, approval, decoder, ticks_out, status, backoff)
-                    finally:
-                        # trio-websocket's close is not shielded; without this a cancel
-                        # would drop the socket (1006) instead of closing it with 1000.
-                        with trio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-                            await ws.aclose(1000, "client closing")
-                except ApprovalRejected as exc:
+                except* ApprovalRejected as group:
+                    exc = group.exceptions[0]
                     status.last_error = str(exc)
                     if cfg.approval_key:
                         log.error("%s: the configured approval key was refused: %s", status.name, exc)
                     else:
                         log.warning("%s: %s; requesting a new approval key", status.name, exc)
                         approval = None
-                except FEED_LOST as exc:
-                    status.last_error = repr(exc)
-                    log.warning("%s: connection lost (%r)", status.name, exc)
+                except* FEED_LOST as group:
+                    status.last_error = "; ".join(repr(e) for e in group.exceptions)
+                    log.warning("%s: connection lost (%s)", status.name, status.last_error)
                 status.state = "backoff"
                 status.reconnects += 1
                 delay = backoff.next()

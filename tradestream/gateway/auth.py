@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import jwt
 
 CLOSE_UNAUTHORIZED = 4401
+MIN_SECRET_BYTES = 32
 
 
 class AuthError(Exception):
@@ -23,8 +24,9 @@ class Identity:
 
 class Authenticator:
     def __init__(self, secret: str, *, algorithm: str = "HS256", leeway_s: float = 5.0) -> None:
-        if not secret:
-            raise ValueError("an empty JWT secret would accept forged tokens")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable.
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
         self._algorithm = algorithm
         self._leeway = leeway_s

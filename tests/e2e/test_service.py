@@ -1,0 +1,225 @@
+"""The whole tree on real loopback sockets: simulator -> feed -> router -> SQLite, and gateway.
+
+Sockets and threads look idle to an autojump clock, so these run on real time with generous
+`fail_after` guards and no exact-time assertions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import sqlalchemy as sa
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from tests.conftest import make_settings
+from tradestream.config import Settings
+from tradestream.feeds.transport import open_upstream
+from tradestream.service import Running, run_service
+from tradestream.store.migrate import SchemaOutOfDate
+
+TIMEOUT_S = 20
+
+
+@asynccontextmanager
+async def service(s: Settings) -> AsyncIterator[Running]:
+    """Run the tree; on exit stop it the way a signal does and wait until it has drained."""
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(run_service, s)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def open_websocket_url(url: str) -> Any:
+    # trio-websocket's own client leaves the socket open when the server closes first;
+    # open_upstream owns and closes it (see tradestream/feeds/transport.py).
+    return open_upstream(url, connect_timeout_s=5)
+
+
+async def recv(ws: WebSocketConnection) -> dict[str, Any]:
+    with trio.fail_after(5):
+        return msgspec.json.decode(await ws.get_message())
+
+
+async def send(ws: WebSocketConnection, **msg: object) -> None:
+    await ws.send_message(msgspec.json.encode(msg).decode())
+
+
+def token(running: Running, user: str = "alice") -> str:
+    return running.auth.issue(user)
+
+
+def stored_rows(s: Settings, code: str | None = None) -> list[sa.Row[Any]]:
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        q = "SELECT stock_code, price, change, volume, trade_time FROM stock_prices_realtime"
+        if code:
+            q += f" WHERE stock_code = '{code}'"
+        rows = list(conn.execute(sa.text(q)))
+    engine.dispose()
+    return rows
+
+
+async def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def test_client_gets_price_updates_equal_to_stored_rows(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    updates: list[dict[str, Any]] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            async with open_websocket_url(f"{running.ws_url}?token={token(running)}") as ws:
+                hello = await recv(ws)
+                assert hello["type"] == "connected"
+                assert hello["user_id"] == "alice"
+                await send(ws, type="subscribe", topic="price:005930")
+                assert (await recv(ws))["type"] == "subscribed"
+                while len(updates) < 10:
+                    msg = await recv(ws)
+                    assert msg["type"] == "price_update", msg
+                    assert msg["symbol"] == "005930"
+                    updates.append(msg["data"])
+                running.stop()
+                # Every received tick is stored before the clients are told to go away.
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        msg = await recv(ws)
+                        assert msg["type"] == "price_update"
+                assert closed.value.reason.code == 1001
+                received = running.router.ticks
+                flushed = running.flusher.rows
+    assert received > 0
+    assert flushed == received
+    rows = stored_rows(s)
+    assert len(rows) == received  # nothing lost, nothing twice
+    by_volume = {r.volume: r for r in stored_rows(s, "005930")}
+    for u in updates:
+        row = by_volume[u["volume"]]
+        assert (row.price, row.change) == (u["price"], u["change"])
+    assert len({u["volume"] for u in updates}) == len(updates)
+
+
+async def test_reconnect_after_upstream_drop_keeps_clients(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            feed = running.feeds[0]
+            async with open_websocket_url(f"{running.ws_url}?token={token(running)}") as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="price:005930")
+                assert (await recv(ws))["type"] == "subscribed"
+                await recv(ws)  # data is flowing
+                assert running.sim.control.drop_all() == 1
+                await wait_for(lambda: feed.reconnects >= 1, "reconnect")
+                dropped_at = trio.current_time()
+                ticks_at_drop = running.router.ticks
+                await wait_for(lambda: running.router.ticks > ticks_at_drop + 20, "data resumes")
+                resumed_in = trio.current_time() - dropped_at
+                assert feed.connects == 2
+                assert feed.state == "streaming"
+                assert feed.subscriptions.get("H0STCNT0:005930") == "subscribed"
+                # the downstream client never noticed, apart from the pause
+                msg = await recv(ws)
+                assert msg["type"] == "price_update"
+                received = running.router.ticks
+    assert resumed_in < 2.0
+    assert len(stored_rows(s)) >= received
+
+
+async def test_stalled_upstream_is_treated_as_dead(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, stale_s=0.5)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            feed = running.feeds[0]
+            await wait_for(lambda: running.router.ticks > 0, "first data")
+            running.sim.control.stall(1.5)
+            await wait_for(lambda: feed.reconnects >= 1, "stale detection", timeout=5)
+            assert "TooSlowError" in feed.last_error
+            before = running.router.ticks
+            await wait_for(lambda: running.router.ticks > before and feed.state == "streaming",
+                           "data after the stall", timeout=8)
+
+
+async def test_auth_failures_close_with_4401(settings: Settings) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            for query, reason in (("", "missing token"), ("?token=garbage", "invalid token")):
+                async with open_websocket_url(running.ws_url + query) as ws:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                    assert closed.value.reason.code == 4401
+                    assert reason in (closed.value.reason.reason or "")
+
+
+async def test_client_protocol_errors_and_replies(settings: Settings) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            async with open_websocket_url(f"{running.ws_url}?token={token(running)}") as ws:
+                await recv(ws)
+                await ws.send_message("{not json")
+                assert (await recv(ws))["code"] == "invalid_json"
+                await send(ws, type="teleport")
+                assert (await recv(ws))["code"] == "unknown_type"
+                await send(ws, type="subscribe", topic="orders")
+                assert (await recv(ws))["code"] == "unknown_topic"
+                not_watched = "293490"  # a simulator ticker outside the test watchlist
+                assert not_watched not in settings.kis.watchlist
+                await send(ws, type="subscribe", topic=f"price:{not_watched}")
+                err = await recv(ws)
+                assert (err["type"], err["code"]) == ("error", "not_streamed")
+                await send(ws, type="ping", timestamp="2024-01-01T00:00:00")
+                assert await recv(ws) == {"type": "pong", "timestamp": "2024-01-01T00:00:00"}
+                await send(ws, type="unsubscribe", topic="price:005930")
+                assert (await recv(ws))["code"] == "not_subscribed"
+                await send(ws, type="subscribe", topic="price:000660")
+                assert (await recv(ws))["type"] == "subscribed"
+                await send(ws, type="unsubscribe", topic="price:000660")
+                while (msg := await recv(ws))["type"] == "price_update":
+                    pass
+                assert msg == {"type": "unsubscribed", "topic": "price:000660",
+                               "message": "Successfully unsubscribed from price:000660"}
+                # the connection survived every bad message
+                await send(ws, type="ping")
+                assert (await recv(ws))["type"] == "pong"
+
+
+async def test_status_endpoint(settings: Settings) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            async with open_websocket_url(f"{running.ws_url}?token={token(running, 'bob')}") as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="price:005930")
+                await recv(ws)
+                await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
+                async with httpx.AsyncClient(base_url=running.url) as http:
+                    status = (await http.get("/api/ws/status")).json()
+    assert status["active_connections"] == 1
+    assert status["active_users"] == ["bob"]
+    assert status["subscriptions"] == {"price:005930": ["bob"]}
+    assert status["price_streamer_running"] is True
+    (upstream,) = status["upstream"]
+    assert upstream["state"] == "streaming"
+    assert upstream["subscribed"] == len(settings.kis.watchlist)
+    assert upstream["errors"] == {}
+    assert set(status["queues"]) == {"ticks", "store"}
+
+
+async def test_out_of_date_schema_refuses_to_start(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    s = replace(s, store=replace(s.store, auto_upgrade=False))
+    with pytest.raises(SchemaOutOfDate, match="tradestream db upgrade"):
+        await run_service(s)

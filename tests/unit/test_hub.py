@@ -1,0 +1,91 @@
+"""Hub and Outbox: fan-out without awaiting, conflation, and the slow-consumer bound."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from tradestream.hub import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CloseRequest, Hub, Outbox
+
+
+async def test_outbox_conflates_latest_per_topic_and_keeps_order() -> None:
+    box = Outbox(max_lossless=10)
+    box.put("reply-1")
+    box.put_latest("price:A", "A1")
+    box.put_latest("price:B", "B1")
+    box.put_latest("price:A", "A2")  # replaces A1 in place, keeps A's place in the queue
+    box.put("reply-2")
+    assert await box.get_batch(100) == ["reply-1", "A2", "B1", "reply-2"]
+    assert box.conflated == 1
+    assert box.sent == 4
+
+
+async def test_outbox_batch_limit_takes_oldest_first() -> None:
+    box = Outbox(max_lossless=10)
+    for i in range(5):
+        box.put(str(i))
+    assert await box.get_batch(2) == ["0", "1"]
+    assert await box.get_batch(10) == ["2", "3", "4"]
+
+
+async def test_lossless_overflow_closes_slow_consumer_and_drops_queue() -> None:
+    box = Outbox(max_lossless=3)
+    for i in range(4):
+        box.put(str(i))
+    assert box.close_request == CloseRequest(CLOSE_SLOW_CONSUMER, "slow consumer")
+    assert len(box) == 0
+    assert await box.get_batch(10) == CloseRequest(CLOSE_SLOW_CONSUMER, "slow consumer")
+    box.put("after")  # ignored once closing
+    assert len(box) == 0
+
+
+async def test_conflated_messages_never_overflow() -> None:
+    box = Outbox(max_lossless=2)
+    for i in range(10_000):
+        box.put_latest(f"price:{i % 50}", str(i))
+    assert box.close_request is None
+    batch = await box.get_batch(1000)
+    assert isinstance(batch, list) and len(batch) == 50
+    assert batch[0] == "9950"
+
+
+async def test_get_batch_waits_until_something_arrives(autojump_clock: trio.abc.Clock) -> None:
+    box = Outbox(max_lossless=10)
+    got: list[object] = []
+
+    async def reader() -> None:
+        got.append(await box.get_batch(10))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        box.put("x")
+    assert got == [["x"]]
+
+
+async def test_hub_publish_reaches_only_subscribers() -> None:
+    hub = Hub(outbox_max=10)
+    a, b = hub.connect("u1"), hub.connect("u2")
+    assert hub.subscribe(a, "price:005930")
+    assert not hub.subscribe(a, "price:005930")
+    hub.subscribe(b, "price:000660")
+    assert hub.publish_latest("price:005930", "p1") == 1
+    assert hub.publish_latest("price:035420", "nobody") == 0
+    assert await a.outbox.get_batch(10) == ["p1"]
+    assert len(b.outbox) == 0
+    assert hub.subscriptions() == {"price:005930": ["u1"], "price:000660": ["u2"]}
+
+
+async def test_hub_disconnect_removes_subscriptions_and_close_all() -> None:
+    hub = Hub()
+    a = hub.connect("u1")
+    hub.subscribe(a, "price:005930")
+    hub.close_all()
+    assert await a.outbox.get_batch(1) == CloseRequest(CLOSE_GOING_AWAY, "server shutdown")
+    hub.disconnect(a)
+    assert not hub.has_subscribers("price:005930")
+    assert hub.clients == {}
+    with trio.move_on_after(1) as scope:
+        await hub.wait_empty()
+    assert not scope.cancelled_caught

@@ -1,0 +1,85 @@
+"""Client message decoding, server message shapes (seed 003) and JWT checks."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import jwt
+import msgspec
+import pytest
+
+from tradestream.events import KST, Tick
+from tradestream.gateway import protocol
+from tradestream.gateway.auth import AuthError, Authenticator
+
+SECRET = "unit-test-secret-of-at-least-32-bytes"
+
+
+def test_decode_client_messages() -> None:
+    assert protocol.decode_client_message('{"type":"subscribe","topic":"price:005930"}') == \
+        protocol.Subscribe("price:005930")
+    assert protocol.decode_client_message(b'{"type":"unsubscribe","topic":"x"}') == \
+        protocol.Unsubscribe("x")
+    assert protocol.decode_client_message('{"type":"ping"}') == protocol.Ping(None)
+    assert protocol.decode_client_message(
+        '{"type":"ping","timestamp":"2024-01-01T00:00:00","extra":1}'
+    ) == protocol.Ping("2024-01-01T00:00:00")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ("", "invalid_json"),
+        ('{"type":"dance"}', "unknown_type"),
+        ('{"topic":"price:005930"}', "unknown_type"),
+        ('{"type":"subscribe"}', "invalid_message"),
+        ('{"type":"subscribe","topic":5}', "invalid_message"),
+        ("[1,2]", "invalid_message"),
+    ],
+)
+def test_bad_client_messages_have_stable_codes(raw: str, code: str) -> None:
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode_client_message(raw)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize("topic", ["price:", "price:5930", "price:0059301", "orders", "price:00593a"])
+def test_bad_price_topics(topic: str) -> None:
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.price_topic_code(topic)
+    assert info.value.code == "unknown_topic"
+
+
+def test_price_update_shape() -> None:
+    t = Tick(source="kis-1", venue="KRX", code="005930",
+             trade_time=datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST), price=71000, change=-500,
+             change_percent=-0.7, open=1, high=2, low=1, ask=71100, bid=71000, trade_volume=3,
+             volume=1233600, value=9, strength=1.0, received_ns=1)
+    assert msgspec.json.decode(protocol.price_update(t)) == {
+        "type": "price_update",
+        "symbol": "005930",
+        "data": {"price": 71000, "change": -500, "change_percent": -0.7, "volume": 1233600,
+                 "timestamp": "2025-01-02T09:30:15+09:00"},
+    }
+
+
+def test_jwt_round_trip_and_failures() -> None:
+    auth = Authenticator(SECRET)
+    ident = auth.verify(auth.issue("42", role="admin"))
+    assert (ident.user_id, ident.role) == ("42", "admin")
+    assert ident.expires_at is not None and ident.expires_at > time.time()
+    with pytest.raises(AuthError, match="missing token"):
+        auth.verify(None)
+    with pytest.raises(AuthError, match="invalid token"):
+        auth.verify(Authenticator("other-" + SECRET).issue("42"))
+    with pytest.raises(AuthError, match="invalid token"):
+        auth.verify(jwt.encode({"role": "user"}, SECRET, algorithm="HS256"))  # no sub
+    expired = jwt.encode({"sub": "42", "exp": int(time.time()) - 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="token expired"):
+        auth.verify(expired)
+    with pytest.raises(ValueError):
+        Authenticator("")
+    with pytest.raises(ValueError):
+        Authenticator("short")

@@ -1,0 +1,28 @@
+# tradestream tasks. Recipes call the project's virtualenv explicitly, never the system Python.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+export PATH := venv / "bin" + ":" + env_var("PATH")
+
+# list the recipes
+default:
+    @just --list
+
+# create .venv (if missing) and install tradestream with its dev tools
+setup:
+    test -x "{{venv}}/bin/python" || python3 -m venv "{{venv}}"
+    "{{venv}}/bin/pip" install -q -e '.[dev]'
+
+# migrate the database, then run the service (built-in simulator unless KIS URLs are set)
+run:
+    tradestream db upgrade
+    tradestream run
+
+# run the broker simulator alone
+sim:
+    tradestream sim
+
+# run the whole test suite (extra arguments go to pytest)
+test *ARGS:
+    pytest {{ARGS}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 
@@ -21,8 +22,8 @@ class Backoff:
         factor: float = 2.0,
         rng: random.Random | None = None,
     ) -> None:
-        if not 0 < initial_s <= cap_s or factor < 1:
-            raise ValueError("need 0 < initial_s <= cap_s and factor >= 1")
+        if not (0 < initial_s <= cap_s < math.inf and 1 <= factor < math.inf):
+            raise ValueError("need 0 < initial_s <= cap_s < inf and 1 <= factor < inf")
         self.initial_s = initial_s
         self.cap_s = cap_s
         self.factor = factor
@@ -31,7 +32,10 @@ class Backoff:
 
     def peek(self) -> float:
         """The upper bound of the next delay."""
-        return min(self.cap_s, self.initial_s * self.factor**self.attempt)
+        try:
+            return min(self.cap_s, self.initial_s * self.factor**self.attempt)
+        except OverflowError:
+            return self.cap_s
 
     def next(self) -> float:
         d = self.peek()

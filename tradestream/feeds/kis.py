@@ -203,7 +203,7 @@ def split_frame(text: str) -> tuple[bool, str, int, str]:
     enc, tr_id, count_s, payload = parts
     if enc not in ("0", "1"):
         raise FrameError("bad_frame", f"encryption flag {enc!r}")
-    if not count_s.isdigit() or (count := int(count_s)) < 1:
+    if not (count_s.isascii() and count_s.isdigit()) or (count := int(count_s)) < 1:
         raise FrameError("bad_frame", f"record count {count_s!r}")
     return enc == "1", tr_id, count, payload
 
@@ -240,6 +240,10 @@ def tick_from_fields(
     try:
         date = v[base + 33]
         hhmmss = v[base + 1]
+        # A short field would otherwise read as another time ("09301" as 09:30:01).
+        if not (len(date) == 8 and len(hhmmss) == 6 and (date + hhmmss).isascii()
+                and (date + hhmmss).isdigit()):
+            raise FrameError("bad_value", f"date/time {date!r} {hhmmss!r}")
         trade_time = datetime(
             int(date[0:4]), int(date[4:6]), int(date[6:8]),
             int(hhmmss[0:2]), int(hhmmss[2:4]), int(hhmmss[4:6]), tzinfo=KST,

@@ -61,9 +61,25 @@ def tick_size(price: int) -> int:
     return 1000
 
 
-def _round_to_tick(price: float) -> int:
-    unit = tick_size(int(price))
-    return int(price) // unit * unit
+def _floor_to_tick(price: int) -> int:
+    unit = tick_size(price)
+    return price // unit * unit
+
+
+def _ceil_to_tick(price: int) -> int:
+    # Band bounds are multiples of the coarser unit, so rounding up never leaves the grid.
+    unit = tick_size(price)
+    return -(-price // unit) * unit
+
+
+def step_ticks(price: int, steps: int) -> int:
+    """Move `steps` ticks up (positive) or down on the KRX grid, one tick at a time: the
+    unit depends on the price level, and a move across a band edge changes it."""
+    for _ in range(steps):
+        price += tick_size(price)
+    for _ in range(-steps):
+        price -= tick_size(price - 1)
+    return price
 
 
 class _Stock:
@@ -76,8 +92,9 @@ class _Stock:
     def __init__(self, t: SimTicker, rng: random.Random) -> None:
         self.code = t.code
         self.prev_close = t.base_price
-        self.upper = _round_to_tick(t.base_price * 1.3)
-        self.lower = _round_to_tick(t.base_price * 0.7) + tick_size(int(t.base_price * 0.7))
+        # Daily limits: +-30% of the prior close, inside the band, on the grid (integer math).
+        self.upper = _floor_to_tick(t.base_price * 13 // 10)
+        self.lower = _ceil_to_tick(-(-t.base_price * 7 // 10))
         self.price = 0  # no trade yet today
         self.open = self.high = self.low = 0
         self.open_time = self.high_time = self.low_time = ""
@@ -113,7 +130,7 @@ class SimMarket:
             s.open = s.high = s.low = s.price
             s.open_time = s.high_time = s.low_time = hhmmss
         else:
-            p = s.price + _STEPS[rng.randrange(len(_STEPS))] * tick_size(s.price)
+            p = step_ticks(s.price, _STEPS[rng.randrange(len(_STEPS))])
             s.price = min(s.upper, max(s.lower, p))
         if s.price > s.high:
             s.high, s.high_time = s.price, hhmmss

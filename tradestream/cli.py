@@ -1,4 +1,4 @@
-"""Command line: `tradestream run | sim | db upgrade | db current | token | watch`.
+"""Command line: `tradestream run | replay | sim | db upgrade | db current | token | watch`.
 
 Settings are read once here from the environment and passed down. Signals are handled here
 too: the first SIGINT/SIGTERM stops intake and lets the tree drain (see service.py); a second
@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -38,7 +39,8 @@ def _banner(s: Settings, running: object) -> str:
         f"tradestream is up: {running.url}",
         f"  WebSocket  {running.ws_url}?token=<JWT>",
         f"  status     {running.url}/api/ws/status",
-        f"  upstream   {'built-in KIS simulator at ' + running.sim.ws_url if running.sim else s.kis.ws_url}",
+        "  upstream   " + (f"built-in broker simulator at {running.sim.rest_url}" if running.sim
+                             else ", ".join(u for u in (s.kis.ws_url, s.ls.ws_url) if u)),
         f"  database   {s.store.url}",
     ]
     if s.gateway.jwt_secret_generated:
@@ -53,14 +55,16 @@ def _banner(s: Settings, running: object) -> str:
     return "\n".join(lines)
 
 
-async def _run(s: Settings) -> None:
+async def _run(s: Settings, record: Path | None = None, replay: Path | None = None,
+               speed: float = 0.0) -> None:
     from tradestream.service import run_service
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
 
             async def service(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_service(s, task_status=task_status)
+                await run_service(s, record=record, replay=replay, replay_speed=speed,
+                                  task_status=task_status)
                 root.cancel_scope.cancel()  # done: stop the signal watcher
 
             running = await root.start(service)
@@ -89,7 +93,8 @@ async def _sim(s: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
             handle = await root.start(run_simulator, s.sim)
-            print(f"KIS simulator: REST {handle.rest_url}  WebSocket {handle.ws_url}", flush=True)
+            print(f"broker simulator: REST {handle.rest_url}  KIS {handle.ws_url}  "
+                  f"LS {handle.ls_ws_url}", flush=True)
             async for _ in signals:
                 root.cancel_scope.cancel()
 
@@ -115,7 +120,13 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradestream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)")
+    run = sub.add_parser("run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)")
+    run.add_argument("--record", type=Path, metavar="FILE",
+                     help="append every raw upstream frame to FILE (gzip JSON lines)")
+    replay = sub.add_parser("replay", help="feed a recording through the pipeline, then exit")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--speed", type=float, default=0.0,
+                        help="times the recorded pace (default 0: as fast as possible)")
     sub.add_parser("sim", help="run the broker simulator alone")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
@@ -136,12 +147,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-    if args.cmd == "run":
+    if args.cmd in ("run", "replay"):
         from tradestream.store.migrate import SchemaOutOfDate
 
         status = 0
         try:
-            trio.run(_run, s)
+            if args.cmd == "run":
+                trio.run(_run, s, args.record)
+            else:
+                trio.run(_run, s, None, args.file, args.speed)
         except* SchemaOutOfDate as eg:
             print(f"error: {eg.exceptions[0]}", file=sys.stderr)
             status = 1

@@ -48,9 +48,34 @@ class KisSettings:
     app_secret: str = "sim-appsecret"
     approval_key: str = ""  # set: no approval request is made
     custtype: str = "P"
-    watchlist: tuple[str, ...] = ()
-    tr_id: str = "H0STCNT0"
+    watchlist: tuple[str, ...] = ()  # trades (H0STCNT0) for these codes
+    extra: tuple[tuple[str, str], ...] = ()  # more (tr_id, tr_key) registrations
+    hts_id: str = ""  # set: execution notices for this HTS id
+    paper: bool = False  # paper trading: notices come as H0STCNI9
     stale_s: float = 150.0  # no frame (data or PINGPONG) for this long: the session is dead
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.25
+    backoff_cap_s: float = 2.0
+
+    def registrations(self) -> list[tuple[str, str]]:
+        regs = [("H0STCNT0", code) for code in self.watchlist]
+        regs += [r for r in self.extra if r not in regs]
+        if self.hts_id:
+            regs.append(("H0STCNI9" if self.paper else "H0STCNI0", self.hts_id))
+        return regs
+
+
+@dataclass(frozen=True)
+class LsSettings:
+    enabled: bool = True
+    ws_url: str = ""  # empty: the built-in simulator's
+    rest_url: str = ""
+    app_key: str = "sim-appkey"
+    app_secret: str = "sim-appsecret"
+    subscriptions: tuple[tuple[str, str], ...] = (("NWS", "NWS001"),)
+    min_title_chars: int = 5
+    media_file: str = ""  # id -> media name JSON; empty: the bundled placeholder table
+    stale_s: float = 600.0  # LS documents no heartbeat: only a long silence means dead
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25
     backoff_cap_s: float = 2.0
@@ -64,10 +89,19 @@ class SimSettings:
     seed: int = 7
     tickers: tuple[str, ...] = tuple(t.code for t in DEFAULT_TICKERS)
     tick_rate: float = 200.0  # trades per second over all tickers
+    orderbook_rate: float = 1.0  # order-book snapshots per code per second
+    program_rate: float = 0.2  # program-trading updates per code per second
+    news_rate: float = 0.5  # headlines per second
+    order_rate_per_min: float = 2.0  # the demo account's own orders
+    demo_hts_id: str = "demo"
+    demo_account: str = "5012345601"
     ping_interval_s: float = 5.0
     max_missed_pings: int = 3
     max_records_per_frame: int = 3
     registration_limit: int = 41
+    drop_every_s: float = 0.0  # fault: close every session this often (0: never)
+    malformed_rate: float = 0.0  # fault: share of data frames replaced by garbage
+    reject_credentials: bool = False  # fault: refuse approval keys and tokens
 
 
 @dataclass(frozen=True)
@@ -81,13 +115,19 @@ class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     kis: KisSettings = field(default_factory=KisSettings)
+    ls: LsSettings = field(default_factory=LsSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     shutdown_timeout_s: float = 15.0  # hard stop after the first signal
 
-    def with_sim_urls(self, rest_url: str, ws_url: str) -> Settings:
-        """Point the KIS feed at the built-in simulator once it is listening."""
-        return replace(self, kis=replace(self.kis, rest_url=rest_url, ws_url=ws_url))
+    def with_sim_urls(self, rest_url: str, kis_ws_url: str, ls_ws_url: str) -> Settings:
+        """Point the feeds that have no broker URL at the built-in simulator."""
+        kis, ls = self.kis, self.ls
+        if not kis.ws_url:
+            kis = replace(kis, rest_url=rest_url, ws_url=kis_ws_url)
+        if ls.enabled and not ls.ws_url:
+            ls = replace(ls, rest_url=rest_url, ws_url=ls_ws_url)
+        return replace(self, kis=kis, ls=ls)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -116,26 +156,54 @@ def _codes(raw: str, name: str) -> tuple[str, ...]:
     return codes
 
 
+def _pairs(raw: str, name: str) -> tuple[tuple[str, str], ...]:
+    """``TR:KEY,TR:KEY`` -> ((TR, KEY), ...)."""
+    out = []
+    for item in raw.split(","):
+        tr, sep, key = item.strip().partition(":")
+        if not (sep and tr and key):
+            raise ConfigError(f"TRADESTREAM_{name}: expected TR:KEY pairs, got {item!r}")
+        out.append((tr, key))
+    return tuple(out)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return (_get(env, name) or "0").lower() in ("1", "true", "yes")
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from TRADESTREAM_* variables (see README, Configuration)."""
     env = os.environ if env is None else env
     ws_url, rest_url = _get(env, "KIS_WS_URL"), _get(env, "KIS_REST_URL")
     if (ws_url is None) != (rest_url is None):
         raise ConfigError("set both TRADESTREAM_KIS_WS_URL and TRADESTREAM_KIS_REST_URL, or neither")
+    ls_ws, ls_rest = _get(env, "LS_WS_URL"), _get(env, "LS_REST_URL")
+    if (ls_ws is None) != (ls_rest is None):
+        raise ConfigError("set both TRADESTREAM_LS_WS_URL and TRADESTREAM_LS_REST_URL, or neither")
     use_sim = ws_url is None
     sim = SimSettings(
         enabled=use_sim,
         port=int(_num(env, "SIM_PORT", 0, int)),
         seed=int(_num(env, "SIM_SEED", 7, int)),
         tick_rate=_num(env, "SIM_TICK_RATE", SimSettings.tick_rate),
+        news_rate=_num(env, "SIM_NEWS_RATE", SimSettings.news_rate),
+        order_rate_per_min=_num(env, "SIM_ORDER_RATE", SimSettings.order_rate_per_min),
+        drop_every_s=_num(env, "SIM_DROP_EVERY_S", 0.0),
+        malformed_rate=_num(env, "SIM_MALFORMED_RATE", 0.0),
     )
     watch_raw = _get(env, "WATCHLIST")
-    watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:KIS_SESSION_CAP]
-    if len(watchlist) > KIS_SESSION_CAP:
-        raise ConfigError(
-            f"TRADESTREAM_WATCHLIST has {len(watchlist)} codes; one KIS session takes at most "
-            f"{KIS_SESSION_CAP} (41 per session, one kept spare)"
-        )
+    extra_raw = _get(env, "KIS_EXTRA")
+    hts_id = _get(env, "KIS_HTS_ID")
+    if use_sim:
+        # The demo: trades for 36 codes, two order books, one program-trading stream and the
+        # demo account's execution notices: 40 registrations, one KIS session.
+        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:36]
+        extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else (
+            ("H0STASP0", "005930"), ("H0STASP0", "000660"), ("H0STPGM0", "005930"))
+        hts_id = hts_id if hts_id is not None else sim.demo_hts_id
+    else:
+        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:KIS_SESSION_CAP]
+        extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
     kis = KisSettings(
         ws_url=ws_url or "",
         rest_url=rest_url or "",
@@ -143,9 +211,29 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         app_secret=_get(env, "KIS_APP_SECRET") or KisSettings.app_secret,
         approval_key=_get(env, "KIS_APPROVAL_KEY") or "",
         watchlist=watchlist,
+        extra=extra,
+        hts_id=hts_id or "",
+        paper=_flag(env, "KIS_PAPER"),
         # The simulator pings every few seconds; the real server's interval is unknown and
         # reported at up to ~110 s (kis.md §5.3), so only a long silence means a dead session.
         stale_s=_num(env, "KIS_STALE_S", 15.0 if use_sim else KisSettings.stale_s),
+    )
+    n = len(kis.registrations())
+    if n > KIS_SESSION_CAP:
+        raise ConfigError(
+            f"{n} KIS registrations (watchlist, KIS_EXTRA, notices); one session takes at most "
+            f"{KIS_SESSION_CAP} (41 per session over all TR IDs, one kept spare)"
+        )
+    ls_subs = _get(env, "LS_SUBSCRIBE")
+    ls = LsSettings(
+        enabled=ls_ws is not None or sim.enabled and not _flag(env, "LS_DISABLED"),
+        ws_url=ls_ws or "",
+        rest_url=ls_rest or "",
+        app_key=_get(env, "LS_APP_KEY") or LsSettings.app_key,
+        app_secret=_get(env, "LS_APP_SECRET") or LsSettings.app_secret,
+        subscriptions=_pairs(ls_subs, "LS_SUBSCRIBE") if ls_subs else LsSettings.subscriptions,
+        media_file=_get(env, "LS_MEDIA_FILE") or "",
+        stale_s=_num(env, "LS_STALE_S", 30.0 if ls_ws is None else LsSettings.stale_s),
     )
     secret = _get(env, "JWT_SECRET")
     if secret is not None and len(secret.encode()) < 32:
@@ -160,6 +248,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         url=_get(env, "DATABASE_URL") or StoreSettings.url,
         flush_rows=int(_num(env, "FLUSH_ROWS", StoreSettings.flush_rows, int)) or 1,
         flush_interval_s=_num(env, "FLUSH_INTERVAL_S", StoreSettings.flush_interval_s),
-        auto_upgrade=(_get(env, "DB_AUTO_UPGRADE") or "0").lower() in ("1", "true", "yes"),
+        auto_upgrade=_flag(env, "DB_AUTO_UPGRADE"),
     )
-    return Settings(gateway=gateway, store=store, kis=kis, sim=sim)
+    return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim)

@@ -43,3 +43,112 @@ class Tick(msgspec.Struct, frozen=True, gc=False):
     def key(self) -> tuple[str, str, datetime, int]:
         """Natural key: a venue's accumulated volume only grows, so it pins one trade."""
         return (self.venue, self.code, self.trade_time, self.volume)
+
+
+class OrderBook(msgspec.Struct, frozen=True, gc=False):
+    """A 10-level order book snapshot (KIS H0STASP0, LS H1_/HA_). Level 1 is the best."""
+
+    source: str
+    venue: str
+    code: str
+    quote_time: datetime  # tz-aware KST; the date is the receive date when the feed has none
+    ask_prices: tuple[int, ...]
+    bid_prices: tuple[int, ...]
+    ask_sizes: tuple[int, ...]
+    bid_sizes: tuple[int, ...]
+    total_ask_size: int
+    total_bid_size: int
+    expected_price: int  # expected match price during call auctions, else 0
+    expected_volume: int
+    volume: int  # accumulated volume, 0 when the feed does not say
+    received_ns: int
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.venue, self.code, self.quote_time, self.volume, self.total_ask_size,
+                self.total_bid_size, self.ask_prices[0], self.bid_prices[0])
+
+
+class ProgramTrade(msgspec.Struct, frozen=True, gc=False):
+    """Accumulated program trading for a code (KIS H0STPGM0)."""
+
+    source: str
+    venue: str
+    code: str
+    trade_time: datetime  # tz-aware KST
+    sell_qty: int
+    sell_value: int
+    buy_qty: int
+    buy_value: int
+    net_qty: int
+    net_value: int
+    sell_rest: int
+    buy_rest: int
+    net_rest: int
+    received_ns: int
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.venue, self.code, self.trade_time, self.sell_qty, self.buy_qty)
+
+
+class Execution(msgspec.Struct, frozen=True, gc=False):
+    """An order or fill notice for the account (KIS H0STCNI0/H0STCNI9, decrypted)."""
+
+    source: str
+    customer_id: str  # HTS id
+    account: str
+    order_no: str
+    original_order_no: str
+    side: str  # "buy" or "sell"
+    kind: str  # "order" (accepted/modified/cancelled/rejected notice) or "fill"
+    correction: str  # "new", "modify" or "cancel"
+    rejected: bool
+    code: str
+    quantity: int  # executed quantity for a fill; order quantity for an order notice
+    price: int  # executed price for a fill; order price for an order notice
+    order_qty: int
+    order_price: int
+    time: datetime  # tz-aware KST
+    name: str
+    received_ns: int
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.account, self.order_no, self.kind, self.time, self.quantity, self.price)
+
+
+class News(msgspec.Struct, frozen=True, gc=False):
+    """A news headline (LS NWS), normalised as in seed 000."""
+
+    source: str
+    realkey: str
+    title: str
+    tickers: tuple[str, ...]
+    ticker: str | None  # the primary ticker: the first one, if any
+    media_id: str
+    media: str
+    published_at: datetime  # tz-aware KST
+    body_size: int
+    received_ns: int
+
+    @property
+    def key(self) -> str:
+        return self.realkey
+
+
+class FeedGap(msgspec.Struct, frozen=True, gc=False):
+    """A feed session was not streaming from `start` to `end` (UTC): silence is not a quiet
+    market."""
+
+    source: str
+    start: datetime
+    end: datetime
+    reason: str
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.source, self.start)
+
+
+Event = Tick | OrderBook | ProgramTrade | Execution | News | FeedGap

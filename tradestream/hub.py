@@ -191,6 +191,12 @@ class Hub:
             client.outbox.put(payload)
         return len(subs)
 
+    def broadcast(self, payload: str) -> int:
+        """Deliver a lossless message to every connected client."""
+        for client in self.clients.values():
+            client.outbox.put(payload)
+        return len(self.clients)
+
     # -- introspection ----------------------------------------------------------------------
     def subscriptions(self) -> dict[str, list[str]]:
         return {t: sorted({c.user_id for c in subs.values()}) for t, subs in self._topics.items()}

@@ -1,16 +1,18 @@
 """The nursery tree: simulator, gateway, pipeline, flusher and feeds, in shutdown order.
 
     outer    simulator (if enabled), gateway          stop last
-      draining   tick router, flusher                 end on EndOfChannel
-        intake       KIS feed session(s)             cancelled by stop()
+      draining   router, flusher, recorder            end on EndOfChannel
+        intake       KIS and LS feed sessions        cancelled by stop()
+                     (or a replay, which ends by itself)
 
 `stop()` cancels intake only. Each feed closes its upstream socket with 1000 and its channel
 end; the router drains and closes the store channel; the flusher writes the tail and returns.
 With every tick stored, the hub closes the clients with 1001 "server shutdown", and the outer
 scope is cancelled, which stops hypercorn and the simulator. Edges and their back-pressure:
 
-    feed --ticks (block)--> router --ticks (block)--> flusher --> database
-                              \\--> hub --> client outboxes (conflate prices / close when full)
+    feeds --events (block)--> router --events (block)--> flusher --> database
+      \\--raw frames (block)--> recorder       \\--> hub --> client outboxes
+                                                  (conflate prices / close when full)
 """
 
 from __future__ import annotations
@@ -19,21 +21,26 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 import trio
 
 from tradestream.config import Settings
-from tradestream.events import Tick
-from tradestream.feeds.session import FeedStatus, run_kis_feed
+from tradestream.events import Event, Tick
+from tradestream.feeds.kis_feed import KisAdapter, kis_timing
+from tradestream.feeds.ls_feed import LsAdapter, ls_timing
+from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
+from tradestream.feeds.session import FeedStatus, run_feed
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.hub import Hub
-from tradestream.pipeline.stages import RouterStats, run_tick_router
-from tradestream.sim.kis_server import SimHandle, run_simulator
+from tradestream.pipeline.stages import RouterStats, run_router
+from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.store import migrate
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
-from tradestream.store.writer import TickWriter, make_engine
+from tradestream.store.writer import EventWriter, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ class Running:
     started_at: float = field(default_factory=time.time)
 
 
-def _channel_stats(*chans: tuple[str, trio.MemorySendChannel[Tick]]) -> dict[str, object]:
+def _channel_stats(*chans: tuple[str, trio.MemorySendChannel[Event]]) -> dict[str, object]:
     out: dict[str, object] = {}
     for name, ch in chans:
         st = ch.statistics()
@@ -65,12 +72,21 @@ def _channel_stats(*chans: tuple[str, trio.MemorySendChannel[Tick]]) -> dict[str
 
 
 async def run_service(
-    s: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
+    s: Settings,
+    *,
+    record: Path | None = None,
+    replay: Path | None = None,
+    replay_speed: float = 0.0,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run tradestream until stop() is called (or this task is cancelled, the hard way).
 
-    started(): the gateway is listening and the feeds are running; returns `Running`.
-    Returns once every received tick is stored and the clients have been told to go away.
+    With `record`, every raw upstream frame is appended to that file. With `replay`, a
+    recording is the intake instead of the feeds (and no simulator runs); the service then
+    drains and returns by itself when the recording ends.
+
+    started(): the gateway is listening and the intake is running; returns `Running`.
+    Returns once every received event is stored and the clients have been told to go away.
     """
     engine = make_engine(s.store.url)
     if s.store.auto_upgrade:
@@ -80,10 +96,11 @@ async def run_service(
     hub = Hub(outbox_max=s.gateway.outbox_max)
     auth = Authenticator(s.gateway.jwt_secret)
     latest: dict[str, Tick] = {}
-    feeds = [FeedStatus(name="kis-1")]
-    router_stats, flusher_stats = RouterStats(), FlusherStats()
-    ticks_out, ticks_in = trio.open_memory_channel[Tick](s.pipeline.tick_buffer)  # block
-    store_out, store_in = trio.open_memory_channel[Tick](s.pipeline.store_buffer)  # block
+    feeds: list[FeedStatus] = []
+    router_stats, flusher_stats, recorder_stats = RouterStats(), FlusherStats(), RecorderStats()
+    events_out, events_in = trio.open_memory_channel[Event](s.pipeline.tick_buffer)  # block
+    store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
+    frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
     sim: SimHandle | None = None
 
     def status() -> dict[str, object]:
@@ -93,18 +110,19 @@ async def run_service(
             "subscriptions": hub.subscriptions(),
             "price_streamer_running": any(f.state == "streaming" for f in feeds),
             "upstream": [f.as_dict() for f in feeds],
-            "queues": _channel_stats(("ticks", ticks_out), ("store", store_out)),
+            "queues": _channel_stats(("events", events_out), ("store", store_out)),
             "router": router_stats.as_dict(),
             "store": flusher_stats.as_dict(),
+            "recorder": recorder_stats.__dict__ if record else None,
             "uptime_s": round(time.time() - started_at, 3),
         }
 
     started_at = time.time()
     try:
         async with trio.open_nursery() as outer:
-            if s.sim.enabled:
+            if s.sim.enabled and replay is None:
                 sim = await outer.start(run_simulator, s.sim)
-                s = s.with_sim_urls(sim.rest_url, sim.ws_url)
+                s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
             ctx = GatewayContext(hub=hub, auth=auth, streamed=frozenset(s.kis.watchlist),
                                  latest=latest, status=status)
             binds = await outer.start(
@@ -112,16 +130,25 @@ async def run_service(
             )
             base = binds[0]
             async with trio.open_nursery() as draining:
-                sink = ThreadedSink(TickWriter(engine).write)
+                sink = ThreadedSink(EventWriter(engine).write)
                 policy = FlushPolicy(max_rows=s.store.flush_rows,
                                      max_delay_s=s.store.flush_interval_s,
                                      final_write_s=s.store.final_write_s)
                 await draining.start(run_flusher, store_in, sink, policy, flusher_stats)
-                await draining.start(run_tick_router, ticks_in, store_out, hub, latest,
+                await draining.start(run_router, events_in, store_out, hub, latest,
                                      router_stats)
+                if record is not None:
+                    await draining.start(run_recorder, frames_in, record, recorder_stats)
+                else:
+                    frames_in.close()
                 async with trio.open_nursery() as intake:
-                    with ticks_out:  # our original; the feed holds a clone
-                        await intake.start(run_kis_feed, s.kis, ticks_out.clone(), feeds[0])
+                    with events_out, frames_out:  # our originals; each intake task holds clones
+                        if replay is not None:
+                            await intake.start(partial(run_replay, replay, events_out.clone(),
+                                                       speed=replay_speed))
+                        else:
+                            await _start_feeds(intake, s, feeds, events_out,
+                                               frames_out if record is not None else None)
                     log.info("tradestream serving on %s", base)
                     task_status.started(Running(
                         url=base, ws_url=ws_url(base, "/api/ws"), stop=intake.cancel_scope.cancel,
@@ -129,11 +156,30 @@ async def run_service(
                         flusher=flusher_stats,
                     ))
                 log.info("intake stopped; draining the pipeline")
-            log.info("pipeline drained: %d ticks received, %d stored in %d batches",
-                     router_stats.ticks, flusher_stats.rows, flusher_stats.batches)
+            log.info("pipeline drained: %d events received, %d stored in %d batches",
+                     router_stats.events, flusher_stats.rows, flusher_stats.batches)
             hub.close_all()
             with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
                 await hub.wait_empty()
             outer.cancel_scope.cancel()
     finally:
         engine.dispose()
+
+
+async def _start_feeds(
+    intake: trio.Nursery,
+    s: Settings,
+    feeds: list[FeedStatus],
+    events_out: trio.MemorySendChannel[Event],
+    frames_out: trio.MemorySendChannel[Frame] | None,
+) -> None:
+    """Start one KIS session and, when enabled, one LS session in `intake`."""
+    sessions = [(KisAdapter(s.kis, "kis-1"), kis_timing(s.kis), s.kis.rest_url)]
+    if s.ls.enabled:
+        sessions.append((LsAdapter(s.ls, "ls-1"), ls_timing(s.ls), s.ls.rest_url))
+    for adapter, timing, rest_url in sessions:
+        status = FeedStatus(name=adapter.decoder.source)
+        feeds.append(status)
+        await intake.start(partial(
+            run_feed, adapter, events_out.clone(), status, timing, rest_url=rest_url,
+            frames_out=frames_out.clone() if frames_out is not None else None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0001"
 down_revision = None
@@ -16,6 +17,7 @@ branch_labels = None
 depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
@@ -24,7 +26,7 @@ def upgrade() -> None:
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
         sa.Column("stock_code", sa.String(12), nullable=False),
         sa.Column("venue", sa.String(8), nullable=False),
-        sa.Column("trade_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trade_time", Timestamp, nullable=False),
         sa.Column("price", sa.BigInteger, nullable=False),
         sa.Column("change", sa.BigInteger, nullable=False),
         sa.Column("change_percent", sa.Float, nullable=False),
@@ -34,7 +36,7 @@ def upgrade() -> None:
         sa.Column("trade_volume", sa.BigInteger, nullable=False),
         sa.Column("volume", sa.BigInteger, nullable=False),
         sa.Column("source", sa.String(32), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", Timestamp, nullable=False),
         sa.UniqueConstraint("venue", "stock_code", "trade_time", "volume", name="uq_spr_natural"),
     )
     op.create_index("ix_spr_code_time", "stock_prices_realtime", ["stock_code", "trade_time"])

@@ -48,7 +48,7 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
                 proc.send_signal(signal.SIGINT)
                 code = await proc.wait()
             m = await read_until(proc.stderr, err,
-                                 rb"pipeline drained: (\d+) ticks received, (\d+) stored")
+                                 rb"pipeline drained: (\d+) events received, (\d+) stored")
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -58,6 +58,8 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
     assert received > 0 and stored == received
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT count(*) FROM stock_prices_realtime")).scalar()
+        rows = sum(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in (
+            "stock_prices_realtime", "orderbook_snapshots", "program_trades", "executions",
+            "news", "feed_gaps"))
     engine.dispose()
     assert rows == received

@@ -9,12 +9,13 @@ from __future__ import annotations
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from tradestream.config import KisSettings
-from tradestream.events import Tick
-from tradestream.feeds.session import FeedStatus, run_kis_feed
-from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 from datetime import datetime
-from tradestream.events import KST
+
+from tradestream.config import KisSettings
+from tradestream.events import KST, Event
+from tradestream.feeds.kis_feed import KisAdapter, kis_timing
+from tradestream.feeds.session import FeedStatus, run_feed
+from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 
 
 async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -> None:
@@ -36,11 +37,12 @@ async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -
     server = await nursery.start(serve_websocket, broker, "127.0.0.1", 0, None)
     cfg = KisSettings(ws_url=f"ws://127.0.0.1:{server.port}/tryitout", rest_url="http://unused",
                       approval_key="preissued-key", watchlist=("005930",))
-    ticks_out, ticks_in = trio.open_memory_channel[Tick](10)
+    ticks_out, ticks_in = trio.open_memory_channel[Event](10)
     status = FeedStatus("kis-test")
     with trio.fail_after(10):
         async with trio.open_nursery() as feed:
-            await feed.start(run_kis_feed, cfg, ticks_out, status)
+            await feed.start(run_feed, KisAdapter(cfg, "kis-test"), ticks_out, status,
+                             kis_timing(cfg))
             tick = await ticks_in.receive()
             feed.cancel_scope.cancel()
         while not closes:

@@ -298,10 +298,15 @@ MALFORMED = [
     pytest.param("", "bad_frame", id="empty-text"),
     pytest.param("hello world", "bad_frame", id="garbage"),
     # unknown tr_id
-    pytest.param(frame("H0STASP0", GOOD), "unknown_tr", id="orderbook-tr"),
+    # H0STANC0 (expected price) is a real KIS TR that this parser does not support
+    pytest.param(frame("H0STANC0", GOOD), "unknown_tr", id="expected-price-tr"),
+    # a supported TR with a trade record: 46 fields is not an order book layout
+    pytest.param(frame("H0STASP0", GOOD), "field_count", id="orderbook-tr-trade-record"),
     pytest.param(frame("h0stcnt0", GOOD), "unknown_tr", id="lower-case"),
     pytest.param(frame("", GOOD), "unknown_tr", id="empty-tr"),
-    pytest.param("1|H0STCNI0|001|R0I5c2VjcmV0", "unknown_tr", id="encrypted-notice-tr"),
+    pytest.param("1|H0STXXX0|001|R0I5c2VjcmV0", "unknown_tr", id="encrypted-unknown-tr"),
+    # the notice TR is known, but no ack has brought its key yet (kis.md §6.1)
+    pytest.param("1|H0STCNI0|001|R0I5c2VjcmV0", "no_key", id="encrypted-notice-no-key"),
     # encrypted payload on a trade TR
     pytest.param("1|H0STCNT0|001|R0I1cklYWlptZllTemM0bnZKQ3E=", "unexpected_encryption",
                  id="enc-1-krx"),
@@ -322,14 +327,14 @@ def test_malformed_frame_is_counted_not_raised(text: str, reason: str) -> None:
 
 def test_errors_accumulate_per_reason() -> None:
     dec = KisDecoder(SOURCE)
-    for text in ("0|H0STCNT0|001", "x", frame("H0STASP0", GOOD)):
+    for text in ("0|H0STCNT0|001", "x", frame("H0STANC0", GOOD)):
         assert dec.decode(text, 0) == []
     assert dec.stats.errors == {"bad_frame": 2, "unknown_tr": 1}
     assert dec.last_error is not None and dec.last_error.reason == "unknown_tr"
     assert dec.decode(frame("H0STCNT0", GOOD), RECEIVED_NS) == [BASE_TICK]
     assert dec.stats.as_dict() == {
         "frames": 4, "records": 1, "controls": 0,
-        "errors": {"bad_frame": 2, "unknown_tr": 1}, "drift": 0,
+        "errors": {"bad_frame": 2, "unknown_tr": 1}, "drift": 0, "layouts": {},
     }  # fmt: skip
 
 

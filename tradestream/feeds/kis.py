@@ -2,26 +2,36 @@
 
 Wire format (../shared/protocols/kis.md):
 - data frame, text: ``<enc>|<tr_id>|<count>|<payload>``; the payload holds ``count`` records of
-  N ``^``-separated fields each, simply concatenated (§6);
+  N ``^``-separated fields each, simply concatenated (§6); with ``enc`` = 1 the payload is
+  base64 of AES-CBC ciphertext, keyed by the subscribe ack of that tr_id (§6.1);
 - control frame, JSON: subscribe acknowledgements (§5.1, §5.2) and the PINGPONG heartbeat (§5.3).
 
+Record layouts are tuples of field names (§7), one per TR and layout; parsers read fields by
+name through index maps built from those tuples, so a layout change is a change of one tuple.
+
 Everything here takes values and returns values; the feed session (session.py) does the I/O.
-Bad frames raise `FrameError` with a short reason; the session counts and logs them.
+Bad frames raise `FrameError` with a short reason; `KisDecoder` counts them and never raises.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Final
+import functools
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from operator import itemgetter
+from typing import Any, Final, NamedTuple, NoReturn
 
 import msgspec
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tradestream.events import KST, Tick
+from tradestream.events import KST, Event, Execution, OrderBook, ProgramTrade, Tick
 
-# --- field layouts (kis.md §7.1) -------------------------------------------------------------
+# --- field layouts (kis.md §7) ---------------------------------------------------------------
 
+#: H0STCNT0 / H0NXCNT0 / H0UNCNT0 trade record, 46 fields (kis.md §7.1)
 H0STCNT0_FIELDS: Final = (
     "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS_SIGN", "PRDY_VRSS", "PRDY_CTRT",
     "WGHN_AVRG_STCK_PRC", "STCK_OPRC", "STCK_HGPR", "STCK_LWPR", "ASKP1", "BIDP1", "CNTG_VOL",
@@ -34,14 +44,55 @@ H0STCNT0_FIELDS: Final = (
     "HOUR_CLS_CODE", "MRKT_TRTM_CLS_CODE", "VI_STND_PRC",
 )  # fmt: skip
 assert len(H0STCNT0_FIELDS) == 46
-_I = {name: i for i, name in enumerate(H0STCNT0_FIELDS)}
-# The highest index the Tick parser reads; a drifted record shorter than this cannot be used.
-_TICK_MIN_FIELDS: Final = max(
-    _I[n] for n in ("BSOP_DATE", "CTTR", "ACML_TR_PBMN", "BIDP1", "STCK_CNTG_HOUR")
-) + 1
+
+_LEVELS = range(1, 11)
+#: H0STASP0 10-level order book, 59 fields (kis.md §7.2)
+H0STASP0_FIELDS: Final = (
+    "MKSC_SHRN_ISCD", "BSOP_HOUR", "HOUR_CLS_CODE",
+    *(f"ASKP{i}" for i in _LEVELS), *(f"BIDP{i}" for i in _LEVELS),
+    *(f"ASKP_RSQN{i}" for i in _LEVELS), *(f"BIDP_RSQN{i}" for i in _LEVELS),
+    "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "OVTM_TOTAL_ASKP_RSQN", "OVTM_TOTAL_BIDP_RSQN",
+    "ANTC_CNPR", "ANTC_CNQN", "ANTC_VOL", "ANTC_CNTG_VRSS", "ANTC_CNTG_VRSS_SIGN",
+    "ANTC_CNTG_PRDY_CTRT", "ACML_VOL", "TOTAL_ASKP_RSQN_ICDC", "TOTAL_BIDP_RSQN_ICDC",
+    "OVTM_TOTAL_ASKP_ICDC", "OVTM_TOTAL_BIDP_ICDC", "STCK_DEAL_CLS_CODE",
+)  # fmt: skip
+assert len(H0STASP0_FIELDS) == 59
+#: H0NXASP0 (NXT) and H0UNASP0 (combined): the 59 plus 6 mid-price fields = 65 (kis.md §7.2)
+H0NXASP0_FIELDS: Final = (
+    *H0STASP0_FIELDS,
+    "KMID_PRC", "KMID_TOTAL_RSQN", "KMID_CLS_CODE", "NMID_PRC", "NMID_TOTAL_RSQN", "NMID_CLS_CODE",
+)  # fmt: skip
+assert len(H0NXASP0_FIELDS) == 65
+
+#: H0STPGM0 / H0NXPGM0 / H0UNPGM0 program trading, 11 fields (kis.md §7.3)
+H0STPGM0_FIELDS: Final = (
+    "MKSC_SHRN_ISCD", "STCK_CNTG_HOUR", "SELN_CNQN", "SELN_TR_PBMN", "SHNU_CNQN", "SHNU_TR_PBMN",
+    "NTBY_CNQN", "NTBY_TR_PBMN", "SELN_RSQN", "SHNU_RSQN", "WHOL_NTBY_QTY",
+)  # fmt: skip
+assert len(H0STPGM0_FIELDS) == 11
+
+#: H0STCNI0 / H0STCNI9 execution notice, current layout, 26 fields (kis.md §7.4)
+H0STCNI0_FIELDS: Final = (
+    "CUST_ID", "ACNT_NO", "ODER_NO", "OODER_NO", "SELN_BYOV_CLS", "RCTF_CLS", "ODER_KIND",
+    "ODER_COND", "STCK_SHRN_ISCD", "CNTG_QTY", "CNTG_UNPR", "STCK_CNTG_HOUR", "RFUS_YN",
+    "CNTG_YN", "ACPT_YN", "BRNC_NO", "ODER_QTY", "ACNT_NAME", "ORD_COND_PRC", "ORD_EXG_GB",
+    "POPUP_YN", "FILLER", "CRDT_CLS", "CRDT_LOAN_DATE", "CNTG_ISNM40", "ODER_PRC",
+)  # fmt: skip
+assert len(H0STCNI0_FIELDS) == 26
+#: the same notice in the older 23-field layout parsed by python-kis (kis.md §7.4 "Disagreement")
+H0STCNI0_LEGACY_FIELDS: Final = (
+    *H0STCNI0_FIELDS[:18], "CNTG_ISNM", "CRDT_CLS", "CRDT_LOAN_DATE", "CNTG_ISNM40", "ODER_PRC",
+)  # fmt: skip
+assert len(H0STCNI0_LEGACY_FIELDS) == 23
 
 #: trade TRs with the 46-field layout, and the venue each one reports (kis.md §7.1)
 TRADE_TRS: Final = {"H0STCNT0": "KRX", "H0NXCNT0": "NXT", "H0UNCNT0": "UN"}
+#: order book TRs and their venue (kis.md §7.2)
+ORDER_BOOK_TRS: Final = {"H0STASP0": "KRX", "H0NXASP0": "NXT", "H0UNASP0": "UN"}
+#: program trading TRs and their venue (kis.md §7.3)
+PROGRAM_TRADE_TRS: Final = {"H0STPGM0": "KRX", "H0NXPGM0": "NXT", "H0UNPGM0": "UN"}
+#: execution notice TRs, real and paper; their frames are encrypted (kis.md §7.4, §6.1)
+NOTICE_TRS: Final = ("H0STCNI0", "H0STCNI9")
 
 PINGPONG: Final = "PINGPONG"
 
@@ -166,6 +217,8 @@ def parse_control(text: str) -> Ack | PingPong:
         msg = _control_decoder.decode(text)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         raise FrameError("bad_json", str(exc)) from None
+    except UnicodeEncodeError as exc:  # a lone surrogate: msgspec reads str as UTF-8
+        raise FrameError("bad_json", str(exc)) from None
     if msg.header.tr_id == PINGPONG:
         return PingPong(text)
     body = msg.body
@@ -212,8 +265,8 @@ def cut_records(values: Sequence[str], count: int, expected: int) -> tuple[int, 
     """Return (fields per record, drifted) for ``count`` records concatenated in ``values``.
 
     The count in the frame header fixes the layout: N = len(values) / count. When N differs
-    from the documented layout the record is still usable (brokers append fields without
-    notice), but the caller is told so it can count the drift and keep a sample.
+    from the documented layout the record may still be usable (brokers append fields without
+    notice), and the caller is told so it can pick a known layout or count the drift.
     """
     n, rest = divmod(len(values), count)
     if rest or n == 0:
@@ -223,14 +276,277 @@ def cut_records(values: Sequence[str], count: int, expected: int) -> tuple[int, 
     return n, n != expected
 
 
+def decrypt_payload(cipher: Cipher[modes.CBC], payload: str) -> str:
+    """base64 -> AES-CBC -> PKCS#7 unpad -> UTF-8 (kis.md §6.1). Raises FrameError("decrypt")."""
+    try:
+        # Like the broker's sample (b64decode without validate): characters outside the base64
+        # alphabet, such as MIME line breaks, are dropped. Anything worse fails the padding.
+        data = base64.b64decode(payload)  # binascii.Error is a ValueError
+        dec = cipher.decryptor()
+        padded = dec.update(data) + dec.finalize()  # ValueError unless whole 16-byte blocks
+        unpadder = padding.PKCS7(128).unpadder()
+        return (unpadder.update(padded) + unpadder.finalize()).decode()  # ValueError: padding
+    except ValueError as exc:  # also UnicodeDecodeError, and non-ASCII base64 text
+        raise FrameError("decrypt", str(exc)) from None
+
+
+def aes_cipher(key: str, iv: str) -> Cipher[modes.CBC]:
+    """The AES-CBC cipher for an ack's ``output.key``/``output.iv``: their UTF-8 bytes are used
+    as they are, not hex or base64 decoded (kis.md §6.1; 32 bytes -> AES-256). ValueError for a
+    key that is not 16, 24 or 32 bytes or an IV that is not 16."""
+    return Cipher(algorithms.AES(key.encode()), modes.CBC(iv.encode()))
+
+
+# Strict numbers. kis.md §6: "numbers are unpadded decimal strings, signs use a leading -".
+# int() and float() alone also take " 71000", "+5", "7_1000", full-width digits or "1e3"; the
+# checks below refuse those. str.isascii() is O(1) on CPython and an ASCII str.isdigit() is
+# exactly [0-9]+, so two C calls do what a regex would at a fraction of the cost.
+
+
 def _int(s: str) -> int:
-    # KIS numbers are unpadded decimal strings with an optional leading '-' (kis.md §6);
-    # an empty field means "not reported".
-    return int(s) if s else 0
+    """An integer field; empty means "not reported" and reads as 0."""
+    if s.isascii():
+        if s.isdigit():
+            return int(s)
+        if not s:
+            return 0
+        if s[0] == "-" and s[1:].isdigit():
+            return int(s)
+    raise FrameError("bad_value", f"integer {s!r}")
+
+
+def _req_int(s: str) -> int:
+    """An integer field that must be present (a price, an accumulated volume)."""
+    if s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit())):
+        return int(s)
+    raise FrameError("bad_value", f"integer {s!r}")
 
 
 def _float(s: str) -> float:
-    return float(s) if s else 0.0
+    """A rate: digits with at most one '.' between digits, optional leading '-'; empty is 0."""
+    if not s:
+        return 0.0
+    t = s[1:] if s[0] == "-" else s
+    if t.isascii() and t.replace(".", "0", 1).isdigit() and t[0] != "." and t[-1] != ".":
+        return float(s)
+    raise FrameError("bad_value", f"rate {s!r}")
+
+
+# Building a datetime costs more than the rest of a tick together, and a burst of ticks shares
+# a handful of seconds: memoise (datetimes are immutable; errors are not cached).
+@functools.lru_cache(maxsize=4096)
+def _date_time(yyyymmdd: str, hhmmss: str) -> datetime:
+    # A short field would otherwise read as another time ("09301" as 09:30:01).
+    if not (len(yyyymmdd) == 8 and len(hhmmss) == 6 and (yyyymmdd + hhmmss).isascii()
+            and (yyyymmdd + hhmmss).isdigit()):  # fmt: skip
+        raise FrameError("bad_value", f"date/time {yyyymmdd!r} {hhmmss!r}")
+    return datetime(
+        int(yyyymmdd[0:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]),
+        int(hhmmss[0:2]), int(hhmmss[2:4]), int(hhmmss[4:6]), tzinfo=KST,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4096)
+def _time_on(day: date | None, hhmmss: str) -> datetime:
+    if day is None or not (len(hhmmss) == 6 and hhmmss.isascii() and hhmmss.isdigit()):
+        raise FrameError("bad_value", f"time {hhmmss!r}")
+    return datetime(day.year, day.month, day.day,
+                    int(hhmmss[0:2]), int(hhmmss[2:4]), int(hhmmss[4:6]), tzinfo=KST)  # fmt: skip
+
+
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_KST_OFFSET_S: Final = 9 * 3600  # KST has no daylight saving time
+
+
+def kst_date(received_ns: int) -> date:
+    """The KST calendar date of a wall-clock time given in ns since the epoch."""
+    return date.fromordinal(
+        _EPOCH_ORDINAL + (received_ns // 1_000_000_000 + _KST_OFFSET_S) // 86_400
+    )
+
+
+# --- record builders -------------------------------------------------------------------------
+# Each builder reads the fields named in its *_NAMES tuple, in that order, as picked from one
+# record by an itemgetter made for the record's layout (see _tr below): no per-record dicts.
+
+_TICK_NAMES: Final = (
+    "MKSC_SHRN_ISCD", "BSOP_DATE", "STCK_CNTG_HOUR", "STCK_PRPR", "PRDY_VRSS", "PRDY_CTRT",
+    "STCK_OPRC", "STCK_HGPR", "STCK_LWPR", "ASKP1", "BIDP1", "CNTG_VOL", "ACML_VOL",
+    "ACML_TR_PBMN", "CTTR",
+)  # fmt: skip
+
+
+def _tick(f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None) -> Tick:
+    """H0STCNT0 and siblings (kis.md §7.1). The record carries its business date."""
+    code, ymd, hms, price, change, pct, open_, high, low, ask, bid, qty, vol, value, cttr = f
+    return Tick(
+        source=source,
+        venue=venue,
+        code=code,
+        trade_time=_date_time(ymd, hms),
+        price=_req_int(price),
+        change=_int(change),
+        change_percent=_float(pct),
+        open=_int(open_),
+        high=_int(high),
+        low=_int(low),
+        ask=_int(ask),
+        bid=_int(bid),
+        trade_volume=_int(qty),
+        volume=_req_int(vol),
+        value=_int(value),
+        strength=_float(cttr),
+        received_ns=received_ns,
+    )
+
+
+_BOOK_NAMES: Final = (
+    "MKSC_SHRN_ISCD", "BSOP_HOUR",
+    *(f"ASKP{i}" for i in _LEVELS), *(f"BIDP{i}" for i in _LEVELS),
+    *(f"ASKP_RSQN{i}" for i in _LEVELS), *(f"BIDP_RSQN{i}" for i in _LEVELS),
+    "TOTAL_ASKP_RSQN", "TOTAL_BIDP_RSQN", "ANTC_CNPR", "ANTC_VOL", "ACML_VOL",
+)  # fmt: skip
+
+
+def _order_book(
+    f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None
+) -> OrderBook:
+    """H0STASP0 and siblings (kis.md §7.2). The record has a time but no date: the date is the
+    receive date. Empty levels (none beyond the daily limit) read as 0."""
+    return OrderBook(
+        source=source,
+        venue=venue,
+        code=f[0],
+        quote_time=_time_on(day, f[1]),
+        ask_prices=tuple(map(_int, f[2:12])),
+        bid_prices=tuple(map(_int, f[12:22])),
+        ask_sizes=tuple(map(_int, f[22:32])),
+        bid_sizes=tuple(map(_int, f[32:42])),
+        total_ask_size=_int(f[42]),
+        total_bid_size=_int(f[43]),
+        expected_price=_int(f[44]),
+        expected_volume=_int(f[45]),
+        volume=_int(f[46]),
+        received_ns=received_ns,
+    )
+
+
+_PROGRAM_NAMES: Final = H0STPGM0_FIELDS
+
+
+def _program_trade(
+    f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None
+) -> ProgramTrade:
+    """H0STPGM0 and siblings (kis.md §7.3); the date is the receive date."""
+    code, hms, sell_q, sell_v, buy_q, buy_v, net_q, net_v, sell_r, buy_r, net_r = f
+    return ProgramTrade(
+        source=source,
+        venue=venue,
+        code=code,
+        trade_time=_time_on(day, hms),
+        sell_qty=_req_int(sell_q),
+        sell_value=_int(sell_v),
+        buy_qty=_req_int(buy_q),
+        buy_value=_int(buy_v),
+        net_qty=_int(net_q),
+        net_value=_int(net_v),
+        sell_rest=_int(sell_r),
+        buy_rest=_int(buy_r),
+        net_rest=_int(net_r),
+        received_ns=received_ns,
+    )
+
+
+_NOTICE_NAMES: Final = (
+    "CUST_ID", "ACNT_NO", "ODER_NO", "OODER_NO", "SELN_BYOV_CLS", "CNTG_YN", "RCTF_CLS",
+    "RFUS_YN", "STCK_SHRN_ISCD", "CNTG_QTY", "CNTG_UNPR", "ODER_QTY", "ODER_PRC",
+    "STCK_CNTG_HOUR", "CNTG_ISNM40",
+)  # fmt: skip
+# Code tables of kis.md §7.4. An unknown code is a bad record, not a guess: an account event
+# must not be reported as the opposite side or kind.
+_SIDES: Final = {"01": "sell", "02": "buy"}  # SELN_BYOV_CLS
+_KINDS: Final = {"1": "order", "2": "fill"}  # CNTG_YN
+_CORRECTIONS: Final = {"0": "new", "1": "modify", "2": "cancel"}  # RCTF_CLS
+_REJECTED: Final = {"0": False, "1": True}  # RFUS_YN
+
+
+def _execution(
+    f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None
+) -> Execution:
+    """H0STCNI0/H0STCNI9 after decryption (kis.md §7.4), either layout; the date is the receive
+    date. Quantities and prices may be empty on an order notice (e.g. a market order): 0."""
+    cust, acnt, order_no, orig_no, side, kind, corr, refused, code, qty, price, oqty, oprice, \
+        hms, name = f  # fmt: skip
+    return Execution(
+        source=source,
+        customer_id=cust,
+        account=acnt,
+        order_no=order_no,
+        original_order_no=orig_no,
+        side=_SIDES.get(side) or _bad("SELN_BYOV_CLS", side),
+        kind=_KINDS.get(kind) or _bad("CNTG_YN", kind),
+        correction=_CORRECTIONS.get(corr) or _bad("RCTF_CLS", corr),
+        rejected=_REJECTED[refused] if refused in _REJECTED else _bad("RFUS_YN", refused),
+        code=code,
+        quantity=_int(qty),
+        price=_int(price),
+        order_qty=_int(oqty),
+        order_price=_int(oprice),
+        time=_time_on(day, hms),
+        name=name.strip(),
+        received_ns=received_ns,
+    )
+
+
+def _bad(field: str, value: str) -> NoReturn:
+    raise FrameError("bad_value", f"{field} {value!r}")
+
+
+Builder = Callable[[Sequence[str], str, str, int, date | None], Event]
+
+
+class _Tr(NamedTuple):
+    """How to parse one TR."""
+
+    venue: str
+    current: int  # fields per record in the current layout
+    getters: dict[int, itemgetter[Any]]  # each known layout's field count -> field picker
+    build: Builder
+    dated: bool  # records carry a time but no date: use the receive date (KST)
+    encrypted: bool  # documented as encrypted (kis.md §7.4): no key yet is "no_key"
+
+
+def _tr(
+    venue: str,
+    layouts: tuple[tuple[str, ...], ...],
+    names: tuple[str, ...],
+    build: Builder,
+    *,
+    dated: bool,
+    encrypted: bool = False,
+) -> _Tr:
+    """Compile a TR's layouts (current first) into pickers of the fields `build` reads."""
+    getters: dict[int, itemgetter[Any]] = {}
+    for fields in layouts:
+        assert len(fields) not in getters, "layouts are told apart by their field count"
+        index = {name: i for i, name in enumerate(fields)}
+        getters[len(fields)] = itemgetter(*(index[name] for name in names))
+    return _Tr(venue, len(layouts[0]), getters, build, dated, encrypted)
+
+
+_TRS: Final[dict[str, _Tr]] = {
+    **{tr: _tr(v, (H0STCNT0_FIELDS,), _TICK_NAMES, _tick, dated=False)
+       for tr, v in TRADE_TRS.items()},
+    "H0STASP0": _tr("KRX", (H0STASP0_FIELDS,), _BOOK_NAMES, _order_book, dated=True),
+    "H0NXASP0": _tr("NXT", (H0NXASP0_FIELDS,), _BOOK_NAMES, _order_book, dated=True),
+    "H0UNASP0": _tr("UN", (H0NXASP0_FIELDS,), _BOOK_NAMES, _order_book, dated=True),
+    **{tr: _tr(v, (H0STPGM0_FIELDS,), _PROGRAM_NAMES, _program_trade, dated=True)
+       for tr, v in PROGRAM_TRADE_TRS.items()},
+    **{tr: _tr("", (H0STCNI0_FIELDS, H0STCNI0_LEGACY_FIELDS), _NOTICE_NAMES, _execution,
+               dated=True, encrypted=True)
+       for tr in NOTICE_TRS},
+}  # fmt: skip
+_TICK_GET: Final = _TRS["H0STCNT0"].getters[len(H0STCNT0_FIELDS)]
 
 
 def tick_from_fields(
@@ -238,43 +554,22 @@ def tick_from_fields(
 ) -> Tick:
     """Build a Tick from the record starting at ``v[base]`` (H0STCNT0 layout, kis.md §7.1)."""
     try:
-        date = v[base + 33]
-        hhmmss = v[base + 1]
-        # A short field would otherwise read as another time ("09301" as 09:30:01).
-        if not (len(date) == 8 and len(hhmmss) == 6 and (date + hhmmss).isascii()
-                and (date + hhmmss).isdigit()):
-            raise FrameError("bad_value", f"date/time {date!r} {hhmmss!r}")
-        trade_time = datetime(
-            int(date[0:4]), int(date[4:6]), int(date[6:8]),
-            int(hhmmss[0:2]), int(hhmmss[2:4]), int(hhmmss[4:6]), tzinfo=KST,
-        )  # fmt: skip
-        return Tick(
-            source=source,
-            venue=venue,
-            code=v[base],
-            trade_time=trade_time,
-            price=int(v[base + 2]),
-            change=_int(v[base + 4]),
-            change_percent=_float(v[base + 5]),
-            open=_int(v[base + 7]),
-            high=_int(v[base + 8]),
-            low=_int(v[base + 9]),
-            ask=_int(v[base + 10]),
-            bid=_int(v[base + 11]),
-            trade_volume=_int(v[base + 12]),
-            volume=int(v[base + 13]),
-            value=_int(v[base + 14]),
-            strength=_float(v[base + 18]),
-            received_ns=received_ns,
-        )
+        return _tick(_TICK_GET(v[base : base + len(H0STCNT0_FIELDS)]), venue, source,
+                     received_ns, None)  # fmt: skip
+    except FrameError:
+        raise
     except (ValueError, IndexError) as exc:
         raise FrameError("bad_value", str(exc)) from None
 
 
 class DecoderStats:
-    """Counters of one decoder; read by the status endpoint."""
+    """Counters of one decoder; read by the status endpoint.
 
-    __slots__ = ("frames", "records", "controls", "errors", "drift", "drift_sample")
+    `layouts` counts frames per ``"<tr_id>:<fields per record>"`` whose layout is not the TR's
+    current one: known alternates (the 23-field notice) and drifted layouts alike.
+    """
+
+    __slots__ = ("frames", "records", "controls", "errors", "drift", "drift_sample", "layouts")
 
     def __init__(self) -> None:
         self.frames = 0
@@ -283,6 +578,7 @@ class DecoderStats:
         self.errors: dict[str, int] = {}
         self.drift = 0
         self.drift_sample: str | None = None
+        self.layouts: dict[str, int] = {}
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -291,55 +587,112 @@ class DecoderStats:
             "controls": self.controls,
             "errors": dict(self.errors),
             "drift": self.drift,
+            "layouts": dict(self.layouts),
         }
+
+
+DRIFT_SAMPLE_CHARS: Final = 2000
 
 
 class KisDecoder:
     """Decode KIS frames into events or control messages, counting as it goes.
 
-    One decoder per feed session. `decode` never raises for a bad frame from the broker: it
-    records the reason in `stats.errors` and returns an empty list, and `last_error` holds
-    the error for the caller to log.
+    One decoder per feed session. `decode` never raises: a bad frame from the broker is
+    recorded in `stats.errors` under its reason and yields an empty list, and `last_error`
+    holds the error for the caller to log.
+
+    The decoder keeps the AES key/iv of every acknowledged tr_id (kis.md §6.1): a subscribe
+    ack carrying ``output.key``/``output.iv`` stores them, and `forget_keys` drops them all,
+    for the session to call on reconnect (the new session's acks bring new ones, §8).
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.stats = DecoderStats()
         self.last_error: FrameError | None = None
+        self._ciphers: dict[str, Cipher[modes.CBC]] = {}
 
-    def decode(self, text: str, received_ns: int) -> list[Tick] | Ack | PingPong:
-        """Decode one WebSocket text message.
+    def forget_keys(self) -> None:
+        """Drop every stored key/iv; encrypted frames are "no_key" until the next acks."""
+        self._ciphers.clear()
 
-        >>> KisDecoder("kis-1").decode("0|H0STCNT0|001|005930^093015^71000^...", 0)  # doctest: +SKIP
+    def has_key(self, tr_id: str) -> bool:
+        return tr_id in self._ciphers
+
+    def decode(self, text: str, received_ns: int) -> list[Event] | Ack | PingPong:
+        """Decode one WebSocket text message: events for a data frame, else the control message.
+
+        >>> KisDecoder("kis-1").decode("0|H0STPGM0|001|005930^093015^1^2^3^4^2^2^0^0^0",
+        ...                            1735777815000000000)[0].trade_time.isoformat()
+        '2025-01-02T09:30:15+09:00'
         """
         self.stats.frames += 1
         try:
             if text[:1] == "{":
                 self.stats.controls += 1
-                return parse_control(text)
+                msg = parse_control(text)
+                if isinstance(msg, Ack) and (msg.key or msg.iv):
+                    self._remember_key(msg)
+                return msg
             return self._data(text, received_ns)
         except FrameError as exc:
-            self.last_error = exc
-            self.stats.errors[exc.reason] = self.stats.errors.get(exc.reason, 0) + 1
-            return []
+            self._count(exc)
+        except Exception as exc:  # a parser bug must cost one frame, not the feed session
+            self._count(FrameError("internal", repr(exc)))
+        return []
 
-    def _data(self, text: str, received_ns: int) -> list[Tick]:
+    def _count(self, exc: FrameError) -> None:
+        self.last_error = exc
+        self.stats.errors[exc.reason] = self.stats.errors.get(exc.reason, 0) + 1
+
+    def _remember_key(self, ack: Ack) -> None:
+        try:
+            if not (ack.key and ack.iv):
+                raise ValueError("key or iv missing")
+            self._ciphers[ack.tr_id] = aes_cipher(ack.key, ack.iv)
+        except ValueError as exc:  # the ack still counts; its frames will be "no_key"
+            self._ciphers.pop(ack.tr_id, None)
+            self._count(FrameError("bad_key", f"{ack.tr_id}: {exc}"))
+
+    def _data(self, text: str, received_ns: int) -> list[Event]:
         encrypted, tr_id, count, payload = split_frame(text)
-        venue = TRADE_TRS.get(tr_id)
-        if venue is None:
+        spec = _TRS.get(tr_id)
+        if spec is None:
             raise FrameError("unknown_tr", tr_id)
         if encrypted:
-            raise FrameError("unexpected_encryption", tr_id)
+            cipher = self._ciphers.get(tr_id)
+            if cipher is None:
+                raise FrameError("no_key" if spec.encrypted else "unexpected_encryption", tr_id)
+            payload = decrypt_payload(cipher, payload)
         values = payload.split("^")
-        n, drifted = cut_records(values, count, len(H0STCNT0_FIELDS))
+        n, drifted = cut_records(values, count, spec.current)
+        get = spec.getters.get(n)
         if drifted:
-            if n < _TICK_MIN_FIELDS:
-                raise FrameError("field_count", f"{tr_id} record of {n} fields")
-            self.stats.drift += 1
-            self.stats.drift_sample = text[:2000]
-        ticks = [
-            tick_from_fields(values, k * n, venue, self.source, received_ns)
-            for k in range(count)
-        ]
+            # Schema drift (kis.md §6 "Robust parsing"): a known alternate layout is used as it
+            # is; a longer record is taken as fields appended to the current layout and read by
+            # its known prefix; a shorter one could be misaligned anywhere, so it is refused.
+            if get is None:
+                if n < spec.current:
+                    raise FrameError("field_count", f"{tr_id} record of {n} fields")
+                get = spec.getters[spec.current]
+                self.stats.drift += 1
+                self.stats.drift_sample = text[:DRIFT_SAMPLE_CHARS]
+            key = f"{tr_id}:{n}"
+            self.stats.layouts[key] = self.stats.layouts.get(key, 0) + 1
+        assert get is not None
+        build, venue, source = spec.build, spec.venue, self.source
+        try:
+            day = kst_date(received_ns) if spec.dated else None
+            if count == 1:
+                events = [build(get(values), venue, source, received_ns, day)]
+            else:
+                events = [
+                    build(get(values[k * n : (k + 1) * n]), venue, source, received_ns, day)
+                    for k in range(count)
+                ]
+        except FrameError:
+            raise
+        except (ValueError, IndexError, OverflowError) as exc:  # a datetime out of range
+            raise FrameError("bad_value", str(exc)) from None
         self.stats.records += count
-        return ticks
+        return events

@@ -1,9 +1,11 @@
-"""A KIS real-time session: approval key, connect, register, read, reconnect.
+"""A broker feed session: authenticate, connect, register, read, reconnect. Broker-neutral.
 
-The task owns one WebSocket at a time. A closed, failed or silent connection (no frame,
-data or PINGPONG, within `stale_s`) is a lost connection: the task backs off (capped
-exponential with jitter, reset on the first good frame) and connects again, registering the
-whole watchlist anew. Nothing downstream notices but the status counters.
+`run_feed` owns one WebSocket at a time and drives a `FeedAdapter` (kis_feed.py, ls_feed.py)
+that knows the broker's protocol. A closed, failed or silent connection (no frame, data or
+heartbeat, within `stale_s`) is a lost connection: the task backs off (capped exponential with
+jitter, reset on the first good frame), connects again and registers everything anew. When a
+session that was streaming comes back, a `FeedGap` event (start, end, reason) goes downstream,
+so no consumer mistakes the silence for a quiet market.
 """
 
 from __future__ import annotations
@@ -11,30 +13,35 @@ from __future__ import annotations
 import logging
 import random
 import time
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
-from tradestream.config import KisSettings
-from tradestream.events import Tick
+from tradestream.events import Event, FeedGap
 from tradestream.feeds.backoff import Backoff
-from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
+from tradestream.feeds.record import Frame
 from tradestream.feeds.transport import open_upstream
 
 log = logging.getLogger(__name__)
+
 
 class FeedError(Exception):
     """The session cannot go on as it is; reconnect after a backoff."""
 
 
-class ApprovalRejected(FeedError):
-    """The approval key was refused (HTTP error or OPSP0011): get a new one."""
+class CredentialRejected(FeedError):
+    """The broker refused the credential (approval key, access token): get a new one."""
 
 
 class KeyInUse(FeedError):
-    """OPSP8996: another session holds the app key (kis.md §5.2)."""
+    """Another session holds the app key (KIS OPSP8996): back off, do not hammer."""
 
 
 FEED_LOST = (
@@ -46,6 +53,13 @@ FEED_LOST = (
     FeedError,
 )
 
+@dataclass(frozen=True)
+class FeedTiming:
+    stale_s: float = 150.0
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.25
+    backoff_cap_s: float = 2.0
+
 
 @dataclass
 class FeedStatus:
@@ -55,9 +69,10 @@ class FeedStatus:
     state: str = "starting"  # authenticating, connecting, subscribing, streaming, backoff
     connects: int = 0
     reconnects: int = 0
+    gaps: int = 0
     last_frame_ns: int = 0
     last_error: str = ""
-    subscriptions: dict[str, str] = field(default_factory=dict)  # "tr_id:code" -> ack result
+    subscriptions: dict[str, str] = field(default_factory=dict)  # "tr:key" -> result
     decoder: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -66,6 +81,7 @@ class FeedStatus:
             "state": self.state,
             "connects": self.connects,
             "reconnects": self.reconnects,
+            "gaps": self.gaps,
             "last_frame_at": self.last_frame_ns / 1e9 if self.last_frame_ns else None,
             "last_error": self.last_error,
             "subscribed": sum(1 for r in self.subscriptions.values() if r == "subscribed"),
@@ -74,61 +90,113 @@ class FeedStatus:
         }
 
 
-async def request_approval_key(http: httpx.AsyncClient, cfg: KisSettings) -> str:
-    """POST /oauth2/Approval (kis.md §2); the secret goes in `secretkey`."""
-    resp = await http.post(
-        "/oauth2/Approval",
-        json={"grant_type": "client_credentials", "appkey": cfg.app_key, "secretkey": cfg.app_secret},
-    )
-    if resp.status_code != 200:
-        raise ApprovalRejected(f"approval request: HTTP {resp.status_code} {resp.text[:200]}")
-    key = resp.json().get("approval_key")
-    if not isinstance(key, str) or not key:
-        raise ApprovalRejected("approval response without approval_key")
-    return key
+#: open_upstream's signature; tests pass an in-memory connection to run on the mock clock
+Connect = Callable[[str, float], AbstractAsyncContextManager[WebSocketConnection]]
 
 
-async def run_kis_feed(
-    cfg: KisSettings,
-    ticks_out: trio.MemorySendChannel[Tick],
+class FeedAdapter(Protocol):
+    """What run_feed needs to know about one broker's protocol."""
+
+    ws_url: str
+    broker: str  # "kis" or "ls": how a recording of this session is decoded
+
+    async def authenticate(self, http: httpx.AsyncClient) -> None:
+        """Make sure a credential is at hand (no-op when it is); CredentialRejected if refused."""
+
+    def forget_credential(self) -> None:
+        """The credential was refused: the next authenticate() must get a new one."""
+
+    def registrations(self) -> list[str]:
+        """The messages to send right after connecting."""
+
+    def on_connect(self, status: FeedStatus) -> None:
+        """A new connection: drop per-connection state (keys, acks)."""
+
+    def decode(self, text: str, received_ns: int) -> list[Event] | object:
+        """Events for a data frame ([] for a bad one, counted), else a control message."""
+
+    def take_error(self) -> Exception | None:
+        """The error behind the last [] from decode, once."""
+
+    def stats(self) -> dict[str, object]: ...
+
+    async def on_control(self, ws: WebSocketConnection, msg: object, status: FeedStatus) -> bool:
+        """Act on a control message (answer heartbeats, record acks). True: a sign of a healthy
+        session (resets the backoff). May raise FeedError."""
+
+
+async def run_feed(
+    adapter: FeedAdapter,
+    events_out: trio.MemorySendChannel[Event],
     status: FeedStatus,
+    timing: FeedTiming,
     *,
+    rest_url: str = "",
+    frames_out: trio.MemorySendChannel[Frame] | None = None,
     rng: random.Random | None = None,
+    connect: Connect = open_upstream,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Stream `cfg.watchlist` from KIS into `ticks_out` until cancelled.
+    """Stream from one broker session into `events_out` until cancelled.
 
-    Owns and closes `ticks_out`. started(): running (not necessarily connected; `status`
-    says). Sends block when the pipeline is full (lossless edge). Broker errors are counted,
-    logged and retried; this task never returns on its own. On cancel the upstream socket
-    is closed with code 1000.
+    Owns and closes `events_out` (and `frames_out`, which, when given, receives every raw
+    frame for the recorder: a blocking edge, so a recording misses nothing). started(): running (not necessarily connected: `status`
+    says). Sends block when the pipeline is full (the lossless edge). Broker errors are
+    counted, logged and retried; this task never returns on its own. On cancel the upstream
+    socket is closed with code 1000.
     """
-    decoder = KisDecoder(status.name)
-    backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_cap_s, rng=rng)
-    approval = cfg.approval_key or None
-    with ticks_out:
+    backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
+    lost_at: datetime | None = None  # set while a session that had streamed is down
+    with events_out, frames_out or contextlib.nullcontext():
         task_status.started()
-        async with httpx.AsyncClient(base_url=cfg.rest_url, timeout=cfg.connect_timeout_s) as http:
+        async with httpx.AsyncClient(base_url=rest_url, timeout=timing.connect_timeout_s) as http:
             while True:
+                streamed = False
                 try:
-                    if approval is None:
-                        status.state = "authenticating"
-                        approval = await request_approval_key(http, cfg)
+                    status.state = "authenticating"
+                    await adapter.authenticate(http)
                     status.state = "connecting"
-                    async with open_upstream(cfg.ws_url, cfg.connect_timeout_s) as ws:
+                    async with connect(adapter.ws_url, timing.connect_timeout_s) as ws:
                         status.connects += 1
-                        await _stream(ws, cfg, approval, decoder, ticks_out, status, backoff)
-                except* ApprovalRejected as group:
-                    exc = group.exceptions[0]
-                    status.last_error = str(exc)
-                    if cfg.approval_key:
-                        log.error("%s: the configured approval key was refused: %s", status.name, exc)
-                    else:
-                        log.warning("%s: %s; requesting a new approval key", status.name, exc)
-                        approval = None
+                        status.state = "subscribing"
+                        adapter.on_connect(status)
+                        for msg in adapter.registrations():
+                            await ws.send_message(msg)
+                        while True:
+                            with trio.fail_after(timing.stale_s):
+                                message = await ws.get_message()
+                            now = time.time_ns()
+                            status.last_frame_ns = now
+                            text = message if isinstance(message, str) else message.decode(
+                                "utf-8", "replace")
+                            if frames_out is not None:
+                                await frames_out.send(Frame(now, status.name, adapter.broker, text))
+                            out = adapter.decode(text, now)
+                            if isinstance(out, list):
+                                if out:
+                                    if not streamed:
+                                        streamed = True
+                                        backoff.reset()
+                                        status.state = "streaming"
+                                        if lost_at is not None:
+                                            await events_out.send(_gap(status, lost_at, now))
+                                            lost_at = None
+                                    for event in out:
+                                        await events_out.send(event)
+                                else:
+                                    _log_bad_frame(status.name, adapter, text)
+                                status.decoder = adapter.stats()
+                            elif await adapter.on_control(ws, out, status):
+                                backoff.reset()
+                except* CredentialRejected as group:
+                    status.last_error = str(group.exceptions[0])
+                    log.warning("%s: %s; getting a new credential", status.name, status.last_error)
+                    adapter.forget_credential()
                 except* FEED_LOST as group:
                     status.last_error = "; ".join(repr(e) for e in group.exceptions)
                     log.warning("%s: connection lost (%s)", status.name, status.last_error)
+                if streamed and lost_at is None:  # a gap starts when streaming stops
+                    lost_at = datetime.now(UTC)
                 status.state = "backoff"
                 status.reconnects += 1
                 delay = backoff.next()
@@ -136,62 +204,18 @@ async def run_kis_feed(
                 await trio.sleep(delay)
 
 
-async def _stream(
-    ws: WebSocketConnection,
-    cfg: KisSettings,
-    approval: str,
-    decoder: KisDecoder,
-    ticks_out: trio.MemorySendChannel[Tick],
-    status: FeedStatus,
-    backoff: Backoff,
-) -> None:
-    status.state = "subscribing"
-    status.subscriptions.clear()
-    for code in cfg.watchlist:
-        await ws.send_message(subscribe_message(approval, cfg.tr_id, code, custtype=cfg.custtype))
-    status.decoder = decoder.stats.as_dict()
-    while True:
-        with trio.fail_after(cfg.stale_s):
-            message = await ws.get_message()
-        now = time.time_ns()
-        status.last_frame_ns = now
-        text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-        out = decoder.decode(text, now)
-        if isinstance(out, list):
-            if out:
-                if backoff.attempt:
-                    backoff.reset()
-                status.state = "streaming"
-                for tick in out:
-                    await ticks_out.send(tick)
-            elif decoder.last_error is not None:
-                _log_bad_frame(status.name, decoder, text)
-            status.decoder = decoder.stats.as_dict()
-        elif isinstance(out, PingPong):
-            await ws.send_message(out.raw)  # echo unchanged (kis.md §5.3)
-        else:
-            _on_ack(out, status, backoff)
+def _gap(status: FeedStatus, lost_at: datetime, now_ns: int) -> FeedGap:
+    status.gaps += 1
+    end = datetime.fromtimestamp(now_ns / 1e9, UTC)
+    log.info("%s: streaming again after %.3fs", status.name, (end - lost_at).total_seconds())
+    return FeedGap(status.name, lost_at, end, status.last_error[:300] or "disconnected")
 
 
-def _on_ack(ack: Ack, status: FeedStatus, backoff: Backoff) -> None:
-    key = f"{ack.tr_id}:{ack.tr_key}"
-    if ack.live:
-        status.subscriptions[key] = "subscribed"
-        backoff.reset()
+def _log_bad_frame(name: str, adapter: FeedAdapter, text: str) -> None:
+    exc = adapter.take_error()
+    if exc is None:
         return
-    status.subscriptions[key] = ack.result.value
-    if ack.result is AckResult.INVALID_APPROVAL_KEY:
-        raise ApprovalRejected(f"{ack.msg_cd} {ack.msg1}")
-    if ack.result is AckResult.KEY_IN_USE:
-        raise KeyInUse(f"{ack.msg_cd} {ack.msg1}")
-    if ack.result is not AckResult.UNSUBSCRIBED:
-        log.warning("%s: %s refused: %s %s", status.name, key, ack.msg_cd, ack.msg1)
-
-
-def _log_bad_frame(name: str, decoder: KisDecoder, text: str) -> None:
-    exc = decoder.last_error
-    decoder.last_error = None
-    assert exc is not None
-    n = decoder.stats.errors.get(exc.reason, 0)
+    reason = getattr(exc, "reason", type(exc).__name__)
+    n = adapter.stats().get("errors", {}).get(reason, 0)  # type: ignore[union-attr]
     if n <= 10 or n % 1000 == 0:  # count every bad frame, log the first few of each kind
         log.warning("%s: dropped bad frame #%d (%s): %.200r", name, n, exc, text)

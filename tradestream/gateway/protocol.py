@@ -12,7 +12,7 @@ from datetime import datetime
 
 import msgspec
 
-from tradestream.events import Tick
+from tradestream.events import FeedGap, Tick
 
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type"):
@@ -116,3 +116,9 @@ def pong(timestamp: str | None) -> str:
 
 def error(code: str, message: str) -> str:
     return encode({"type": "error", "code": code, "message": message})
+
+
+def feed_gap(g: FeedGap) -> str:
+    """Sent to every client when an upstream session streams again after a gap."""
+    return encode({"type": "feed_gap", "source": g.source, "start": g.start.isoformat(),
+                   "end": g.end.isoformat(), "reason": g.reason})

@@ -1,15 +1,24 @@
-"""A deterministic random-walk market producing KIS H0STCNT0 records (pure, no I/O).
+"""A deterministic random-walk market producing KIS records (pure, no I/O).
 
 Given a seed, the sequence of trades (which code, price, volumes) is always the same; only the
 wall-clock time stamped on each record comes from the caller. Prices move on the KRX tick-size
 grid and stay within the daily +-30% limits, with the sign codes of kis.md §7.1.
+
+Besides trades (H0STCNT0, §7.1) the market quotes order books (H0STASP0, §7.2) and program
+trading (H0STPGM0, §7.3) around each stock's current price, from random streams of their own:
+asking for a book never changes the trades a seed produces. `execution_notice` and
+`encrypted_frame` build the account's notices (H0STCNI0, §7.4) and their encrypted frames (§6.1).
 """
 
 from __future__ import annotations
 
+import base64
 import random
 from dataclasses import dataclass
 from datetime import datetime
+
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,8 @@ class _Stock:
     __slots__ = (
         "code", "prev_close", "upper", "lower", "price", "open", "high", "low", "open_time",
         "high_time", "low_time", "volume", "value", "sell_count", "buy_count", "sell_qty",
-        "buy_qty", "prior_volume",
+        "buy_qty", "prior_volume", "book_totals", "pgm_sell_qty", "pgm_sell_value",
+        "pgm_buy_qty", "pgm_buy_value",
     )  # fmt: skip
 
     def __init__(self, t: SimTicker, rng: random.Random) -> None:
@@ -101,9 +111,17 @@ class _Stock:
         self.volume = self.value = 0
         self.sell_count = self.buy_count = self.sell_qty = self.buy_qty = 0
         self.prior_volume = rng.randrange(1_000_000, 20_000_000)
+        self.book_totals: tuple[int, int] | None = None  # the last book's total ask/bid sizes
+        self.pgm_sell_qty = self.pgm_sell_value = self.pgm_buy_qty = self.pgm_buy_value = 0
 
 
 _STEPS = (-2, -1, -1, 0, 0, 0, 1, 1, 2)
+# Salts for the order book and program trading streams: each has its own random.Random, so
+# that the trade sequence of a seed does not depend on what else was asked of the market.
+_BOOK_SALT = 0x0B00C
+_PROGRAM_SALT = 0x9A0
+_BOOK_LOTS = (1, 1, 2, 3, 5, 10, 20, 50)
+_PROGRAM_LOTS = (1, 2, 5, 10, 50, 100)
 
 
 class SimMarket:
@@ -113,12 +131,78 @@ class SimMarket:
         if not tickers:
             raise ValueError("a market needs at least one ticker")
         self._rng = random.Random(seed)
+        self._book_rng = random.Random(seed ^ _BOOK_SALT)
+        self._program_rng = random.Random(seed ^ _PROGRAM_SALT)
         self._stocks = {t.code: _Stock(t, self._rng) for t in tickers}
         self._codes = list(self._stocks)
 
     @property
     def codes(self) -> list[str]:
         return list(self._codes)
+
+    def price(self, code: str) -> int:
+        """The code's last traded price; the prior close before its first trade of the day."""
+        s = self._stocks[code]
+        return s.price or s.prev_close
+
+    def volume(self, code: str) -> int:
+        """The code's accumulated volume today (ACML_VOL)."""
+        return self._stocks[code].volume
+
+    def limits(self, code: str) -> tuple[int, int]:
+        """The code's daily (lower, upper) price limits."""
+        s = self._stocks[code]
+        return s.lower, s.upper
+
+    def order_book(self, code: str, now: datetime) -> list[str]:
+        """A 10-level book around the code's current price: its 59 H0STASP0 fields (§7.2).
+
+        Asks start one tick above the price, bids at the price, each level one KRX tick
+        further; a level beyond the daily limit is empty (price and size 0). Totals are the
+        sums of the ten sizes, the *_ICDC fields their change since the code's previous book,
+        ACML_VOL the code's volume; no call auction, so the expected-match fields are 0.
+        """
+        s = self._stocks[code]
+        rng = self._book_rng
+        price = s.price or s.prev_close
+        sizes = [rng.choice(_BOOK_LOTS) * rng.randint(1, 100) * 10 for _ in range(20)]
+        asks = [p if p <= s.upper else 0 for p in (step_ticks(price, k) for k in range(1, 11))]
+        bids = [p if p >= s.lower else 0 for p in (step_ticks(price, -k) for k in range(10))]
+        ask_sizes = [q if p else 0 for p, q in zip(asks, sizes[:10], strict=True)]
+        bid_sizes = [q if p else 0 for p, q in zip(bids, sizes[10:], strict=True)]
+        total_ask, total_bid = sum(ask_sizes), sum(bid_sizes)
+        last_ask, last_bid = s.book_totals or (total_ask, total_bid)
+        s.book_totals = (total_ask, total_bid)
+        return [
+            code, now.strftime("%H%M%S"), "0",
+            *map(str, asks), *map(str, bids), *map(str, ask_sizes), *map(str, bid_sizes),
+            str(total_ask), str(total_bid), "0", "0",
+            "0", "0", "0", "0", "3", "0.00",
+            str(s.volume), str(total_ask - last_ask), str(total_bid - last_bid), "0", "0", "00",
+        ]  # fmt: skip
+
+    def program_trade(self, code: str, now: datetime) -> list[str]:
+        """The code's accumulated program trading: its 11 H0STPGM0 fields (§7.3).
+
+        Each call adds program sells and buys at the current price (together at least one
+        share), so the accumulated quantities and values never fall.
+        """
+        s = self._stocks[code]
+        rng = self._program_rng
+        price = s.price or s.prev_close
+        sell = rng.choice(_PROGRAM_LOTS) * rng.randint(0, 5)
+        buy = rng.choice(_PROGRAM_LOTS) * rng.randint(0 if sell else 1, 5)
+        sell_rest, buy_rest = rng.randrange(50_000), rng.randrange(50_000)
+        s.pgm_sell_qty += sell
+        s.pgm_sell_value += sell * price
+        s.pgm_buy_qty += buy
+        s.pgm_buy_value += buy * price
+        return [
+            code, now.strftime("%H%M%S"),
+            str(s.pgm_sell_qty), str(s.pgm_sell_value), str(s.pgm_buy_qty), str(s.pgm_buy_value),
+            str(s.pgm_buy_qty - s.pgm_sell_qty), str(s.pgm_buy_value - s.pgm_sell_value),
+            str(sell_rest), str(buy_rest), str(buy_rest - sell_rest),
+        ]  # fmt: skip
 
     def trade(self, now: datetime) -> list[str]:
         """Advance a randomly chosen ticker by one trade; return its 46 H0STCNT0 fields."""
@@ -187,3 +271,58 @@ class SimMarket:
 def data_frame(tr_id: str, records: list[list[str]]) -> str:
     """Build a plain data frame: records concatenated with '^', count as 3 digits (kis.md §6)."""
     return f"0|{tr_id}|{len(records):03d}|" + "^".join("^".join(r) for r in records)
+
+
+def encrypted_frame(tr_id: str, records: list[list[str]], key: str, iv: str) -> str:
+    """Build an encrypted data frame ``1|tr_id|NNN|<base64>`` (kis.md §6.1): the plain payload
+    in UTF-8, PKCS#7-padded, AES-CBC with the UTF-8 bytes of `key` (32 -> AES-256) and `iv`."""
+    padder = padding.PKCS7(128).padder()
+    plain = "^".join("^".join(r) for r in records).encode()
+    padded = padder.update(plain) + padder.finalize()
+    enc = Cipher(algorithms.AES(key.encode()), modes.CBC(iv.encode())).encryptor()
+    payload = base64.b64encode(enc.update(padded) + enc.finalize()).decode("ascii")
+    return f"1|{tr_id}|{len(records):03d}|{payload}"
+
+
+_SIDE_CODES = {"sell": "01", "buy": "02"}  # SELN_BYOV_CLS
+_KIND_CODES = {"order": "1", "fill": "2"}  # CNTG_YN
+_CORRECTION_CODES = {"new": "0", "modify": "1", "cancel": "2"}  # RCTF_CLS
+
+
+def execution_notice(
+    customer_id: str,
+    account: str,
+    order_no: str,
+    code: str,
+    side: str,
+    kind: str,
+    qty: int,
+    price: int,
+    order_qty: int,
+    order_price: int,
+    now: datetime,
+    name: str,
+    *,
+    original_order_no: str = "0000000000",
+    correction: str = "new",
+    rejected: bool = False,
+    account_name: str = "SIM ACCOUNT",
+) -> list[str]:
+    """One execution notice: the 26 fields of the current H0STCNI0/H0STCNI9 layout (§7.4).
+
+    `side` is "buy" or "sell", `kind` "order" (an accepted/modified/cancelled/rejected order)
+    or "fill", `correction` "new", "modify" or "cancel" (the strings of events.Execution).
+    `qty`/`price` go to CNTG_QTY/CNTG_UNPR, `name` to CNTG_ISNM40. An order price of 0 is a
+    market order (ODER_KIND 01), else a limit order (00).
+    """
+    for value, table in ((side, _SIDE_CODES), (kind, _KIND_CODES),
+                         (correction, _CORRECTION_CODES)):  # fmt: skip
+        if value not in table:
+            raise ValueError(f"{value!r} is not one of {sorted(table)}")
+    return [
+        customer_id, account, order_no, original_order_no, _SIDE_CODES[side],
+        _CORRECTION_CODES[correction], "00" if order_price else "01", "0", code, str(qty),
+        str(price), now.strftime("%H%M%S"), "1" if rejected else "0", _KIND_CODES[kind],
+        "2" if kind == "fill" else "1", "06010", str(order_qty), account_name, "0", "1", "Y",
+        "", "10", "", name, str(order_price),
+    ]  # fmt: skip

@@ -1,21 +1,38 @@
-"""SQLAlchemy Core tables. The migrations in ../migrations create them; this is the code's view."""
+"""SQLAlchemy Core tables. The migrations in ../migrations create them; this is the code's view.
+
+Every table has a unique constraint on its event's natural key; inserts ignore conflicts, so a
+re-sent or replayed event is stored once.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
 
 # BigInteger is not a rowid alias on SQLite (STACK-NOTES §4): use INTEGER there.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# MySQL/MariaDB DATETIME drops fractions unless asked: keep microseconds everywhere.
+Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _id() -> sa.Column[int]:
+    return sa.Column("id", BigId, primary_key=True, autoincrement=True)
+
+
+def _common() -> list[sa.Column[object]]:
+    return [sa.Column("source", sa.String(32), nullable=False),
+            sa.Column("received_at", Timestamp, nullable=False)]
+
 
 stock_prices_realtime = sa.Table(
     "stock_prices_realtime",
     metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("stock_code", sa.String(12), nullable=False),
     sa.Column("venue", sa.String(8), nullable=False),
-    sa.Column("trade_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trade_time", Timestamp, nullable=False),
     sa.Column("price", sa.BigInteger, nullable=False),
     sa.Column("change", sa.BigInteger, nullable=False),
     sa.Column("change_percent", sa.Float, nullable=False),
@@ -24,9 +41,101 @@ stock_prices_realtime = sa.Table(
     sa.Column("low", sa.BigInteger, nullable=False),
     sa.Column("trade_volume", sa.BigInteger, nullable=False),
     sa.Column("volume", sa.BigInteger, nullable=False),  # accumulated for the day
-    sa.Column("source", sa.String(32), nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    # The natural key: re-sent trades (resubscribe, replay) are ignored on insert.
+    *_common(),
     sa.UniqueConstraint("venue", "stock_code", "trade_time", "volume", name="uq_spr_natural"),
     sa.Index("ix_spr_code_time", "stock_code", "trade_time"),
+)
+
+orderbook_snapshots = sa.Table(
+    "orderbook_snapshots",
+    metadata,
+    _id(),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("venue", sa.String(8), nullable=False),
+    sa.Column("quote_time", Timestamp, nullable=False),
+    sa.Column("ask1", sa.BigInteger, nullable=False),
+    sa.Column("bid1", sa.BigInteger, nullable=False),
+    sa.Column("ask_prices", sa.JSON, nullable=False),
+    sa.Column("bid_prices", sa.JSON, nullable=False),
+    sa.Column("ask_sizes", sa.JSON, nullable=False),
+    sa.Column("bid_sizes", sa.JSON, nullable=False),
+    sa.Column("total_ask_size", sa.BigInteger, nullable=False),
+    sa.Column("total_bid_size", sa.BigInteger, nullable=False),
+    sa.Column("expected_price", sa.BigInteger, nullable=False),
+    sa.Column("expected_volume", sa.BigInteger, nullable=False),
+    sa.Column("volume", sa.BigInteger, nullable=False),
+    *_common(),
+    sa.UniqueConstraint("venue", "stock_code", "quote_time", "volume", "total_ask_size",
+                        "total_bid_size", "ask1", "bid1", name="uq_obs_natural"),
+    sa.Index("ix_obs_code_time", "stock_code", "quote_time"),
+)
+
+program_trades = sa.Table(
+    "program_trades",
+    metadata,
+    _id(),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("venue", sa.String(8), nullable=False),
+    sa.Column("trade_time", Timestamp, nullable=False),
+    *(sa.Column(n, sa.BigInteger, nullable=False) for n in (
+        "sell_qty", "sell_value", "buy_qty", "buy_value", "net_qty", "net_value",
+        "sell_rest", "buy_rest", "net_rest")),
+    *_common(),
+    sa.UniqueConstraint("venue", "stock_code", "trade_time", "sell_qty", "buy_qty",
+                        name="uq_pgm_natural"),
+    sa.Index("ix_pgm_code_time", "stock_code", "trade_time"),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    _id(),
+    sa.Column("account", sa.String(32), nullable=False),
+    sa.Column("customer_id", sa.String(32), nullable=False),
+    sa.Column("order_no", sa.String(32), nullable=False),
+    sa.Column("original_order_no", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("correction", sa.String(8), nullable=False),
+    sa.Column("rejected", sa.Boolean, nullable=False),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("order_qty", sa.BigInteger, nullable=False),
+    sa.Column("order_price", sa.BigInteger, nullable=False),
+    sa.Column("event_time", Timestamp, nullable=False),
+    sa.Column("name", sa.String(80), nullable=False),
+    *_common(),
+    sa.UniqueConstraint("account", "order_no", "kind", "event_time", "quantity", "price",
+                        name="uq_exe_natural"),
+    sa.Index("ix_exe_account_time", "account", "event_time"),
+)
+
+news = sa.Table(
+    "news",
+    metadata,
+    _id(),
+    sa.Column("realkey", sa.String(48), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("tickers", sa.JSON, nullable=False),
+    sa.Column("ticker", sa.String(12), nullable=True),
+    sa.Column("media_id", sa.String(8), nullable=False),
+    sa.Column("media", sa.String(64), nullable=False),
+    sa.Column("published_at", Timestamp, nullable=False),
+    sa.Column("body_size", sa.BigInteger, nullable=False),
+    *_common(),
+    sa.UniqueConstraint("realkey", name="uq_news_realkey"),
+    sa.Index("ix_news_published", "published_at"),
+    sa.Index("ix_news_ticker_published", "ticker", "published_at"),
+)
+
+feed_gaps = sa.Table(
+    "feed_gaps",
+    metadata,
+    _id(),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=False),
+    sa.Column("reason", sa.String(300), nullable=False),
+    sa.UniqueConstraint("source", "started_at", name="uq_gap_natural"),
 )

@@ -7,14 +7,15 @@ reconnect that re-sends trades, or a retry whose first attempt did commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tradestream.events import Tick
-from tradestream.store.schema import stock_prices_realtime
+from tradestream.events import Event, Execution, FeedGap, News, OrderBook, ProgramTrade, Tick
+from tradestream.store import schema
 
 
 def make_engine(url: str) -> Engine:
@@ -48,32 +49,93 @@ def idempotent_insert(engine: Engine, table: sa.Table) -> sa.Insert:
     raise ValueError(f"unsupported database backend {name!r}")
 
 
+def _utc(dt: datetime) -> datetime:
+    return dt.astimezone(UTC)
+
+
+def _received(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
+
+
 def tick_row(t: Tick) -> dict[str, object]:
     return {
-        "stock_code": t.code,
-        "venue": t.venue,
-        "trade_time": t.trade_time.astimezone(UTC),
-        "price": t.price,
-        "change": t.change,
-        "change_percent": t.change_percent,
-        "open": t.open,
-        "high": t.high,
-        "low": t.low,
-        "trade_volume": t.trade_volume,
-        "volume": t.volume,
-        "source": t.source,
-        "received_at": datetime.fromtimestamp(t.received_ns / 1e9, UTC),
+        "stock_code": t.code, "venue": t.venue, "trade_time": _utc(t.trade_time),
+        "price": t.price, "change": t.change, "change_percent": t.change_percent,
+        "open": t.open, "high": t.high, "low": t.low, "trade_volume": t.trade_volume,
+        "volume": t.volume, "source": t.source, "received_at": _received(t.received_ns),
     }
 
 
-class TickWriter:
-    """Writes batches of ticks to `stock_prices_realtime` in one transaction each."""
+def orderbook_row(o: OrderBook) -> dict[str, object]:
+    return {
+        "stock_code": o.code, "venue": o.venue, "quote_time": _utc(o.quote_time),
+        "ask1": o.ask_prices[0] if o.ask_prices else 0,
+        "bid1": o.bid_prices[0] if o.bid_prices else 0,
+        "ask_prices": list(o.ask_prices), "bid_prices": list(o.bid_prices),
+        "ask_sizes": list(o.ask_sizes), "bid_sizes": list(o.bid_sizes),
+        "total_ask_size": o.total_ask_size, "total_bid_size": o.total_bid_size,
+        "expected_price": o.expected_price, "expected_volume": o.expected_volume,
+        "volume": o.volume, "source": o.source, "received_at": _received(o.received_ns),
+    }
+
+
+def program_row(p: ProgramTrade) -> dict[str, object]:
+    return {
+        "stock_code": p.code, "venue": p.venue, "trade_time": _utc(p.trade_time),
+        "sell_qty": p.sell_qty, "sell_value": p.sell_value, "buy_qty": p.buy_qty,
+        "buy_value": p.buy_value, "net_qty": p.net_qty, "net_value": p.net_value,
+        "sell_rest": p.sell_rest, "buy_rest": p.buy_rest, "net_rest": p.net_rest,
+        "source": p.source, "received_at": _received(p.received_ns),
+    }
+
+
+def execution_row(e: Execution) -> dict[str, object]:
+    return {
+        "account": e.account, "customer_id": e.customer_id, "order_no": e.order_no,
+        "original_order_no": e.original_order_no, "side": e.side, "kind": e.kind,
+        "correction": e.correction, "rejected": e.rejected, "stock_code": e.code,
+        "quantity": e.quantity, "price": e.price, "order_qty": e.order_qty,
+        "order_price": e.order_price, "event_time": _utc(e.time), "name": e.name,
+        "source": e.source, "received_at": _received(e.received_ns),
+    }
+
+
+def news_row(n: News) -> dict[str, object]:
+    return {
+        "realkey": n.realkey, "title": n.title, "tickers": list(n.tickers), "ticker": n.ticker,
+        "media_id": n.media_id, "media": n.media, "published_at": _utc(n.published_at),
+        "body_size": n.body_size, "source": n.source, "received_at": _received(n.received_ns),
+    }
+
+
+def gap_row(g: FeedGap) -> dict[str, object]:
+    return {"source": g.source, "started_at": _utc(g.start), "ended_at": _utc(g.end),
+            "reason": g.reason[:300]}
+
+
+ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
+    Tick: (schema.stock_prices_realtime, tick_row),
+    OrderBook: (schema.orderbook_snapshots, orderbook_row),
+    ProgramTrade: (schema.program_trades, program_row),
+    Execution: (schema.executions, execution_row),
+    News: (schema.news, news_row),
+    FeedGap: (schema.feed_gaps, gap_row),
+}
+
+
+class EventWriter:
+    """Writes a batch of mixed events: one transaction, one multi-row insert per table."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = idempotent_insert(engine, stock_prices_realtime)
+        self._inserts = {cls: (idempotent_insert(engine, table), row)
+                         for cls, (table, row) in ROWS.items()}
 
-    def write(self, ticks: Sequence[Tick]) -> None:
-        rows = [tick_row(t) for t in ticks]  # built here, in the worker thread
+    def write(self, events: Sequence[Event]) -> None:
+        by_type: dict[type, list[dict[str, object]]] = {}
+        for ev in events:  # rows are built here, in the worker thread
+            cls = type(ev)
+            by_type.setdefault(cls, []).append(self._inserts[cls][1](ev))
         with self.engine.begin() as conn:
-            conn.execute(self._insert, rows)
+            for cls, rows in by_type.items():
+                conn.execute(self._inserts[cls][0], rows)

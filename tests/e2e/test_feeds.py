@@ -1,0 +1,189 @@
+"""Every message type from the simulator through the real feeds into the store, and the faults
+the feeds must survive. Real sockets and threads: real time, generous guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+import trio
+
+from tests.conftest import make_settings
+from tests.e2e.test_service import open_websocket_url, recv, service, token, wait_for
+from tradestream.config import Settings
+from tradestream.feeds.kis import subscribe_message
+from tradestream.feeds.transport import open_upstream
+from tradestream.service import run_service
+
+TIMEOUT_S = 30
+TABLES = {"Tick": "stock_prices_realtime", "OrderBook": "orderbook_snapshots",
+          "ProgramTrade": "program_trades", "Execution": "executions", "News": "news",
+          "FeedGap": "feed_gaps"}
+
+
+def table_counts(s: Settings) -> dict[str, int]:
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        out = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+               for t in TABLES.values()}
+    engine.dispose()
+    return out
+
+
+def all_types_settings(tmp_path: Path, **sim: object) -> Settings:
+    return make_settings(
+        tmp_path, ls=True,
+        extra=(("H0STASP0", "005930"), ("H0STPGM0", "005930")), hts_id="demo",
+        sim={"orderbook_rate": 20.0, "program_rate": 20.0, "news_rate": 20.0, **sim},
+    )
+
+
+async def test_every_message_type_is_stored_once(tmp_path: Path) -> None:
+    s = all_types_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            await wait_for(lambda: all(f.state == "streaming" for f in running.feeds), "streaming")
+            running.sim.control.place_order("005930", "buy", 10)
+            running.sim.control.place_order("000660", "sell", 3, 180000)
+            needed = {"Tick", "OrderBook", "ProgramTrade", "News"}
+            await wait_for(lambda: needed <= set(running.router.by_type)
+                           and running.router.by_type["Execution"] >= 4, "all types")
+            kis, ls = running.feeds
+            assert (kis.name, ls.name) == ("kis-1", "ls-1")
+            assert kis.subscriptions["H0STCNI0:demo"] == "subscribed"
+            assert ls.subscriptions["NWS:NWS001"] == "subscribed"
+    by_type = running.router.by_type
+    counts = table_counts(s)
+    for name, table in TABLES.items():
+        assert counts[table] == by_type.get(name, 0), (name, counts, by_type)
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT kind, side, stock_code, quantity FROM executions ORDER BY id")).all()
+        news = conn.execute(sa.text("SELECT title, media, tickers FROM news LIMIT 1")).one()
+    engine.dispose()
+    assert [tuple(r) for r in rows[:4]] == [
+        ("order", "buy", "005930", 10), ("fill", "buy", "005930", 10),
+        ("order", "sell", "000660", 3), ("fill", "sell", "000660", 3)]
+    assert news.title and not news.media.startswith("unknown")
+
+
+async def test_malformed_frames_are_counted_and_the_session_survives(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, sim={"malformed_rate": 0.3})
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            feed = running.feeds[0]
+            await wait_for(lambda: sum(feed.decoder.get("errors", {}).values()) >= 20,
+                           "bad frames")
+            assert feed.reconnects == 0
+            assert feed.state == "streaming"
+            assert set(feed.decoder["errors"]) <= {"field_count", "bad_value", "unknown_tr",
+                                                   "bad_frame"}
+            assert running.router.ticks > 0
+    assert table_counts(s)["stock_prices_realtime"] == running.router.ticks
+
+
+async def test_rejected_credentials_then_recovery(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, ls=True, sim={"reject_credentials": True, "news_rate": 20.0})
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            kis, ls = running.feeds
+            await wait_for(lambda: "HTTP 403" in kis.last_error and "HTTP 403" in ls.last_error,
+                           "refusals")
+            assert running.router.events == 0
+            running.sim.control.reject_credentials = False
+            await wait_for(lambda: kis.state == ls.state == "streaming", "recovery")
+
+
+async def test_revoked_approval_key_is_reissued(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            control, feed = running.sim.control, running.feeds[0]
+            await wait_for(lambda: feed.state == "streaming", "streaming")
+            assert control.stats.approvals == 1
+            control.revoke_credentials()
+            control.drop_all()
+            await wait_for(lambda: control.stats.approvals == 2 and feed.state == "streaming",
+                           "new approval key")
+            assert "OPSP0011" in feed.last_error
+
+
+async def test_feed_gap_reaches_clients_and_store(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    gaps: list[dict[str, Any]] = []
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            async with open_websocket_url(f"{running.ws_url}?token={token(running)}") as ws:
+                await recv(ws)
+                await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
+                running.sim.control.drop_all()
+                while not gaps:
+                    msg = await recv(ws)
+                    if msg["type"] == "feed_gap":
+                        gaps.append(msg)
+    (gap,) = gaps
+    assert gap["source"] == "kis-1" and "simulated fault" in gap["reason"]
+    assert gap["end"] > gap["start"]
+    assert table_counts(s)["feed_gaps"] == 1
+
+
+async def test_one_session_per_app_key(tmp_path: Path) -> None:
+    """The simulator refuses a second session for an app key (kis.md §3, OPSP8996)."""
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
+            key = next(iter(running.sim.control.approvals))  # the feed's key, same app key
+            async with open_upstream(running.sim.ws_url, 5) as ws:
+                await ws.send_message(subscribe_message(key, "H0STCNT0", "005930"))
+                reply = msgspec.json.decode(await ws.get_message())
+    assert reply["body"]["msg_cd"] == "OPSP8996"
+
+
+async def test_replay_reproduces_the_live_rows(tmp_path: Path) -> None:
+    live = all_types_settings(tmp_path / "live")
+    recording = tmp_path / "rec.jsonl.gz"
+    (tmp_path / "live").mkdir()
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(partial_service(live, record=recording))
+            assert running.sim is not None
+            await wait_for(lambda: all(f.state == "streaming" for f in running.feeds), "up")
+            running.sim.control.place_order("005930", "buy", 7)
+            await wait_for(lambda: running.router.by_type["Execution"] >= 2
+                           and running.router.by_type["News"] >= 3, "some of everything")
+            running.stop()
+    (tmp_path / "replay").mkdir()
+    replayed = make_settings(tmp_path / "replay")
+    with trio.fail_after(TIMEOUT_S):
+        await run_service(replayed, replay=recording)  # returns when the recording ends
+    assert dump(replayed) == dump(live)
+    assert table_counts(live)["executions"] >= 2
+
+
+def partial_service(s: Settings, **kw: Any) -> Any:
+    async def start(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_service(s, task_status=task_status, **kw)
+    return start
+
+
+def dump(s: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    engine = sa.create_engine(s.store.url)
+    out = {}
+    with engine.connect() as conn:
+        for table in TABLES.values():
+            if table == "feed_gaps":
+                continue
+            cols = [c["name"] for c in sa.inspect(conn).get_columns(table) if c["name"] != "id"]
+            out[table] = sorted(tuple(r) for r in conn.execute(
+                sa.text(f"SELECT {', '.join(cols)} FROM {table}")))
+    engine.dispose()
+    return out

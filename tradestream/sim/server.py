@@ -1,0 +1,540 @@
+"""The built-in broker simulator: KIS and LS on one loopback app, speaking the real wire formats.
+
+KIS (../shared/protocols/kis.md): ``POST /oauth2/Approval`` and ``/oauth2/tokenP``; a WebSocket
+on any path but ``/websocket``: JSON register/unregister with the acks and codes of §5, data
+frames for H0STCNT0/H0NXCNT0/H0UNCNT0 trades, H0STASP0 order books and H0STPGM0 program trading
+(several records per frame at times), AES-256-CBC encrypted H0STCNI0/H0STCNI9 execution notices
+for the demo account, PINGPONG heartbeats with a miss tolerance, the 41-registration limit and
+one session per app key.
+
+LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket ``/websocket``:
+``tr_type`` 3/4 requests with the token in the header, acks as §4, NWS headlines and S3_/K3_
+trades with string bodies.
+
+The market (market.py) and the news (ls_records.py) are deterministic per seed. `SimControl`
+holds the fault switches: drop every connection (now or every N s), stall, malformed frames,
+reject credentials; and the demo account's order entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import string
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+import trio
+from quart import request, websocket
+from quart_trio import QuartTrio
+
+from tradestream.config import SimSettings
+from tradestream.events import KST
+from tradestream.gateway.serve import serve_app, ws_url
+from tradestream.sim import ls_records
+from tradestream.sim.market import (
+    DEFAULT_TICKERS,
+    SimMarket,
+    data_frame,
+    encrypted_frame,
+    execution_notice,
+)
+
+log = logging.getLogger(__name__)
+
+MARKET_STEP_S = 0.02  # the market advances in steps; trades per step follow tick_rate
+OUTBOX_FRAMES = 10_000  # frames queued per connection before the server gives up on it
+
+KIS_TRADE_TRS = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0")
+KIS_BOOK_TR = "H0STASP0"
+KIS_PROGRAM_TR = "H0STPGM0"
+KIS_NOTICE_TRS = ("H0STCNI0", "H0STCNI9")
+KIS_TRS = (*KIS_TRADE_TRS, KIS_BOOK_TR, KIS_PROGRAM_TR, *KIS_NOTICE_TRS)
+LS_MARKET_TRS = ("S3_", "K3_")
+LS_NEWS = ("NWS", "NWS001")
+
+# (rt_cd, msg_cd, msg1) per kis.md §5.2
+SUBSCRIBED = ("0", "OPSP0000", "SUBSCRIBE SUCCESS")
+UNSUBSCRIBED = ("0", "OPSP0001", "UNSUBSCRIBE SUCCESS")
+ALREADY = ("1", "OPSP0002", "ALREADY IN SUBSCRIBE")
+NOT_FOUND = ("1", "OPSP0003", "UNSUBSCRIBE ERROR(not found!)")
+MAX_OVER = ("1", "OPSP0008", "MAX SUBSCRIBE OVER")
+BAD_APPROVAL = ("1", "OPSP0011", "invalid approval : NOT FOUND")
+BAD_TR_ID = ("1", "OPSP8991", "SUBSCRIBE ERROR : invalid tr_id")
+BAD_TR_KEY = ("1", "OPSP8992", "SUBSCRIBE ERROR : invalid tr_key")
+KEY_IN_USE = ("1", "OPSP8996", "ALREADY IN USE appkey")
+BAD_TR_TYPE = ("1", "OPSP8997", "JSON PARSING ERROR : invalid tr_type")
+NO_INPUT = ("1", "OPSP9991", "JSON PARSING ERROR : input not found")
+NO_BODY = ("1", "OPSP9992", "JSON PARSING ERROR : body not found")
+NO_HEADER = ("1", "OPSP9998", "JSON PARSING ERROR : header not found")
+BAD_JSON = ("1", "OPSP9999", "JSON PARSING ERROR : invalid json format")
+
+LS_OK = ("00000", "정상처리되었습니다")
+LS_BAD_TOKEN = ("IGW00121", "유효하지 않은 토큰입니다")  # shape per ls.md §4; codes unknown
+LS_BAD_TR = ("IGW00011", "등록되지 않은 TR입니다")
+LS_MAX_OVER = ("IGW00201", "등록 가능한 최대 건수를 초과했습니다")
+
+
+class _Close:
+    """Sentinel in a connection's outbox: close the socket with this code and reason."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+
+
+class _Conn:
+    def __init__(self, cid: int, protocol: str) -> None:
+        self.cid = cid
+        self.protocol = protocol  # "kis" or "ls"
+        self.app_key: str | None = None
+        self.subs: set[tuple[str, str]] = set()
+        self.keys: dict[str, tuple[str, str]] = {}  # tr_id -> (key, iv) from its ack
+        self.missed_pings = 0
+        self.overflowed = False
+        self.out, self.out_rx = trio.open_memory_channel[str | _Close](OUTBOX_FRAMES)
+
+    def send(self, item: str | _Close) -> None:
+        try:
+            self.out.send_nowait(item)
+        except trio.WouldBlock:
+            self.overflowed = True  # the client cannot keep up; a real server drops it too
+            self.out.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+@dataclass
+class SimStats:
+    connections_total: int = 0
+    frames_sent: int = 0
+    records_sent: int = 0
+    malformed_sent: int = 0
+    approvals: int = 0
+    tokens: int = 0
+    orders: int = 0
+    notices_sent: int = 0
+    news_sent: int = 0
+
+
+@dataclass
+class SimOrder:
+    code: str
+    side: str  # "buy" or "sell"
+    qty: int
+    price: int  # 0: market
+
+
+@dataclass
+class SimControl:
+    """Fault switches, the demo account's order entry, and counters (no I/O)."""
+
+    reject_credentials: bool = False
+    stalled_until: float = 0.0  # trio time; nothing at all is sent before it
+    drop_every_s: float = 0.0  # 0: never
+    malformed_rate: float = 0.0  # share of data frames replaced by garbage
+    stats: SimStats = field(default_factory=SimStats)
+    conns: dict[int, _Conn] = field(default_factory=dict)
+    orders: list[SimOrder] = field(default_factory=list)
+    approvals: dict[str, str] = field(default_factory=dict)  # approval key -> app key
+    tokens: set[str] = field(default_factory=set)  # LS access tokens
+
+    def drop_all(self, code: int = 1011, reason: str = "simulated fault") -> int:
+        """Close every WebSocket session now; returns how many were open."""
+        for conn in self.conns.values():
+            conn.send(_Close(code, reason))
+        return len(self.conns)
+
+    def revoke_credentials(self) -> None:
+        """Forget every approval key and token issued so far (as after expiry): the next
+        registration with one is refused (KIS OPSP0011, LS error ack)."""
+        self.approvals.clear()
+        self.tokens.clear()
+
+    def stall(self, seconds: float) -> None:
+        """Send nothing (data or heartbeats) for `seconds`."""
+        self.stalled_until = trio.current_time() + seconds
+
+    def stalled(self) -> bool:
+        return trio.current_time() < self.stalled_until
+
+    def place_order(self, code: str, side: str, qty: int, price: int = 0) -> None:
+        """An order of the demo account: an order notice now, a fill notice at the next step."""
+        if side not in ("buy", "sell") or qty <= 0:
+            raise ValueError("side must be buy or sell and qty positive")
+        self.orders.append(SimOrder(code, side, qty, price))
+
+
+@dataclass(frozen=True)
+class SimHandle:
+    rest_url: str
+    ws_url: str  # KIS
+    ls_ws_url: str
+    control: SimControl
+
+
+class _KisReq(msgspec.Struct):
+    header: dict[str, str] | None = None
+    body: dict[str, dict[str, str]] | None = None
+
+
+class _LsReq(msgspec.Struct):
+    header: dict[str, str] | None = None
+    body: dict[str, str] | None = None
+
+
+def _kis_reply(tr_id: str, tr_key: str, code: tuple[str, str, str], output: dict | None = None,
+               encrypt: bool = False) -> str:
+    rt_cd, msg_cd, msg1 = code
+    body: dict[str, object] = {"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1}
+    if output is not None:
+        body["output"] = output
+    # Every reply carries header.tr_id and tr_key: the broker's sample client needs both (§9.1).
+    return msgspec.json.encode({"header": {"tr_id": tr_id, "tr_key": tr_key,
+                                           "encrypt": "Y" if encrypt else "N"},
+                                "body": body}).decode()
+
+
+class Simulator:
+    """The simulator's state and its handlers; `create_app` exposes them over HTTP/WS."""
+
+    def __init__(self, cfg: SimSettings, control: SimControl) -> None:
+        self.cfg = cfg
+        self.control = control
+        tickers = tuple(t for t in DEFAULT_TICKERS if t.code in set(cfg.tickers))
+        self.market = SimMarket(tickers, cfg.seed)
+        self.names = {t.code: t.name for t in tickers}
+        self.news = ls_records.NewsGenerator([(t.code, t.name) for t in tickers], cfg.seed)
+        self._rng = random.Random(cfg.seed + 1)  # keys and tokens
+        self._framing = random.Random(cfg.seed + 2)  # records per frame, malformed frames
+        self._next_cid = 0
+        self._next_order = 10_000
+
+    def _token(self, n: int) -> str:
+        alphabet = string.ascii_letters + string.digits
+        return "".join(self._rng.choice(alphabet) for _ in range(n))
+
+    # -- REST ------------------------------------------------------------------------------
+    def approval(self, data: dict[str, str]) -> tuple[dict[str, str], int]:
+        if self.control.reject_credentials:
+            return {"error_code": "EGW00103", "error_description": "유효하지 않은 AppKey입니다."}, 403
+        if data.get("grant_type") != "client_credentials" or not (
+            data.get("appkey") and data.get("secretkey")
+        ):
+            return {"error_code": "EGW00002", "error_description": "bad request"}, 400
+        key = self._token(36)
+        self.control.approvals[key] = data["appkey"]
+        self.control.stats.approvals += 1
+        return {"approval_key": key}, 200
+
+    def ls_token(self, form: dict[str, str]) -> tuple[dict[str, object], int]:
+        if self.control.reject_credentials:
+            return {"rsp_cd": "IGW00105", "rsp_msg": "유효하지 않은 AppKey입니다."}, 403
+        if form.get("grant_type") != "client_credentials" or not (
+            form.get("appkey") and form.get("appsecretkey")
+        ):
+            return {"rsp_cd": "IGW00002", "rsp_msg": "bad request"}, 400
+        token = self._token(64)
+        self.control.tokens.add(token)
+        self.control.stats.tokens += 1
+        return {"access_token": token, "token_type": "Bearer", "scope": "oob",
+                "expires_in": 86400}, 200
+
+    # -- WebSocket requests ----------------------------------------------------------------
+    def open_conn(self, protocol: str) -> _Conn:
+        self._next_cid += 1
+        conn = _Conn(self._next_cid, protocol)
+        self.control.conns[conn.cid] = conn
+        self.control.stats.connections_total += 1
+        return conn
+
+    def handle_kis(self, conn: _Conn, text: str) -> None:
+        try:
+            req = msgspec.json.decode(text, type=_KisReq)
+        except msgspec.DecodeError:
+            conn.send(_kis_reply("", "", BAD_JSON))
+            return
+        header = req.header or {}
+        if header.get("tr_id") == "PINGPONG":
+            conn.missed_pings = 0  # the client echoed our heartbeat
+            return
+        inp = (req.body or {}).get("input") or {}
+        tr_id, tr_key = inp.get("tr_id", ""), inp.get("tr_key", "")
+        app_key = self.control.approvals.get(header.get("approval_key", ""))
+        if req.header is None:
+            code = NO_HEADER
+        elif req.body is None:
+            code = NO_BODY
+        elif not inp:
+            code = NO_INPUT
+        elif app_key is None:
+            code = BAD_APPROVAL
+        elif conn.app_key is None and any(
+            c.app_key == app_key for c in self.control.conns.values() if c is not conn
+        ):
+            code = KEY_IN_USE  # kis.md §3: one session per app key
+        elif header.get("tr_type") not in ("1", "2"):
+            code = BAD_TR_TYPE
+        elif tr_id not in KIS_TRS:
+            code = BAD_TR_ID
+        elif not self._valid_key(tr_id, tr_key):
+            code = BAD_TR_KEY
+        elif header["tr_type"] == "2":
+            code = UNSUBSCRIBED if (tr_id, tr_key) in conn.subs else NOT_FOUND
+            conn.subs.discard((tr_id, tr_key))
+        elif (tr_id, tr_key) in conn.subs:
+            code = ALREADY
+        elif len(conn.subs) >= self.cfg.registration_limit:
+            code = MAX_OVER
+        else:
+            conn.app_key = app_key
+            conn.subs.add((tr_id, tr_key))
+            key, iv = self._token(32), self._token(16)
+            conn.keys[tr_id] = (key, iv)
+            conn.send(_kis_reply(tr_id, tr_key, SUBSCRIBED, {"iv": iv, "key": key},
+                                 encrypt=tr_id in KIS_NOTICE_TRS))
+            return
+        conn.send(_kis_reply(tr_id, tr_key, code))
+
+    def _valid_key(self, tr_id: str, tr_key: str) -> bool:
+        if tr_id in KIS_NOTICE_TRS:
+            return bool(tr_key)  # the HTS id
+        return tr_key in self.names
+
+    def handle_ls(self, conn: _Conn, text: str) -> None:
+        try:
+            req = msgspec.json.decode(text, type=_LsReq)
+            header, body = req.header or {}, req.body or {}
+        except msgspec.DecodeError:
+            conn.send(ls_records.ack_message("", "", "", "IGW00001", "JSON 형식 오류"))
+            return
+        tr_cd, tr_key, tr_type = body.get("tr_cd", ""), body.get("tr_key", ""), header.get(
+            "tr_type", "")
+        if header.get("token") not in self.control.tokens:
+            code = LS_BAD_TOKEN
+        elif (tr_cd, tr_key) != LS_NEWS and not (tr_cd in LS_MARKET_TRS and tr_key in self.names):
+            code = LS_BAD_TR
+        elif tr_type == "4":
+            conn.subs.discard((tr_cd, tr_key))
+            code = LS_OK
+        elif tr_type != "3":
+            code = LS_BAD_TR
+        elif (tr_cd, tr_key) not in conn.subs and len(conn.subs) >= self.cfg.registration_limit:
+            code = LS_MAX_OVER
+        else:
+            conn.subs.add((tr_cd, tr_key))
+            code = LS_OK
+        conn.send(ls_records.ack_message(tr_cd, tr_key, tr_type, *code))
+
+    # -- the market ------------------------------------------------------------------------
+    def step(self, now: datetime, n_trades: int, dt: float) -> None:
+        """One market step: trades, order books, program trading, news, notices, to every
+        connection that registered for them."""
+        trades = [self.market.trade(now) for _ in range(n_trades)]
+        rng = self._framing
+        books = {c for c in self.names if rng.random() < self.cfg.orderbook_rate * dt}
+        programs = {c for c in self.names if rng.random() < self.cfg.program_rate * dt}
+        news = self.news.next(now) if rng.random() < self.cfg.news_rate * dt else None
+        notices = self._fill_orders(now)
+        for conn in list(self.control.conns.values()):
+            if conn.protocol == "kis":
+                self._send_kis(conn, now, trades, books, programs, notices)
+            else:
+                self._send_ls(conn, trades, news)
+
+    def _send_kis(self, conn: _Conn, now: datetime, trades: list[list[str]], books: set[str],
+                  programs: set[str], notices: list[list[str]]) -> None:
+        if not conn.subs:
+            return
+        for tr_id in KIS_TRADE_TRS:
+            self._send_records(conn, tr_id, [t for t in trades if (tr_id, t[0]) in conn.subs])
+        self._send_records(conn, KIS_BOOK_TR, [self.market.order_book(c, now) for c in sorted(books)
+                                               if (KIS_BOOK_TR, c) in conn.subs])
+        self._send_records(conn, KIS_PROGRAM_TR, [
+            self.market.program_trade(c, now) for c in sorted(programs)
+            if (KIS_PROGRAM_TR, c) in conn.subs])
+        for tr_id in KIS_NOTICE_TRS:
+            mine = [n for n in notices if (tr_id, n[0]) in conn.subs]
+            if mine and tr_id in conn.keys:
+                key, iv = conn.keys[tr_id]
+                for record in mine:
+                    conn.send(encrypted_frame(tr_id, [record], key, iv))
+                    self.control.stats.notices_sent += 1
+
+    def _send_records(self, conn: _Conn, tr_id: str, records: list[list[str]]) -> None:
+        i = 0
+        while i < len(records):
+            k = self._framing.randint(1, self.cfg.max_records_per_frame)
+            chunk = records[i : i + k]
+            if self.control.malformed_rate and self._framing.random() < self.control.malformed_rate:
+                conn.send(self._malformed(tr_id, chunk))
+                self.control.stats.malformed_sent += 1
+            else:
+                conn.send(data_frame(tr_id, chunk))
+            self.control.stats.frames_sent += 1
+            self.control.stats.records_sent += len(chunk)
+            i += k
+
+    def _malformed(self, tr_id: str, chunk: list[list[str]]) -> str:
+        frame = data_frame(tr_id, chunk)
+        kind = self._framing.randrange(4)
+        if kind == 0:
+            return frame[: len(frame) // 2]  # truncated: the field count no longer divides
+        if kind == 1:
+            return frame.replace("^", "^x", 1)  # a field that is not a number
+        if kind == 2:
+            return "0|H0ZZZZZ0|001|" + frame.split("|", 3)[3]  # unknown TR
+        return "garbage \x00\x01 frame"
+
+    def _send_ls(self, conn: _Conn, trades: list[list[str]], news: dict[str, str] | None) -> None:
+        if news is not None and LS_NEWS in conn.subs:
+            conn.send(ls_records.data_message("NWS", "NWS001", news))
+            self.control.stats.news_sent += 1
+        for t in trades:
+            for tr_cd in LS_MARKET_TRS:
+                if (tr_cd, t[0]) in conn.subs:
+                    conn.send(ls_records.data_message(tr_cd, t[0], ls_records.s3_body(t)))
+                    self.control.stats.frames_sent += 1
+
+    def _fill_orders(self, now: datetime) -> list[list[str]]:
+        """H0STCNI0 records for the orders placed since the last step: an order notice and a
+        fill notice each. Field 0 is the HTS id, which is also the subscription's tr_key."""
+        out: list[list[str]] = []
+        cfg = self.cfg
+        while self.control.orders:
+            o = self.control.orders.pop(0)
+            self._next_order += 1
+            order_no = f"{self._next_order:010d}"
+            price = o.price or self.market.price(o.code)
+            name = self.names.get(o.code, o.code)
+            common = dict(customer_id=cfg.demo_hts_id, account=cfg.demo_account,
+                          order_no=order_no, code=o.code, side=o.side, order_qty=o.qty,
+                          order_price=price, now=now, name=name)
+            out.append(execution_notice(kind="order", qty=o.qty, price=price, **common))
+            out.append(execution_notice(kind="fill", qty=o.qty, price=self.market.price(o.code),
+                                        **common))
+            self.control.stats.orders += 1
+        return out
+
+
+def create_sim_app(sim: Simulator) -> QuartTrio:
+    app = QuartTrio("tradestream-sim")
+    control = sim.control
+    cfg = sim.cfg
+
+    @app.post("/oauth2/Approval")
+    async def approval() -> tuple[dict[str, str], int]:
+        return sim.approval(await request.get_json(force=True, silent=True) or {})
+
+    @app.post("/oauth2/tokenP")
+    async def access_token() -> tuple[dict[str, object], int]:
+        return {"access_token": sim._token(64), "token_type": "Bearer", "expires_in": 86400,
+                "access_token_token_expired": "2099-12-31 23:59:59"}, 200  # fmt: skip
+
+    @app.post("/oauth2/token")
+    async def ls_token() -> tuple[dict[str, object], int]:
+        return sim.ls_token(dict(await request.form))
+
+    @app.post("/sim/orders")
+    async def place_order() -> tuple[dict[str, object], int]:
+        data = await request.get_json(force=True, silent=True) or {}
+        try:
+            control.place_order(str(data["code"]), str(data["side"]), int(data["qty"]),
+                                int(data.get("price", 0)))
+        except (KeyError, ValueError) as exc:
+            return {"error": f"bad order: {exc}"}, 400
+        return {"accepted": True}, 202
+
+    async def sender(conn: _Conn, cancel: trio.CancelScope) -> None:
+        async for item in conn.out_rx:
+            if conn.overflowed:
+                await websocket.close(1008, "client too slow")
+                break
+            if isinstance(item, _Close):
+                await websocket.close(item.code, item.reason)
+                break
+            await websocket.send(item)
+        cancel.cancel()
+
+    async def pinger(conn: _Conn) -> None:
+        while True:
+            await trio.sleep(cfg.ping_interval_s)
+            if control.stalled():
+                continue
+            if cfg.max_missed_pings and conn.missed_pings >= cfg.max_missed_pings:
+                conn.send(_Close(1000, "heartbeat not answered"))
+                return
+            conn.missed_pings += 1
+            stamp = datetime.now(KST).strftime("%Y%m%d%H%M%S")
+            conn.send(f'{{"header":{{"tr_id":"PINGPONG","datetime":"{stamp}"}}}}')
+
+    async def session(protocol: str) -> None:
+        await websocket.accept()
+        conn = sim.open_conn(protocol)
+        handle = sim.handle_kis if protocol == "kis" else sim.handle_ls
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender, conn, nursery.cancel_scope)
+                if protocol == "kis":
+                    nursery.start_soon(pinger, conn)  # LS documents no heartbeat (ls.md §6)
+                while True:
+                    msg = await websocket.receive()
+                    handle(conn, msg if isinstance(msg, str) else msg.decode("utf-8", "replace"))
+        finally:
+            del control.conns[conn.cid]
+
+    @app.websocket("/websocket")
+    async def ls_session() -> None:
+        await session("ls")
+
+    @app.websocket("/")
+    @app.websocket("/<path:path>")
+    async def kis_session(path: str = "") -> None:
+        await session("kis")
+
+    return app
+
+
+async def run_market(sim: Simulator, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Advance the market in fixed steps; drop connections periodically if asked to."""
+    control, cfg = sim.control, sim.cfg
+    owed = 0.0
+    orders_owed = 0.0
+    task_status.started()
+    deadline = next_drop = trio.current_time()
+    while True:
+        deadline += MARKET_STEP_S
+        await trio.sleep_until(deadline)
+        if control.drop_every_s and deadline >= next_drop + control.drop_every_s:
+            next_drop = deadline
+            control.drop_all(1011, "simulated periodic drop")
+        owed += cfg.tick_rate * MARKET_STEP_S
+        n, owed = int(owed), owed - int(owed)
+        orders_owed += cfg.order_rate_per_min / 60 * MARKET_STEP_S
+        if orders_owed >= 1:  # the demo account trades now and then
+            orders_owed -= 1
+            code = sim.market.codes[sim._framing.randrange(len(sim.market.codes))]
+            control.place_order(code, sim._framing.choice(("buy", "sell")), 10)
+        if control.stalled():
+            continue
+        sim.step(datetime.now(KST), n, MARKET_STEP_S)
+
+
+async def run_simulator(
+    cfg: SimSettings, *, task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the simulator until cancelled. started(): listening; returns its URLs and control."""
+    control = SimControl(drop_every_s=cfg.drop_every_s, malformed_rate=cfg.malformed_rate,
+                         reject_credentials=cfg.reject_credentials)
+    sim = Simulator(cfg, control)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve_app, create_sim_app(sim), cfg.host, cfg.port)
+        await nursery.start(run_market, sim)
+        base = binds[0]
+        log.info("broker simulator on %s (%d tickers, %.0f trades/s)", base, len(cfg.tickers),
+                 cfg.tick_rate)
+        task_status.started(SimHandle(rest_url=base, ws_url=ws_url(base, "/tryitout"),
+                                      ls_ws_url=ws_url(base, "/websocket"), control=control))

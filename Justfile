@@ -26,3 +26,7 @@ sim:
 # run the whole test suite (extra arguments go to pytest)
 test *ARGS:
     pytest {{ARGS}}
+
+# run the benchmarks (or some: just bench reconnect)
+bench *SCENARIOS:
+    python -m tradestream.bench {{SCENARIOS}}

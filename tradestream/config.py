@@ -55,7 +55,7 @@ class KisSettings:
     stale_s: float = 150.0  # no frame (data or PINGPONG) for this long: the session is dead
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25
-    backoff_cap_s: float = 2.0
+    backoff_cap_s: float = 1.0  # reconnect within ~1 s of the broker coming back
 
     def registrations(self) -> list[tuple[str, str]]:
         regs = [("H0STCNT0", code) for code in self.watchlist]
@@ -78,7 +78,7 @@ class LsSettings:
     stale_s: float = 600.0  # LS documents no heartbeat: only a long silence means dead
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25
-    backoff_cap_s: float = 2.0
+    backoff_cap_s: float = 1.0  # reconnect within ~1 s of the broker coming back
 
 
 @dataclass(frozen=True)

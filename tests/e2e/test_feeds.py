@@ -33,8 +33,10 @@ def table_counts(s: Settings) -> dict[str, int]:
 
 
 def all_types_settings(tmp_path: Path, **sim: object) -> Settings:
+    # LS: news, and trades of a code KIS does not stream (the same trade from two brokers is
+    # one row: its natural key is the venue's, not the broker's).
     return make_settings(
-        tmp_path, ls=True,
+        tmp_path, ls=(("NWS", "NWS001"), ("K3_", "293490")),
         extra=(("H0STASP0", "005930"), ("H0STPGM0", "005930")), hts_id="demo",
         sim={"orderbook_rate": 20.0, "program_rate": 20.0, "news_rate": 20.0, **sim},
     )
@@ -49,8 +51,11 @@ async def test_every_message_type_is_stored_once(tmp_path: Path) -> None:
             running.sim.control.place_order("005930", "buy", 10)
             running.sim.control.place_order("000660", "sell", 3, 180000)
             needed = {"Tick", "OrderBook", "ProgramTrade", "News"}
-            await wait_for(lambda: needed <= set(running.router.by_type)
-                           and running.router.by_type["Execution"] >= 4, "all types")
+            router = running.router
+            await wait_for(lambda: needed <= set(router.by_type)
+                           and router.by_type["Execution"] >= 4
+                           and router.by_source["ls-1"] > router.by_type["News"],  # LS trades
+                           "all types")
             kis, ls = running.feeds
             assert (kis.name, ls.name) == ("kis-1", "ls-1")
             assert kis.subscriptions["H0STCNI0:demo"] == "subscribed"
@@ -69,6 +74,12 @@ async def test_every_message_type_is_stored_once(tmp_path: Path) -> None:
         ("order", "buy", "005930", 10), ("fill", "buy", "005930", 10),
         ("order", "sell", "000660", 3), ("fill", "sell", "000660", 3)]
     assert news.title and not news.media.startswith("unknown")
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        ls_ticks = conn.execute(sa.text(
+            "SELECT count(*) FROM stock_prices_realtime WHERE source = 'ls-1'")).scalar_one()
+    engine.dispose()
+    assert ls_ticks > 0
 
 
 async def test_malformed_frames_are_counted_and_the_session_survives(tmp_path: Path) -> None:
@@ -132,6 +143,21 @@ async def test_feed_gap_reaches_clients_and_store(tmp_path: Path) -> None:
     assert gap["source"] == "kis-1" and "simulated fault" in gap["reason"]
     assert gap["end"] > gap["start"]
     assert table_counts(s)["feed_gaps"] == 1
+
+
+async def test_data_flows_within_2s_of_the_broker_coming_back(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            control, feed = running.sim.control, running.feeds[0]
+            await wait_for(lambda: feed.state == "streaming", "streaming")
+            control.go_down(1.5)
+            await wait_for(lambda: feed.reconnects >= 2, "failed attempts while down")
+            await trio.sleep_until(control.down_until)
+            back, before = trio.current_time(), running.router.ticks
+            await wait_for(lambda: running.router.ticks > before, "data again")
+            assert trio.current_time() - back < 2.0
 
 
 async def test_one_session_per_app_key(tmp_path: Path) -> None:

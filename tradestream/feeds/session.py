@@ -58,7 +58,7 @@ class FeedTiming:
     stale_s: float = 150.0
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25
-    backoff_cap_s: float = 2.0
+    backoff_cap_s: float = 1.0
 
 
 @dataclass

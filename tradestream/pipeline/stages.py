@@ -18,10 +18,11 @@ class RouterStats:
     events: int = 0
     published: int = 0  # ticks that had at least one subscriber (and so were encoded)
     by_type: Counter[str] = field(default_factory=Counter)
+    by_source: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
         return {"events": self.events, "ticks": self.ticks, "published": self.published,
-                "by_type": dict(self.by_type)}
+                "by_type": dict(self.by_type), "by_source": dict(self.by_source)}
 
 
 async def run_router(
@@ -45,6 +46,7 @@ async def run_router(
         async for ev in events_in:
             stats.events += 1
             stats.by_type[type(ev).__name__] += 1
+            stats.by_source[ev.source] += 1
             if isinstance(ev, Tick):
                 stats.ticks += 1
                 latest[ev.code] = ev

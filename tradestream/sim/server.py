@@ -133,6 +133,7 @@ class SimControl:
 
     reject_credentials: bool = False
     stalled_until: float = 0.0  # trio time; nothing at all is sent before it
+    down_until: float = 0.0  # trio time; sessions are refused and closed before it
     drop_every_s: float = 0.0  # 0: never
     malformed_rate: float = 0.0  # share of data frames replaced by garbage
     stats: SimStats = field(default_factory=SimStats)
@@ -152,6 +153,15 @@ class SimControl:
         registration with one is refused (KIS OPSP0011, LS error ack)."""
         self.approvals.clear()
         self.tokens.clear()
+
+    def go_down(self, seconds: float) -> None:
+        """The broker is unreachable for `seconds`: open sessions are dropped, new handshakes
+        and REST calls are refused (HTTP 503)."""
+        self.down_until = trio.current_time() + seconds
+        self.drop_all(1001, "simulated outage")
+
+    def is_down(self) -> bool:
+        return trio.current_time() < self.down_until
 
     def stall(self, seconds: float) -> None:
         """Send nothing (data or heartbeats) for `seconds`."""
@@ -424,6 +434,10 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     control = sim.control
     cfg = sim.cfg
 
+    @app.before_request
+    async def outage() -> tuple[dict[str, str], int] | None:
+        return ({"error": "simulated outage"}, 503) if control.is_down() else None
+
     @app.post("/oauth2/Approval")
     async def approval() -> tuple[dict[str, str], int]:
         return sim.approval(await request.get_json(force=True, silent=True) or {})
@@ -471,6 +485,8 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
             conn.send(f'{{"header":{{"tr_id":"PINGPONG","datetime":"{stamp}"}}}}')
 
     async def session(protocol: str) -> None:
+        if control.is_down():
+            return  # not accepted: the handshake is refused (HTTP 403)
         await websocket.accept()
         conn = sim.open_conn(protocol)
         handle = sim.handle_kis if protocol == "kis" else sim.handle_ls

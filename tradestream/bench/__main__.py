@@ -1,0 +1,39 @@
+"""`python -m tradestream.bench [scenario ...]`: run benchmark scenarios, print their figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import trio
+
+from tradestream.bench import reconnect
+
+SCENARIOS = {"reconnect": reconnect.main}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tradestream.bench")
+    parser.add_argument("scenarios", nargs="*", metavar="scenario",
+                        help=f"one of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    args = parser.parse_args()
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    logging.basicConfig(level=logging.ERROR)
+    results = {}
+    for name in args.scenarios or list(SCENARIOS):
+        print(f"== {name}", file=sys.stderr, flush=True)
+        results[name] = trio.run(SCENARIOS[name])
+        if not args.json:
+            for key, value in results[name].items():
+                print(f"{name}.{key}: {value}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+raise SystemExit(main())

@@ -25,7 +25,8 @@ def make_settings(tmp_path: Path, *, ls: bool | tuple[tuple[str, str], ...] = Fa
     codes = tuple(t.code for t in DEFAULT_TICKERS)
     return Settings(
         gateway=GatewaySettings(port=0, jwt_secret="test-secret-test-secret-test-secret"),
-        store=StoreSettings(url=f"sqlite:///{tmp_path / 'ts.db'}", auto_upgrade=True),
+        store=StoreSettings(url=f"sqlite:///{tmp_path / 'ts.db'}", auto_upgrade=True,
+                            spool_dir=str(tmp_path / "spool")),
         kis=replace(KisSettings(watchlist=codes[:10], stale_s=5.0), **kis),
         ls=LsSettings(enabled=bool(ls), stale_s=5.0,
                       **({"subscriptions": ls} if isinstance(ls, tuple) else {})),

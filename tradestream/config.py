@@ -36,7 +36,10 @@ class StoreSettings:
     url: str = "sqlite:///tradestream.db"
     flush_rows: int = 500
     flush_interval_s: float = 0.1
-    final_write_s: float = 5.0  # budget for the last write when cancelled
+    final_write_s: float = 5.0  # budget for saving what is left when cancelled
+    drain_s: float = 5.0  # at shutdown: time to write what is pending before spooling it
+    memory_rows: int = 50_000  # rows held in memory while the database is away; then: spool
+    spool_dir: str = "spool"  # batches the database could not take (replayed at start)
     auto_upgrade: bool = False  # apply migrations at start instead of refusing to run
 
 
@@ -249,5 +252,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         flush_rows=int(_num(env, "FLUSH_ROWS", StoreSettings.flush_rows, int)) or 1,
         flush_interval_s=_num(env, "FLUSH_INTERVAL_S", StoreSettings.flush_interval_s),
         auto_upgrade=_flag(env, "DB_AUTO_UPGRADE"),
+        spool_dir=_get(env, "SPOOL_DIR") or StoreSettings.spool_dir,
+        memory_rows=int(_num(env, "MEMORY_ROWS", StoreSettings.memory_rows, int)),
     )
     return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim)

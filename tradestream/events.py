@@ -15,7 +15,7 @@ import msgspec
 KST = timezone(timedelta(hours=9), "KST")
 
 
-class Tick(msgspec.Struct, frozen=True, gc=False):
+class Tick(msgspec.Struct, frozen=True, gc=False, tag=True):
     """One trade (KIS H0STCNT0 record and siblings).
 
     `volume` is the day's accumulated volume (ACML_VOL); `trade_volume` is this trade's.
@@ -45,7 +45,7 @@ class Tick(msgspec.Struct, frozen=True, gc=False):
         return (self.venue, self.code, self.trade_time, self.volume)
 
 
-class OrderBook(msgspec.Struct, frozen=True, gc=False):
+class OrderBook(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A 10-level order book snapshot (KIS H0STASP0, LS H1_/HA_). Level 1 is the best."""
 
     source: str
@@ -69,7 +69,7 @@ class OrderBook(msgspec.Struct, frozen=True, gc=False):
                 self.total_bid_size, self.ask_prices[0], self.bid_prices[0])
 
 
-class ProgramTrade(msgspec.Struct, frozen=True, gc=False):
+class ProgramTrade(msgspec.Struct, frozen=True, gc=False, tag=True):
     """Accumulated program trading for a code (KIS H0STPGM0)."""
 
     source: str
@@ -92,7 +92,7 @@ class ProgramTrade(msgspec.Struct, frozen=True, gc=False):
         return (self.venue, self.code, self.trade_time, self.sell_qty, self.buy_qty)
 
 
-class Execution(msgspec.Struct, frozen=True, gc=False):
+class Execution(msgspec.Struct, frozen=True, gc=False, tag=True):
     """An order or fill notice for the account (KIS H0STCNI0/H0STCNI9, decrypted)."""
 
     source: str
@@ -118,7 +118,7 @@ class Execution(msgspec.Struct, frozen=True, gc=False):
         return (self.account, self.order_no, self.kind, self.time, self.quantity, self.price)
 
 
-class News(msgspec.Struct, frozen=True, gc=False):
+class News(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A news headline (LS NWS), normalised as in seed 000."""
 
     source: str
@@ -137,7 +137,7 @@ class News(msgspec.Struct, frozen=True, gc=False):
         return self.realkey
 
 
-class FeedGap(msgspec.Struct, frozen=True, gc=False):
+class FeedGap(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A feed session was not streaming from `start` to `end` (UTC): silence is not a quiet
     market."""
 

@@ -39,6 +39,7 @@ from tradestream.hub import Hub
 from tradestream.pipeline.stages import RouterStats, run_router
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.store import migrate
+from tradestream.store.spool import Spool
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.writer import EventWriter, make_engine
 
@@ -133,8 +134,10 @@ async def run_service(
                 sink = ThreadedSink(EventWriter(engine).write)
                 policy = FlushPolicy(max_rows=s.store.flush_rows,
                                      max_delay_s=s.store.flush_interval_s,
+                                     memory_rows=s.store.memory_rows, drain_s=s.store.drain_s,
                                      final_write_s=s.store.final_write_s)
-                await draining.start(run_flusher, store_in, sink, policy, flusher_stats)
+                spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
+                await draining.start(run_flusher, store_in, sink, policy, flusher_stats, spool)
                 await draining.start(run_router, events_in, store_out, hub, latest,
                                      router_stats)
                 if record is not None:

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+from tradestream.events import Event, FeedGap
 from tradestream.store.flusher import FlusherStats, FlushPolicy, run_flusher
+from tradestream.store.spool import Spool
+
+
+@pytest.fixture
+def disk_clock() -> trio.testing.MockClock:
+    """Autojump, but only after 20 ms of real idleness: spool writes run in worker threads,
+    which look idle to a zero-threshold autojump clock (it would race past their deadlines)."""
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+def gap(i: int) -> FeedGap:
+    """A small real event to spool (the spool stores events)."""
+    t = datetime(2025, 1, 2, tzinfo=UTC)
+    return FeedGap("kis-1", t, t, str(i))
 
 POLICY = FlushPolicy(max_rows=100, max_delay_s=0.1, final_write_s=1.0,
                      retry_initial_s=0.1, retry_cap_s=0.4)
@@ -18,12 +38,12 @@ class RecordingSink:
     """Records (virtual time, batch); fails the first `failures` writes like a database outage."""
 
     def __init__(self, failures: int = 0, write_s: float = 0.0) -> None:
-        self.batches: list[tuple[float, list[int]]] = []
+        self.batches: list[tuple[float, list[Any]]] = []
         self.failures = failures
         self.write_s = write_s
         self.attempts = 0
 
-    async def write(self, batch: Sequence[int]) -> None:
+    async def write(self, batch: Sequence[Any]) -> None:
         self.attempts += 1
         if self.write_s:
             await trio.sleep(self.write_s)
@@ -33,7 +53,7 @@ class RecordingSink:
         self.batches.append((trio.current_time(), list(batch)))
 
     @property
-    def rows(self) -> list[int]:
+    def rows(self) -> list[Any]:
         return [r for _, b in self.batches for r in b]
 
 
@@ -107,9 +127,10 @@ async def test_cancel_during_a_write_rewrites_the_batch(autojump_clock: trio.abc
     assert sink.attempts == 2
 
 
-async def test_failed_writes_are_retried_and_nothing_is_lost(autojump_clock: trio.abc.Clock,
-                                                              nursery: trio.Nursery) -> None:
-    out, rows_in = trio.open_memory_channel[int](10)  # small: producers feel the back-pressure
+async def test_failed_writes_are_retried_and_producers_never_wait(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    out, rows_in = trio.open_memory_channel[int](10)  # small: any blocking would show
     sink = RecordingSink(failures=3)
     stats = FlusherStats()
     await nursery.start(run_flusher, rows_in, sink, POLICY, stats)
@@ -118,7 +139,7 @@ async def test_failed_writes_are_retried_and_nothing_is_lost(autojump_clock: tri
     async def producer() -> None:
         nonlocal sent
         for i in range(300):
-            await out.send(i)  # blocks while the flusher retries: the lossless edge
+            await out.send(i)
             sent += 1
 
     nursery.start_soon(producer)
@@ -127,11 +148,95 @@ async def test_failed_writes_are_retried_and_nothing_is_lost(autojump_clock: tri
     await trio.sleep(0.31)
     assert stats.retries == 3
     assert sink.batches == []
-    assert sent < 300  # the producer is held back, not dropping
+    assert sent == 300  # the collector kept receiving: the feed never felt the outage
+    assert stats.pending_rows == 300
     await trio.sleep(2)
-    assert sent == 300
-    assert sink.rows == list(range(300))
+    assert sink.rows == list(range(300))  # in order, once each
+    assert stats.pending_rows == 0
     assert "database unavailable" in stats.last_error
+
+
+async def test_outage_spills_to_the_spool_and_replays_in_order(
+    disk_clock: trio.abc.Clock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    out, rows_in = trio.open_memory_channel[Event](10)
+    sink = RecordingSink(failures=10**9)
+    spool = Spool(tmp_path / "spool")
+    policy = replace(POLICY, memory_rows=250, retry_cap_s=1.0)
+    stats = FlusherStats()
+    await nursery.start(run_flusher, rows_in, sink, policy, stats, spool)
+    for i in range(1000):
+        await out.send(gap(i))
+        if i % 100 == 99:
+            await trio.sleep(0.05)
+    await trio.sleep(1)
+    assert stats.pending_rows <= 250 + 100  # memory is bounded while the database is away
+    assert stats.spool_rows == spool.rows >= 650
+    assert stats.pending_rows + stats.spool_rows == 1000
+    sink.failures = 0  # the database is back
+    await trio.sleep(10)
+    assert [g.reason for g in sink.rows] == [str(i) for i in range(1000)]  # oldest first
+    assert spool.rows == spool.segments == 0
+    assert stats.replayed_rows == stats.spooled_rows > 0
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+async def test_shutdown_during_an_outage_leaves_everything_in_the_spool(
+    disk_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    out, rows_in = trio.open_memory_channel[Event](100)
+    down = RecordingSink(failures=10**9)
+    policy = replace(POLICY, drain_s=2.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_flusher, rows_in, down, policy, None, Spool(tmp_path / "s"))
+        with out:
+            for i in range(333):
+                await out.send(gap(i))
+    # the next start replays the spool before anything else
+    spool = Spool(tmp_path / "s")
+    assert spool.rows == 333
+    up = RecordingSink()
+    out2, rows_in2 = trio.open_memory_channel[Event](100)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_flusher, rows_in2, up, policy, None, spool)
+        with out2:
+            await out2.send(gap(333))
+    assert [g.reason for g in up.rows] == [str(i) for i in range(334)]
+    assert spool.rows == 0
+
+
+async def test_hard_cancel_during_an_outage_spools_what_it_holds(
+    disk_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    out, rows_in = trio.open_memory_channel[Event](100)
+    spool = Spool(tmp_path / "s")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_flusher, rows_in, RecordingSink(failures=10**9), POLICY, None,
+                            spool)
+        for i in range(150):
+            await out.send(gap(i))
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert spool.rows == 150
+
+
+def test_spool_survives_a_crash_and_sets_aside_bad_segments(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append([gap(1), gap(2)])
+    spool.append([gap(3)])
+    (tmp_path / "000000000009-1.tmp").write_bytes(b"half a write")  # killed mid-write
+    (tmp_path / "000000000003-2.spool").write_bytes(b"not msgpack")
+    reopened = Spool(tmp_path)  # a new process after the crash
+    assert reopened.rows == 5 and reopened.segments == 3
+    assert not list(tmp_path.glob("*.tmp"))
+    first = reopened.oldest()
+    assert first is not None and [g.reason for g in first[1]] == ["1", "2"]
+    reopened.remove(first[0])
+    second = reopened.oldest()
+    assert second is not None and [g.reason for g in second[1]] == ["3"]
+    reopened.remove(second[0])
+    assert reopened.oldest() is None  # the unreadable one was set aside
+    assert reopened.bad == 1 and len(list(tmp_path.glob("*.bad"))) == 1
 
 
 @pytest.mark.parametrize("max_rows", [1, 3])

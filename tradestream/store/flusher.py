@@ -1,23 +1,34 @@
-"""The batching flusher: size-or-deadline batches from a channel to a sink.
+"""The batching flusher: size-or-deadline batches from a channel to a sink, without loss.
 
-A batch is written when `max_rows` rows are buffered or `max_delay_s` after its first row,
-whichever comes first. The deadline counts from the first row, so an idle channel costs
-nothing and a lone row waits at most `max_delay_s`. A failing write is retried with backoff
-and the batch is kept: while it retries, rows back up in the channel and the producers block
-(the lossless choice); the rows are never dropped.
+Two tasks share a queue of batches:
+- the *collector* receives without pause and cuts batches: one is complete when `max_rows`
+  rows are in it or `max_delay_s` after its first row, whichever comes first (an idle channel
+  costs nothing, a lone row waits at most `max_delay_s`);
+- the *writer* writes them in order. A failed write is retried with capped backoff and the
+  batch is kept.
+
+So a slow or unavailable database never blocks the producers: batches pile up in memory, and
+past `memory_rows` the oldest go to the on-disk `Spool`, which the writer replays, oldest first,
+before newer batches once writes succeed again. At shutdown the writer gets `drain_s` to write
+what is pending; whatever is left then (the database is still down) is spooled for the next
+start. Inserts are idempotent, so a batch written twice (a retry whose first attempt did
+commit, a segment replayed after a crash) is stored once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import trio
 
 from tradestream.feeds.backoff import Backoff
+from tradestream.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +40,17 @@ class BatchSink(Protocol[Row_contra]):
     async def write(self, batch: Sequence[Row_contra]) -> None: ...
 
 
+class WriteFn(Protocol[Row_contra]):
+    def __call__(self, batch: Sequence[Row_contra], /) -> None: ...
+
+
 @dataclass(frozen=True)
 class FlushPolicy:
     max_rows: int = 500
     max_delay_s: float = 0.1
-    final_write_s: float = 5.0  # budget for the last write when the flusher is cancelled
+    memory_rows: int = 50_000  # rows held in memory while writes fail; beyond: the spool
+    drain_s: float = 5.0  # at shutdown: time to write what is pending before spooling it
+    final_write_s: float = 5.0  # budget for spooling what is left when cancelled
     retry_initial_s: float = 0.1
     retry_cap_s: float = 5.0
 
@@ -46,6 +63,11 @@ class FlusherStats:
     last_batch_rows: int = 0
     last_batch_ms: float = 0.0
     max_batch_ms: float = 0.0
+    pending_rows: int = 0  # in memory, not yet written
+    spool_rows: int = 0  # on disk, not yet written
+    spool_segments: int = 0
+    spooled_rows: int = 0  # ever sent to the spool
+    replayed_rows: int = 0  # written from the spool
     last_error: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -55,17 +77,13 @@ class FlusherStats:
 class ThreadedSink(Generic[Row]):
     """Runs a blocking `write(batch)` in a worker thread, one at a time per limiter."""
 
-    def __init__(self, write: "WriteFn[Row]", limiter: trio.CapacityLimiter | None = None) -> None:
+    def __init__(self, write: WriteFn[Row], limiter: trio.CapacityLimiter | None = None) -> None:
         self._write = write
         self._limiter = limiter or trio.CapacityLimiter(1)
 
     async def write(self, batch: Sequence[Row]) -> None:
         # Not abandoned on cancel: a thread left running could still commit behind our back.
         await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
-
-
-class WriteFn(Protocol[Row_contra]):
-    def __call__(self, batch: Sequence[Row_contra], /) -> None: ...
 
 
 async def collect(rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row], policy: FlushPolicy) -> bool:
@@ -81,27 +99,16 @@ async def collect(rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row], pol
     return True
 
 
-async def _write_until_done(sink: BatchSink[Row], batch: list[Row], policy: FlushPolicy,
-                            stats: FlusherStats) -> None:
-    backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            await sink.write(batch)
-        except Exception as exc:  # a database error of any driver: keep the batch, retry
-            stats.retries += 1
-            stats.last_error = repr(exc)[:300]
-            delay = backoff.next()
-            log.warning("write of %d rows failed (%r); retry in %.2fs", len(batch), exc, delay)
-            await trio.sleep(delay)
-            continue
-        ms = (time.perf_counter() - t0) * 1000
-        stats.rows += len(batch)
-        stats.batches += 1
-        stats.last_batch_rows = len(batch)
-        stats.last_batch_ms = ms
-        stats.max_batch_ms = max(stats.max_batch_ms, ms)
-        return
+class _Queue(Generic[Row]):
+    """Batches waiting for the writer, oldest first, and the one it is writing."""
+
+    def __init__(self) -> None:
+        self.batches: deque[list[Row]] = deque()
+        self.inflight: list[Row] | None = None  # taken from memory, being written
+        self.rows = 0  # in `batches` and `inflight`
+        self.closed = False
+        self.failing = False  # the last write failed: at shutdown, go straight to the spool
+        self.lot = trio.lowlevel.ParkingLot()
 
 
 async def run_flusher(
@@ -109,31 +116,140 @@ async def run_flusher(
     sink: BatchSink[Row],
     policy: FlushPolicy,
     stats: FlusherStats | None = None,
+    spool: Spool | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Write rows in size-or-deadline batches until `rows_in` is closed and drained.
 
-    Owns `rows_in`. started(): ready to receive. Returns after the last batch is written.
-    On cancel: writes what it holds under a shielded `final_write_s` budget; inserts are
-    idempotent, so rewriting a batch whose first attempt committed is safe.
+    Owns `rows_in`. started(): ready to receive (and replaying the spool, if it holds
+    anything). Returns once everything received is written, or, if the database is still
+    unavailable after `drain_s`, written to the spool. On cancel: spools what it holds under a
+    shielded `final_write_s` budget. Without a spool (tests), rows that cannot be written by
+    then are lost and logged.
     """
     stats = stats if stats is not None else FlusherStats()
+    q: _Queue[Row] = _Queue()
     batch: list[Row] = []
-    with rows_in:
-        task_status.started()
-        try:
-            while True:
-                more = await collect(rows_in, batch, policy)
-                if batch:
-                    await _write_until_done(sink, batch, policy, stats)
-                    batch = []
-                if not more:
-                    return
-        finally:
-            if batch:
-                with trio.move_on_after(policy.final_write_s, shield=True) as scope:
-                    await _write_until_done(sink, batch, policy, stats)
-                if scope.cancelled_caught:
-                    log.error("final write of %d rows did not finish in %.1fs", len(batch),
-                              policy.final_write_s)
+    if spool is not None:
+        stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
+    try:
+        async with trio.open_nursery() as nursery:
+            writer_done = trio.Event()
+            nursery.start_soon(_writer, q, sink, policy, stats, spool, writer_done)
+            with rows_in:
+                task_status.started()
+                while True:
+                    more = await collect(rows_in, batch, policy)
+                    if batch:
+                        q.batches.append(batch)
+                        q.rows += len(batch)
+                        batch = []
+                        q.lot.unpark()
+                        await _spill_excess(q, policy, stats, spool)
+                    stats.pending_rows = q.rows
+                    if not more:
+                        break
+            q.closed = True
+            q.lot.unpark_all()
+            with trio.move_on_after(policy.drain_s):
+                await writer_done.wait()
+            nursery.cancel_scope.cancel()  # the writer, if the database is still away
+    finally:
+        left = ([q.inflight] if q.inflight else []) + list(q.batches) + ([batch] if batch else [])
+        if left:
+            with trio.move_on_after(policy.final_write_s, shield=True) as scope:
+                await _save(left, None if q.failing else sink, stats, spool)
+            if scope.cancelled_caught:
+                log.error("could not save %d batches in %.1fs", len(left), policy.final_write_s)
+
+
+async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats,
+                        spool: Spool | None) -> None:
+    """Keep memory bounded while writes fail: move the oldest queued batches to the spool."""
+    while spool is not None and q.rows > policy.memory_rows and q.batches:
+        oldest = q.batches.popleft()
+        await trio.to_thread.run_sync(spool.append, oldest)
+        q.rows -= len(oldest)
+        stats.spooled_rows += len(oldest)
+        stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
+        stats.pending_rows = q.rows
+
+
+async def _save(batches: list[list[Row]], sink: BatchSink[Row] | None, stats: FlusherStats,
+                spool: Spool | None) -> None:
+    """What is left when the flusher ends early: the database if it takes it at once (one
+    attempt, and none if it was failing), else the spool for the next start."""
+    for b in batches:
+        if sink is not None:
+            try:
+                await sink.write(b)
+                stats.rows += len(b)
+                stats.batches += 1
+                continue
+            except Exception as exc:
+                stats.last_error = repr(exc)[:300]
+                sink = None
+        if spool is None:
+            log.error("no spool configured: %d rows were not stored", len(b))
+            continue
+        await trio.to_thread.run_sync(spool.append, b)
+        stats.spooled_rows += len(b)
+        stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
+        log.warning("database unavailable: %d rows kept in the spool (%s)", len(b),
+                    spool.directory)
+
+
+async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
+                  stats: FlusherStats, spool: Spool | None, done: trio.Event) -> None:
+    """Write the spool's segments, then the queued batches, in order; retry until it works."""
+    backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
+    try:
+        while True:
+            segment: Path | None = None
+            if spool is not None and spool.segments:
+                # Everything spooled is older than anything in memory (but the batch in flight,
+                # which was taken before the spill and is written before we come back here).
+                found = await trio.to_thread.run_sync(spool.oldest)
+                if found is None:
+                    continue
+                segment, batch = found  # type: ignore[assignment]
+            elif q.batches:
+                batch = q.inflight = q.batches.popleft()
+            elif q.closed:
+                return
+            else:
+                await q.lot.park()
+                continue
+            t0 = time.perf_counter()
+            try:
+                await sink.write(batch)
+            except Exception as exc:  # a database error of any driver: keep it, retry
+                q.failing = True
+                stats.retries += 1
+                stats.last_error = repr(exc)[:300]
+                delay = backoff.next()
+                log.warning("write of %d rows failed (%r); retry in %.2fs", len(batch), exc, delay)
+                if segment is None:  # back to the front of the queue, in order
+                    q.inflight = None
+                    q.batches.appendleft(batch)
+                await trio.sleep(delay)
+                continue
+            backoff.reset()
+            q.failing = False
+            ms = (time.perf_counter() - t0) * 1000
+            if segment is not None:
+                await trio.to_thread.run_sync(spool.remove, segment)  # type: ignore[union-attr]
+                stats.replayed_rows += len(batch)
+                stats.spool_rows, stats.spool_segments = spool.rows, spool.segments  # type: ignore[union-attr]
+            else:
+                q.inflight = None
+                q.rows -= len(batch)
+                stats.pending_rows = q.rows
+            stats.rows += len(batch)
+            stats.batches += 1
+            stats.last_batch_rows = len(batch)
+            stats.last_batch_ms = ms
+            stats.max_batch_ms = max(stats.max_batch_ms, ms)
+    finally:
+        done.set()

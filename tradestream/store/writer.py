@@ -18,9 +18,22 @@ from tradestream.events import Event, Execution, FeedGap, News, OrderBook, Progr
 from tradestream.store import schema
 
 
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 30  # a hung server must fail a write, not stall the writer for ever
+
+
 def make_engine(url: str) -> Engine:
-    """An engine with per-backend settings: WAL and a busy timeout on SQLite."""
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    """An engine with per-backend settings: WAL and a busy timeout on SQLite; connect and
+    statement timeouts on PostgreSQL and MariaDB, so an outage surfaces as an error."""
+    backend = sa.engine.make_url(url).get_backend_name()
+    connect_args: dict[str, object] = {}
+    if backend == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S,
+                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}"}
+    elif backend in ("mysql", "mariadb"):
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": STATEMENT_TIMEOUT_S,
+                        "write_timeout": STATEMENT_TIMEOUT_S, "charset": "utf8mb4"}
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")

@@ -9,9 +9,9 @@ import sys
 
 import trio
 
-from tradestream.bench import reconnect
+from tradestream.bench import reconnect, store
 
-SCENARIOS = {"reconnect": reconnect.main}
+SCENARIOS = {"store": store.main, "reconnect": reconnect.main}
 
 
 def main() -> int:

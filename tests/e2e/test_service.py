@@ -224,3 +224,27 @@ async def test_out_of_date_schema_refuses_to_start(tmp_path: Path) -> None:
     s = replace(s, store=replace(s.store, auto_upgrade=False))
     with pytest.raises(SchemaOutOfDate, match="tradestream db upgrade"):
         await run_service(s)
+
+
+async def test_rest_reads(settings: Settings) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            await wait_for(lambda: running.flusher.rows >= 20, "stored trades")
+            auth = {"Authorization": f"Bearer {token(running)}"}
+            async with httpx.AsyncClient(base_url=running.url) as http:
+                ticks = await http.get("/api/ticks/005930?limit=5", headers=auth)
+                bars = await http.get("/api/bars/005930?interval=1m&limit=5", headers=auth)
+                news = await http.get(f"/api/news?token={token(running)}")
+                anonymous = await http.get("/api/ticks/005930")
+                bad_interval = await http.get("/api/bars/005930?interval=7w", headers=auth)
+                bad_code = await http.get("/api/ticks/59", headers=auth)
+                bad_since = await http.get("/api/ticks/005930?since=yesterday", headers=auth)
+    assert ticks.status_code == 200
+    rows = ticks.json()["data"]
+    assert 1 <= len(rows) <= 5 and [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+    assert bars.status_code == 200
+    (bar,) = bars.json()["data"][-1:]
+    assert bar["low"] <= bar["close"] <= bar["high"] and bar["trades"] >= 1
+    assert news.status_code == 200 and news.json() == {"data": []}  # LS is off in this test
+    assert anonymous.status_code == 401 and "missing token" in anonymous.json()["error"]
+    assert bad_interval.status_code == bad_code.status_code == bad_since.status_code == 400

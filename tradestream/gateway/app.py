@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import trio
 from quart import websocket
+from sqlalchemy.engine import Engine
 from quart_trio import QuartTrio
 
 from tradestream.events import Tick
 from tradestream.gateway import protocol
 from tradestream.gateway.auth import CLOSE_UNAUTHORIZED, AuthError, Authenticator
+from tradestream.gateway.rest import register_reads
 from tradestream.hub import Client, CloseRequest, Hub
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,14 @@ class GatewayContext:
     streamed: frozenset[str]  # codes the feeds are subscribed to upstream
     latest: Mapping[str, Tick]  # latest trade per code, kept by the router
     status: Callable[[], dict[str, object]]
+    engine: Engine | None = None  # for the REST reads
 
 
 def create_app(ctx: GatewayContext) -> QuartTrio:
     app = QuartTrio("tradestream")
+
+    if ctx.engine is not None:
+        register_reads(app, ctx.engine, ctx.auth)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

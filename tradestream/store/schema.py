@@ -139,3 +139,36 @@ feed_gaps = sa.Table(
     sa.Column("reason", sa.String(300), nullable=False),
     sa.UniqueConstraint("source", "started_at", name="uq_gap_natural"),
 )
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    _id(),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("change_percent", sa.Float, nullable=False),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("reference_price", sa.BigInteger, nullable=False),
+    sa.Column("window_s", sa.Float, nullable=False),
+    sa.Column("triggered_at", Timestamp, nullable=False),
+    sa.Column("message", sa.String(300), nullable=False),
+    *_common(),
+    sa.UniqueConstraint("stock_code", "kind", "triggered_at", name="uq_alert_natural"),
+    sa.Index("ix_alert_code_time", "stock_code", "triggered_at"),
+    sa.Index("ix_alert_time", "triggered_at"),
+)
+
+signals = sa.Table(
+    "signals",
+    metadata,
+    _id(),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("strategy", sa.String(64), nullable=False),
+    sa.Column("stock_code", sa.String(12), nullable=False),  # "" for market-wide signals
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.UniqueConstraint("kind", "strategy", "stock_code", "created_at", name="uq_signal_natural"),
+    sa.Index("ix_signal_kind_time", "kind", "created_at"),
+)

@@ -1,0 +1,101 @@
+"""REST reads on the gateway: /api/ticks/{code}, /api/bars/{code}, /api/news, /api/alerts.
+
+Queries run in worker threads under their own limiter, apart from the flusher's writes.
+Every route needs a JWT (``Authorization: Bearer <token>`` or ``?token=``); bad parameters
+get a 400 with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial, wraps
+from typing import Any
+
+import trio
+from quart import request
+from quart_trio import QuartTrio
+from sqlalchemy.engine import Engine
+
+from tradestream.events import KST
+from tradestream.gateway.auth import AuthError, Authenticator
+from tradestream.store import reads
+
+READ_THREADS = 4
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _time(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be ISO 8601, e.g. 2025-01-02T09:00:00+09:00") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=KST)  # naive: Korean market time
+
+
+def _int(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a positive integer")
+    return int(raw)
+
+
+def _code(code: str) -> str:
+    if not (len(code) == 6 and code.isalnum()):
+        raise BadRequest("a stock code has 6 characters")
+    return code
+
+
+def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
+    limiter = trio.CapacityLimiter(READ_THREADS)
+
+    def route(path: str) -> Callable[[Callable[..., Any]], Any]:
+        def deco(fn: Callable[..., Any]) -> Any:
+            @wraps(fn)
+            async def handler(**kw: Any) -> Any:
+                header = request.headers.get("Authorization", "")
+                token = header.removeprefix("Bearer ").strip() or request.args.get("token")
+                try:
+                    auth.verify(token)
+                except AuthError as exc:
+                    return {"error": str(exc)}, 401
+                try:
+                    query = fn(**kw)
+                except (BadRequest, ValueError) as exc:
+                    return {"error": str(exc)}, 400
+                return {"data": await trio.to_thread.run_sync(query, limiter=limiter)}
+
+            return app.get(path)(handler)
+
+        return deco
+
+    @route("/api/ticks/<code>")
+    def ticks(code: str) -> Callable[[], Any]:
+        return partial(reads.recent_ticks, engine, _code(code), _time("since"),
+                       _int("limit", 100))
+
+    @route("/api/bars/<code>")
+    def bars(code: str) -> Callable[[], Any]:
+        interval = reads.parse_interval(request.args.get("interval", "1m"))
+        return partial(reads.bars, engine, _code(code), interval, _time("since"),
+                       _time("until"), _int("limit", 100))
+
+    @route("/api/news")
+    def news() -> Callable[[], Any]:
+        ticker = request.args.get("ticker")
+        return partial(reads.recent_news, engine, _code(ticker) if ticker else None,
+                       _int("limit", 50))
+
+    @route("/api/alerts")
+    def alerts() -> Callable[[], Any]:
+        code = request.args.get("code")
+        return partial(reads.recent_alerts, engine, _code(code) if code else None,
+                       _int("limit", 50))

@@ -1,0 +1,139 @@
+"""Queries behind the REST reads: recent trades, OHLCV bars, news, alerts. Synchronous
+SQLAlchemy Core (call from a worker thread); results are plain JSON-ready dicts, times ISO 8601
+in KST."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tradestream.events import KST
+from tradestream.store import schema
+
+MAX_ROWS = 1000
+MAX_BAR_TRADES = 500_000  # trades scanned for one bars request at most
+_INTERVAL = re.compile(r"(\d+)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(text: str) -> int:
+    """'30s', '1m', '5m', '1h', '1d' -> seconds; ValueError otherwise."""
+    m = _INTERVAL.fullmatch(text)
+    if m is None or int(m.group(1)) == 0:
+        raise ValueError(f"interval must look like 30s, 1m, 1h or 1d, not {text!r}")
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _utc(dt: datetime) -> datetime:
+    # SQLite and MariaDB hand back naive UTC; PostgreSQL an aware timestamp.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _iso(dt: datetime) -> str:
+    return _utc(dt).astimezone(KST).isoformat()
+
+
+def _bound(dt: datetime) -> datetime:
+    """A query bound in the form each backend compares correctly: naive UTC works for all."""
+    return _utc(dt).replace(tzinfo=None)
+
+
+def recent_ticks(engine: Engine, code: str, since: datetime | None, limit: int) -> list[dict[str, Any]]:
+    """Trades of `code` from `since` on (oldest first), or the latest `limit` ones."""
+    t = schema.stock_prices_realtime
+    q = sa.select(t.c.trade_time, t.c.price, t.c.change, t.c.change_percent, t.c.trade_volume,
+                  t.c.volume, t.c.venue).where(t.c.stock_code == code)
+    limit = max(1, min(limit, MAX_ROWS))
+    if since is not None:
+        q = q.where(t.c.trade_time >= _bound(since)).order_by(t.c.trade_time, t.c.id).limit(limit)
+    else:
+        q = q.order_by(t.c.trade_time.desc(), t.c.id.desc()).limit(limit)
+    with engine.connect() as conn:
+        rows = list(conn.execute(q))
+    if since is None:
+        rows.reverse()
+    return [{"time": _iso(r.trade_time), "price": r.price, "change": r.change,
+             "change_percent": r.change_percent, "trade_volume": r.trade_volume,
+             "volume": r.volume, "venue": r.venue} for r in rows]
+
+
+def bucket_start(dt: datetime, interval_s: int) -> datetime:
+    """The start of the bar holding `dt`; bars are aligned to midnight KST."""
+    local = _utc(dt).astimezone(KST)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    into = int((local - midnight).total_seconds()) // interval_s * interval_s
+    if interval_s >= 86400:
+        days = (midnight.date() - datetime(1970, 1, 1).date()).days
+        midnight -= timedelta(days=days % (interval_s // 86400))
+        into = 0
+    return midnight + timedelta(seconds=into)
+
+
+def ohlcv(trades: Iterable[tuple[datetime, int, int]], interval_s: int) -> list[dict[str, Any]]:
+    """Bars from (time, price, trade volume) in time order (pure)."""
+    bars: list[dict[str, Any]] = []
+    current: datetime | None = None
+    for when, price, qty in trades:
+        start = bucket_start(when, interval_s)
+        if start != current:
+            current = start
+            bars.append({"time": start.isoformat(), "open": price, "high": price, "low": price,
+                         "close": price, "volume": 0, "trades": 0})
+        bar = bars[-1]
+        bar["high"] = max(bar["high"], price)
+        bar["low"] = min(bar["low"], price)
+        bar["close"] = price
+        bar["volume"] += qty
+        bar["trades"] += 1
+    return bars
+
+
+def bars(engine: Engine, code: str, interval_s: int, since: datetime | None,
+         until: datetime | None, limit: int) -> list[dict[str, Any]]:
+    """OHLCV bars of `code` computed from stored trades: those in the `limit` intervals before
+    `until` (default now), or from `since` on (at most `limit`). Intervals without a trade
+    have no bar."""
+    limit = max(1, min(limit, MAX_ROWS))
+    until = until or datetime.now(UTC)
+    since = since or until - timedelta(seconds=interval_s * limit)
+    t = schema.stock_prices_realtime
+    q = (sa.select(t.c.trade_time, t.c.price, t.c.trade_volume)
+         .where(t.c.stock_code == code, t.c.trade_time >= _bound(since),
+                t.c.trade_time < _bound(until))
+         .order_by(t.c.trade_time, t.c.id).limit(MAX_BAR_TRADES))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return ohlcv(((r.trade_time, r.price, r.trade_volume) for r in rows), interval_s)[-limit:]
+
+
+def recent_news(engine: Engine, ticker: str | None, limit: int) -> list[dict[str, Any]]:
+    n = schema.news
+    q = sa.select(n).order_by(n.c.published_at.desc(), n.c.id.desc()).limit(
+        max(1, min(limit, MAX_ROWS)))
+    if ticker:
+        # the primary ticker, or any listed one (the JSON array as text holds "005930")
+        q = q.where(sa.or_(n.c.ticker == ticker,
+                           sa.cast(n.c.tickers, sa.Text).like(f'%"{ticker}"%')))
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return [{"realkey": r.realkey, "title": r.title, "tickers": r.tickers, "ticker": r.ticker,
+             "media": r.media, "published_at": _iso(r.published_at)} for r in rows]
+
+
+def recent_alerts(engine: Engine, code: str | None, limit: int) -> list[dict[str, Any]]:
+    a = schema.alerts
+    q = sa.select(a).order_by(a.c.triggered_at.desc(), a.c.id.desc()).limit(
+        max(1, min(limit, MAX_ROWS)))
+    if code:
+        q = q.where(a.c.stock_code == code)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return [{"code": r.stock_code, "kind": r.kind, "direction": r.direction,
+             "change_percent": r.change_percent, "price": r.price,
+             "reference_price": r.reference_price, "window_s": r.window_s,
+             "triggered_at": _iso(r.triggered_at), "message": r.message} for r in rows]

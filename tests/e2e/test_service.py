@@ -229,7 +229,7 @@ async def test_out_of_date_schema_refuses_to_start(tmp_path: Path) -> None:
 async def test_rest_reads(settings: Settings) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with service(settings) as running:
-            await wait_for(lambda: running.flusher.rows >= 20, "stored trades")
+            await wait_for(lambda: running.flusher.rows >= 300, "stored trades")
             auth = {"Authorization": f"Bearer {token(running)}"}
             async with httpx.AsyncClient(base_url=running.url) as http:
                 ticks = await http.get("/api/ticks/005930?limit=5", headers=auth)

@@ -87,3 +87,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'store.db'}"
     else:
         yield from _scratch_database(request.param)
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def server_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on each database server (for what SQLite has no equivalent of)."""
+    yield from _scratch_database(request.param)

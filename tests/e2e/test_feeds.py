@@ -160,6 +160,24 @@ async def test_data_flows_within_2s_of_the_broker_coming_back(tmp_path: Path) ->
             assert trio.current_time() - back < 2.0
 
 
+async def test_fault_switches_over_http(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            feed = running.feeds[0]
+            await wait_for(lambda: feed.state == "streaming", "streaming")
+            import httpx
+
+            async with httpx.AsyncClient(base_url=running.sim.rest_url) as http:
+                ok = await http.post("/sim/faults", json={"drop": True, "malformed_rate": 0.5})
+                bad = await http.post("/sim/faults", json={"stall_s": "soon"})
+            assert ok.status_code == 200 and bad.status_code == 400
+            assert running.sim.control.malformed_rate == 0.5
+            await wait_for(lambda: feed.reconnects >= 1 and feed.state == "streaming"
+                           and sum(feed.decoder.get("errors", {}).values()) > 0, "faults felt")
+
+
 async def test_one_session_per_app_key(tmp_path: Path) -> None:
     """The simulator refuses a second session for an app key (kis.md §3, OPSP8996)."""
     s = make_settings(tmp_path)

@@ -461,6 +461,31 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
             return {"error": f"bad order: {exc}"}, 400
         return {"accepted": True}, 202
 
+    @app.post("/sim/faults")
+    async def faults() -> tuple[dict[str, object], int]:
+        """Operate the fault switches of a running simulator, e.g.
+        ``{"drop": true}``, ``{"stall_s": 5}``, ``{"down_s": 3}``, ``{"drop_every_s": 30}``,
+        ``{"malformed_rate": 0.05}``, ``{"reject_credentials": true}``, ``{"revoke": true}``."""
+        data = await request.get_json(force=True, silent=True) or {}
+        try:
+            if data.get("drop"):
+                control.drop_all()
+            if "stall_s" in data:
+                control.stall(float(data["stall_s"]))
+            if "down_s" in data:
+                control.go_down(float(data["down_s"]))
+            if "drop_every_s" in data:
+                control.drop_every_s = float(data["drop_every_s"])
+            if "malformed_rate" in data:
+                control.malformed_rate = min(1.0, max(0.0, float(data["malformed_rate"])))
+            if "reject_credentials" in data:
+                control.reject_credentials = bool(data["reject_credentials"])
+            if data.get("revoke"):
+                control.revoke_credentials()
+        except (TypeError, ValueError) as exc:
+            return {"error": f"bad fault: {exc}"}, 400
+        return {"connections": len(control.conns), "stats": control.stats.__dict__}, 200
+
     async def sender(conn: _Conn, cancel: trio.CancelScope) -> None:
         async for item in conn.out_rx:
             if conn.overflowed:

@@ -11,7 +11,13 @@ from trio_websocket import WebSocketConnection
 from tradestream.config import KisSettings
 from tradestream.events import Event
 from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
-from tradestream.feeds.session import CredentialRejected, FeedStatus, FeedTiming, KeyInUse
+from tradestream.feeds.session import (
+    CredentialRejected,
+    DecoderAdapter,
+    FeedStatus,
+    FeedTiming,
+    KeyInUse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ def kis_timing(cfg: KisSettings) -> FeedTiming:
     return FeedTiming(cfg.stale_s, cfg.connect_timeout_s, cfg.backoff_initial_s, cfg.backoff_cap_s)
 
 
-class KisAdapter:
+class KisAdapter(DecoderAdapter):
     """Drives one KIS session for run_feed. `on_ack` receives every acknowledgement (the slot
     manager acts on refusals such as OPSP0008)."""
 
@@ -66,16 +72,6 @@ class KisAdapter:
     def on_connect(self, status: FeedStatus) -> None:
         self.decoder.forget_keys()  # new acks bring new AES keys (kis.md §6.1)
         status.subscriptions.clear()
-
-    def decode(self, text: str, received_ns: int) -> list[Event] | Ack | PingPong:
-        return self.decoder.decode(text, received_ns)
-
-    def take_error(self) -> Exception | None:
-        exc, self.decoder.last_error = self.decoder.last_error, None
-        return exc
-
-    def stats(self) -> dict[str, object]:
-        return self.decoder.stats.as_dict()
 
     async def on_control(self, ws: WebSocketConnection, msg: object, status: FeedStatus) -> bool:
         if isinstance(msg, PingPong):

@@ -20,7 +20,7 @@ from tradestream.feeds.ls import (
     subscribe_message,
     token_request_form,
 )
-from tradestream.feeds.session import CredentialRejected, FeedStatus, FeedTiming
+from tradestream.feeds.session import CredentialRejected, DecoderAdapter, FeedStatus, FeedTiming
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def ls_timing(cfg: LsSettings) -> FeedTiming:
     return FeedTiming(cfg.stale_s, cfg.connect_timeout_s, cfg.backoff_initial_s, cfg.backoff_cap_s)
 
 
-class LsAdapter:
+class LsAdapter(DecoderAdapter):
     """Drives one LS session for run_feed."""
 
     def __init__(self, cfg: LsSettings, name: str) -> None:
@@ -66,16 +66,6 @@ class LsAdapter:
 
     def on_connect(self, status: FeedStatus) -> None:
         status.subscriptions.clear()
-
-    def decode(self, text: str, received_ns: int) -> list[Event] | LsAck:
-        return self.decoder.decode(text, received_ns)
-
-    def take_error(self) -> Exception | None:
-        exc, self.decoder.last_error = self.decoder.last_error, None
-        return exc
-
-    def stats(self) -> dict[str, object]:
-        return self.decoder.stats.as_dict()
 
     async def on_control(self, ws: WebSocketConnection, msg: object, status: FeedStatus) -> bool:
         assert isinstance(msg, LsAck)

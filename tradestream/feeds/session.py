@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import trio
@@ -30,6 +30,9 @@ from tradestream.feeds.record import Frame
 from tradestream.feeds.transport import open_upstream
 
 log = logging.getLogger(__name__)
+
+
+DELIVER_S = 5.0  # at most this long to hand on one received frame's events when stopping
 
 
 class FeedError(Exception):
@@ -125,6 +128,31 @@ class FeedAdapter(Protocol):
         session (resets the backoff). May raise FeedError."""
 
 
+class _Decoder(Protocol):
+    last_error: Exception | None
+
+    @property
+    def stats(self) -> Any: ...
+
+    def decode(self, text: str, received_ns: int) -> Any: ...
+
+
+class DecoderAdapter:
+    """The part of a FeedAdapter that only hands frames to the broker's pure decoder."""
+
+    decoder: _Decoder
+
+    def decode(self, text: str, received_ns: int) -> Any:
+        return self.decoder.decode(text, received_ns)
+
+    def take_error(self) -> Exception | None:
+        exc, self.decoder.last_error = self.decoder.last_error, None
+        return exc
+
+    def stats(self) -> dict[str, object]:
+        return self.decoder.stats.as_dict()  # type: ignore[no-any-return]
+
+
 async def run_feed(
     adapter: FeedAdapter,
     events_out: trio.MemorySendChannel[Event],
@@ -169,25 +197,34 @@ async def run_feed(
                             status.last_frame_ns = now
                             text = message if isinstance(message, str) else message.decode(
                                 "utf-8", "replace")
-                            if frames_out is not None:
-                                await frames_out.send(Frame(now, status.name, adapter.broker, text))
-                            out = adapter.decode(text, now)
-                            if isinstance(out, list):
-                                if out:
-                                    if not streamed:
-                                        streamed = True
-                                        backoff.reset()
-                                        status.state = "streaming"
-                                        if lost_at is not None:
-                                            await events_out.send(_gap(status, lost_at, now))
-                                            lost_at = None
-                                    for event in out:
-                                        await events_out.send(event)
-                                else:
-                                    _log_bad_frame(status.name, adapter, text)
-                                status.decoder = adapter.stats()
-                            elif await adapter.on_control(ws, out, status):
-                                backoff.reset()
+                            # A received frame is delivered whole: a stop (a cancel) waits for
+                            # its events to be handed on, so nothing received is lost. Bounded,
+                            # so a hard stop with a stuck pipeline still ends.
+                            with trio.CancelScope(shield=True,
+                                                  deadline=trio.current_time() + DELIVER_S) as sc:
+                                if frames_out is not None:
+                                    await frames_out.send(
+                                        Frame(now, status.name, adapter.broker, text))
+                                out = adapter.decode(text, now)
+                                if isinstance(out, list):
+                                    if out:
+                                        if not streamed:
+                                            streamed = True
+                                            backoff.reset()
+                                            status.state = "streaming"
+                                            if lost_at is not None:
+                                                await events_out.send(_gap(status, lost_at, now))
+                                                lost_at = None
+                                        for event in out:
+                                            await events_out.send(event)
+                                    else:
+                                        _log_bad_frame(status.name, adapter, text)
+                                    status.decoder = adapter.stats()
+                                elif await adapter.on_control(ws, out, status):
+                                    backoff.reset()
+                            if sc.cancelled_caught:
+                                log.error("%s: a frame's events were not delivered in %.0fs",
+                                          status.name, DELIVER_S)
                 except* CredentialRejected as group:
                     status.last_error = str(group.exceptions[0])
                     log.warning("%s: %s; getting a new credential", status.name, status.last_error)

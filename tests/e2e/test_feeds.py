@@ -231,3 +231,38 @@ def dump(s: Settings) -> dict[str, list[tuple[Any, ...]]]:
                 sa.text(f"SELECT {', '.join(cols)} FROM {table}")))
     engine.dispose()
     return out
+
+
+async def test_two_kis_sessions_side_by_side(tmp_path: Path) -> None:
+    """Two app keys, two approval keys, two sessions on one broker: both stream their own
+    registrations (the simulator holds each app key to one session, as KIS does)."""
+    from dataclasses import replace as dc_replace
+    from functools import partial
+
+    from tradestream.events import Event as Ev
+    from tradestream.feeds.kis_feed import KisAdapter, kis_timing
+    from tradestream.feeds.session import FeedStatus, run_feed
+    from tradestream.sim.server import run_simulator
+
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            sim = await nursery.start(run_simulator, s.sim)
+            out, events_in = trio.open_memory_channel[Ev](10_000)
+            statuses = []
+            for i, codes in enumerate((("005930", "000660"), ("035420", "005380"))):
+                cfg = dc_replace(s.kis, ws_url=sim.ws_url, rest_url=sim.rest_url,
+                                 app_key=f"app-{i}", watchlist=codes)
+                status = FeedStatus(f"kis-{i + 1}")
+                statuses.append(status)
+                await nursery.start(partial(run_feed, KisAdapter(cfg, status.name), out.clone(),
+                                            status, kis_timing(cfg), rest_url=sim.rest_url))
+            seen: dict[str, set[str]] = {"kis-1": set(), "kis-2": set()}
+            async for ev in events_in:
+                seen[ev.source].add(getattr(ev, "code", ""))
+                if all(len(v) == 2 for v in seen.values()):
+                    break
+            nursery.cancel_scope.cancel()
+    assert seen == {"kis-1": {"005930", "000660"}, "kis-2": {"035420", "005380"}}
+    assert sim.control.stats.approvals == 2
+    assert [st.reconnects for st in statuses] == [0, 0]

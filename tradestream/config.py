@@ -28,6 +28,8 @@ class GatewaySettings:
     jwt_secret: str = ""
     jwt_secret_generated: bool = False  # made up for this process: print a token at start
     outbox_max: int = 1024  # lossless messages queued per client before it is "slow"
+    ping_interval_s: float = 30.0  # server heartbeat to clients
+    max_missed_pongs: int = 2  # then the client is closed (4002)
     graceful_s: float = 2.0
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import trio
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_HEARTBEAT = 4002
 CLOSE_SLOW_CONSUMER = 4008
 
 
@@ -106,7 +107,7 @@ class Outbox:
 class Client:
     """One gateway connection as the hub sees it."""
 
-    __slots__ = ("id", "user_id", "outbox", "topics", "batch")
+    __slots__ = ("id", "user_id", "outbox", "topics", "batch", "unanswered_pings")
 
     def __init__(self, cid: int, user_id: str, outbox: Outbox, batch: bool) -> None:
         self.id = cid
@@ -114,6 +115,20 @@ class Client:
         self.outbox = outbox
         self.topics: set[str] = set()
         self.batch = batch
+        self.unanswered_pings = 0  # reset by the client's pong
+
+
+async def run_heartbeat(client: Client, interval_s: float, max_missed: int,
+                        ping: Callable[[], str]) -> None:
+    """Send `ping()` every `interval_s`; close the client (4002) once `max_missed` pings in a
+    row went unanswered. Returns when it closes the client; the caller cancels it otherwise."""
+    while True:
+        await trio.sleep(interval_s)
+        if client.unanswered_pings >= max_missed:
+            client.outbox.close(CLOSE_HEARTBEAT, f"no pong to {max_missed} pings")
+            return
+        client.unanswered_pings += 1
+        client.outbox.put(ping())
 
 
 class Hub:

@@ -125,7 +125,9 @@ async def run_service(
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
             ctx = GatewayContext(hub=hub, auth=auth, streamed=frozenset(s.kis.watchlist),
-                                 latest=latest, status=status, engine=engine)
+                                 latest=latest, status=status, engine=engine,
+                                 ping_interval_s=s.gateway.ping_interval_s,
+                                 max_missed_pongs=s.gateway.max_missed_pongs)
             binds = await outer.start(
                 serve_app, create_app(ctx), s.gateway.host, s.gateway.port
             )

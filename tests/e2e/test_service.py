@@ -248,3 +248,30 @@ async def test_rest_reads(settings: Settings) -> None:
     assert news.status_code == 200 and news.json() == {"data": []}  # LS is off in this test
     assert anonymous.status_code == 401 and "missing token" in anonymous.json()["error"]
     assert bad_interval.status_code == bad_code.status_code == bad_since.status_code == 400
+
+
+async def test_server_heartbeat_keeps_answering_clients_and_drops_silent_ones(
+    settings: Settings,
+) -> None:
+    s = replace(settings, gateway=replace(settings.gateway, ping_interval_s=0.2,
+                                          max_missed_pongs=2))
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={token(running)}"
+            async with open_websocket_url(url) as silent, open_websocket_url(url) as polite:
+                await recv(silent)
+                await recv(polite)
+                pings = 0
+                while pings < 5:  # the polite client answers every ping
+                    msg = await recv(polite)
+                    assert msg["type"] == "ping" and msg["timestamp"]
+                    await send(polite, type="pong")
+                    pings += 1
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        assert (await recv(silent))["type"] == "ping"
+                assert closed.value.reason.code == 4002
+                await send(polite, type="ping")
+                while (msg := await recv(polite))["type"] == "ping":
+                    await send(polite, type="pong")
+                assert msg["type"] == "pong"

@@ -5,7 +5,15 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from tradestream.hub import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, CloseRequest, Hub, Outbox
+from tradestream.hub import (
+    CLOSE_GOING_AWAY,
+    CLOSE_HEARTBEAT,
+    CLOSE_SLOW_CONSUMER,
+    CloseRequest,
+    Hub,
+    Outbox,
+    run_heartbeat,
+)
 
 
 async def test_outbox_conflates_latest_per_topic_and_keeps_order() -> None:
@@ -89,3 +97,25 @@ async def test_hub_disconnect_removes_subscriptions_and_close_all() -> None:
     with trio.move_on_after(1) as scope:
         await hub.wait_empty()
     assert not scope.cancelled_caught
+
+
+async def test_heartbeat_pings_and_closes_a_silent_client(autojump_clock: trio.abc.Clock) -> None:
+    hub = Hub()
+    client = hub.connect("u1")
+    sent: list[float] = []
+    t0 = trio.current_time()
+
+    def ping() -> str:
+        sent.append(trio.current_time() - t0)
+        return "ping"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_heartbeat, client, 30.0, 2, ping)
+        await trio.sleep(31)
+        assert sent == [30.0]
+        client.unanswered_pings = 0  # the client's pong
+        await trio.sleep(60)  # two pings unanswered: 60 s, 90 s
+    # the task returned by itself when it closed the client, at 120 s
+    assert sent == [30.0, 60.0, 90.0]
+    assert trio.current_time() - t0 == 120.0
+    assert client.outbox.close_request == CloseRequest(CLOSE_HEARTBEAT, "no pong to 2 pings")

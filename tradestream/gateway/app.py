@@ -22,7 +22,7 @@ from tradestream.events import Tick
 from tradestream.gateway import protocol
 from tradestream.gateway.auth import CLOSE_UNAUTHORIZED, AuthError, Authenticator
 from tradestream.gateway.rest import register_reads
-from tradestream.hub import Client, CloseRequest, Hub
+from tradestream.hub import Client, CloseRequest, Hub, run_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class GatewayContext:
     latest: Mapping[str, Tick]  # latest trade per code, kept by the router
     status: Callable[[], dict[str, object]]
     engine: Engine | None = None  # for the REST reads
+    ping_interval_s: float = 30.0  # server heartbeat (seed 004)
+    max_missed_pongs: int = 2
 
 
 def create_app(ctx: GatewayContext) -> QuartTrio:
@@ -69,6 +71,8 @@ def create_app(ctx: GatewayContext) -> QuartTrio:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_sender, client, nursery.cancel_scope)
+                nursery.start_soon(run_heartbeat, client, ctx.ping_interval_s,
+                                   ctx.max_missed_pongs, protocol.ping)
                 while True:
                     raw = await websocket.receive()
                     _on_message(ctx, client, raw)
@@ -99,7 +103,9 @@ def _on_message(ctx: GatewayContext, client: Client, raw: str | bytes) -> None:
     out = client.outbox
     try:
         msg = protocol.decode_client_message(raw)
-        if isinstance(msg, protocol.Ping):
+        if isinstance(msg, protocol.Pong):
+            client.unanswered_pings = 0
+        elif isinstance(msg, protocol.Ping):
             out.put(protocol.pong(msg.timestamp))
         elif isinstance(msg, protocol.Subscribe):
             code = protocol.price_topic_code(msg.topic)

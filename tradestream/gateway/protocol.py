@@ -27,7 +27,11 @@ class Ping(msgspec.Struct, tag="ping", tag_field="type"):
     timestamp: str | None = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping
+class Pong(msgspec.Struct, tag="pong", tag_field="type"):
+    timestamp: str | None = None
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Pong
 _decoder = msgspec.json.Decoder(ClientMessage)
 _encoder = msgspec.json.Encoder()
 
@@ -108,6 +112,11 @@ def subscribed(topic: str) -> str:
 def unsubscribed(topic: str) -> str:
     return encode({"type": "unsubscribed", "topic": topic,
                    "message": f"Successfully unsubscribed from {topic}"})
+
+
+def ping() -> str:
+    """The server's heartbeat (seed 004); clients answer with {"type": "pong"}."""
+    return encode({"type": "ping", "timestamp": now_iso()})
 
 
 def pong(timestamp: str | None) -> str:

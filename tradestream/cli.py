@@ -88,7 +88,7 @@ async def _run(s: Settings, record: Path | None = None, replay: Path | None = No
 
 
 async def _sim(s: Settings) -> None:
-    from tradestream.sim.kis_server import run_simulator
+    from tradestream.sim.server import run_simulator
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:

@@ -41,7 +41,7 @@ from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.store import migrate
 from tradestream.store.spool import Spool
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
-from tradestream.store.writer import EventWriter, make_engine
+from tradestream.store.writer import EventWriter, make_engine, transient
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ async def run_service(
                                      memory_rows=s.store.memory_rows, drain_s=s.store.drain_s,
                                      final_write_s=s.store.final_write_s)
                 spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
-                await draining.start(run_flusher, store_in, sink, policy, flusher_stats, spool)
+                await draining.start(partial(run_flusher, store_in, sink, policy, flusher_stats,
+                                             spool, transient=transient))
                 await draining.start(run_router, events_in, store_out, hub, latest,
                                      router_stats)
                 if record is not None:

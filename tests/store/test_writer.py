@@ -4,6 +4,8 @@ duplicate delivery stores nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 from datetime import UTC, datetime
 
 import pytest
@@ -97,3 +99,37 @@ def test_distinct_trades_in_one_second_are_all_kept(engine: Engine) -> None:
 def test_migrations_reach_head_and_check_passes(engine: Engine) -> None:
     assert migrate.current_revision(engine) == migrate.head_revision()
     migrate.check(engine)
+
+
+async def test_rows_the_database_refuses_are_set_aside_not_retried_forever(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A value out of a column's range is not an outage: the rest of the batch is stored,
+    the refused row goes to the dead letters, and storage goes on."""
+    import trio
+
+    from tradestream.events import Event
+    from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
+    from tradestream.store.spool import Spool
+    from tradestream.store.writer import transient
+
+    good = events()[0]
+    assert isinstance(good, Tick)
+    import msgspec
+
+    batch = [msgspec.structs.replace(good, volume=good.volume + i) for i in range(20)]
+    poison = msgspec.structs.replace(good, volume=10**30)  # no database column holds this
+    spool, stats = Spool(tmp_path / "spool"), FlusherStats()
+    out, rows_in = trio.open_memory_channel[Event](100)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_flusher, rows_in, ThreadedSink(EventWriter(engine).write),
+                                        FlushPolicy(max_rows=50), stats, spool,
+                                        transient=transient))
+            with out:
+                for ev in [*batch[:10], poison, *batch[10:]]:
+                    await out.send(ev)
+    assert counts(engine)["stock_prices_realtime"] == 20
+    assert stats.refused_rows == 1 and stats.retries == 0 and stats.rows == 20
+    letters = (tmp_path / "spool" / "dead-letters.log").read_text().splitlines()
+    assert len(letters) == 1 and "1000000000000000000000000000000" in letters[0]

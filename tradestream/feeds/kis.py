@@ -303,8 +303,13 @@ def aes_cipher(key: str, iv: str) -> Cipher[modes.CBC]:
 # exactly [0-9]+, so two C calls do what a regex would at a fraction of the cost.
 
 
+MAX_DIGITS = 18  # every value fits a signed 64-bit column (and msgpack)
+
+
 def _int(s: str) -> int:
     """An integer field; empty means "not reported" and reads as 0."""
+    if len(s) > MAX_DIGITS + 1:
+        raise FrameError("bad_value", f"integer of {len(s)} characters")
     if s.isascii():
         if s.isdigit():
             return int(s)
@@ -317,7 +322,7 @@ def _int(s: str) -> int:
 
 def _req_int(s: str) -> int:
     """An integer field that must be present (a price, an accumulated volume)."""
-    if s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit())):
+    if len(s) <= MAX_DIGITS + 1 and s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit())):
         return int(s)
     raise FrameError("bad_value", f"integer {s!r}")
 

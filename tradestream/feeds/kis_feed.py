@@ -30,7 +30,11 @@ async def request_approval_key(http: httpx.AsyncClient, cfg: KisSettings) -> str
     )
     if resp.status_code != 200:
         raise CredentialRejected(f"approval request: HTTP {resp.status_code} {resp.text[:200]}")
-    key = resp.json().get("approval_key")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise CredentialRejected(f"approval response is not JSON: {resp.text[:200]!r}") from None
+    key = body.get("approval_key") if isinstance(body, dict) else None
     if not isinstance(key, str) or not key:
         raise CredentialRejected("approval response without approval_key")
     return key

@@ -74,7 +74,7 @@ async def run_recorder(
                 stats.frames += len(batch)
                 stats.bytes += len(data)
     finally:
-        with trio.CancelScope(shield=True):
+        with trio.move_on_after(5.0, shield=True):
             await trio.to_thread.run_sync(fh.close)
 
 

@@ -20,6 +20,14 @@ from trio_websocket import WebSocketConnection, wrap_client_stream
 
 CLOSE_TIMEOUT_S = 1.0  # wait for the server's close reply when we are not cancelled
 CLOSE_GRACE_S = 0.05  # when cancelled: the reader is gone, just let the close frame out
+_TLS: ssl.SSLContext | None = None  # built once: it costs tens of ms (certificate store)
+
+
+def _tls() -> ssl.SSLContext:
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()
+    return _TLS
 
 
 def split_ws_url(url: str) -> tuple[str, int, str, bool, str]:
@@ -46,7 +54,7 @@ async def open_upstream(url: str, connect_timeout_s: float) -> AsyncIterator[Web
     with trio.fail_after(connect_timeout_s):
         if secure:
             stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                host, port, ssl_context=_tls(), https_compatible=True
             )
         else:
             stream = await trio.open_tcp_stream(host, port)

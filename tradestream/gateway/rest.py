@@ -71,7 +71,10 @@ def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
                     query = fn(**kw)
                 except (BadRequest, ValueError) as exc:
                     return {"error": str(exc)}, 400
-                return {"data": await trio.to_thread.run_sync(query, limiter=limiter)}
+                try:
+                    return {"data": await trio.to_thread.run_sync(query, limiter=limiter)}
+                except OverflowError:
+                    return {"error": "time range out of bounds"}, 400
 
             return app.get(path)(handler)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -68,6 +68,7 @@ class FlusherStats:
     spool_segments: int = 0
     spooled_rows: int = 0  # ever sent to the spool
     replayed_rows: int = 0  # written from the spool
+    refused_rows: int = 0  # rejected by the database (not an outage), set aside
     last_error: str = ""
 
     def as_dict(self) -> dict[str, object]:
@@ -118,6 +119,7 @@ async def run_flusher(
     stats: FlusherStats | None = None,
     spool: Spool | None = None,
     *,
+    transient: Callable[[BaseException], bool] = lambda exc: True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Write rows in size-or-deadline batches until `rows_in` is closed and drained.
@@ -127,17 +129,21 @@ async def run_flusher(
     unavailable after `drain_s`, written to the spool. On cancel: spools what it holds under a
     shielded `final_write_s` budget. Without a spool (tests), rows that cannot be written by
     then are lost and logged.
+
+    `transient(exc)` tells an outage (retry the batch) from a batch the database refuses
+    (a value out of range, say): such a batch is split until the refused rows are found;
+    the others are stored and the refused ones set aside in the spool's dead letters.
     """
     stats = stats if stats is not None else FlusherStats()
     q: _Queue[Row] = _Queue()
     batch: list[Row] = []
     if spool is not None:
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
-    try:
-        async with trio.open_nursery() as nursery:
-            writer_done = trio.Event()
-            nursery.start_soon(_writer, q, sink, policy, stats, spool, writer_done)
-            with rows_in:
+    with rows_in:
+        try:
+            async with trio.open_nursery() as nursery:
+                writer_done = trio.Event()
+                nursery.start_soon(_writer, q, sink, policy, stats, spool, writer_done, transient)
                 task_status.started()
                 while True:
                     more = await collect(rows_in, batch, policy)
@@ -150,18 +156,28 @@ async def run_flusher(
                     stats.pending_rows = q.rows
                     if not more:
                         break
-            q.closed = True
-            q.lot.unpark_all()
-            with trio.move_on_after(policy.drain_s):
-                await writer_done.wait()
-            nursery.cancel_scope.cancel()  # the writer, if the database is still away
-    finally:
-        left = ([q.inflight] if q.inflight else []) + list(q.batches) + ([batch] if batch else [])
-        if left:
-            with trio.move_on_after(policy.final_write_s, shield=True) as scope:
-                await _save(left, None if q.failing else sink, stats, spool)
-            if scope.cancelled_caught:
-                log.error("could not save %d batches in %.1fs", len(left), policy.final_write_s)
+                q.closed = True
+                q.lot.unpark_all()
+                with trio.move_on_after(policy.drain_s):
+                    await writer_done.wait()
+                nursery.cancel_scope.cancel()  # the writer, if the database is still away
+        finally:
+            left = [b for b in ([q.inflight] if q.inflight else []) + list(q.batches) + [batch]
+                    if b]
+            rest: list[Row] = []  # still in the channel: a hard stop came before its end
+            while True:
+                try:
+                    rest.append(rows_in.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if rest:
+                left.append(rest)
+            if left:
+                with trio.move_on_after(policy.final_write_s, shield=True) as scope:
+                    await _save(left, sink, stats, spool)
+                if scope.cancelled_caught:
+                    log.error("could not save %d batches in %.1fs", len(left),
+                              policy.final_write_s)
 
 
 async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats,
@@ -176,12 +192,13 @@ async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats
         stats.pending_rows = q.rows
 
 
-async def _save(batches: list[list[Row]], sink: BatchSink[Row] | None, stats: FlusherStats,
+async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherStats,
                 spool: Spool | None) -> None:
-    """What is left when the flusher ends early: the database if it takes it at once (one
-    attempt, and none if it was failing), else the spool for the next start."""
+    """What is left when the flusher ends early (the database was too slow or away, or a hard
+    stop): the spool, which is local and quick, for the next start to write. Without a spool
+    (tests), one attempt at the database."""
     for b in batches:
-        if sink is not None:
+        if spool is None:
             try:
                 await sink.write(b)
                 stats.rows += len(b)
@@ -189,8 +206,6 @@ async def _save(batches: list[list[Row]], sink: BatchSink[Row] | None, stats: Fl
                 continue
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]
-                sink = None
-        if spool is None:
             log.error("no spool configured: %d rows were not stored", len(b))
             continue
         await trio.to_thread.run_sync(spool.append, b)
@@ -200,8 +215,27 @@ async def _save(batches: list[list[Row]], sink: BatchSink[Row] | None, stats: Fl
                     spool.directory)
 
 
+async def _isolate(batch: list[Row], sink: BatchSink[Row],
+                   transient: Callable[[BaseException], bool]) -> tuple[int, list[Row]]:
+    """Write what the database accepts of a refused batch, halving it down to single rows.
+    Returns (rows written, rows refused); an outage meanwhile propagates to be retried."""
+    try:
+        await sink.write(batch)
+        return len(batch), []
+    except Exception as exc:
+        if transient(exc):
+            raise
+        if len(batch) == 1:
+            return 0, batch
+    mid = len(batch) // 2
+    n1, bad1 = await _isolate(batch[:mid], sink, transient)
+    n2, bad2 = await _isolate(batch[mid:], sink, transient)
+    return n1 + n2, bad1 + bad2
+
+
 async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
-                  stats: FlusherStats, spool: Spool | None, done: trio.Event) -> None:
+                  stats: FlusherStats, spool: Spool | None, done: trio.Event,
+                  transient: Callable[[BaseException], bool]) -> None:
     """Write the spool's segments, then the queued batches, in order; retry until it works."""
     backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
     try:
@@ -222,9 +256,20 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
                 await q.lot.park()
                 continue
             t0 = time.perf_counter()
+            refused: list[Row] = []
             try:
-                await sink.write(batch)
-            except Exception as exc:  # a database error of any driver: keep it, retry
+                try:
+                    await sink.write(batch)
+                except Exception as exc:
+                    if transient(exc):
+                        raise
+                    written, refused = await _isolate(batch, sink, transient)
+                    log.error("the database refused %d of %d rows (%r); set aside",
+                              len(refused), len(batch), exc)
+                    stats.refused_rows += len(refused)
+                    if spool is not None:
+                        await trio.to_thread.run_sync(spool.set_aside, refused, repr(exc))
+            except Exception as exc:  # an outage, of any driver: keep the batch, retry
                 q.failing = True
                 stats.retries += 1
                 stats.last_error = repr(exc)[:300]
@@ -246,7 +291,7 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
                 q.inflight = None
                 q.rows -= len(batch)
                 stats.pending_rows = q.rows
-            stats.rows += len(batch)
+            stats.rows += len(batch) - len(refused)
             stats.batches += 1
             stats.last_batch_rows = len(batch)
             stats.last_batch_ms = ms

@@ -16,6 +16,7 @@ from tradestream.events import KST
 from tradestream.store import schema
 
 MAX_ROWS = 1000
+MAX_INTERVAL_S = 366 * 86400
 MAX_BAR_TRADES = 500_000  # trades scanned for one bars request at most
 _INTERVAL = re.compile(r"(\d+)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -24,9 +25,12 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_interval(text: str) -> int:
     """'30s', '1m', '5m', '1h', '1d' -> seconds; ValueError otherwise."""
     m = _INTERVAL.fullmatch(text)
-    if m is None or int(m.group(1)) == 0:
+    if m is None or int(m.group(1)) == 0 or len(m.group(1)) > 4:
         raise ValueError(f"interval must look like 30s, 1m, 1h or 1d, not {text!r}")
-    return int(m.group(1)) * _UNIT_S[m.group(2)]
+    seconds = int(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds > MAX_INTERVAL_S:
+        raise ValueError("interval is at most 366d")
+    return seconds
 
 
 def _utc(dt: datetime) -> datetime:

@@ -79,6 +79,15 @@ class Spool:
                 path.rename(path.with_suffix(".bad"))
         return None
 
+    def set_aside(self, events: Sequence[Event], reason: str) -> None:
+        """Keep rows the database refused (not an outage) in ``dead-letters.log``, one line
+        each with the reason, for an operator to look at; they are not retried."""
+        with open(self.directory / "dead-letters.log", "a", encoding="utf-8") as fh:
+            for ev in events:
+                fh.write(f"{reason[:300]}\t{ev!r}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
     def remove(self, path: Path) -> None:
         """Forget a segment whose rows are committed."""
         self._segments.remove(path)

@@ -1,7 +1,7 @@
 """Synchronous SQL writes through SQLAlchemy Core; called from a worker thread.
 
 Inserts are idempotent on each table's natural key (ON CONFLICT DO NOTHING on SQLite and
-PostgreSQL, INSERT IGNORE on MariaDB/MySQL), so a batch may be written twice safely: after a
+PostgreSQL, ON DUPLICATE KEY UPDATE id = id on MariaDB/MySQL), so a batch may be written twice safely: after a
 reconnect that re-sends trades, or a retry whose first attempt did commit.
 """
 
@@ -28,8 +28,12 @@ def make_engine(url: str) -> Engine:
     backend = sa.engine.make_url(url).get_backend_name()
     connect_args: dict[str, object] = {}
     if backend == "postgresql":
+        # statement_timeout is the server's; keepalives and tcp_user_timeout cover a network
+        # partition, where the server cannot tell us anything.
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S,
-                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}"}
+                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}",
+                        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+                        "keepalives_count": 3, "tcp_user_timeout": STATEMENT_TIMEOUT_S * 1000}
     elif backend in ("mysql", "mariadb"):
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": STATEMENT_TIMEOUT_S,
                         "write_timeout": STATEMENT_TIMEOUT_S, "charset": "utf8mb4"}
@@ -47,6 +51,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def transient(exc: BaseException) -> bool:
+    """An outage (retry later) rather than rows the database refuses (retrying cannot help)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+    return isinstance(exc, (sa.exc.TimeoutError, OSError, TimeoutError))
+
+
 def idempotent_insert(engine: Engine, table: sa.Table) -> sa.Insert:
     name = engine.dialect.name
     if name == "sqlite":
@@ -58,7 +70,11 @@ def idempotent_insert(engine: Engine, table: sa.Table) -> sa.Insert:
 
         return pg_insert(table).on_conflict_do_nothing()
     if name in ("mysql", "mariadb"):
-        return table.insert().prefix_with("IGNORE")
+        # Not INSERT IGNORE: that also turns data errors into warnings and stores clamped or
+        # truncated values. A no-op update skips only the duplicate.
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        return mysql_insert(table).on_duplicate_key_update(id=table.c.id)
     raise ValueError(f"unsupported database backend {name!r}")
 
 
@@ -153,7 +169,8 @@ def _fast_tick_sql(dialect: str) -> str:
     if dialect == "postgresql":
         return (f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) "
                 "ON CONFLICT DO NOTHING")
-    return f"INSERT IGNORE INTO stock_prices_realtime ({cols}) VALUES ({marks})"
+    return (f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) "
+            "ON DUPLICATE KEY UPDATE `id` = `id`")
 
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own storage format for SQLite DATETIME

@@ -63,3 +63,26 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
             "news", "feed_gaps"))
     engine.dispose()
     assert rows == received
+
+
+async def test_sim_command_serves_and_stops(tmp_path: Path) -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tradestream", "sim"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out = bytearray()
+    try:
+        with trio.fail_after(30):
+            assert proc.stdout is not None
+            m = await read_until(proc.stdout, out, rb"KIS (ws://\S+)")
+            async with open_upstream(m.group(1).decode(), connect_timeout_s=5) as ws:
+                await ws.send_message("not json")
+                reply = msgspec.json.decode(await ws.get_message())
+            proc.send_signal(signal.SIGINT)
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert reply["body"]["msg_cd"] == "OPSP9999"
+    assert code == 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ async def run_flusher(
                     if batch:
                         q.batches.append(batch)
                         q.rows += len(batch)
+                        stats.pending_rows = q.rows
                         batch = []
                         q.lot.unpark()
                         await _spill_excess(q, policy, stats, spool)
@@ -162,8 +164,10 @@ async def run_flusher(
                     await writer_done.wait()
                 nursery.cancel_scope.cancel()  # the writer, if the database is still away
         finally:
-            left = [b for b in ([q.inflight] if q.inflight else []) + list(q.batches) + [batch]
-                    if b]
+            # The batch in flight is older than what was spilled while it was retried: it goes
+            # to the spool's front; the queue and the channel's rest go to its end.
+            first = q.inflight
+            left = [b for b in [*q.batches, batch] if b]
             rest: list[Row] = []  # still in the channel: a hard stop came before its end
             while True:
                 try:
@@ -172,11 +176,13 @@ async def run_flusher(
                     break
             if rest:
                 left.append(rest)
-            if left:
+            if left or first:
                 with trio.move_on_after(policy.final_write_s, shield=True) as scope:
+                    if first:
+                        await _save([first], sink, stats, spool, front=True)
                     await _save(left, sink, stats, spool)
                 if scope.cancelled_caught:
-                    log.error("could not save %d batches in %.1fs", len(left),
+                    log.error("could not save %d batches in %.1fs", len(left) + bool(first),
                               policy.final_write_s)
 
 
@@ -193,7 +199,7 @@ async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats
 
 
 async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherStats,
-                spool: Spool | None) -> None:
+                spool: Spool | None, *, front: bool = False) -> None:
     """What is left when the flusher ends early (the database was too slow or away, or a hard
     stop): the spool, which is local and quick, for the next start to write. Without a spool
     (tests), one attempt at the database."""
@@ -208,7 +214,7 @@ async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherSt
                 stats.last_error = repr(exc)[:300]
             log.error("no spool configured: %d rows were not stored", len(b))
             continue
-        await trio.to_thread.run_sync(spool.append, b)
+        await trio.to_thread.run_sync(partial(spool.append, b, front=front))
         stats.spooled_rows += len(b)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
         log.warning("database unavailable: %d rows kept in the spool (%s)", len(b),
@@ -241,9 +247,12 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
     try:
         while True:
             segment: Path | None = None
-            if spool is not None and spool.segments:
-                # Everything spooled is older than anything in memory (but the batch in flight,
-                # which was taken before the spill and is written before we come back here).
+            if q.inflight is not None:
+                # A failed batch is retried before anything else: batches spilled meanwhile
+                # are newer than it, so order holds as inflight < spool < queue.
+                batch = q.inflight
+            elif spool is not None and spool.segments:
+                # Everything spooled is older than anything still queued in memory.
                 found = await trio.to_thread.run_sync(spool.oldest)
                 if found is None:
                     continue
@@ -275,9 +284,6 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
                 stats.last_error = repr(exc)[:300]
                 delay = backoff.next()
                 log.warning("write of %d rows failed (%r); retry in %.2fs", len(batch), exc, delay)
-                if segment is None:  # back to the front of the queue, in order
-                    q.inflight = None
-                    q.batches.appendleft(batch)
                 await trio.sleep(delay)
                 continue
             backoff.reset()

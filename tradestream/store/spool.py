@@ -20,6 +20,7 @@ from tradestream.events import Event
 
 log = logging.getLogger(__name__)
 
+FIRST_SEQUENCE = 10**9
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])
 
@@ -31,7 +32,8 @@ class Spool:
         for stale in directory.glob("*.tmp"):  # a crash during a write: never renamed
             stale.unlink()
         self._segments = sorted(directory.glob("*.spool"))
-        self._seq = max((self._sequence(p) for p in self._segments), default=0)
+        # Sequences start high so that a batch older than the spool can go before it.
+        self._seq = max((self._sequence(p) for p in self._segments), default=FIRST_SEQUENCE)
         self.rows = sum(self._rows(p) for p in self._segments)
         self.bad = 0
 
@@ -47,10 +49,13 @@ class Spool:
     def segments(self) -> int:
         return len(self._segments)
 
-    def append(self, batch: Sequence[Event]) -> None:
-        """Persist a batch durably (fsync) as the newest segment."""
-        self._seq += 1
-        final = self.directory / f"{self._seq:012d}-{len(batch)}.spool"
+    def append(self, batch: Sequence[Event], *, front: bool = False) -> None:
+        """Persist a batch durably (fsync) as the newest segment, or the oldest (`front`)."""
+        if front and self._segments:
+            seq = self._sequence(self._segments[0]) - 1
+        else:
+            seq = self._seq = self._seq + 1
+        final = self.directory / f"{seq:012d}-{len(batch)}.spool"
         tmp = final.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
             fh.write(_encoder.encode(list(batch)))
@@ -62,7 +67,10 @@ class Spool:
             os.fsync(dir_fd)  # make the rename itself durable
         finally:
             os.close(dir_fd)
-        self._segments.append(final)
+        if front:
+            self._segments.insert(0, final)
+        else:
+            self._segments.append(final)
         self.rows += len(batch)
 
     def oldest(self) -> tuple[Path, list[Event]] | None:

@@ -14,10 +14,9 @@ setup:
     test -x "{{venv}}/bin/python" || python3 -m venv "{{venv}}"
     "{{venv}}/bin/pip" install -q -e '.[dev]'
 
-# migrate the database, then run the service (built-in simulator unless KIS URLs are set)
+# run the service, migrating the database first (built-in simulator unless KIS URLs are set)
 run:
-    tradestream db upgrade
-    tradestream run
+    TRADESTREAM_DB_AUTO_UPGRADE="${TRADESTREAM_DB_AUTO_UPGRADE:-1}" tradestream run
 
 # run the broker simulator alone
 sim:

@@ -197,24 +197,28 @@ async def run_feed(
                             status.last_frame_ns = now
                             text = message if isinstance(message, str) else message.decode(
                                 "utf-8", "replace")
-                            if frames_out is not None:
-                                await _deliver(frames_out, [
-                                    Frame(now, status.name, adapter.broker, text)], status)
+                            # Decode first (no checkpoint), then hand on the raw frame and its
+                            # events as one unit: a stop cannot split them.
                             out = adapter.decode(text, now)
+                            sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
+                            if frames_out is not None:
+                                sends.append((frames_out,
+                                              Frame(now, status.name, adapter.broker, text)))
                             if isinstance(out, list):
-                                if out:
-                                    if not streamed:
-                                        streamed = True
-                                        backoff.reset()
-                                        status.state = "streaming"
-                                        if lost_at is not None:
-                                            out = [_gap(status, lost_at, now), *out]
-                                            lost_at = None
-                                    await _deliver(events_out, out, status)
-                                else:
+                                if out and not streamed:
+                                    streamed = True
+                                    backoff.reset()
+                                    status.state = "streaming"
+                                    if lost_at is not None:
+                                        sends.append((events_out, _gap(status, lost_at, now)))
+                                        lost_at = None
+                                sends += [(events_out, ev) for ev in out]
+                                if not out:
                                     _log_bad_frame(status.name, adapter, text)
                                 status.decoder = adapter.stats()
-                            elif await adapter.on_control(ws, out, status):
+                            await _deliver(sends, status)
+                            if not isinstance(out, list) and await adapter.on_control(
+                                    ws, out, status):
                                 backoff.reset()
                 except* CredentialRejected as group:
                     status.last_error = str(group.exceptions[0])
@@ -236,23 +240,24 @@ async def run_feed(
                 await trio.sleep(delay)
 
 
-async def _deliver(chan: trio.MemorySendChannel[Any], items: list[Any], status: FeedStatus) -> None:
-    """Hand on everything decoded from one received frame. The edge blocks as long as it must
-    (lossless); only a stop (a cancel) arriving meanwhile bounds how long the rest may take,
-    so a received frame is not lost to a shutdown. `send` is cancel-atomic: the item that was
-    interrupted was not sent."""
-    sent = 0
+async def _deliver(sends: list[tuple[trio.MemorySendChannel[Any], Any]],
+                   status: FeedStatus) -> None:
+    """Hand on everything one received frame brought (the raw frame for the recorder, its
+    events). The edges block as long as they must (lossless); only a stop (a cancel) arriving
+    meanwhile bounds how long the rest may take, so a received frame is not lost to a
+    shutdown. `send` is cancel-atomic: the item that was interrupted was not sent."""
+    done = 0
     try:
-        for item in items:
+        for chan, item in sends:
             await chan.send(item)
-            sent += 1
+            done += 1
     except trio.Cancelled:
         with trio.move_on_after(DELIVER_S, shield=True) as scope:
-            for item in items[sent:]:
+            for chan, item in sends[done:]:
                 await chan.send(item)
         if scope.cancelled_caught:
-            log.error("%s: stopping: %d received events not handed on in %.0fs", status.name,
-                      len(items) - sent, DELIVER_S)
+            log.error("%s: stopping: %d received items not handed on in %.0fs", status.name,
+                      len(sends) - done, DELIVER_S)
         raise
 
 

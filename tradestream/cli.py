@@ -44,7 +44,8 @@ def _banner(s: Settings, running: object) -> str:
         f"  database   {s.store.url}",
     ]
     if s.gateway.jwt_secret_generated:
-        token = running.auth.issue("demo")
+        accounts = (s.sim.demo_account,) if running.sim else ()
+        token = running.auth.issue("demo", accounts=accounts)
         lines += [
             "  No TRADESTREAM_JWT_SECRET set: made one for this process. A token for user 'demo':",
             f"    {token}",
@@ -132,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     db.add_argument("action", choices=["upgrade", "current"])
     tok = sub.add_parser("token", help="issue a client JWT (needs TRADESTREAM_JWT_SECRET)")
     tok.add_argument("--user", default="demo")
-    tok.add_argument("--role", default="user")
+    tok.add_argument("--role", default="user", choices=["user", "producer", "admin"])
+    tok.add_argument("--account", action="append", default=[],
+                     help="a broker account this user may see (repeatable)")
     tok.add_argument("--ttl", type=float, default=86400.0, help="seconds")
     watch = sub.add_parser("watch", help="subscribe to topics and print what arrives")
     watch.add_argument("url", help="ws://host:port/api/ws?token=...")
@@ -179,7 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         from tradestream.gateway.auth import Authenticator
 
-        print(Authenticator(s.gateway.jwt_secret).issue(args.user, ttl_s=args.ttl, role=args.role))
+        if s.gateway.jwt_algorithm != "HS256":
+            print("tokens for RS256 are issued by the key holder, not here", file=sys.stderr)
+            return 2
+        print(Authenticator(s.gateway.jwt_secret).issue(args.user, ttl_s=args.ttl, role=args.role,
+                                                        accounts=tuple(args.account)))
         return 0
     if args.cmd == "watch":
         try:

@@ -31,6 +31,21 @@ class GatewaySettings:
     ping_interval_s: float = 30.0  # server heartbeat to clients
     max_missed_pongs: int = 2  # then the client is closed (4002)
     graceful_s: float = 2.0
+    jwt_algorithm: str = "HS256"  # or RS256 with jwt_public_key
+    jwt_public_key: str = ""  # PEM, for RS256
+    jwt_leeway_s: float = 5.0  # clock skew allowed on exp
+    # limits per connection, per user and in total
+    rate_per_s: float = 20.0  # client messages per second (token bucket) ...
+    rate_burst: int = 40  # ... with this many at once
+    rate_close_after: int = 200  # messages dropped in a row before the client is closed (4429)
+    max_subscriptions: int = 200  # per connection
+    max_message_bytes: int = 16 * 1024  # larger client messages close the connection (1009)
+    max_connections_per_user: int = 20
+    max_connections: int = 10_000
+    handshake_timeout_s: float = 10.0  # to authenticate when the URL carries no token
+    send_timeout_s: float = 10.0  # a socket write blocked this long: the client stopped reading
+    # topic kind -> roles allowed to subscribe (kinds not listed: every role)
+    topic_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +187,18 @@ def _pairs(raw: str, name: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``strategy=admin|producer;signal=admin`` -> (("strategy", ("admin", "producer")), ...)."""
+    out = []
+    for item in filter(None, (i.strip() for i in raw.split(";"))):
+        kind, sep, roles = item.partition("=")
+        names = tuple(r.strip() for r in roles.split("|") if r.strip())
+        if not (sep and kind.strip() and names):
+            raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: expected kind=role|role, got {item!r}")
+        out.append((kind.strip(), names))
+    return tuple(out)
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return (_get(env, name) or "0").lower() in ("1", "true", "yes")
 
@@ -245,11 +272,38 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     secret = _get(env, "JWT_SECRET")
     if secret is not None and len(secret.encode()) < 32:
         raise ConfigError("TRADESTREAM_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
+    algorithm = (_get(env, "JWT_ALGORITHM") or "HS256").upper()
+    if algorithm not in ("HS256", "RS256"):
+        raise ConfigError("TRADESTREAM_JWT_ALGORITHM must be HS256 or RS256")
+    public_key = ""
+    if algorithm == "RS256":
+        key_file = _get(env, "JWT_PUBLIC_KEY_FILE")
+        if key_file is None:
+            raise ConfigError("RS256 needs TRADESTREAM_JWT_PUBLIC_KEY_FILE (a PEM public key)")
+        try:
+            with open(key_file, encoding="ascii") as f:
+                public_key = f.read()
+        except OSError as exc:
+            raise ConfigError(f"TRADESTREAM_JWT_PUBLIC_KEY_FILE: {exc}") from None
+    g = GatewaySettings
     gateway = GatewaySettings(
-        host=_get(env, "HOST") or GatewaySettings.host,
-        port=int(_num(env, "PORT", GatewaySettings.port, int)),
+        host=_get(env, "HOST") or g.host,
+        port=int(_num(env, "PORT", g.port, int)),
         jwt_secret=secret or os.urandom(32).hex(),
-        jwt_secret_generated=secret is None,
+        jwt_secret_generated=secret is None and algorithm == "HS256",
+        jwt_algorithm=algorithm,
+        jwt_public_key=public_key,
+        ping_interval_s=_num(env, "WS_PING_INTERVAL_S", g.ping_interval_s) or g.ping_interval_s,
+        max_missed_pongs=int(_num(env, "WS_MAX_MISSED_PONGS", g.max_missed_pongs, int)) or 1,
+        rate_per_s=_num(env, "WS_RATE_PER_S", g.rate_per_s) or g.rate_per_s,
+        rate_burst=int(_num(env, "WS_RATE_BURST", g.rate_burst, int)) or 1,
+        max_subscriptions=int(_num(env, "WS_MAX_SUBSCRIPTIONS", g.max_subscriptions, int)),
+        max_message_bytes=int(_num(env, "WS_MAX_MESSAGE_BYTES", g.max_message_bytes, int)),
+        max_connections_per_user=int(_num(env, "WS_MAX_CONNECTIONS_PER_USER",
+                                          g.max_connections_per_user, int)),
+        max_connections=int(_num(env, "WS_MAX_CONNECTIONS", g.max_connections, int)),
+        send_timeout_s=_num(env, "WS_SEND_TIMEOUT_S", g.send_timeout_s) or g.send_timeout_s,
+        topic_roles=_topic_roles(_get(env, "WS_TOPIC_ROLES") or ""),
     )
     store = StoreSettings(
         url=_get(env, "DATABASE_URL") or StoreSettings.url,

@@ -6,7 +6,12 @@ Publishing never awaits a client. Each client has an `Outbox`:
 - *lossless* messages (replies, later orders and alerts) queue up to a bound; past it the
   client is closed as a slow consumer so that it reconnects and recovers, and nobody else waits.
 
-Payloads are `str` (text frames), encoded once per event and shared by every subscriber.
+A message is a `Msg`: the encoded text frame (once per event), its type and the event's
+upstream receive time, created once and shared by reference by every subscriber's queue.
+
+Cadenced subscriptions (``price:005930@1s``) are groups per (topic, period): publishing only
+marks the group's latest message, and `run_cadence` hands it to the group's subscribers at
+most once per period. A topic nobody watches has no group, no timer and no encoding.
 """
 
 from __future__ import annotations
@@ -21,6 +26,20 @@ import trio
 CLOSE_GOING_AWAY = 1001
 CLOSE_HEARTBEAT = 4002
 CLOSE_SLOW_CONSUMER = 4008
+
+
+class Msg:
+    """One outgoing message, shared by every client it goes to."""
+
+    __slots__ = ("payload", "kind", "ns")
+
+    def __init__(self, payload: str, kind: str = "reply", ns: int = 0) -> None:
+        self.payload = payload
+        self.kind = kind  # the message type, for the metrics
+        self.ns = ns  # upstream receive time (wall clock, ns), 0 for replies
+
+    def __repr__(self) -> str:
+        return f"Msg({self.payload!r})"
 
 
 class _Pending:
@@ -42,8 +61,8 @@ class Outbox:
     """A bounded, conflating queue of outgoing text frames for one client."""
 
     def __init__(self, max_lossless: int) -> None:
-        self._queue: deque[str | _Pending] = deque()
-        self._latest: dict[str, str] = {}
+        self._queue: deque[Msg | _Pending] = deque()
+        self._latest: dict[str, Msg] = {}
         self._lossless = 0
         self._max_lossless = max_lossless
         self._lot = trio.lowlevel.ParkingLot()
@@ -54,7 +73,7 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def put(self, payload: str) -> None:
+    def put(self, payload: Msg) -> None:
         """Queue a message that must not be dropped; closes the client past the bound."""
         if self.close_request is not None:
             return
@@ -65,7 +84,7 @@ class Outbox:
         self._lossless += 1
         self._lot.unpark()
 
-    def put_latest(self, topic: str, payload: str) -> None:
+    def put_latest(self, topic: str, payload: Msg) -> None:
         """Queue a message of which only the latest per topic matters."""
         if self.close_request is not None:
             return
@@ -85,13 +104,13 @@ class Outbox:
             self._latest.clear()
             self._lot.unpark()
 
-    async def get_batch(self, max_items: int) -> list[str] | CloseRequest:
+    async def get_batch(self, max_items: int) -> list[Msg] | CloseRequest:
         """Wait for messages and take up to `max_items` of them, oldest first; or the close."""
         while not self._queue and self.close_request is None:
             await self._lot.park()
         if self.close_request is not None:
             return self.close_request
-        out: list[str] = []
+        out: list[Msg] = []
         queue = self._queue
         while queue and len(out) < max_items:
             item = queue.popleft()
@@ -113,13 +132,27 @@ class Client:
         self.id = cid
         self.user_id = user_id
         self.outbox = outbox
-        self.topics: set[str] = set()
+        self.topics: set[str] = set()  # hub keys
         self.batch = batch
         self.unanswered_pings = 0  # reset by the client's pong
 
 
+class _Cadence:
+    """The subscribers of one topic at one period, and the latest message not yet sent."""
+
+    __slots__ = ("key", "topic", "period", "subs", "msg", "due")
+
+    def __init__(self, key: str, topic: str, period: float, now: float) -> None:
+        self.key = key  # e.g. "price:005930@1s": the outbox conflates on it
+        self.topic = topic
+        self.period = period
+        self.subs: dict[int, Client] = {}
+        self.msg: Msg | None = None  # set by publish_latest, cleared when handed out
+        self.due = now + period
+
+
 async def run_heartbeat(client: Client, interval_s: float, max_missed: int,
-                        ping: Callable[[], str]) -> None:
+                        ping: Callable[[], Msg]) -> None:
     """Send `ping()` every `interval_s`; close the client (4002) once `max_missed` pings in a
     row went unanswered. Returns when it closes the client; the caller cancels it otherwise."""
     while True:
@@ -139,13 +172,19 @@ class Hub:
         self._ids = itertools.count(1)
         self.clients: dict[int, Client] = {}
         self._topics: dict[str, dict[int, Client]] = {}
+        self._cadences: dict[str, dict[str, _Cadence]] = {}  # topic -> key -> group
+        self._cadence_lot = trio.lowlevel.ParkingLot()
         self._empty = trio.Event()
         self._empty.set()
+        self.delivered: dict[str, int] = {}  # message kind -> messages queued to clients
+        self._conflated_gone = 0  # conflations counted by outboxes of closed connections
+        self._per_user: dict[str, int] = {}
 
     # -- connections ------------------------------------------------------------------------
     def connect(self, user_id: str, *, batch: bool = False) -> Client:
         client = Client(next(self._ids), user_id, Outbox(self._outbox_max), batch)
         self.clients[client.id] = client
+        self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
         if self._empty.is_set():
             self._empty = trio.Event()
         return client
@@ -153,7 +192,13 @@ class Hub:
     def disconnect(self, client: Client) -> None:
         for topic in list(client.topics):
             self.unsubscribe(client, topic)
-        self.clients.pop(client.id, None)
+        if self.clients.pop(client.id, None) is not None:
+            self._conflated_gone += client.outbox.conflated
+            left = self._per_user[client.user_id] - 1
+            if left:
+                self._per_user[client.user_id] = left
+            else:
+                del self._per_user[client.user_id]
         if not self.clients:
             self._empty.set()
 
@@ -165,56 +210,131 @@ class Hub:
         await self._empty.wait()
 
     # -- subscriptions ----------------------------------------------------------------------
-    def subscribe(self, client: Client, topic: str) -> bool:
-        """Add a subscription; False if the client already had it."""
-        if topic in client.topics:
+    def subscribe(self, client: Client, topic: str, *, key: str = "",
+                  period: float = 0.0) -> bool:
+        """Add a subscription; False if the client already had it.
+
+        With `period` > 0 the client gets `topic`'s conflatable messages at most once per
+        period, conflated in its outbox under `key` (default ``topic@{period}s``).
+        """
+        if period <= 0:
+            key = topic
+        elif not key:
+            key = f"{topic}@{period:g}s"
+        if key in client.topics:
             return False
-        client.topics.add(topic)
-        self._topics.setdefault(topic, {})[client.id] = client
+        client.topics.add(key)
+        if period <= 0:
+            self._topics.setdefault(topic, {})[client.id] = client
+            return True
+        groups = self._cadences.setdefault(topic, {})
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Cadence(key, topic, period, trio.current_time())
+            self._cadence_lot.unpark_all()
+        group.subs[client.id] = client
         return True
 
-    def unsubscribe(self, client: Client, topic: str) -> bool:
-        if topic not in client.topics:
+    def unsubscribe(self, client: Client, key: str) -> bool:
+        if key not in client.topics:
             return False
-        client.topics.discard(topic)
-        subs = self._topics.get(topic)
-        if subs is not None:
-            subs.pop(client.id, None)
+        client.topics.discard(key)
+        subs = self._topics.get(key)
+        if subs is not None and client.id in subs:
+            del subs[client.id]
             if not subs:
-                del self._topics[topic]
+                del self._topics[key]
+            return True
+        for topic, groups in list(self._cadences.items()):
+            group = groups.get(key)
+            if group is not None:
+                group.subs.pop(client.id, None)
+                if not group.subs:
+                    del groups[key]
+                    if not groups:
+                        del self._cadences[topic]
+                break
         return True
 
     def has_subscribers(self, topic: str) -> bool:
-        return topic in self._topics
+        return topic in self._topics or topic in self._cadences
+
+    async def run_cadence(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                          ) -> None:
+        """Hand each cadence group's latest message to its subscribers once per period.
+
+        Sleeps while there is no group; one task serves every group (their count is the
+        number of distinct topic@period pairs, small).
+        """
+        task_status.started()
+        while True:
+            if not self._cadences:
+                await self._cadence_lot.park()
+                continue
+            now = trio.current_time()
+            next_due = now + 60.0
+            for groups in list(self._cadences.values()):
+                for g in groups.values():
+                    if g.due <= now:
+                        if g.msg is not None:
+                            msg, g.msg = g.msg, None
+                            for client in g.subs.values():
+                                client.outbox.put_latest(g.key, msg)
+                            self._count(msg.kind, len(g.subs))
+                        g.due = max(g.due + g.period, now)
+                    next_due = min(next_due, g.due)
+            with trio.move_on_at(next_due):
+                await self._cadence_lot.park()  # a new group may be due sooner
 
     # -- publishing -------------------------------------------------------------------------
-    def publish_latest(self, topic: str, payload: str) -> int:
-        """Deliver a conflatable message to every subscriber of `topic`; returns how many."""
+    def _count(self, kind: str, n: int) -> None:
+        self.delivered[kind] = self.delivered.get(kind, 0) + n
+
+    def publish_latest(self, topic: str, msg: Msg) -> int:
+        """Deliver a conflatable message to every subscriber of `topic`; returns how many
+        got it now (cadenced subscribers get it at their next period)."""
+        groups = self._cadences.get(topic)
+        if groups is not None:
+            for g in groups.values():
+                g.msg = msg
         subs = self._topics.get(topic)
         if not subs:
             return 0
         for client in subs.values():
-            client.outbox.put_latest(topic, payload)
+            client.outbox.put_latest(topic, msg)
+        self._count(msg.kind, len(subs))
         return len(subs)
 
-    def publish(self, topic: str, payload: str) -> int:
+    def publish(self, topic: str, msg: Msg) -> int:
         """Deliver a lossless message to every subscriber of `topic`."""
         subs = self._topics.get(topic)
         if not subs:
             return 0
-        for client in subs.values():
-            client.outbox.put(payload)
+        for client in list(subs.values()):  # a put may close a slow client, not unsubscribe it
+            client.outbox.put(msg)
+        self._count(msg.kind, len(subs))
         return len(subs)
 
-    def broadcast(self, payload: str) -> int:
+    def broadcast(self, msg: Msg) -> int:
         """Deliver a lossless message to every connected client."""
         for client in self.clients.values():
-            client.outbox.put(payload)
+            client.outbox.put(msg)
+        self._count(msg.kind, len(self.clients))
         return len(self.clients)
 
     # -- introspection ----------------------------------------------------------------------
-    def subscriptions(self) -> dict[str, list[str]]:
-        return {t: sorted({c.user_id for c in subs.values()}) for t, subs in self._topics.items()}
+    def subscriptions(self) -> dict[str, int]:
+        """Hub key -> number of subscribed connections (cadence groups under their key)."""
+        out = {t: len(subs) for t, subs in self._topics.items()}
+        for groups in self._cadences.values():
+            out.update((g.key, len(g.subs)) for g in groups.values())
+        return out
+
+    def connections_of(self, user_id: str) -> int:
+        return self._per_user.get(user_id, 0)
+
+    def conflated_total(self) -> int:
+        return self._conflated_gone + sum(c.outbox.conflated for c in self.clients.values())
 
     def users(self) -> Iterable[str]:
-        return sorted({c.user_id for c in self.clients.values()})
+        return sorted(self._per_user)

@@ -27,16 +27,18 @@ from pathlib import Path
 import trio
 
 from tradestream.config import Settings
-from tradestream.events import Event, Tick
+from tradestream.events import Event
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.session import FeedStatus, run_feed
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.gateway.ws import StaticDemand
 from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.hub import Hub
-from tradestream.pipeline.stages import RouterStats, run_router
+from tradestream.pipeline.stages import MarketState, RouterStats, run_router
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.store import migrate
 from tradestream.store.spool import Spool
@@ -61,6 +63,8 @@ class Running:
     feeds: list[FeedStatus]
     router: RouterStats
     flusher: FlusherStats
+    state: MarketState
+    metrics: GatewayMetrics
     started_at: float = field(default_factory=time.time)
 
 
@@ -95,8 +99,11 @@ async def run_service(
     await trio.to_thread.run_sync(migrate.check, engine)
 
     hub = Hub(outbox_max=s.gateway.outbox_max)
-    auth = Authenticator(s.gateway.jwt_secret)
-    latest: dict[str, Tick] = {}
+    g = s.gateway
+    auth = Authenticator(g.jwt_secret, algorithm=g.jwt_algorithm, public_key=g.jwt_public_key,
+                         leeway_s=g.jwt_leeway_s)
+    state = MarketState()
+    metrics = GatewayMetrics()
     feeds: list[FeedStatus] = []
     router_stats, flusher_stats, recorder_stats = RouterStats(), FlusherStats(), RecorderStats()
     events_out, events_in = trio.open_memory_channel[Event](s.pipeline.tick_buffer)  # block
@@ -109,6 +116,8 @@ async def run_service(
             "active_connections": len(hub.clients),
             "active_users": list(hub.users()),
             "subscriptions": hub.subscriptions(),
+            "outboxes": {"queued": sum(len(c.outbox) for c in hub.clients.values()),
+                         "conflated": hub.conflated_total()},
             "price_streamer_running": any(f.state == "streaming" for f in feeds),
             "upstream": [f.as_dict() for f in feeds],
             "queues": _channel_stats(("events", events_out), ("store", store_out)),
@@ -124,13 +133,17 @@ async def run_service(
             if s.sim.enabled and replay is None:
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
-            ctx = GatewayContext(hub=hub, auth=auth, streamed=frozenset(s.kis.watchlist),
-                                 latest=latest, status=status, engine=engine,
-                                 ping_interval_s=s.gateway.ping_interval_s,
-                                 max_missed_pongs=s.gateway.max_missed_pongs)
-            binds = await outer.start(
-                serve_app, create_app(ctx), s.gateway.host, s.gateway.port
-            )
+            prices, books = streamed_codes(s)
+            ctx = GatewayContext(hub=hub, auth=auth, latest=state.latest, status=status,
+                                 engine=engine, ping_interval_s=g.ping_interval_s,
+                                 max_missed_pongs=g.max_missed_pongs, settings=g,
+                                 metrics=metrics, books=state.books, last=state.last,
+                                 accounts=state.accounts, demand=StaticDemand(prices, books))
+            await outer.start(hub.run_cadence)
+            binds = await outer.start(partial(
+                serve_app, create_app(ctx), g.host, g.port, graceful_s=g.graceful_s,
+                max_message_bytes=g.max_message_bytes, write_timeout_s=g.send_timeout_s,
+                on_write_timeout=metrics.closes.labels("send_timeout").inc))
             base = binds[0]
             async with trio.open_nursery() as draining:
                 sink = ThreadedSink(EventWriter(engine).write)
@@ -141,7 +154,7 @@ async def run_service(
                 spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
                 await draining.start(partial(run_flusher, store_in, sink, policy, flusher_stats,
                                              spool, transient=transient))
-                await draining.start(run_router, events_in, store_out, hub, latest,
+                await draining.start(run_router, events_in, store_out, hub, state,
                                      router_stats)
                 if record is not None:
                     await draining.start(run_recorder, frames_in, record, recorder_stats)
@@ -159,7 +172,7 @@ async def run_service(
                     task_status.started(Running(
                         url=base, ws_url=ws_url(base, "/api/ws"), stop=intake.cancel_scope.cancel,
                         hub=hub, auth=auth, sim=sim, feeds=feeds, router=router_stats,
-                        flusher=flusher_stats,
+                        flusher=flusher_stats, state=state, metrics=metrics,
                     ))
                 log.info("intake stopped; draining the pipeline")
             log.info("pipeline drained: %d events received, %d stored in %d batches",
@@ -170,6 +183,17 @@ async def run_service(
             outer.cancel_scope.cancel()
     finally:
         engine.dispose()
+
+
+_PRICE_TRS = {"H0STCNT0", "H0NXCNT0", "H0UNCNT0", "S3_", "K3_"}
+_BOOK_TRS = {"H0STASP0", "H0NXASP0", "H0UNASP0", "H1_", "HA_"}
+
+
+def streamed_codes(s: Settings) -> tuple[frozenset[str], frozenset[str]]:
+    """Codes with trades, and codes with order books, registered upstream."""
+    regs = list(s.kis.registrations()) + (list(s.ls.subscriptions) if s.ls.enabled else [])
+    return (frozenset(k for tr, k in regs if tr in _PRICE_TRS),
+            frozenset(k for tr, k in regs if tr in _BOOK_TRS))
 
 
 async def _start_feeds(

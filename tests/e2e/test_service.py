@@ -160,6 +160,7 @@ async def test_auth_failures_close_with_4401(settings: Settings) -> None:
         async with service(settings) as running:
             for query, reason in (("", "missing token"), ("?token=garbage", "invalid token")):
                 async with open_websocket_url(running.ws_url + query) as ws:
+                    await send(ws, type="subscribe", topic="price:005930")  # not an auth message
                     with pytest.raises(ConnectionClosed) as closed:
                         await ws.get_message()
                     assert closed.value.reason.code == 4401
@@ -207,10 +208,13 @@ async def test_status_endpoint(settings: Settings) -> None:
                 await recv(ws)
                 await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
                 async with httpx.AsyncClient(base_url=running.url) as http:
-                    status = (await http.get("/api/ws/status")).json()
+                    anonymous = await http.get("/api/ws/status")
+                    status = (await http.get("/api/ws/status",
+                                             params={"token": token(running)})).json()
+    assert anonymous.status_code == 401
     assert status["active_connections"] == 1
     assert status["active_users"] == ["bob"]
-    assert status["subscriptions"] == {"price:005930": ["bob"]}
+    assert status["subscriptions"] == {"price:005930": 1}
     assert status["price_streamer_running"] is True
     (upstream,) = status["upstream"]
     assert upstream["state"] == "streaming"

@@ -11,19 +11,29 @@ from tradestream.hub import (
     CLOSE_SLOW_CONSUMER,
     CloseRequest,
     Hub,
+    Msg,
     Outbox,
     run_heartbeat,
 )
 
 
+def M(text: str) -> Msg:  # noqa: N802
+    return Msg(text, "price_update")
+
+
+def texts(batch: object) -> list[str]:
+    assert isinstance(batch, list)
+    return [m.payload for m in batch]
+
+
 async def test_outbox_conflates_latest_per_topic_and_keeps_order() -> None:
     box = Outbox(max_lossless=10)
-    box.put("reply-1")
-    box.put_latest("price:A", "A1")
-    box.put_latest("price:B", "B1")
-    box.put_latest("price:A", "A2")  # replaces A1 in place, keeps A's place in the queue
-    box.put("reply-2")
-    assert await box.get_batch(100) == ["reply-1", "A2", "B1", "reply-2"]
+    box.put(M("reply-1"))
+    box.put_latest("price:A", M("A1"))
+    box.put_latest("price:B", M("B1"))
+    box.put_latest("price:A", M("A2"))  # replaces A1 in place, keeps A's place in the queue
+    box.put(M("reply-2"))
+    assert texts(await box.get_batch(100)) == ["reply-1", "A2", "B1", "reply-2"]
     assert box.conflated == 1
     assert box.sent == 4
 
@@ -31,30 +41,30 @@ async def test_outbox_conflates_latest_per_topic_and_keeps_order() -> None:
 async def test_outbox_batch_limit_takes_oldest_first() -> None:
     box = Outbox(max_lossless=10)
     for i in range(5):
-        box.put(str(i))
-    assert await box.get_batch(2) == ["0", "1"]
-    assert await box.get_batch(10) == ["2", "3", "4"]
+        box.put(M(str(i)))
+    assert texts(await box.get_batch(2)) == ["0", "1"]
+    assert texts(await box.get_batch(10)) == ["2", "3", "4"]
 
 
 async def test_lossless_overflow_closes_slow_consumer_and_drops_queue() -> None:
     box = Outbox(max_lossless=3)
     for i in range(4):
-        box.put(str(i))
+        box.put(M(str(i)))
     assert box.close_request == CloseRequest(CLOSE_SLOW_CONSUMER, "slow consumer")
     assert len(box) == 0
     assert await box.get_batch(10) == CloseRequest(CLOSE_SLOW_CONSUMER, "slow consumer")
-    box.put("after")  # ignored once closing
+    box.put(M("after"))  # ignored once closing
     assert len(box) == 0
 
 
 async def test_conflated_messages_never_overflow() -> None:
     box = Outbox(max_lossless=2)
     for i in range(10_000):
-        box.put_latest(f"price:{i % 50}", str(i))
+        box.put_latest(f"price:{i % 50}", M(str(i)))
     assert box.close_request is None
     batch = await box.get_batch(1000)
     assert isinstance(batch, list) and len(batch) == 50
-    assert batch[0] == "9950"
+    assert batch[0].payload == "9950"
 
 
 async def test_get_batch_waits_until_something_arrives(autojump_clock: trio.abc.Clock) -> None:
@@ -68,8 +78,8 @@ async def test_get_batch_waits_until_something_arrives(autojump_clock: trio.abc.
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
-        box.put("x")
-    assert got == [["x"]]
+        box.put(M("x"))
+    assert [texts(b) for b in got] == [["x"]]
 
 
 async def test_hub_publish_reaches_only_subscribers() -> None:
@@ -78,11 +88,12 @@ async def test_hub_publish_reaches_only_subscribers() -> None:
     assert hub.subscribe(a, "price:005930")
     assert not hub.subscribe(a, "price:005930")
     hub.subscribe(b, "price:000660")
-    assert hub.publish_latest("price:005930", "p1") == 1
-    assert hub.publish_latest("price:035420", "nobody") == 0
-    assert await a.outbox.get_batch(10) == ["p1"]
+    assert hub.publish_latest("price:005930", M("p1")) == 1
+    assert hub.publish_latest("price:035420", M("nobody")) == 0
+    assert texts(await a.outbox.get_batch(10)) == ["p1"]
     assert len(b.outbox) == 0
-    assert hub.subscriptions() == {"price:005930": ["u1"], "price:000660": ["u2"]}
+    assert hub.subscriptions() == {"price:005930": 1, "price:000660": 1}
+    assert hub.delivered == {"price_update": 1}
 
 
 async def test_hub_disconnect_removes_subscriptions_and_close_all() -> None:
@@ -105,9 +116,9 @@ async def test_heartbeat_pings_and_closes_a_silent_client(autojump_clock: trio.a
     sent: list[float] = []
     t0 = trio.current_time()
 
-    def ping() -> str:
+    def ping() -> Msg:
         sent.append(trio.current_time() - t0)
-        return "ping"
+        return M("ping")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_heartbeat, client, 30.0, 2, ping)
@@ -119,3 +130,60 @@ async def test_heartbeat_pings_and_closes_a_silent_client(autojump_clock: trio.a
     assert sent == [30.0, 60.0, 90.0]
     assert trio.current_time() - t0 == 120.0
     assert client.outbox.close_request == CloseRequest(CLOSE_HEARTBEAT, "no pong to 2 pings")
+
+
+async def test_cadence_delivers_at_most_one_latest_per_period(
+        autojump_clock: trio.abc.Clock) -> None:
+    hub = Hub()
+    fast, slow = hub.connect("u1"), hub.connect("u2")
+    hub.subscribe(fast, "price:005930")
+    assert hub.subscribe(slow, "price:005930", key="price:005930@1s", period=1.0)
+    assert hub.subscriptions() == {"price:005930": 1, "price:005930@1s": 1}
+    got: list[tuple[float, list[str]]] = []
+    t0 = trio.current_time()
+
+    async def read_slow() -> None:
+        while True:
+            batch = await slow.outbox.get_batch(10)
+            got.append((trio.current_time() - t0, texts(batch)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run_cadence)
+        nursery.start_soon(read_slow)
+        await trio.sleep(0.05)  # publish between period boundaries: no ties
+        for i in range(25):  # 10 updates/s for 2.5 s
+            hub.publish_latest("price:005930", M(f"p{i}"))
+            await trio.sleep(0.1)
+        await trio.sleep(1.0)  # nothing new: no further delivery
+        nursery.cancel_scope.cancel()
+    # the direct subscriber gets every update (it reads nothing here: conflated to the last)
+    assert texts(await fast.outbox.get_batch(100)) == ["p24"]
+    # the cadenced one: the latest at each 1 s boundary, nothing when nothing changed
+    assert got == [(1.0, ["p9"]), (2.0, ["p19"]), (3.0, ["p24"])]
+
+
+async def test_cadence_groups_start_and_stop_with_their_subscribers(
+        autojump_clock: trio.abc.Clock) -> None:
+    hub = Hub()
+    a = hub.connect("u1")
+    assert not hub.has_subscribers("price:005930")
+    hub.subscribe(a, "price:005930", key="price:005930@5s", period=5.0)
+    assert hub.has_subscribers("price:005930")  # so the router encodes for it
+    assert hub.unsubscribe(a, "price:005930@5s")
+    assert not hub.has_subscribers("price:005930")
+    assert hub.subscriptions() == {}
+    hub.subscribe(a, "price:005930", key="price:005930@5s", period=5.0)
+    hub.disconnect(a)
+    assert not hub.has_subscribers("price:005930")
+
+
+async def test_per_user_connection_counts() -> None:
+    hub = Hub()
+    a, b, c = hub.connect("u1"), hub.connect("u1"), hub.connect("u2")
+    assert (hub.connections_of("u1"), hub.connections_of("u2")) == (2, 1)
+    hub.disconnect(a)
+    hub.disconnect(c)
+    hub.disconnect(c)  # twice is harmless
+    assert (hub.connections_of("u1"), hub.connections_of("u2")) == (1, 0)
+    assert list(hub.users()) == ["u1"]
+    del b

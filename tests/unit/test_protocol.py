@@ -25,6 +25,10 @@ def test_decode_client_messages() -> None:
     assert protocol.decode_client_message(
         '{"type":"ping","timestamp":"2024-01-01T00:00:00","extra":1}'
     ) == protocol.Ping("2024-01-01T00:00:00")
+    assert protocol.decode_client_message('{"type":"get_price","symbol":"005930"}') == \
+        protocol.GetPrice("005930")
+    assert protocol.decode_client_message('{"type":"get_account"}') == protocol.GetAccount()
+    assert protocol.decode_client_message('{"type":"auth","token":"t"}') == protocol.Auth("t")
 
 
 @pytest.mark.parametrize(
@@ -37,19 +41,15 @@ def test_decode_client_messages() -> None:
         ('{"type":"subscribe"}', "invalid_message"),
         ('{"type":"subscribe","topic":5}', "invalid_message"),
         ("[1,2]", "invalid_message"),
+        ('{"type":"get_price"}', "invalid_message"),
+        ('{"type":"get_price","symbol":5930}', "invalid_message"),
+        ('{"type":"auth"}', "invalid_message"),
     ],
 )
 def test_bad_client_messages_have_stable_codes(raw: str, code: str) -> None:
     with pytest.raises(protocol.ProtocolError) as info:
         protocol.decode_client_message(raw)
     assert info.value.code == code
-
-
-@pytest.mark.parametrize("topic", ["price:", "price:5930", "price:0059301", "orders", "price:00593a"])
-def test_bad_price_topics(topic: str) -> None:
-    with pytest.raises(protocol.ProtocolError) as info:
-        protocol.price_topic_code(topic)
-    assert info.value.code == "unknown_topic"
 
 
 def test_price_update_shape() -> None:
@@ -61,7 +61,8 @@ def test_price_update_shape() -> None:
         "type": "price_update",
         "symbol": "005930",
         "data": {"price": 71000, "change": -500, "change_percent": -0.7, "volume": 1233600,
-                 "timestamp": "2025-01-02T09:30:15+09:00"},
+                 "timestamp": "2025-01-02T09:30:15+09:00", "open": 1, "high": 2, "low": 1,
+                 "ask": 71100, "bid": 71000, "trade_volume": 3},
     }
 
 

@@ -1,53 +1,106 @@
-"""JWT authentication of gateway clients (HS256 with a shared secret)."""
+"""JWT authentication of gateway clients: HS256 with a shared secret, or RS256 with a public key.
+
+Claims: `sub` (the user id, required), `exp` (checked at the handshake and enforced during the
+session), `role` ("user" by default; "admin" may see every account's orders and post signals,
+"producer" may post signals) and `accounts` (the broker accounts whose orders and positions
+this user may see; seed 003's per-user isolation).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import jwt
 
-CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAUTHORIZED = 4401  # missing, malformed or badly signed token
+CLOSE_TOKEN_EXPIRED = 4419  # expired at the handshake, or during the session
 MIN_SECRET_BYTES = 32
+ROLES = ("user", "producer", "admin")
 
 
 class AuthError(Exception):
     """The token is missing or unusable; the message says why (it becomes the close reason)."""
 
+    close_code = CLOSE_UNAUTHORIZED
+
+
+class TokenExpired(AuthError):
+    close_code = CLOSE_TOKEN_EXPIRED
+
 
 @dataclass(frozen=True)
 class Identity:
     user_id: str
-    role: str
-    expires_at: float | None
+    role: str = "user"
+    expires_at: float | None = None  # epoch seconds
+    accounts: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def bearer(headers: Mapping[str, str], args: Mapping[str, str]) -> str | None:
+    """The token from ``Authorization: Bearer ...`` or, failing that, ``?token=``."""
+    header = headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return args.get("token") or None
 
 
 class Authenticator:
-    def __init__(self, secret: str, *, algorithm: str = "HS256", leeway_s: float = 5.0) -> None:
-        if len(secret.encode()) < MIN_SECRET_BYTES:
-            # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable.
-            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
-        self._secret = secret
-        self._algorithm = algorithm
+    """Verifies tokens; issues them too when it holds a signing key (HS256, or RS256 with a
+    private key)."""
+
+    def __init__(self, secret: str = "", *, algorithm: str = "HS256", public_key: str = "",
+                 private_key: str = "", leeway_s: float = 5.0) -> None:
+        if algorithm == "HS256":
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable.
+                raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
+            self._verify_key: str = secret
+            self._sign_key: str | None = secret
+        elif algorithm == "RS256":
+            if not public_key:
+                raise ValueError("RS256 needs the issuer's public key (PEM)")
+            self._verify_key = public_key
+            self._sign_key = private_key or None
+        else:
+            raise ValueError(f"unsupported JWT algorithm {algorithm!r} (HS256 or RS256)")
+        self.algorithm = algorithm
         self._leeway = leeway_s
 
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthError("missing token")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[self._algorithm],
+            claims = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],
                                 leeway=self._leeway, options={"require": ["sub"]})
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
+            raise TokenExpired("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub:
             raise AuthError("invalid token: sub must be a non-empty string")
+        role = claims.get("role", "user")
+        if role not in ROLES:
+            raise AuthError(f"invalid token: unknown role {role!r}")
+        accounts = claims.get("accounts", [])
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            raise AuthError("invalid token: accounts must be a list of strings")
         exp = claims.get("exp")
-        return Identity(sub, str(claims.get("role", "user")), float(exp) if exp else None)
+        return Identity(sub, role, float(exp) if exp else None, frozenset(accounts))
 
-    def issue(self, user_id: str, *, ttl_s: float = 86400.0, role: str = "user") -> str:
+    def issue(self, user_id: str, *, ttl_s: float = 86400.0, role: str = "user",
+              accounts: tuple[str, ...] = ()) -> str:
+        if self._sign_key is None:
+            raise ValueError("this authenticator only verifies (no private key)")
         now = int(time.time())
-        return jwt.encode({"sub": user_id, "role": role, "iat": now, "exp": now + int(ttl_s)},
-                          self._secret, algorithm=self._algorithm)
+        claims: dict[str, object] = {"sub": user_id, "role": role, "iat": now,
+                                     "exp": now + int(ttl_s)}
+        if accounts:
+            claims["accounts"] = list(accounts)
+        return jwt.encode(claims, self._sign_key, algorithm=self.algorithm)

@@ -7,12 +7,11 @@ per event into a `str` shared by every subscriber.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 import msgspec
 
-from tradestream.events import FeedGap, Tick
+from tradestream.events import Execution, FeedGap, News, OrderBook, Tick
 
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type"):
@@ -31,7 +30,22 @@ class Pong(msgspec.Struct, tag="pong", tag_field="type"):
     timestamp: str | None = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Ping | Pong
+class GetPrice(msgspec.Struct, tag="get_price", tag_field="type"):
+    symbol: str
+
+
+class GetAccount(msgspec.Struct, tag="get_account", tag_field="type"):
+    pass
+
+
+class Auth(msgspec.Struct, tag="auth", tag_field="type"):
+    """Authenticate (first message, when the URL and headers carry no token) or refresh the
+    token of a live connection before it expires (same user only)."""
+
+    token: str
+
+
+ClientMessage = Subscribe | Unsubscribe | Ping | Pong | GetPrice | GetAccount | Auth
 _decoder = msgspec.json.Decoder(ClientMessage)
 _encoder = msgspec.json.Encoder()
 
@@ -39,9 +53,10 @@ _encoder = msgspec.json.Encoder()
 class ProtocolError(ValueError):
     """A client message we cannot act on; `code` is stable, the message is for humans."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, topic: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.topic = topic  # the topic the failed request named, echoed in the error
 
 
 def decode_client_message(raw: str | bytes) -> ClientMessage:
@@ -56,17 +71,6 @@ def decode_client_message(raw: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_json", f"Invalid JSON format ({exc})") from None
 
 
-_PRICE_TOPIC = re.compile(r"price:([0-9A-Z]{6})")
-
-
-def price_topic_code(topic: str) -> str:
-    """The stock code of a `price:{code}` topic; ProtocolError for anything else."""
-    m = _PRICE_TOPIC.fullmatch(topic)
-    if m is None:
-        raise ProtocolError("unknown_topic", f"unknown topic {topic!r}; expected price:{{6-char code}}")
-    return m.group(1)
-
-
 # -- server messages ----------------------------------------------------------------------------
 
 
@@ -76,6 +80,12 @@ class PriceData(msgspec.Struct):
     change_percent: float
     volume: int
     timestamp: str
+    open: int
+    high: int
+    low: int
+    ask: int
+    bid: int
+    trade_volume: int
 
 
 class PriceUpdate(msgspec.Struct, tag="price_update", tag_field="type"):
@@ -83,16 +93,95 @@ class PriceUpdate(msgspec.Struct, tag="price_update", tag_field="type"):
     data: PriceData
 
 
+class Price(msgspec.Struct, tag="price", tag_field="type"):
+    """Reply to get_price; `source` says where the quote came from (memory or store)."""
+
+    symbol: str
+    data: PriceData
+    source: str
+
+
+class BookData(msgspec.Struct):
+    asks: list[tuple[int, int]]  # (price, size), best first
+    bids: list[tuple[int, int]]
+    total_ask_size: int
+    total_bid_size: int
+    expected_price: int
+    expected_volume: int
+    timestamp: str
+
+
+class OrderBookUpdate(msgspec.Struct, tag="orderbook_update", tag_field="type"):
+    symbol: str
+    data: BookData
+
+
 def encode(obj: object) -> str:
     return _encoder.encode(obj).decode()
 
 
+def _price_data(t: Tick) -> PriceData:
+    return PriceData(t.price, t.change, t.change_percent, t.volume, t.trade_time.isoformat(),
+                     t.open, t.high, t.low, t.ask, t.bid, t.trade_volume)
+
+
 def price_update(t: Tick) -> str:
     """`price_update` for a trade; `timestamp` is the trade time, ISO 8601 with offset (KST)."""
-    return encode(
-        PriceUpdate(t.code, PriceData(t.price, t.change, t.change_percent, t.volume,
-                                      t.trade_time.isoformat()))
-    )
+    return encode(PriceUpdate(t.code, _price_data(t)))
+
+
+def price(t: Tick, source: str) -> str:
+    return encode(Price(t.code, _price_data(t), source))
+
+
+def orderbook_update(b: OrderBook) -> str:
+    return encode(OrderBookUpdate(b.code, BookData(
+        list(zip(b.ask_prices, b.ask_sizes, strict=True)),
+        list(zip(b.bid_prices, b.bid_sizes, strict=True)),
+        b.total_ask_size, b.total_bid_size, b.expected_price, b.expected_volume,
+        b.quote_time.isoformat())))
+
+
+def order_update(ex: Execution, order: dict[str, object]) -> str:
+    """A notice about one of the caller's orders (seed 003's shape, with the notice itself):
+    `data` is the order as it now stands, `event` what this notice said."""
+    return encode({"type": "order_update", "order_id": ex.order_no, "data": order,
+                   "event": {"kind": ex.kind, "correction": ex.correction,
+                             "rejected": ex.rejected, "quantity": ex.quantity,
+                             "price": ex.price, "time": ex.time.isoformat()}})
+
+
+def news(n: News) -> str:
+    return encode({"type": "news", "data": {
+        "id": n.realkey, "title": n.title, "tickers": n.tickers, "ticker": n.ticker,
+        "media": n.media, "published_at": n.published_at.isoformat()}})
+
+
+def account(snapshot: dict[str, object]) -> str:
+    return encode({"type": "account", "data": snapshot})
+
+
+def strategy_signal(strategy_id: str, data: dict[str, object]) -> str:
+    return encode({"type": "strategy_signal", "strategy_id": strategy_id, "data": data})
+
+
+def signal_update(signal_type: str, signals: list[dict[str, object]], timestamp: str) -> str:
+    """Seed 004's shape: topic signal:{signal_type.lower()}."""
+    return encode({"type": "signal_update", "data": {
+        "signal_type": signal_type.upper(), "signals": signals, "count": len(signals),
+        "timestamp": timestamp}})
+
+
+def market_gate_update(data: dict[str, object]) -> str:
+    return encode({"type": "market_gate_update", "data": data})
+
+
+def index_update(index: str, data: dict[str, object]) -> str:
+    return encode({"type": "index_update", "index": index, "data": data})
+
+
+def alert(code: str, data: dict[str, object]) -> str:
+    return encode({"type": "alert", "symbol": code, "data": data})
 
 
 def now_iso() -> str:
@@ -123,8 +212,14 @@ def pong(timestamp: str | None) -> str:
     return encode({"type": "pong", "timestamp": timestamp or now_iso()})
 
 
-def error(code: str, message: str) -> str:
-    return encode({"type": "error", "code": code, "message": message})
+def error(code: str, message: str, topic: str | None = None) -> str:
+    if topic is None:
+        return encode({"type": "error", "code": code, "message": message})
+    return encode({"type": "error", "code": code, "message": message, "topic": topic})
+
+
+def authenticated(user_id: str, expires_at: float | None) -> str:
+    return encode({"type": "authenticated", "user_id": user_id, "expires_at": expires_at})
 
 
 def feed_gap(g: FeedGap) -> str:

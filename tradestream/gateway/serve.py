@@ -1,13 +1,54 @@
-"""Serve an ASGI app with hypercorn inside the caller's nursery (no signal handling here)."""
+"""Serve an ASGI app with hypercorn inside the caller's nursery (no signal handling here).
+
+One change to hypercorn's trio server: a bounded socket write. Hypercorn shields every
+`send_all`, so a peer that stops reading (a full socket buffer) blocks its connection's task
+for ever, out of reach of any cancel scope; the app cannot even close it. `_BoundedTCPServer`
+keeps the shield (a cancelled write would corrupt the stream) but gives it a deadline: a write
+that makes no progress for `write_timeout_s` aborts the connection, and the app sees a
+disconnect. Installed once, by name, where hypercorn's trio runner looks it up.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import hypercorn.trio.run
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import Framework
+
+log = logging.getLogger(__name__)
+
+
+class _BoundedTCPServer(TCPServer):
+    async def protocol_send(self, event: Event) -> None:
+        timeout = getattr(self.config, "write_timeout_s", None)
+        if not isinstance(event, RawData) or timeout is None:
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.relative_deadline = timeout
+                    await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+                return
+            if scope.cancelled_caught:
+                hook: Callable[[], None] | None = getattr(self.config, "on_write_timeout", None)
+                log.warning("socket write blocked for %gs: the peer stopped reading; aborting "
+                            "the connection", timeout)
+                if hook is not None:
+                    hook()
+                await trio.aclose_forcefully(self.stream)
+                await self.protocol.handle(Closed())
+
+
+hypercorn.trio.run.TCPServer = _BoundedTCPServer  # type: ignore[misc]
 
 
 async def serve_app(
@@ -17,6 +58,8 @@ async def serve_app(
     *,
     graceful_s: float = 2.0,
     max_message_bytes: int = 64 * 1024,
+    write_timeout_s: float | None = None,
+    on_write_timeout: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on host:port until cancelled.
@@ -24,7 +67,9 @@ async def serve_app(
     started(): the socket is listening; the value is hypercorn's bound URLs, e.g.
     ``["http://127.0.0.1:39821"]`` (port 0 picks a free port). Signals are the CLI's job, so
     the shutdown trigger never fires: the owner stops the server by cancelling this task,
-    after it has closed its WebSocket clients itself (STACK-NOTES §2).
+    after it has closed its WebSocket clients itself (STACK-NOTES §2). With `write_timeout_s`,
+    a connection whose socket accepts nothing for that long is aborted (`on_write_timeout`
+    is called first).
     """
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -32,6 +77,8 @@ async def serve_app(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_max_message_size = max_message_bytes
+    config.write_timeout_s = write_timeout_s  # type: ignore[attr-defined]
+    config.on_write_timeout = on_write_timeout  # type: ignore[attr-defined]
     await serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)
 
 

@@ -1,0 +1,125 @@
+"""Prometheus metrics of the gateway and the pipeline (`GET /metrics`).
+
+Hot-path counts (messages queued per type, conflations) are plain integers kept by the hub and
+the outboxes and read at scrape time by a collector, so a delivery costs no metric call. The
+latency histogram is observed once per frame written, with the oldest event in the frame:
+upstream receive (the event's `received_ns`) to the socket write returning.
+Each service instance has its own registry (tests run many services in one process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tradestream.hub import Hub, Msg
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections_opened = Counter(
+            "tradestream_ws_connections_opened", "WebSocket connections authenticated", registry=r)
+        self.closes = Counter("tradestream_ws_closes", "Connections closed by the server, by reason",
+                              ["reason"], registry=r)
+        self.auth_failures = Counter("tradestream_ws_auth_failures",
+                                     "Rejected handshakes and tokens, by reason", ["reason"],
+                                     registry=r)
+        self.messages_in = Counter("tradestream_ws_messages_in", "Client messages, by type",
+                                   ["type"], registry=r)
+        self.dropped_in = Counter("tradestream_ws_messages_dropped",
+                                  "Client messages dropped, by reason", ["reason"], registry=r)
+        self.errors = Counter("tradestream_ws_errors", "error replies, by code", ["code"],
+                              registry=r)
+        self.frames_out = Counter("tradestream_ws_frames_out", "WebSocket frames written",
+                                  registry=r)
+        self.latency = Histogram(
+            "tradestream_delivery_latency_seconds",
+            "Upstream receive to socket write, oldest event of each frame", buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.slow_consumers = Gauge("tradestream_ws_send_blocked",
+                                    "Connections whose socket write is blocked right now",
+                                    registry=r)
+
+    def observe_frame(self, batch: list[Msg]) -> None:
+        self.frames_out.inc()
+        oldest = 0
+        for m in batch:
+            if m.ns and (oldest == 0 or m.ns < oldest):
+                oldest = m.ns
+        if oldest:
+            self.latency.observe((time.time_ns() - oldest) / 1e9)
+
+    def attach(self, hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
+        """Export the hub's counters and the service status at scrape time."""
+        self.registry.register(_StatusCollector(hub, status))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StatusCollector(Collector):
+    def __init__(self, hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
+        self._hub = hub
+        self._status = status
+
+    def collect(self) -> Iterator[Any]:
+        hub = self._hub
+        g = GaugeMetricFamily("tradestream_ws_connections", "Open WebSocket connections")
+        g.add_metric([], len(hub.clients))
+        yield g
+        g = GaugeMetricFamily("tradestream_ws_subscriptions", "Subscriptions over all connections")
+        g.add_metric([], sum(hub.subscriptions().values()))
+        yield g
+        c = CounterMetricFamily("tradestream_ws_messages_out",
+                                "Messages queued to clients, by type", labels=["type"])
+        for kind, n in sorted(hub.delivered.items()):
+            c.add_metric([kind], n)
+        yield c
+        c = CounterMetricFamily("tradestream_ws_conflated",
+                                "Messages replaced by a newer one before being sent")
+        c.add_metric([], hub.conflated_total())
+        yield c
+        st = self._status()
+        g = GaugeMetricFamily("tradestream_queue_depth", "Items waiting on a pipeline edge",
+                              labels=["edge"])
+        for edge, q in st.get("queues", {}).items():
+            g.add_metric([edge], q["depth"])
+        yield g
+        g = GaugeMetricFamily("tradestream_upstream_streaming",
+                              "1 while an upstream session streams", labels=["session"])
+        c = CounterMetricFamily("tradestream_upstream_frames", "Frames received upstream",
+                                labels=["session"])
+        for f in st.get("upstream", []):
+            g.add_metric([f["name"]], 1 if f["state"] == "streaming" else 0)
+            c.add_metric([f["name"]], f.get("frames", 0))
+        yield g
+        yield c
+        c = CounterMetricFamily("tradestream_events", "Events through the router, by type",
+                                labels=["type"])
+        for kind, n in st.get("router", {}).get("by_type", {}).items():
+            c.add_metric([kind], n)
+        yield c
+        store = st.get("store", {})
+        c = CounterMetricFamily("tradestream_store_rows", "Rows written to the database")
+        c.add_metric([], store.get("rows", 0))
+        yield c
+        g = GaugeMetricFamily("tradestream_store_spooled_rows", "Rows waiting in the disk spool")
+        g.add_metric([], store.get("spool_rows", 0))
+        yield g
+        slots = st.get("slots")
+        if isinstance(slots, dict):
+            g = GaugeMetricFamily("tradestream_slots_used", "Upstream registrations in use",
+                                  labels=["session"])
+            for name, u in slots.get("usage", {}).items():
+                g.add_metric([name], u["used"])
+            yield g

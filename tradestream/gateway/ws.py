@@ -1,0 +1,405 @@
+"""One WebSocket connection: authentication, limits, the client protocol and the sender.
+
+Each connection runs in its own nursery: the handler body reads client messages, a sender
+drains the client's `Outbox` into the socket, a heartbeat pings, and a watcher closes the
+connection when its token expires. Everything the server says goes through the outbox, so
+there is one writer per socket and ordering is kept.
+
+A client that stops reading fills its socket buffer and blocks the sender's write; publishing
+never waits for it (the hub only queues), and after `send_timeout_s` without progress the server
+aborts the connection (gateway/serve.py). Nobody else is delayed at any point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import trio
+from quart import websocket
+from sqlalchemy.engine import Engine
+
+from tradestream.accounts import AccountBook
+from tradestream.config import GatewaySettings
+from tradestream.events import OrderBook, Tick
+from tradestream.gateway import protocol
+from tradestream.gateway.auth import AuthError, Authenticator, Identity, TokenExpired, bearer
+from tradestream.gateway.limits import TokenBucket
+from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.gateway.topics import Topic, parse_topic
+from tradestream.hub import (
+    CLOSE_GOING_AWAY,
+    CLOSE_HEARTBEAT,
+    CLOSE_SLOW_CONSUMER,
+    Client,
+    CloseRequest,
+    Hub,
+    Msg,
+    run_heartbeat,
+)
+from tradestream.store import reads
+
+log = logging.getLogger("tradestream.gateway")
+
+MAX_BATCH_MESSAGES = 256  # messages taken from an outbox per wake-up
+MAX_STORE_LOOKUPS = 2  # get_price store fallbacks in flight per connection
+CLOSE_TOKEN_EXPIRED = 4419
+CLOSE_RATE_LIMITED = 4429
+CLOSE_TOO_MANY = 4429
+CLOSE_TRY_AGAIN_LATER = 1013  # server full
+CLOSE_REASONS = {CLOSE_GOING_AWAY: "shutdown", CLOSE_HEARTBEAT: "heartbeat",
+                 CLOSE_SLOW_CONSUMER: "slow_consumer", CLOSE_TOKEN_EXPIRED: "token_expired",
+                 CLOSE_RATE_LIMITED: "rate_limited"}
+
+
+class Demand(Protocol):
+    """Upstream data for a client's topic: granted, or refused with a ProtocolError."""
+
+    def claim(self, owner: int, topic: Topic) -> None: ...
+
+    def release(self, owner: int, topic: Topic) -> None: ...
+
+
+@dataclass
+class StaticDemand:
+    """Fixed upstream registrations: a price or order-book topic is served only for a code
+    that is streamed (`not_streamed` otherwise)."""
+
+    prices: frozenset[str] = frozenset()
+    books: frozenset[str] = frozenset()
+
+    def claim(self, owner: int, topic: Topic) -> None:
+        if topic.kind == "price" and topic.arg not in self.prices:
+            raise protocol.ProtocolError("not_streamed", f"{topic.arg} is not on the watchlist")
+        if topic.kind == "orderbook" and topic.arg not in self.books:
+            raise protocol.ProtocolError("not_streamed",
+                                         f"no order-book stream for {topic.arg}")
+
+    def release(self, owner: int, topic: Topic) -> None:
+        pass
+
+
+@dataclass
+class GatewayContext:
+    hub: Hub
+    auth: Authenticator
+    streamed: frozenset[str] = frozenset()  # codes with trades upstream (StaticDemand)
+    latest: Mapping[str, Tick] = field(default_factory=dict)  # latest trade per code
+    status: Callable[[], dict[str, Any]] = dict
+    engine: Engine | None = None  # for REST reads and get_price's fallback
+    ping_interval_s: float = 30.0  # server heartbeat (seed 004)
+    max_missed_pongs: int = 2
+    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    books: Mapping[str, OrderBook] = field(default_factory=dict)  # latest book per code
+    last: Mapping[str, Msg] = field(default_factory=dict)  # latest index / gate message
+    accounts: AccountBook = field(default_factory=AccountBook)
+    demand: Demand | None = None
+
+    def __post_init__(self) -> None:
+        if self.demand is None:
+            self.demand = StaticDemand(self.streamed, frozenset(self.books))
+        self._roles = dict(self.settings.topic_roles)
+
+    def roles_for(self, kind: str) -> tuple[str, ...] | None:
+        return self._roles.get(kind)
+
+
+def reply(payload: str) -> Msg:
+    return Msg(payload, "reply")
+
+
+async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
+    """The body of a WebSocket route: authenticate, admit, then run the connection."""
+    await websocket.accept()
+    m = ctx.metrics
+    try:
+        token = bearer(websocket.headers, websocket.args)
+        identity = (ctx.auth.verify(token) if token is not None
+                    else await _auth_by_message(ctx))
+    except AuthError as exc:
+        m.auth_failures.labels("expired" if isinstance(exc, TokenExpired) else "invalid").inc()
+        log.info("ws auth_failure remote=%s reason=%r", websocket.remote_addr, str(exc))
+        await websocket.close(exc.close_code, str(exc))
+        return
+    s, hub = ctx.settings, ctx.hub
+    if len(hub.clients) >= s.max_connections:
+        m.closes.labels("server_full").inc()
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
+        return
+    if hub.connections_of(identity.user_id) >= s.max_connections_per_user:
+        m.closes.labels("too_many_connections").inc()
+        await websocket.close(CLOSE_TOO_MANY, f"at most {s.max_connections_per_user} "
+                              "connections per user")
+        return
+    batch = websocket.args.get("batch", "") in ("1", "true")
+    client = hub.connect(identity.user_id, batch=batch)
+    m.connections_opened.inc()
+    log.info("ws connect client=%d user=%s role=%s batch=%s remote=%s", client.id,
+             identity.user_id, identity.role, batch, websocket.remote_addr)
+    conn = Connection(ctx, client, identity)
+    topics: list[str] = []
+    if presubscribe:  # /ws?subscribe=a,b,c (seed 004)
+        topics = [t for t in websocket.args.get("subscribe", "").split(",") if t.strip()]
+    try:
+        await conn.run([t.strip() for t in topics])
+    finally:
+        conn.release_all()
+        hub.disconnect(client)
+        log.info("ws disconnect client=%d user=%s close=%s", client.id, identity.user_id,
+                 client.outbox.close_request)
+
+
+async def _auth_by_message(ctx: GatewayContext) -> Identity:
+    """No token in the URL or headers: the first message must be {"type": "auth", ...}."""
+    timeout = ctx.settings.handshake_timeout_s
+    with trio.move_on_after(timeout):
+        raw = await websocket.receive()
+        try:
+            msg = protocol.decode_client_message(raw)
+        except protocol.ProtocolError as exc:
+            raise AuthError(f"expected an auth message first ({exc})") from None
+        if not isinstance(msg, protocol.Auth):
+            raise AuthError("missing token: send ?token=, an Authorization header, or an "
+                            "auth message first")
+        return ctx.auth.verify(msg.token)
+    raise AuthError(f"no token within {timeout:g}s")
+
+
+class Connection:
+    def __init__(self, ctx: GatewayContext, client: Client, identity: Identity) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.identity = identity
+        self.subs: dict[str, tuple[Topic, list[str]]] = {}  # as subscribed -> (topic, hub keys)
+        s = ctx.settings
+        self.bucket = TokenBucket(s.rate_per_s, s.rate_burst, trio.current_time())
+        self.dropped_in_a_row = 0
+        self._expiry_scope = trio.CancelScope()
+        self._lookups = trio.CapacityLimiter(MAX_STORE_LOOKUPS)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, presubscribe: list[str]) -> None:
+        ctx, out = self.ctx, self.client.outbox
+        out.put(reply(protocol.connected(self.client.id, self.client.user_id)))
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._sender)
+            nursery.start_soon(run_heartbeat, self.client, ctx.ping_interval_s,
+                               ctx.max_missed_pongs, lambda: Msg(protocol.ping(), "ping"))
+            nursery.start_soon(self._expiry)
+            for topic in presubscribe:
+                self._guard(self._subscribe, topic)
+            while True:
+                self.on_message(await websocket.receive())
+
+    # -- writing -----------------------------------------------------------------------------
+    async def _sender(self) -> None:
+        client, m = self.client, self.ctx.metrics
+        outbox, timeout = client.outbox, self.ctx.settings.send_timeout_s
+        assert self._nursery is not None
+        while True:
+            batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
+            if isinstance(batch, CloseRequest):
+                m.closes.labels(CLOSE_REASONS.get(batch.code, str(batch.code))).inc()
+                with trio.move_on_after(timeout):
+                    await websocket.close(batch.code, batch.reason)
+                self._nursery.cancel_scope.cancel()
+                return
+            # A write that cannot finish within `send_timeout_s` is aborted by the server
+            # (gateway/serve.py); this write then returns and the handler sees a disconnect.
+            if client.batch and len(batch) > 1:
+                # One frame for all that is queued: the per-frame cost dominates
+                # (STACK-NOTES §3), and nothing waits for a batch to fill.
+                await websocket.send("[" + ",".join([x.payload for x in batch]) + "]")
+            else:
+                for x in batch:
+                    await websocket.send(x.payload)
+            m.observe_frame(batch)
+
+    async def _expiry(self) -> None:
+        """Close the connection when its token expires; an `auth` refresh restarts the wait."""
+        while True:
+            with self._expiry_scope:
+                exp = self.identity.expires_at
+                if exp is None:
+                    await trio.sleep_forever()
+                await trio.sleep(max(0.0, exp - time.time()))
+                log.info("ws token_expired client=%d user=%s", self.client.id,
+                         self.client.user_id)
+                self.client.outbox.close(CLOSE_TOKEN_EXPIRED, "token expired")
+                return
+            self._expiry_scope = trio.CancelScope()
+
+    # -- reading -----------------------------------------------------------------------------
+    def on_message(self, raw: str | bytes) -> None:
+        s, m, out = self.ctx.settings, self.ctx.metrics, self.client.outbox
+        if not self.bucket.take(trio.current_time()):
+            self.dropped_in_a_row += 1
+            m.dropped_in.labels("rate_limited").inc()
+            if self.dropped_in_a_row == 1:
+                out.put(reply(protocol.error(
+                    "rate_limited", f"more than {s.rate_per_s:g} messages/s (burst "
+                    f"{s.rate_burst}); messages are dropped until the rate falls")))
+            elif self.dropped_in_a_row > s.rate_close_after:
+                out.close(CLOSE_RATE_LIMITED, "rate limit exceeded")
+            return
+        self.dropped_in_a_row = 0
+        self._guard(self._dispatch, raw)
+
+    def _guard(self, fn: Callable[[Any], None], arg: Any) -> None:
+        try:
+            fn(arg)
+        except protocol.ProtocolError as exc:
+            self.ctx.metrics.errors.labels(exc.code).inc()
+            log.info("ws error client=%d code=%s %s", self.client.id, exc.code, exc)
+            self.client.outbox.put(reply(protocol.error(exc.code, str(exc), exc.topic)))
+
+    def _dispatch(self, raw: str | bytes) -> None:
+        msg = protocol.decode_client_message(raw)
+        self.ctx.metrics.messages_in.labels(type(msg).__struct_config__.tag).inc()
+        out = self.client.outbox
+        if isinstance(msg, protocol.Pong):
+            self.client.unanswered_pings = 0
+        elif isinstance(msg, protocol.Ping):
+            out.put(reply(protocol.pong(msg.timestamp)))
+        elif isinstance(msg, protocol.Subscribe):
+            self._subscribe(msg.topic)
+        elif isinstance(msg, protocol.Unsubscribe):
+            self._unsubscribe(msg.topic)
+        elif isinstance(msg, protocol.GetPrice):
+            self._get_price(msg.symbol)
+        elif isinstance(msg, protocol.GetAccount):
+            accounts = (self.ctx.accounts.accounts() if self.identity.is_admin
+                        else self.identity.accounts)
+            out.put(reply(protocol.account(self.ctx.accounts.snapshot(accounts))))
+        elif isinstance(msg, protocol.Auth):
+            self._refresh(msg.token)
+
+    def _refresh(self, token: str) -> None:
+        try:
+            identity = self.ctx.auth.verify(token)
+        except AuthError as exc:
+            raise protocol.ProtocolError("auth_failed", str(exc)) from None
+        if identity.user_id != self.identity.user_id:
+            raise protocol.ProtocolError("auth_failed", "a refreshed token must be for the "
+                                         "same user")
+        self.identity = identity
+        self._expiry_scope.cancel()
+        self.client.outbox.put(reply(protocol.authenticated(identity.user_id,
+                                                            identity.expires_at)))
+
+    # -- subscriptions -----------------------------------------------------------------------
+    def _hub_keys(self, topic: Topic) -> list[str]:
+        """Private topics route per account: a user only ever gets their own accounts' orders;
+        an admin's order topics cover every account."""
+        if topic.kind != "order":
+            return [topic.raw if topic.cadence_s else topic.name]
+        suffix = "" if topic.arg == "*" else ":" + str(topic.arg)
+        if self.identity.is_admin:
+            return ["order@*" + suffix]
+        if not self.identity.accounts:
+            raise protocol.ProtocolError("forbidden", "your token grants no accounts",
+                                         topic.raw)
+        return [f"order@{a}{suffix}" for a in sorted(self.identity.accounts)]
+
+    def _subscribe(self, raw_topic: str) -> None:
+        try:
+            self._subscribe_topic(raw_topic)
+        except protocol.ProtocolError as exc:
+            exc.topic = exc.topic or raw_topic
+            raise
+
+    def _subscribe_topic(self, raw_topic: str) -> None:
+        out, hub = self.client.outbox, self.ctx.hub
+        if raw_topic in self.subs:
+            out.put(reply(protocol.subscribed(raw_topic)))
+            return
+        topic = parse_topic(raw_topic)
+        if len(self.subs) >= self.ctx.settings.max_subscriptions:
+            raise protocol.ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.ctx.settings.max_subscriptions} subscriptions per connection",
+                raw_topic)
+        roles = self.ctx.roles_for(topic.kind)
+        if roles is not None and self.identity.role not in roles:
+            raise protocol.ProtocolError("forbidden", f"{topic.kind} topics need role "
+                                         + " or ".join(roles), raw_topic)
+        keys = self._hub_keys(topic)
+        assert self.ctx.demand is not None
+        self.ctx.demand.claim(self.client.id, topic)
+        for key in keys:
+            if topic.cadence_s:
+                hub.subscribe(self.client, topic.name, key=key, period=topic.cadence_s)
+            else:
+                hub.subscribe(self.client, key)
+        self.subs[raw_topic] = (topic, keys)
+        log.info("ws subscribe client=%d topic=%s", self.client.id, raw_topic)
+        out.put(reply(protocol.subscribed(raw_topic)))
+        snapshot = self._snapshot(topic)
+        if snapshot is not None:  # the current value at once, rather than at the next update
+            out.put_latest(keys[0], snapshot)
+
+    def _snapshot(self, topic: Topic) -> Msg | None:
+        ctx = self.ctx
+        if topic.kind == "price":
+            tick = ctx.latest.get(str(topic.arg))
+            return Msg(protocol.price_update(tick), "price_update") if tick else None
+        if topic.kind == "orderbook":
+            book = ctx.books.get(str(topic.arg))
+            return Msg(protocol.orderbook_update(book), "orderbook_update") if book else None
+        if topic.conflatable:
+            return ctx.last.get(topic.name)
+        return None
+
+    def _unsubscribe(self, raw_topic: str) -> None:
+        entry = self.subs.pop(raw_topic, None)
+        if entry is None:
+            raise protocol.ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}",
+                                         raw_topic)
+        topic, keys = entry
+        for key in keys:
+            self.ctx.hub.unsubscribe(self.client, key)
+        assert self.ctx.demand is not None
+        self.ctx.demand.release(self.client.id, topic)
+        log.info("ws unsubscribe client=%d topic=%s", self.client.id, raw_topic)
+        self.client.outbox.put(reply(protocol.unsubscribed(raw_topic)))
+
+    def release_all(self) -> None:
+        assert self.ctx.demand is not None
+        for topic, _ in self.subs.values():
+            self.ctx.demand.release(self.client.id, topic)
+        self.subs.clear()
+
+    # -- requests ----------------------------------------------------------------------------
+    def _get_price(self, symbol: str) -> None:
+        if not (isinstance(symbol, str) and len(symbol) == 6 and symbol.isalnum()):
+            raise protocol.ProtocolError("invalid_message", "symbol must be a 6-char code")
+        tick = self.ctx.latest.get(symbol)
+        if tick is not None:
+            self.client.outbox.put(reply(protocol.price(tick, "memory")))
+            return
+        if self.ctx.engine is None or self._nursery is None:
+            raise protocol.ProtocolError("no_data", f"no price known for {symbol}")
+        if self._lookups.borrowed_tokens >= MAX_STORE_LOOKUPS:
+            raise protocol.ProtocolError("busy", "too many price lookups in flight")
+        self._nursery.start_soon(self._price_from_store, symbol)
+
+    async def _price_from_store(self, symbol: str) -> None:
+        assert self.ctx.engine is not None
+        rows = await trio.to_thread.run_sync(
+            partial(reads.recent_ticks, self.ctx.engine, symbol, None, 1), limiter=self._lookups)
+        out = self.client.outbox
+        if not rows:
+            out.put(reply(protocol.error("no_data", f"no price known for {symbol}")))
+            return
+        r = rows[-1]
+        out.put(reply(protocol.encode({
+            "type": "price", "symbol": symbol, "source": "store",
+            "data": {"price": r["price"], "change": r["change"],
+                     "change_percent": r["change_percent"], "volume": r["volume"],
+                     "timestamp": r["time"], "trade_volume": r["trade_volume"]}})))

@@ -9,9 +9,9 @@ import sys
 
 import trio
 
-from tradestream.bench import reconnect, store
+from tradestream.bench import fanout, reconnect, store
 
-SCENARIOS = {"store": store.main, "reconnect": reconnect.main}
+SCENARIOS = {"store": store.main, "reconnect": reconnect.main, "fanout": fanout.main}
 
 
 def main() -> int:

@@ -14,6 +14,9 @@ from tradestream.gateway import protocol
 from tradestream.hub import Hub, Msg
 
 
+DRAIN_MAX = 1024  # events taken from the channel per wake-up
+
+
 @dataclass
 class RouterStats:
     ticks: int = 0
@@ -63,44 +66,64 @@ async def run_router(
     has = hub.has_subscribers
     with events_in, store_out:
         task_status.started()
-        async for ev in events_in:
-            stats.events += 1
-            stats.by_type[type(ev).__name__] += 1
-            stats.by_source[ev.source] += 1
-            if isinstance(ev, Tick):
-                stats.ticks += 1
-                state.latest[ev.code] = ev
-                topic = "price:" + ev.code
-                if has(topic):
-                    hub.publish_latest(topic, Msg(protocol.price_update(ev), "price_update",
-                                                  ev.received_ns))
-                    stats.published += 1
-            elif isinstance(ev, OrderBook):
-                state.books[ev.code] = ev
-                topic = "orderbook:" + ev.code
-                if has(topic):
-                    hub.publish_latest(topic, Msg(protocol.orderbook_update(ev),
-                                                  "orderbook_update", ev.received_ns))
-                    stats.published += 1
-            elif isinstance(ev, Execution):
-                order, change = state.accounts.apply(ev)
-                keys = order_keys(ev)
-                if any(has(k) for k in keys):
-                    msg = Msg(protocol.order_update(ev, order.as_dict()), "order_update",
-                              ev.received_ns)
-                    for k in keys:
-                        hub.publish(k, msg)
-                    stats.published += 1
-                if change is not None and on_holding is not None:
-                    on_holding(change)
-            elif isinstance(ev, News):
-                topics = ["news", *dict.fromkeys("news:" + t for t in ev.tickers)]
-                if any(has(t) for t in topics):
-                    msg = Msg(protocol.news(ev), "news", ev.received_ns)
-                    for t in topics:
-                        hub.publish(t, msg)
-                    stats.published += 1
-            elif isinstance(ev, FeedGap):
-                # every client: silence is not a quiet market
-                hub.broadcast(Msg(protocol.feed_gap(ev), "feed_gap"))
-            await store_out.send(ev)
+        while True:
+            # Take everything already queued before yielding: publishing a burst in one go lets
+            # the outboxes conflate and coalesce it, where one event per scheduler pass would
+            # hand the clients one frame each and leave the backlog in the channel.
+            try:
+                batch = [await events_in.receive()]
+            except trio.EndOfChannel:
+                return
+            try:
+                while len(batch) < DRAIN_MAX:
+                    batch.append(events_in.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                pass
+            for ev in batch:
+                _route(ev, hub, has, state, stats, on_holding)
+            for ev in batch:
+                try:
+                    store_out.send_nowait(ev)
+                except trio.WouldBlock:
+                    await store_out.send(ev)  # the store is behind: block (lossless)
+
+
+def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
+           stats: RouterStats, on_holding: Callable[[HoldingChange], None] | None) -> None:
+    stats.events += 1
+    stats.by_type[type(ev).__name__] += 1
+    stats.by_source[ev.source] += 1
+    if isinstance(ev, Tick):
+        stats.ticks += 1
+        state.latest[ev.code] = ev
+        topic = "price:" + ev.code
+        if has(topic):
+            hub.publish_latest(topic, Msg(protocol.price_update(ev), "price_update",
+                                          ev.received_ns))
+            stats.published += 1
+    elif isinstance(ev, OrderBook):
+        state.books[ev.code] = ev
+        topic = "orderbook:" + ev.code
+        if has(topic):
+            hub.publish_latest(topic, Msg(protocol.orderbook_update(ev), "orderbook_update",
+                                          ev.received_ns))
+            stats.published += 1
+    elif isinstance(ev, Execution):
+        order, change = state.accounts.apply(ev)
+        keys = order_keys(ev)
+        if any(has(k) for k in keys):
+            msg = Msg(protocol.order_update(ev, order.as_dict()), "order_update", ev.received_ns)
+            for k in keys:
+                hub.publish(k, msg)
+            stats.published += 1
+        if change is not None and on_holding is not None:
+            on_holding(change)
+    elif isinstance(ev, News):
+        topics = ["news", *dict.fromkeys("news:" + t for t in ev.tickers)]
+        if any(has(t) for t in topics):
+            msg = Msg(protocol.news(ev), "news", ev.received_ns)
+            for t in topics:
+                hub.publish(t, msg)
+            stats.published += 1
+    elif isinstance(ev, FeedGap):
+        hub.broadcast(Msg(protocol.feed_gap(ev), "feed_gap"))  # silence is not a quiet market

@@ -146,6 +146,14 @@ class AccountBook:
         else:
             positions[code] = Position(code, quantity, round(quantity * avg_price))
 
+    def positions_by_code(self) -> dict[str, int]:
+        """Quantity held per code over every account (the slot manager's holdings)."""
+        out: dict[str, int] = {}
+        for positions in self._positions.values():
+            for code, p in positions.items():
+                out[code] = out.get(code, 0) + p.quantity
+        return out
+
     def held_codes(self) -> set[str]:
         """Codes with a position in any account."""
         return {code for positions in self._positions.values() for code in positions}

@@ -17,8 +17,8 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
-#: KIS allows 41 registrations per session over all TR IDs (kis.md §3); keep one spare.
-KIS_SESSION_CAP = 40
+#: KIS allows 41 registrations per session over all TR IDs (kis.md §3).
+KIS_REGISTRATION_LIMIT = 41
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,23 @@ class KisSettings:
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25
     backoff_cap_s: float = 1.0  # reconnect within ~1 s of the broker coming back
+    # more sessions (approval keys), each with its own registrations: (app_key, app_secret)
+    app_keys: tuple[tuple[str, str], ...] = ()
+    registration_limit: int = KIS_REGISTRATION_LIMIT  # per session, over all TR IDs
+    slot_margin: int = 1  # registrations kept spare per session
+    lost_after_s: float = 120.0  # a session down this long: its slots move to the others
+    scanner_dwell_s: float = 300.0  # a scanner find keeps its slot at least this long
+    scanner_slots: int = 5  # movers promoted to scanner slots (0: none)
+    slot_stale_s: float = 120.0  # a slot without data this long (market open) is re-registered
+
+    def session_keys(self) -> list[tuple[str, str]]:
+        return [(self.app_key, self.app_secret), *self.app_keys]
+
+    def pick_keys(self) -> list[tuple[str, str]]:
+        """The configured daily picks as (tr_id, code): trades for the watchlist, then the
+        extra registrations."""
+        regs = [("H0STCNT0", code) for code in self.watchlist]
+        return regs + [r for r in self.extra if r not in regs]
 
     def registrations(self) -> list[tuple[str, str]]:
         regs = [("H0STCNT0", code) for code in self.watchlist]
@@ -195,6 +212,10 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
         names = tuple(r.strip() for r in roles.split("|") if r.strip())
         if not (sep and kind.strip() and names):
             raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: expected kind=role|role, got {item!r}")
+        unknown = [r for r in names if r not in ("user", "producer", "admin")]
+        if unknown:
+            raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown roles {unknown} (user, "
+                              "producer, admin)")
         out.append((kind.strip(), names))
     return tuple(out)
 
@@ -228,15 +249,17 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     watch_raw = _get(env, "WATCHLIST")
     extra_raw = _get(env, "KIS_EXTRA")
     hts_id = _get(env, "KIS_HTS_ID")
+    keys_raw = _get(env, "KIS_EXTRA_APP_KEYS")
+    app_keys = _pairs(keys_raw, "KIS_EXTRA_APP_KEYS") if keys_raw else ()
     if use_sim:
-        # The demo: trades for 36 codes, two order books, one program-trading stream and the
-        # demo account's execution notices: 40 registrations, one KIS session.
-        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:36]
+        # The demo: trades for all 50 simulated codes, two order books, one program-trading
+        # stream and the demo account's notices: 54 registrations over two KIS sessions.
+        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else (
             ("H0STASP0", "005930"), ("H0STASP0", "000660"), ("H0STPGM0", "005930"))
         hts_id = hts_id if hts_id is not None else sim.demo_hts_id
     else:
-        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:KIS_SESSION_CAP]
+        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
     kis = KisSettings(
         ws_url=ws_url or "",
@@ -251,13 +274,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         # The simulator pings every few seconds; the real server's interval is unknown and
         # reported at up to ~110 s (kis.md §5.3), so only a long silence means a dead session.
         stale_s=_num(env, "KIS_STALE_S", 15.0 if use_sim else KisSettings.stale_s),
+        app_keys=app_keys if app_keys or not use_sim else (("sim-appkey-2", "sim-appsecret-2"),),
+        slot_margin=int(_num(env, "KIS_SLOT_MARGIN", KisSettings.slot_margin, int)),
+        lost_after_s=_num(env, "KIS_LOST_AFTER_S", KisSettings.lost_after_s),
+        scanner_slots=int(_num(env, "SCANNER_SLOTS", KisSettings.scanner_slots, int)),
     )
-    n = len(kis.registrations())
-    if n > KIS_SESSION_CAP:
-        raise ConfigError(
-            f"{n} KIS registrations (watchlist, KIS_EXTRA, notices); one session takes at most "
-            f"{KIS_SESSION_CAP} (41 per session over all TR IDs, one kept spare)"
-        )
     ls_subs = _get(env, "LS_SUBSCRIBE")
     ls = LsSettings(
         enabled=ls_ws is not None or sim.enabled and not _flag(env, "LS_DISABLED"),

@@ -315,6 +315,15 @@ class Hub:
         self._count(msg.kind, len(subs))
         return len(subs)
 
+    def notify(self, topic: str, msg: Msg) -> int:
+        """A lossless notice to every subscriber of `topic`, cadenced ones included."""
+        n = self.publish(topic, msg)
+        for g in self._cadences.get(topic, {}).values():
+            for client in list(g.subs.values()):
+                client.outbox.put(msg)
+            n += len(g.subs)
+        return n
+
     def broadcast(self, msg: Msg) -> int:
         """Deliver a lossless message to every connected client."""
         for client in self.clients.values():

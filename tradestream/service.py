@@ -23,26 +23,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from tradestream.config import Settings
-from tradestream.events import Event
+from tradestream.detect.movers import MoverScanner
+from tradestream.events import Event, Tick
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
-from tradestream.feeds.session import FeedStatus, run_feed
+from tradestream.feeds.session import FeedStatus, FeedTiming, run_feed
+from tradestream.gateway import protocol
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.ws import StaticDemand
 from tradestream.gateway.serve import serve_app, ws_url
-from tradestream.hub import Hub
+from tradestream.gateway.slots_api import register_slots
+from tradestream.hub import Hub, Msg
 from tradestream.pipeline.stages import MarketState, RouterStats, run_router
 from tradestream.sim.server import SimHandle, run_simulator
+from tradestream.slots.driver import SlotDriver, SlotSession
+from tradestream.slots.policy import Rejection, SlotManager, usable_capacity
 from tradestream.store import migrate
-from tradestream.store.spool import Spool
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
+from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, transient
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,7 @@ class Running:
     auth: Authenticator
     sim: SimHandle | None
     feeds: list[FeedStatus]
+    slots: SlotDriver
     router: RouterStats
     flusher: FlusherStats
     state: MarketState
@@ -110,6 +116,19 @@ async def run_service(
     store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
     frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
     sim: SimHandle | None = None
+    kis_adapters: list[KisAdapter] = []
+    slots: SlotDriver
+    scanner = MoverScanner()
+    scanner_posted: set[str] = set()
+
+    def on_tick(t: Tick) -> None:
+        slots.on_data("H0STCNT0", t.code)
+        scanner.observe(t.code, t.received_ns / 1e9, t.price, t.trade_volume)
+
+    def refresh_scanner() -> None:
+        top = [m.code for m in scanner.top(s.kis.scanner_slots, time.time())] \
+            if s.kis.scanner_slots else []
+        slots.set_scanner([*scanner_posted, *(c for c in top if c not in scanner_posted)])
 
     def status() -> dict[str, object]:
         return {
@@ -124,6 +143,7 @@ async def run_service(
             "router": router_stats.as_dict(),
             "store": flusher_stats.as_dict(),
             "recorder": recorder_stats.__dict__ if record else None,
+            "slots": slots.as_dict(),
             "uptime_s": round(time.time() - started_at, 3),
         }
 
@@ -133,15 +153,17 @@ async def run_service(
             if s.sim.enabled and replay is None:
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
-            prices, books = streamed_codes(s)
+            kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub)
             ctx = GatewayContext(hub=hub, auth=auth, latest=state.latest, status=status,
                                  engine=engine, ping_interval_s=g.ping_interval_s,
                                  max_missed_pongs=g.max_missed_pongs, settings=g,
                                  metrics=metrics, books=state.books, last=state.last,
-                                 accounts=state.accounts, demand=StaticDemand(prices, books))
+                                 accounts=state.accounts, demand=slots)
+            app = create_app(ctx)
+            register_slots(app, slots, auth, scanner_posted, refresh_scanner)
             await outer.start(hub.run_cadence)
             binds = await outer.start(partial(
-                serve_app, create_app(ctx), g.host, g.port, graceful_s=g.graceful_s,
+                serve_app, app, g.host, g.port, graceful_s=g.graceful_s,
                 max_message_bytes=g.max_message_bytes, write_timeout_s=g.send_timeout_s,
                 on_write_timeout=metrics.closes.labels("send_timeout").inc))
             base = binds[0]
@@ -154,8 +176,10 @@ async def run_service(
                 spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
                 await draining.start(partial(run_flusher, store_in, sink, policy, flusher_stats,
                                              spool, transient=transient))
-                await draining.start(run_router, events_in, store_out, hub, state,
-                                     router_stats)
+                await draining.start(partial(
+                    run_router, events_in, store_out, hub, state, router_stats,
+                    on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
+                    on_tick=on_tick))
                 if record is not None:
                     await draining.start(run_recorder, frames_in, record, recorder_stats)
                 else:
@@ -166,12 +190,15 @@ async def run_service(
                             await intake.start(partial(run_replay, replay, events_out.clone(),
                                                        speed=replay_speed))
                         else:
-                            await _start_feeds(intake, s, feeds, events_out,
+                            intake.start_soon(slots.run)
+                            intake.start_soon(_run_scanner, refresh_scanner)
+                            await _start_feeds(intake, s, kis_adapters, feeds, events_out,
                                                frames_out if record is not None else None)
                     log.info("tradestream serving on %s", base)
                     task_status.started(Running(
                         url=base, ws_url=ws_url(base, "/api/ws"), stop=intake.cancel_scope.cancel,
-                        hub=hub, auth=auth, sim=sim, feeds=feeds, router=router_stats,
+                        hub=hub, auth=auth, sim=sim, feeds=feeds, slots=slots,
+                        router=router_stats,
                         flusher=flusher_stats, state=state, metrics=metrics,
                     ))
                 log.info("intake stopped; draining the pipeline")
@@ -185,13 +212,63 @@ async def run_service(
         engine.dispose()
 
 
+SCANNER_EVERY_S = 10.0
+_TOPIC_FOR_TR = {"H0STCNT0": "price:", "H0STASP0": "orderbook:"}
+
+
+async def _run_scanner(refresh: Callable[[], None]) -> None:
+    while True:
+        await trio.sleep(SCANNER_EVERY_S)
+        refresh()
+
+
+def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub
+                  ) -> tuple[list[KisAdapter], SlotDriver]:
+    """The KIS sessions (one per app key) and the slot driver that decides what each of them
+    registers. Execution notices ride on the first session and take one of its registrations."""
+    k = s.kis
+    capacities: dict[str, int] = {}
+    adapters: list[KisAdapter] = []
+    sessions: list[SlotSession] = []
+    prices, books = streamed_codes(s, kis=False)
+
+    def dropped(r: Rejection) -> None:
+        topic = _TOPIC_FOR_TR.get(r.tr_id, r.tr_id + ":") + r.code
+        hub.notify(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
+                               "error"))
+
+    driver: SlotDriver | None = None
+    for i, (key, secret) in enumerate(k.session_keys()):
+        name = f"kis-{i + 1}"
+        notices = i == 0 and bool(k.hts_id)
+        capacities[name] = usable_capacity(k.registration_limit, int(notices), k.slot_margin)
+        adapter = KisAdapter(k, name, app_key=key, app_secret=secret, notices=notices,
+                             desired=lambda n=name: driver.registrations(n) if driver else [])
+        status = FeedStatus(name=name)
+        feeds.append(status)
+        adapters.append(adapter)
+        sessions.append(SlotSession(name, capacities[name], adapter, status))
+    manager = SlotManager(capacities, scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
+    driver = SlotDriver(manager, sessions, static_prices=prices, static_books=books,
+                        on_dropped=dropped, lost_after_s=k.lost_after_s, clock=time.time)
+    changes = driver.set_picks(k.pick_keys())
+    if manager.pending():
+        log.warning("%d configured registrations wait for a slot (capacity %d over %d "
+                    "sessions)", len(manager.pending()), sum(capacities.values()),
+                    len(capacities))
+    del changes
+    return adapters, driver
+
+
 _PRICE_TRS = {"H0STCNT0", "H0NXCNT0", "H0UNCNT0", "S3_", "K3_"}
 _BOOK_TRS = {"H0STASP0", "H0NXASP0", "H0UNASP0", "H1_", "HA_"}
 
 
-def streamed_codes(s: Settings) -> tuple[frozenset[str], frozenset[str]]:
-    """Codes with trades, and codes with order books, registered upstream."""
-    regs = list(s.kis.registrations()) + (list(s.ls.subscriptions) if s.ls.enabled else [])
+def streamed_codes(s: Settings, *, kis: bool = True) -> tuple[frozenset[str], frozenset[str]]:
+    """Codes with trades, and codes with order books, registered upstream (by LS only, when
+    not `kis`: those need no KIS slot)."""
+    regs = (list(s.kis.registrations()) if kis else []) + (
+        list(s.ls.subscriptions) if s.ls.enabled else [])
     return (frozenset(k for tr, k in regs if tr in _PRICE_TRS),
             frozenset(k for tr, k in regs if tr in _BOOK_TRS))
 
@@ -199,17 +276,20 @@ def streamed_codes(s: Settings) -> tuple[frozenset[str], frozenset[str]]:
 async def _start_feeds(
     intake: trio.Nursery,
     s: Settings,
+    kis_adapters: list[KisAdapter],
     feeds: list[FeedStatus],
     events_out: trio.MemorySendChannel[Event],
     frames_out: trio.MemorySendChannel[Frame] | None,
 ) -> None:
-    """Start one KIS session and, when enabled, one LS session in `intake`."""
-    sessions = [(KisAdapter(s.kis, "kis-1"), kis_timing(s.kis), s.kis.rest_url)]
+    """Start the KIS sessions and, when enabled, one LS session in `intake`."""
+    sessions: list[tuple[Any, FeedTiming, str, FeedStatus]] = [
+        (a, kis_timing(s.kis), s.kis.rest_url, st) for a, st in zip(kis_adapters, feeds,
+                                                                     strict=True)]
     if s.ls.enabled:
-        sessions.append((LsAdapter(s.ls, "ls-1"), ls_timing(s.ls), s.ls.rest_url))
-    for adapter, timing, rest_url in sessions:
-        status = FeedStatus(name=adapter.decoder.source)
-        feeds.append(status)
+        ls_status = FeedStatus(name="ls-1")
+        feeds.append(ls_status)
+        sessions.append((LsAdapter(s.ls, "ls-1"), ls_timing(s.ls), s.ls.rest_url, ls_status))
+    for adapter, timing, rest_url, status in sessions:
         await intake.start(partial(
             run_feed, adapter, events_out.clone(), status, timing, rest_url=rest_url,
             frames_out=frames_out.clone() if frames_out is not None else None))

@@ -180,9 +180,16 @@ async def test_client_protocol_errors_and_replies(settings: Settings) -> None:
                 assert (await recv(ws))["code"] == "unknown_topic"
                 not_watched = "293490"  # a simulator ticker outside the test watchlist
                 assert not_watched not in settings.kis.watchlist
+                # client demand: the slot manager registers it upstream for this client
                 await send(ws, type="subscribe", topic=f"price:{not_watched}")
-                err = await recv(ws)
-                assert (err["type"], err["code"]) == ("error", "not_streamed")
+                assert (await recv(ws))["type"] == "subscribed"
+                while (msg := await recv(ws))["type"] != "price_update":
+                    pass
+                assert msg["symbol"] == not_watched
+                await send(ws, type="unsubscribe", topic=f"price:{not_watched}")
+                while (msg := await recv(ws))["type"] == "price_update":
+                    pass
+                assert msg["type"] == "unsubscribed"
                 await send(ws, type="ping", timestamp="2024-01-01T00:00:00")
                 assert await recv(ws) == {"type": "pong", "timestamp": "2024-01-01T00:00:00"}
                 await send(ws, type="unsubscribe", topic="price:005930")

@@ -691,3 +691,16 @@ SlotMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=30, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestSlotMachine = SlotMachine.TestCase
+
+
+def test_set_pick_keys_replaces_picks_by_pairs_without_churn() -> None:
+    m = SlotManager({"s1": 5})
+    first = m.set_pick_keys([("H0STCNT0", "005930"), ("H0STASP0", "005930")], 0.0)
+    assert sorted((o.action, o.tr_id) for o in first.ops) == [("subscribe", "H0STASP0"),
+                                                             ("subscribe", "H0STCNT0")]
+    again = m.set_pick_keys([("H0STCNT0", "005930"), ("H0STASP0", "005930"),
+                             ("H0STCNT0", "000660")], 1.0)
+    assert [(o.action, o.tr_id, o.code) for o in again.ops] == [
+        ("subscribe", "H0STCNT0", "000660")]
+    assert m.registrations("s1") == {("H0STCNT0", "005930"), ("H0STASP0", "005930"),
+                                     ("H0STCNT0", "000660")}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 import httpx
+import trio
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import KisSettings
-from tradestream.events import Event
 from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
 from tradestream.feeds.session import (
     CredentialRejected,
@@ -18,15 +19,16 @@ from tradestream.feeds.session import (
     FeedTiming,
     KeyInUse,
 )
+from tradestream.slots.policy import Op
 
 log = logging.getLogger(__name__)
 
 
-async def request_approval_key(http: httpx.AsyncClient, cfg: KisSettings) -> str:
+async def request_approval_key(http: httpx.AsyncClient, app_key: str, app_secret: str) -> str:
     """POST /oauth2/Approval (kis.md §2); the secret goes in `secretkey`."""
     resp = await http.post(
         "/oauth2/Approval",
-        json={"grant_type": "client_credentials", "appkey": cfg.app_key, "secretkey": cfg.app_secret},
+        json={"grant_type": "client_credentials", "appkey": app_key, "secretkey": app_secret},
     )
     if resp.status_code != 200:
         raise CredentialRejected(f"approval request: HTTP {resp.status_code} {resp.text[:200]}")
@@ -45,21 +47,36 @@ def kis_timing(cfg: KisSettings) -> FeedTiming:
 
 
 class KisAdapter(DecoderAdapter):
-    """Drives one KIS session for run_feed. `on_ack` receives every acknowledgement (the slot
-    manager acts on refusals such as OPSP0008)."""
+    """Drives one KIS session for run_feed. `on_ack` receives every acknowledgement.
+
+    Registrations are the settings' fixed list, or, with `desired`, whatever the slot manager
+    holds for this session at each (re)connect, plus the execution notices when `notices`.
+    While connected, `send_op` queues a register/unregister that `pump` sends on the live
+    socket; ops queued while down are dropped (the next connect registers the whole state).
+    """
 
     def __init__(self, cfg: KisSettings, name: str,
-                 on_ack: Callable[[Ack], None] | None = None) -> None:
+                 on_ack: Callable[[Ack], None] | None = None, *,
+                 app_key: str = "", app_secret: str = "",
+                 desired: Callable[[], list[tuple[str, str]]] | None = None,
+                 notices: bool = True) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url
         self.broker = "kis"
         self.decoder = KisDecoder(name)
-        self._approval = cfg.approval_key or None
+        self.app_key = app_key or cfg.app_key
+        self.app_secret = app_secret or cfg.app_secret
+        self._approval = (cfg.approval_key or None) if not app_key else None
         self._on_ack = on_ack
+        self._desired = desired
+        self._notices = notices
+        self._ops: deque[str] = deque()
+        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._live = False
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         if self._approval is None:
-            self._approval = await request_approval_key(http, self.cfg)
+            self._approval = await request_approval_key(http, self.app_key, self.app_secret)
 
     def forget_credential(self) -> None:
         if self.cfg.approval_key:
@@ -70,12 +87,39 @@ class KisAdapter(DecoderAdapter):
 
     def registrations(self) -> list[str]:
         assert self._approval is not None
+        if self._desired is None:
+            regs = self.cfg.registrations()
+        else:
+            regs = list(self._desired())
+            if self._notices and self.cfg.hts_id:
+                regs.append(("H0STCNI9" if self.cfg.paper else "H0STCNI0", self.cfg.hts_id))
         return [subscribe_message(self._approval, tr_id, tr_key, custtype=self.cfg.custtype)
-                for tr_id, tr_key in self.cfg.registrations()]
+                for tr_id, tr_key in regs]
 
     def on_connect(self, status: FeedStatus) -> None:
         self.decoder.forget_keys()  # new acks bring new AES keys (kis.md §6.1)
         status.subscriptions.clear()
+        self._ops.clear()  # superseded by registrations()
+        self._live = True
+
+    def send_op(self, op: Op) -> None:
+        """Register or unregister one (tr_id, code) on the live socket (slot manager)."""
+        if not self._live or self._approval is None:
+            return
+        self._ops.append(subscribe_message(self._approval, op.tr_id, op.code,
+                                           subscribe=op.action == "subscribe",
+                                           custtype=self.cfg.custtype))
+        self._ops_lot.unpark()
+
+    async def pump(self, ws: WebSocketConnection) -> None:
+        """Send queued ops while this connection lives (run by run_feed beside the reader)."""
+        try:
+            while True:
+                while self._ops:
+                    await ws.send_message(self._ops.popleft())
+                await self._ops_lot.park()
+        finally:
+            self._live = False
 
     async def on_control(self, ws: WebSocketConnection, msg: object, status: FeedStatus) -> bool:
         if isinstance(msg, PingPong):
@@ -88,6 +132,9 @@ class KisAdapter(DecoderAdapter):
         if msg.live:
             status.subscriptions[key] = "subscribed"
             return True
+        if msg.result is AckResult.UNSUBSCRIBED:
+            status.subscriptions.pop(key, None)
+            return False
         status.subscriptions[key] = msg.result.value
         if msg.result is AckResult.INVALID_APPROVAL_KEY:
             raise CredentialRejected(f"{msg.msg_cd} {msg.msg1}")

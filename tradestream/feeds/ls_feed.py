@@ -10,7 +10,6 @@ import httpx
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import LsSettings
-from tradestream.events import Event
 from tradestream.feeds.ls import (
     LsAck,
     LsDecoder,

@@ -10,10 +10,10 @@ so no consumer mistakes the silence for a quiet market.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
-import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -190,47 +190,51 @@ async def run_feed(
                         adapter.on_connect(status)
                         for msg in adapter.registrations():
                             await ws.send_message(msg)
-                        while True:
-                            with trio.fail_after(timing.stale_s):
-                                message = await ws.get_message()
-                            now = time.time_ns()
-                            status.last_frame_ns = now
-                            text = message if isinstance(message, str) else message.decode(
-                                "utf-8", "replace")
-                            # Decode first (no checkpoint), then hand on the raw frame and its
-                            # events as one unit: a stop cannot split them.
-                            out = adapter.decode(text, now)
-                            sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
-                            if frames_out is not None:
-                                sends.append((frames_out,
-                                              Frame(now, status.name, adapter.broker, text)))
-                            if isinstance(out, list):
-                                if out and not streamed:
-                                    streamed = True
+                        async with trio.open_nursery() as connection:
+                            pump = getattr(adapter, "pump", None)
+                            if pump is not None:  # registrations changed while connected
+                                connection.start_soon(pump, ws)
+                            while True:
+                                with trio.fail_after(timing.stale_s):
+                                    message = await ws.get_message()
+                                now = time.time_ns()
+                                status.last_frame_ns = now
+                                text = message if isinstance(message, str) else message.decode(
+                                    "utf-8", "replace")
+                                # Decode first (no checkpoint), then hand on the raw frame and its
+                                # events as one unit: a stop cannot split them.
+                                out = adapter.decode(text, now)
+                                sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
+                                if frames_out is not None:
+                                    sends.append((frames_out,
+                                                  Frame(now, status.name, adapter.broker, text)))
+                                if isinstance(out, list):
+                                    if out and not streamed:
+                                        streamed = True
+                                        backoff.reset()
+                                        status.state = "streaming"
+                                        if lost_at is not None:
+                                            sends.append((events_out, _gap(status, lost_at, now)))
+                                            lost_at = None
+                                    sends += [(events_out, ev) for ev in out]
+                                    if not out:
+                                        _log_bad_frame(status.name, adapter, text)
+                                    status.decoder = adapter.stats()
+                                await _deliver(sends, status)
+                                if not isinstance(out, list) and await adapter.on_control(
+                                        ws, out, status):
                                     backoff.reset()
-                                    status.state = "streaming"
-                                    if lost_at is not None:
-                                        sends.append((events_out, _gap(status, lost_at, now)))
-                                        lost_at = None
-                                sends += [(events_out, ev) for ev in out]
-                                if not out:
-                                    _log_bad_frame(status.name, adapter, text)
-                                status.decoder = adapter.stats()
-                            await _deliver(sends, status)
-                            if not isinstance(out, list) and await adapter.on_control(
-                                    ws, out, status):
-                                backoff.reset()
                 except* CredentialRejected as group:
-                    status.last_error = str(group.exceptions[0])
+                    status.last_error = str(_leaves(group)[0])
                     log.warning("%s: %s; getting a new credential", status.name, status.last_error)
                     adapter.forget_credential()
                 except* FEED_LOST as group:
-                    status.last_error = "; ".join(repr(e) for e in group.exceptions)
+                    status.last_error = "; ".join(repr(e) for e in _leaves(group))
                     log.warning("%s: connection lost (%s)", status.name, status.last_error)
                 except* Exception as group:  # a bug or a reply nobody foresaw: not the tree's end
-                    status.last_error = "; ".join(repr(e) for e in group.exceptions)
+                    status.last_error = "; ".join(repr(e) for e in _leaves(group))
                     log.error("%s: unexpected error, reconnecting", status.name,
-                              exc_info=group.exceptions[0])
+                              exc_info=_leaves(group)[0])
                 if streamed and lost_at is None:  # a gap starts when streaming stops
                     lost_at = datetime.now(UTC)
                 status.state = "backoff"
@@ -259,6 +263,14 @@ async def _deliver(sends: list[tuple[trio.MemorySendChannel[Any], Any]],
             log.error("%s: stopping: %d received items not handed on in %.0fs", status.name,
                       len(sends) - done, DELIVER_S)
         raise
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions inside (nested) groups, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _gap(status: FeedStatus, lost_at: datetime, now_ns: int) -> FeedGap:

@@ -45,8 +45,8 @@ class Identity:
 def bearer(headers: Mapping[str, str], args: Mapping[str, str]) -> str | None:
     """The token from ``Authorization: Bearer ...`` or, failing that, ``?token=``."""
     header = headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return header[7:].strip()
     return args.get("token") or None
 
 
@@ -70,14 +70,14 @@ class Authenticator:
         else:
             raise ValueError(f"unsupported JWT algorithm {algorithm!r} (HS256 or RS256)")
         self.algorithm = algorithm
-        self._leeway = leeway_s
+        self.leeway_s = leeway_s
 
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthError("missing token")
         try:
             claims = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],
-                                leeway=self._leeway, options={"require": ["sub"]})
+                                leeway=self.leeway_s, options={"require": ["sub"]})
         except jwt.ExpiredSignatureError:
             raise TokenExpired("token expired") from None
         except jwt.InvalidTokenError as exc:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -46,9 +46,6 @@ class GatewayMetrics:
             "tradestream_delivery_latency_seconds",
             "Upstream receive to socket write, oldest event of each frame", buckets=LATENCY_BUCKETS,
             registry=r)
-        self.slow_consumers = Gauge("tradestream_ws_send_blocked",
-                                    "Connections whose socket write is blocked right now",
-                                    registry=r)
 
     def observe_frame(self, batch: list[Msg]) -> None:
         self.frames_out.inc()

@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
 from tradestream.events import KST
-from tradestream.gateway.auth import AuthError, Authenticator
+from tradestream.gateway.auth import Authenticator, AuthError, bearer
 from tradestream.store import reads
 
 READ_THREADS = 4
@@ -61,10 +61,8 @@ def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
         def deco(fn: Callable[..., Any]) -> Any:
             @wraps(fn)
             async def handler(**kw: Any) -> Any:
-                header = request.headers.get("Authorization", "")
-                token = header.removeprefix("Bearer ").strip() or request.args.get("token")
                 try:
-                    auth.verify(token)
+                    auth.verify(bearer(request.headers, request.args))
                 except AuthError as exc:
                     return {"error": str(exc)}, 401
                 try:

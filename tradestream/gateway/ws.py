@@ -27,7 +27,7 @@ from tradestream.accounts import AccountBook
 from tradestream.config import GatewaySettings
 from tradestream.events import OrderBook, Tick
 from tradestream.gateway import protocol
-from tradestream.gateway.auth import AuthError, Authenticator, Identity, TokenExpired, bearer
+from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenExpired, bearer
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.gateway.topics import Topic, parse_topic
@@ -228,7 +228,8 @@ class Connection:
                 exp = self.identity.expires_at
                 if exp is None:
                     await trio.sleep_forever()
-                await trio.sleep(max(0.0, exp - time.time()))
+                # the same leeway as at the handshake, so an accepted token is served
+                await trio.sleep(max(0.0, exp + self.ctx.auth.leeway_s - time.time()))
                 log.info("ws token_expired client=%d user=%s", self.client.id,
                          self.client.user_id)
                 self.client.outbox.close(CLOSE_TOKEN_EXPIRED, "token expired")
@@ -242,6 +243,7 @@ class Connection:
             self.dropped_in_a_row += 1
             m.dropped_in.labels("rate_limited").inc()
             if self.dropped_in_a_row == 1:
+                m.errors.labels("rate_limited").inc()
                 out.put(reply(protocol.error(
                     "rate_limited", f"more than {s.rate_per_s:g} messages/s (burst "
                     f"{s.rate_burst}); messages are dropped until the rate falls")))
@@ -391,10 +393,20 @@ class Connection:
 
     async def _price_from_store(self, symbol: str) -> None:
         assert self.ctx.engine is not None
-        rows = await trio.to_thread.run_sync(
-            partial(reads.recent_ticks, self.ctx.engine, symbol, None, 1), limiter=self._lookups)
         out = self.client.outbox
+        try:
+            rows = await trio.to_thread.run_sync(
+                partial(reads.recent_ticks, self.ctx.engine, symbol, None, 1),
+                limiter=self._lookups)
+        except Exception as exc:  # the database is away: an answer, not a dropped connection
+            log.warning("ws get_price store lookup failed: %r", exc)
+            self.ctx.metrics.errors.labels("store_unavailable").inc()
+            out.put(reply(protocol.error("store_unavailable",
+                                         f"no price in memory for {symbol} and the store is "
+                                         "unavailable")))
+            return
         if not rows:
+            self.ctx.metrics.errors.labels("no_data").inc()
             out.put(reply(protocol.error("no_data", f"no price known for {symbol}")))
             return
         r = rows[-1]

@@ -13,7 +13,6 @@ from tradestream.events import Event, Execution, FeedGap, News, OrderBook, Tick
 from tradestream.gateway import protocol
 from tradestream.hub import Hub, Msg
 
-
 DRAIN_MAX = 1024  # events taken from the channel per wake-up
 
 
@@ -54,6 +53,7 @@ async def run_router(
     stats: RouterStats,
     *,
     on_holding: Callable[[HoldingChange], None] | None = None,
+    on_tick: Callable[[Tick], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send each event to the store, and to the gateway clients that asked for it.
@@ -81,6 +81,8 @@ async def run_router(
                 pass
             for ev in batch:
                 _route(ev, hub, has, state, stats, on_holding)
+                if on_tick is not None and type(ev) is Tick:
+                    on_tick(ev)  # the slot manager's data clock, the scanner, the detector
             for ev in batch:
                 try:
                     store_out.send_nowait(ev)

@@ -267,6 +267,13 @@ class SlotManager:
         self._replace(call, Priority.PICK, _keys(codes, tr_ids), "no longer a pick")
         return self._finish(call)
 
+    def set_pick_keys(self, keys: Iterable[tuple[str, str]], now: float) -> Changes:
+        """Replace the PICK claims by explicit (tr_id, code) pairs, e.g. trades for a watchlist
+        plus order books for a few of its codes; earlier pairs rank first if pending."""
+        call = _Call(now)
+        self._replace(call, Priority.PICK, list(keys), "no longer a pick")
+        return self._finish(call)
+
     def set_scanner(self, codes: Iterable[str], now: float,
                     tr_ids: Sequence[str] = DEFAULT_TR_IDS) -> Changes:
         """Replace the SCANNER claims by `codes` x `tr_ids`. A find that drops out keeps its

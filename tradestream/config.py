@@ -142,6 +142,16 @@ class SimSettings:
 
 
 @dataclass(frozen=True)
+class DetectSettings:
+    window_s: float = 60.0  # sudden move: the sliding window (seed 001: one minute) ...
+    threshold: float = 0.05  # ... and the move from its extreme that raises an alert
+    debounce_s: float = 60.0  # per code and direction: no second alert sooner
+    redis_url: str = ""  # set: alerts go to Redis too, and signals come from it
+    redis_alert_channel: str = "tradestream:alerts"
+    redis_signal_channel: str = "tradestream:signals"
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     tick_buffer: int = 10_000  # feed -> router: block (lossless)
     store_buffer: int = 10_000  # router -> flusher: block (lossless)
@@ -155,6 +165,7 @@ class Settings:
     ls: LsSettings = field(default_factory=LsSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    detect: DetectSettings = field(default_factory=DetectSettings)
     shutdown_timeout_s: float = 15.0  # hard stop after the first signal
 
     def with_sim_urls(self, rest_url: str, kis_ws_url: str, ls_ws_url: str) -> Settings:
@@ -253,10 +264,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     app_keys = _pairs(keys_raw, "KIS_EXTRA_APP_KEYS") if keys_raw else ()
     if use_sim:
         # The demo: trades for all 50 simulated codes, two order books, one program-trading
-        # stream and the demo account's notices: 54 registrations over two KIS sessions.
+        # stream, KOSPI and KOSDAQ, and the demo account's notices: 56 registrations, which
+        # the slot manager spreads over two KIS sessions.
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else (
-            ("H0STASP0", "005930"), ("H0STASP0", "000660"), ("H0STPGM0", "005930"))
+            ("H0STASP0", "005930"), ("H0STASP0", "000660"), ("H0STPGM0", "005930"),
+            ("H0UPCNT0", "0001"), ("H0UPCNT0", "1001"))
         hts_id = hts_id if hts_id is not None else sim.demo_hts_id
     else:
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
@@ -334,4 +347,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         spool_dir=_get(env, "SPOOL_DIR") or StoreSettings.spool_dir,
         memory_rows=int(_num(env, "MEMORY_ROWS", StoreSettings.memory_rows, int)),
     )
-    return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim)
+    detect = DetectSettings(
+        window_s=_num(env, "ALERT_WINDOW_S", DetectSettings.window_s) or DetectSettings.window_s,
+        threshold=_num(env, "ALERT_THRESHOLD", DetectSettings.threshold)
+        or DetectSettings.threshold,
+        debounce_s=_num(env, "ALERT_DEBOUNCE_S", DetectSettings.debounce_s),
+        redis_url=_get(env, "REDIS_URL") or "",
+    )
+    return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim, detect=detect)

@@ -151,4 +151,87 @@ class FeedGap(msgspec.Struct, frozen=True, gc=False, tag=True):
         return (self.source, self.start)
 
 
-Event = Tick | OrderBook | ProgramTrade | Execution | News | FeedGap
+class IndexTick(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A market index update (KIS H0UPCNT0, docs/kis-index.md).
+
+    `volume` and `traded_value` are the day's accumulated figures as the broker sends them
+    (ACML_VOL, ACML_TR_PBMN): by their magnitudes in KIS's own example, thousands of shares and
+    millions of KRW (inferred, not documented). The issue counts are 0 when not reported.
+    """
+
+    source: str
+    index: str  # "kospi", "kosdaq", "kospi200", or the raw code when unknown
+    code: str  # the raw index code (tr_key), e.g. "0001"
+    time: datetime  # tz-aware KST; the record has no date: the date is the receive date
+    value: float  # index points
+    change: float  # signed, versus the prior close
+    change_percent: float  # signed
+    volume: int  # accumulated (ACML_VOL)
+    traded_value: int  # accumulated (ACML_TR_PBMN)
+    advancers: int  # ASCN_ISSU_CNT, as sent
+    decliners: int  # DOWN_ISSU_CNT, as sent
+    unchanged: int  # STNR_ISSU_CNT
+    received_ns: int
+
+    @property
+    def key(self) -> tuple[str, datetime, int]:
+        """Natural key: an index's accumulated volume only grows within a day."""
+        return (self.code, self.time, self.volume)
+
+
+class Alert(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A detector's finding, e.g. a sudden move (detect/sudden.py)."""
+
+    source: str  # the detector, e.g. "sudden-move"
+    code: str
+    kind: str  # "sudden_move"
+    direction: str  # "up" or "down"
+    change_percent: float  # signed
+    price: int
+    reference_price: int  # the window's extreme the move is measured from
+    window_s: float
+    triggered_at: datetime  # the triggering trade's time (KST)
+    message: str
+    received_ns: int  # the triggering trade's upstream receive time
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.code, self.kind, self.direction, self.triggered_at)
+
+
+class Signal(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A scanner's or a strategy's output, stored as one row per item."""
+
+    source: str  # who produced it: "scanner", "rest:<user>", "redis", "strategy"
+    kind: str  # "vcp", "daytrading", "strategy:<id>"
+    strategy: str
+    code: str  # "" when market-wide
+    payload: dict[str, object]
+    created_at: datetime
+    received_ns: int
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.kind, self.strategy, self.code, self.created_at)
+
+
+class SlotAudit(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A slot manager decision (grant, evict, refuse, move, ...) with its reason."""
+
+    source: str  # "slots"
+    at: datetime
+    action: str
+    session: str  # "" when none (pending, refused)
+    tr_id: str
+    code: str
+    priority: str
+    reason: str
+    received_ns: int = 0
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.at, self.action, self.tr_id, self.code)
+
+
+Event = (Tick | OrderBook | ProgramTrade | Execution | News | FeedGap | IndexTick | Alert
+         | Signal | SlotAudit)

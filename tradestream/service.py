@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import trio
 
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
-from tradestream.events import Event, Tick
+from tradestream.detect.sudden import SuddenMoveDetector
+from tradestream.events import KST, Event, SlotAudit, Tick
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -39,12 +41,13 @@ from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.gateway.serve import serve_app, ws_url
+from tradestream.gateway.signals_api import SignalPublisher, register_signals
 from tradestream.gateway.slots_api import register_slots
 from tradestream.hub import Hub, Msg
-from tradestream.pipeline.stages import MarketState, RouterStats, run_router
+from tradestream.pipeline.stages import MarketState, RouterStats, alert_from, run_router
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.slots.driver import SlotDriver, SlotSession
-from tradestream.slots.policy import Rejection, SlotManager, usable_capacity
+from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
 from tradestream.store import migrate
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.spool import Spool
@@ -120,10 +123,31 @@ async def run_service(
     slots: SlotDriver
     scanner = MoverScanner()
     scanner_posted: set[str] = set()
+    d = s.detect
+    detector = SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold,
+                                  debounce_s=d.debounce_s)
+    # Events made outside the feeds (slot audits, signals) reach the store through this edge:
+    # producers never wait (a full edge drops and counts), a forwarder in intake hands them on.
+    side_out, side_in = trio.open_memory_channel[Event](1000)
+    side_stats = {"forwarded": 0, "dropped": 0}
 
-    def on_tick(t: Tick) -> None:
+    def side(ev: Event) -> None:
+        try:
+            side_out.send_nowait(ev)
+        except trio.WouldBlock:
+            side_stats["dropped"] += 1
+
+    def audit(a: Audit) -> None:
+        side(SlotAudit("slots", datetime.fromtimestamp(a.at, KST), a.action, a.session or "",
+                       a.tr_id, a.code, a.priority.name.lower(), a.reason))
+
+    signals = SignalPublisher(hub, side)
+
+    def on_tick(t: Tick) -> Event | None:
         slots.on_data("H0STCNT0", t.code)
         scanner.observe(t.code, t.received_ns / 1e9, t.price, t.trade_volume)
+        move = detector.update(t.code, t.received_ns / 1e9, t.price)
+        return alert_from(move, t) if move is not None else None
 
     def refresh_scanner() -> None:
         top = [m.code for m in scanner.top(s.kis.scanner_slots, time.time())] \
@@ -144,6 +168,8 @@ async def run_service(
             "store": flusher_stats.as_dict(),
             "recorder": recorder_stats.__dict__ if record else None,
             "slots": slots.as_dict(),
+            "side_events": dict(side_stats),
+            "market_gate": state.gate_state.level if state.gate_state else None,
             "uptime_s": round(time.time() - started_at, 3),
         }
 
@@ -153,7 +179,7 @@ async def run_service(
             if s.sim.enabled and replay is None:
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
-            kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub)
+            kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub, audit)
             ctx = GatewayContext(hub=hub, auth=auth, latest=state.latest, status=status,
                                  engine=engine, ping_interval_s=g.ping_interval_s,
                                  max_missed_pongs=g.max_missed_pongs, settings=g,
@@ -161,6 +187,7 @@ async def run_service(
                                  accounts=state.accounts, demand=slots)
             app = create_app(ctx)
             register_slots(app, slots, auth, scanner_posted, refresh_scanner)
+            register_signals(app, engine, auth, signals, lambda: sorted(state.latest))
             await outer.start(hub.run_cadence)
             binds = await outer.start(partial(
                 serve_app, app, g.host, g.port, graceful_s=g.graceful_s,
@@ -190,6 +217,8 @@ async def run_service(
                             await intake.start(partial(run_replay, replay, events_out.clone(),
                                                        speed=replay_speed))
                         else:
+                            await intake.start(_forward, side_in, events_out.clone(),
+                                               side_stats)
                             intake.start_soon(slots.run)
                             intake.start_soon(_run_scanner, refresh_scanner)
                             await _start_feeds(intake, s, kis_adapters, feeds, events_out,
@@ -222,8 +251,28 @@ async def _run_scanner(refresh: Callable[[], None]) -> None:
         refresh()
 
 
-def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub
-                  ) -> tuple[list[KisAdapter], SlotDriver]:
+async def _forward(side_in: trio.MemoryReceiveChannel[Event],
+                   out: trio.MemorySendChannel[Event], stats: dict[str, int], *,
+                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Hand side events (audits, signals) to the pipeline; on a stop, what is queued goes
+    on without waiting (what does not fit is counted as dropped)."""
+    with out:
+        task_status.started()
+        try:
+            async for ev in side_in:
+                await out.send(ev)
+                stats["forwarded"] += 1
+        finally:
+            while True:
+                try:
+                    out.send_nowait(side_in.receive_nowait())
+                    stats["forwarded"] += 1
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+
+
+def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
+                  on_audit: Callable[[Audit], None]) -> tuple[list[KisAdapter], SlotDriver]:
     """The KIS sessions (one per app key) and the slot driver that decides what each of them
     registers. Execution notices ride on the first session and take one of its registrations."""
     k = s.kis
@@ -250,7 +299,8 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub
         sessions.append(SlotSession(name, capacities[name], adapter, status))
     manager = SlotManager(capacities, scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
     driver = SlotDriver(manager, sessions, static_prices=prices, static_books=books,
-                        on_dropped=dropped, lost_after_s=k.lost_after_s, clock=time.time)
+                        on_dropped=dropped, on_audit=on_audit, lost_after_s=k.lost_after_s,
+                        clock=time.time)
     changes = driver.set_picks(k.pick_keys())
     if manager.pending():
         log.warning("%d configured registrations wait for a slot (capacity %d over %d "

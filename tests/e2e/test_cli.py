@@ -60,7 +60,7 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
     with engine.connect() as conn:
         rows = sum(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in (
             "stock_prices_realtime", "orderbook_snapshots", "program_trades", "executions",
-            "news", "feed_gaps"))
+            "news", "feed_gaps", "index_ticks", "alerts", "signals", "slot_audit"))
     engine.dispose()
     assert rows == received
 

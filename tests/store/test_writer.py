@@ -12,7 +12,19 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tradestream.events import KST, Execution, FeedGap, News, OrderBook, ProgramTrade, Tick
+from tradestream.events import (
+    KST,
+    Alert,
+    Execution,
+    FeedGap,
+    IndexTick,
+    News,
+    OrderBook,
+    ProgramTrade,
+    Signal,
+    SlotAudit,
+    Tick,
+)
 from tradestream.store import migrate, schema
 from tradestream.store.writer import EventWriter, make_engine
 
@@ -34,6 +46,13 @@ def events() -> list[object]:
              ("005930", "000660"), "005930", "01", "연합뉴스", T, 2048, NS),
         FeedGap("kis-1", datetime(2025, 1, 2, 0, 30, 10, tzinfo=UTC),
                 datetime(2025, 1, 2, 0, 30, 11, 500000, tzinfo=UTC), "ConnectionClosed"),
+        IndexTick("kis-1", "kospi", "0001", T, 2650.12, -12.5, -0.47, 312_345, 8_765_432,
+                  412, 389, 120, NS),
+        Alert("sudden-move", "005930", "sudden_move", "up", 5.2, 74700, 71000, 60.0, T,
+              "005930 +5.20% in 60s", NS),
+        Signal("scanner", "vcp", "vcp", "005930", {"score": 0.8, "pivot": 72000}, T, NS),
+        SlotAudit("slots", T, "evict", "kis-1", "H0STCNT0", "005930", "demand",
+                  "evicted by holding 000660"),
     ]
 
 
@@ -46,7 +65,8 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 EVENT_TABLES = (schema.stock_prices_realtime, schema.orderbook_snapshots, schema.program_trades,
-                schema.executions, schema.news, schema.feed_gaps)
+                schema.executions, schema.news, schema.feed_gaps, schema.index_ticks,
+                schema.alerts, schema.signals, schema.slot_audit)
 
 
 def counts(engine: Engine) -> dict[str, int]:
@@ -74,6 +94,14 @@ def test_round_trip_every_event_type_and_idempotency(engine: Engine) -> None:
         exe = conn.execute(sa.select(schema.executions)).one()
         item = conn.execute(sa.select(schema.news)).one()
         gap = conn.execute(sa.select(schema.feed_gaps)).one()
+        idx = conn.execute(sa.select(schema.index_ticks)).one()
+        alert = conn.execute(sa.select(schema.alerts)).one()
+        sig = conn.execute(sa.select(schema.signals)).one()
+        audit = conn.execute(sa.select(schema.slot_audit)).one()
+    assert (idx.index_name, idx.value, idx.advancers) == ("kospi", 2650.12, 412)
+    assert (alert.direction, alert.price, alert.reference_price) == ("up", 74700, 71000)
+    assert sig.payload == {"score": 0.8, "pivot": 72000}
+    assert (audit.action, audit.priority) == ("evict", "demand")
     assert (tick.stock_code, tick.price, tick.change, tick.volume) == ("005930", 71000, -500, 1_233_600)
     assert as_utc(tick.trade_time) == T
     assert as_utc(tick.received_at) == datetime(2025, 1, 2, 0, 30, 15, 123456, tzinfo=UTC)

@@ -264,3 +264,10 @@ def test_default_tickers() -> None:
     assert all(re.fullmatch(r"[0-9]{6}", c) for c in codes), codes
     assert {"005930", "000660", "035420"} <= set(codes)
     assert all(t.base_price % tick_size(t.base_price) == 0 for t in DEFAULT_TICKERS)
+
+
+def test_default_tickers_markets() -> None:
+    """KOSPI first, the six KOSDAQ codes last (they move the simulated KOSDAQ index)."""
+    markets = [t.market for t in DEFAULT_TICKERS]
+    assert markets == ["KOSPI"] * 44 + ["KOSDAQ"] * 6
+    assert SimTicker("000100", "Penny", 100).market == "KOSPI"

@@ -27,7 +27,7 @@ import msgspec
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tradestream.events import KST, Event, Execution, OrderBook, ProgramTrade, Tick
+from tradestream.events import KST, Event, Execution, IndexTick, OrderBook, ProgramTrade, Tick
 
 # --- field layouts (kis.md §7) ---------------------------------------------------------------
 
@@ -85,12 +85,29 @@ H0STCNI0_LEGACY_FIELDS: Final = (
 )  # fmt: skip
 assert len(H0STCNI0_LEGACY_FIELDS) == 23
 
+#: H0UPCNT0 domestic index (국내지수 실시간체결), 30 fields. Not in kis.md: the official
+#: open-trading-api column list (examples_llm/domestic_stock/index_ccnl), see docs/kis-index.md.
+H0UPCNT0_FIELDS: Final = (
+    "BSTP_CLS_CODE", "BSOP_HOUR", "PRPR_NMIX", "PRDY_VRSS_SIGN", "BSTP_NMIX_PRDY_VRSS",
+    "ACML_VOL", "ACML_TR_PBMN", "PCAS_VOL", "PCAS_TR_PBMN", "PRDY_CTRT", "OPRC_NMIX",
+    "NMIX_HGPR", "NMIX_LWPR", "OPRC_VRSS_NMIX_PRPR", "OPRC_VRSS_NMIX_SIGN",
+    "HGPR_VRSS_NMIX_PRPR", "HGPR_VRSS_NMIX_SIGN", "LWPR_VRSS_NMIX_PRPR", "LWPR_VRSS_NMIX_SIGN",
+    "PRDY_CLPR_VRSS_OPRC_RATE", "PRDY_CLPR_VRSS_HGPR_RATE", "PRDY_CLPR_VRSS_LWPR_RATE",
+    "UPLM_ISSU_CNT", "ASCN_ISSU_CNT", "STNR_ISSU_CNT", "DOWN_ISSU_CNT", "LSLM_ISSU_CNT",
+    "QTQT_ASCN_ISSU_CNT", "QTQT_DOWN_ISSU_CNT", "TICK_VRSS",
+)  # fmt: skip
+assert len(H0UPCNT0_FIELDS) == 30
+
 #: trade TRs with the 46-field layout, and the venue each one reports (kis.md §7.1)
 TRADE_TRS: Final = {"H0STCNT0": "KRX", "H0NXCNT0": "NXT", "H0UNCNT0": "UN"}
 #: order book TRs and their venue (kis.md §7.2)
 ORDER_BOOK_TRS: Final = {"H0STASP0": "KRX", "H0NXASP0": "NXT", "H0UNASP0": "UN"}
 #: program trading TRs and their venue (kis.md §7.3)
 PROGRAM_TRADE_TRS: Final = {"H0STPGM0": "KRX", "H0NXPGM0": "NXT", "H0UNPGM0": "UN"}
+#: index TR (docs/kis-index.md); tr_key is the index code
+INDEX_TR: Final = "H0UPCNT0"
+#: index codes (업종구분코드) and the names events carry; any other code keeps its raw code
+INDEX_NAMES: Final = {"0001": "kospi", "1001": "kosdaq", "2001": "kospi200"}
 #: execution notice TRs, real and paper; their frames are encrypted (kis.md §7.4, §6.1)
 NOTICE_TRS: Final = ("H0STCNI0", "H0STCNI9")
 
@@ -327,6 +344,13 @@ def _req_int(s: str) -> int:
     raise FrameError("bad_value", f"integer {s!r}")
 
 
+def _req_float(s: str) -> float:
+    """A decimal field that must be present (an index level)."""
+    if not s:
+        raise FrameError("bad_value", "empty decimal")
+    return _float(s)
+
+
 def _float(s: str) -> float:
     """A rate: digits with at most one '.' between digits, optional leading '-'; empty is 0."""
     if not s:
@@ -462,6 +486,49 @@ def _program_trade(
     )
 
 
+_INDEX_NAMES: Final = (
+    "BSTP_CLS_CODE", "BSOP_HOUR", "PRPR_NMIX", "PRDY_VRSS_SIGN", "BSTP_NMIX_PRDY_VRSS",
+    "PRDY_CTRT", "ACML_VOL", "ACML_TR_PBMN", "ASCN_ISSU_CNT", "DOWN_ISSU_CNT", "STNR_ISSU_CNT",
+)  # fmt: skip
+_DOWN_SIGNS: Final = frozenset({"4", "5"})  # PRDY_VRSS_SIGN: lower limit, down (kis.md §7.1)
+_UP_SIGNS: Final = frozenset({"1", "2"})  # upper limit, up
+
+
+def _signed(x: float, sign: str) -> float:
+    """Apply PRDY_VRSS_SIGN to a change. KIS sends changes with a leading '-' (kis.md §6; the
+    REST index quote does), and the trade parser relies on that; the index stream's own example
+    only shows a rise, so a magnitude sent with a down sign is taken as a fall as well. Any
+    other sign code (3 unchanged, empty) leaves the value as sent."""
+    if sign in _DOWN_SIGNS:
+        return -abs(x)
+    if sign in _UP_SIGNS:
+        return abs(x)
+    return x
+
+
+def _index_tick(
+    f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None
+) -> IndexTick:
+    """H0UPCNT0 (docs/kis-index.md): a time without a date, so the date is the receive date.
+    Levels are decimals ("2624.54"), parsed as strictly as rates."""
+    code, hms, level, sign, change, pct, vol, value, up, down, flat = f
+    return IndexTick(
+        source=source,
+        index=INDEX_NAMES.get(code, code),
+        code=code,
+        time=_time_on(day, hms),
+        value=_req_float(level),
+        change=_signed(_float(change), sign),
+        change_percent=_signed(_float(pct), sign),
+        volume=_req_int(vol),
+        traded_value=_int(value),
+        advancers=_int(up),
+        decliners=_int(down),
+        unchanged=_int(flat),
+        received_ns=received_ns,
+    )
+
+
 _NOTICE_NAMES: Final = (
     "CUST_ID", "ACNT_NO", "ODER_NO", "OODER_NO", "SELN_BYOV_CLS", "CNTG_YN", "RCTF_CLS",
     "RFUS_YN", "STCK_SHRN_ISCD", "CNTG_QTY", "CNTG_UNPR", "ODER_QTY", "ODER_PRC",
@@ -550,6 +617,7 @@ _TRS: Final[dict[str, _Tr]] = {
     **{tr: _tr("", (H0STCNI0_FIELDS, H0STCNI0_LEGACY_FIELDS), _NOTICE_NAMES, _execution,
                dated=True, encrypted=True)
        for tr in NOTICE_TRS},
+    INDEX_TR: _tr("KRX", (H0UPCNT0_FIELDS,), _INDEX_NAMES, _index_tick, dated=True),
 }  # fmt: skip
 _TICK_GET: Final = _TRS["H0STCNT0"].getters[len(H0STCNT0_FIELDS)]
 

@@ -8,8 +8,22 @@ from dataclasses import dataclass, field
 
 import trio
 
+from datetime import datetime
+
 from tradestream.accounts import AccountBook, HoldingChange
-from tradestream.events import Event, Execution, FeedGap, News, OrderBook, Tick
+from tradestream.detect.gate import GateState, MarketGate
+from tradestream.detect.sudden import SuddenMove
+from tradestream.events import (
+    KST,
+    Alert,
+    Event,
+    Execution,
+    FeedGap,
+    IndexTick,
+    News,
+    OrderBook,
+    Tick,
+)
 from tradestream.gateway import protocol
 from tradestream.hub import Hub, Msg
 
@@ -37,6 +51,30 @@ class MarketState:
     books: dict[str, OrderBook] = field(default_factory=dict)  # latest order book per code
     last: dict[str, Msg] = field(default_factory=dict)  # latest message of index/gate topics
     accounts: AccountBook = field(default_factory=AccountBook)
+    indexes: dict[str, IndexTick] = field(default_factory=dict)  # latest per index name
+    gate: MarketGate = field(default_factory=MarketGate)
+    gate_state: GateState | None = None
+
+
+def alert_from(move: SuddenMove, tick: Tick) -> Alert:
+    pct = round(move.change * 100, 2)
+    return Alert("sudden-move", move.code, "sudden_move", move.direction, pct, move.price,
+                 move.reference_price, move.window_s, tick.trade_time,
+                 f"{move.code} {pct:+.2f}% from {move.reference_price:,} within "
+                 f"{move.window_s:g}s", tick.received_ns)
+
+
+def alert_data(a: Alert) -> dict[str, object]:
+    return {"kind": a.kind, "direction": a.direction, "change_percent": a.change_percent,
+            "price": a.price, "reference_price": a.reference_price, "window_s": a.window_s,
+            "triggered_at": a.triggered_at.isoformat(), "message": a.message}
+
+
+def gate_data(g: GateState, at: datetime) -> dict[str, object]:
+    return {"status": g.level, "level": g.color, "kospi": g.kospi_pct, "kosdaq": g.kosdaq_pct,
+            "advancers": g.advancers, "decliners": g.decliners,
+            "breadth": None if g.breadth is None else round(g.breadth, 4),
+            "reasons": list(g.reasons), "timestamp": at.isoformat()}
 
 
 def order_keys(ex: Execution) -> tuple[str, str, str, str]:
@@ -53,7 +91,7 @@ async def run_router(
     stats: RouterStats,
     *,
     on_holding: Callable[[HoldingChange], None] | None = None,
-    on_tick: Callable[[Tick], None] | None = None,
+    on_tick: Callable[[Tick], Event | None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send each event to the store, and to the gateway clients that asked for it.
@@ -79,10 +117,17 @@ async def run_router(
                     batch.append(events_in.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
+            derived: list[Event] = []
             for ev in batch:
                 _route(ev, hub, has, state, stats, on_holding)
                 if on_tick is not None and type(ev) is Tick:
-                    on_tick(ev)  # the slot manager's data clock, the scanner, the detector
+                    # the slot manager's data clock, the scanner, the detector (an alert)
+                    found = on_tick(ev)
+                    if found is not None:
+                        _route(found, hub, has, state, stats, on_holding)
+                        derived.append(found)
+            if derived:
+                batch += derived
             for ev in batch:
                 try:
                     store_out.send_nowait(ev)
@@ -127,5 +172,39 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
             for t in topics:
                 hub.publish(t, msg)
             stats.published += 1
+    elif isinstance(ev, IndexTick):
+        _index(ev, hub, state)
+    elif isinstance(ev, Alert):
+        msg = Msg(protocol.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
+        hub.publish("alert", msg)
+        hub.publish("alert:" + ev.code, msg)
+        stats.published += 1
     elif isinstance(ev, FeedGap):
         hub.broadcast(Msg(protocol.feed_gap(ev), "feed_gap"))  # silence is not a quiet market
+
+
+def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
+    """`market:{index}` gets every update (conflated); `market-gate` a new state when the
+    gate's level changes (detect/gate.py), from KOSPI and KOSDAQ change and breadth."""
+    state.indexes[ev.index] = ev
+    topic = "market:" + ev.index
+    msg = Msg(protocol.index_update(ev.index, {
+        "code": ev.code, "value": ev.value, "change": ev.change,
+        "change_percent": ev.change_percent, "volume": ev.volume,
+        "traded_value": ev.traded_value, "advancers": ev.advancers, "decliners": ev.decliners,
+        "unchanged": ev.unchanged, "timestamp": ev.time.isoformat()}), "index_update",
+        ev.received_ns)
+    state.last[topic] = msg
+    hub.publish_latest(topic, msg)
+    kospi, kosdaq = state.indexes.get("kospi"), state.indexes.get("kosdaq")
+    if kospi is None or kosdaq is None:
+        return
+    changed = state.gate.update(kospi.change_percent, kosdaq.change_percent,
+                                kospi.advancers + kosdaq.advancers,
+                                kospi.decliners + kosdaq.decliners, ev.received_ns / 1e9)
+    if changed is not None:
+        state.gate_state = changed
+        gate = Msg(protocol.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),
+                   "market_gate_update", ev.received_ns)
+        state.last["market-gate"] = gate
+        hub.publish_latest("market-gate", gate)

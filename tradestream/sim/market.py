@@ -8,6 +8,9 @@ Besides trades (H0STCNT0, §7.1) the market quotes order books (H0STASP0, §7.2)
 trading (H0STPGM0, §7.3) around each stock's current price, from random streams of their own:
 asking for a book never changes the trades a seed produces. `execution_notice` and
 `encrypted_frame` build the account's notices (H0STCNI0, §7.4) and their encrypted frames (§6.1).
+
+`index_record` reports a market index (H0UPCNT0, docs/kis-index.md) computed from the stocks of
+its market: no randomness of its own, so it never changes what a seed produces either.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ class SimTicker:
     code: str
     name: str
     base_price: int  # the prior close the simulation starts from
+    market: str = "KOSPI"  # "KOSPI" or "KOSDAQ": which index (SIM_INDEXES) it moves
 
+
+# The KOSDAQ-listed codes among DEFAULT_TICKERS (the last six); the others are on KOSPI.
+KOSDAQ_CODES = frozenset({"247540", "086520", "196170", "028300", "263750", "293490"})
 
 # Real KRX codes (KOSPI, and a few KOSDAQ at the end) with round, plausible prices.
 DEFAULT_TICKERS: tuple[SimTicker, ...] = tuple(
-    SimTicker(c, n, p)
+    SimTicker(c, n, p, "KOSDAQ" if c in KOSDAQ_CODES else "KOSPI")
     for c, n, p in (
         ("005930", "Samsung Electronics", 71000), ("000660", "SK hynix", 180000),
         ("035420", "NAVER", 190000), ("005380", "Hyundai Motor", 240000),
@@ -59,6 +66,21 @@ DEFAULT_TICKERS: tuple[SimTicker, ...] = tuple(
         ("263750", "Pearl Abyss", 35000), ("293490", "Kakao Games", 20000),
     )
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SimIndex:
+    code: str  # the index code (업종구분코드), H0UPCNT0's tr_key
+    name: str
+    market: str  # its constituents: the tickers of this SimTicker.market
+    prior_close: int  # hundredths of a point
+
+
+SIM_INDEXES: tuple[SimIndex, ...] = (
+    SimIndex("0001", "KOSPI", "KOSPI", 265000),
+    SimIndex("1001", "KOSDAQ", "KOSDAQ", 87000),
+    SimIndex("2001", "KOSPI200", "KOSPI", 35000),
+)
 
 
 def tick_size(price: int) -> int:
@@ -115,6 +137,37 @@ class _Stock:
         self.pgm_sell_qty = self.pgm_sell_value = self.pgm_buy_qty = self.pgm_buy_value = 0
 
 
+class _Index:
+    __slots__ = ("spec", "members", "open", "high", "low", "volume", "value")
+
+    def __init__(self, spec: SimIndex, members: list[_Stock]) -> None:
+        self.spec = spec
+        self.members = members
+        self.open = self.high = self.low = 0  # hundredths; 0: not reported yet today
+        self.volume = self.value = 0  # as last reported, for the per-update fields
+
+    def level(self) -> int:
+        """In hundredths of a point: the prior close times the members' summed price over their
+        summed prior close (a price-weighted index: the prior-close-weighted average of their
+        % changes), rounded half up. No members: the prior close."""
+        base = self.spec.prior_close
+        closes = sum(s.prev_close for s in self.members)
+        if not closes:
+            return base
+        prices = sum(s.price or s.prev_close for s in self.members)
+        return (2 * base * prices + closes) // (2 * closes)
+
+
+def _points(centi: int) -> str:
+    """Hundredths of a point as KIS writes a level or change: "2624.54", "-3.05"."""
+    sign = "-" if centi < 0 else ""
+    return f"{sign}{abs(centi) // 100}.{abs(centi) % 100:02d}"
+
+
+def _sign(d: int) -> str:
+    return "2" if d > 0 else "5" if d < 0 else "3"
+
+
 _STEPS = (-2, -1, -1, 0, 0, 0, 1, 1, 2)
 # Salts for the order book and program trading streams: each has its own random.Random, so
 # that the trade sequence of a seed does not depend on what else was asked of the market.
@@ -135,6 +188,61 @@ class SimMarket:
         self._program_rng = random.Random(seed ^ _PROGRAM_SALT)
         self._stocks = {t.code: _Stock(t, self._rng) for t in tickers}
         self._codes = list(self._stocks)
+        self._indexes = {
+            i.code: _Index(i, [self._stocks[t.code] for t in tickers if t.market == i.market])
+            for i in SIM_INDEXES
+        }
+
+    @property
+    def index_codes(self) -> list[str]:
+        """The codes of SIM_INDEXES, H0UPCNT0's tr_keys."""
+        return list(self._indexes)
+
+    def index_level(self, code: str) -> float:
+        """The index's current level, in points."""
+        return self._indexes[code].level() / 100
+
+    def index_record(self, code: str, now: datetime) -> list[str]:
+        """The index's 30 H0UPCNT0 fields (docs/kis-index.md), as of now.
+
+        Level and change come from the member stocks' prices (see _Index.level); the open is
+        the first level reported today, high and low the extremes of the reported levels.
+        Volume is the members' accumulated volume in thousands of shares, the traded value
+        in millions of KRW (the units KIS's example implies); the per-update fields are the
+        growth since this index's previous record. Issue counts split the members by their
+        sign versus the prior close: limit up, up, unchanged, down, limit down. Following
+        KIS's example, the open/high/low "vs" fields are versus the prior close.
+        """
+        ix = self._indexes[code]
+        base = ix.spec.prior_close
+        level = ix.level()
+        if not ix.open:
+            ix.open = ix.high = ix.low = level
+        ix.high, ix.low = max(ix.high, level), min(ix.low, level)
+        volume = sum(s.volume for s in ix.members) // 1000
+        value = sum(s.value for s in ix.members) // 1_000_000
+        tick_vol, tick_value = volume - ix.volume, value - ix.value
+        ix.volume, ix.value = volume, value
+        counts = [0, 0, 0, 0, 0]  # upper limit, up, unchanged, down, lower limit
+        for s in ix.members:
+            p = s.price or s.prev_close
+            counts[0 if p >= s.upper else 1 if p > s.prev_close else 2 if p == s.prev_close
+                   else 4 if p <= s.lower else 3] += 1  # fmt: skip
+
+        def vs_close(x: int) -> list[str]:
+            return [_points(x - base), _sign(x - base)]
+
+        def rate(x: int) -> str:  # % versus the prior close, 2 decimals, rounded half up
+            d = abs(x - base)
+            return _points((1 if x >= base else -1) * ((2 * d * 10_000 + base) // (2 * base)))
+
+        return [
+            code, now.strftime("%H%M%S"), _points(level), _sign(level - base),
+            _points(level - base), str(volume), str(value), str(tick_vol), str(tick_value),
+            rate(level), _points(ix.open), _points(ix.high), _points(ix.low),
+            *vs_close(ix.open), *vs_close(ix.high), *vs_close(ix.low),
+            rate(ix.open), rate(ix.high), rate(ix.low), *map(str, counts), "0", "0", "0",
+        ]  # fmt: skip
 
     @property
     def codes(self) -> list[str]:
@@ -203,6 +311,25 @@ class SimMarket:
             str(s.pgm_buy_qty - s.pgm_sell_qty), str(s.pgm_buy_value - s.pgm_sell_value),
             str(sell_rest), str(buy_rest), str(buy_rest - sell_rest),
         ]  # fmt: skip
+
+    def jump(self, code: str, fraction: float, now: datetime) -> list[str]:
+        """A trade of `code` at its price moved by `fraction` (e.g. 0.06: +6%), within the
+        daily limits: a sudden move for the detector. Returns its H0STCNT0 fields."""
+        s = self._stocks[code]
+        s.price = min(s.upper, max(s.lower, round((s.price or s.prev_close) * (1 + fraction))))
+        hhmmss = now.strftime("%H%M%S")
+        if not s.open:
+            s.open = s.low = s.high = s.price
+            s.open_time = s.high_time = s.low_time = hhmmss
+        if s.price > s.high:
+            s.high, s.high_time = s.price, hhmmss
+        if s.price < s.low:
+            s.low, s.low_time = s.price, hhmmss
+        s.volume += 100
+        s.value += 100 * s.price
+        s.buy_count += 1
+        s.buy_qty += 100
+        return self._fields(s, 100, True, hhmmss, now.strftime("%Y%m%d"))
 
     def trade(self, now: datetime) -> list[str]:
         """Advance a randomly chosen ticker by one trade; return its 46 H0STCNT0 fields."""

@@ -3,9 +3,10 @@
 KIS (../shared/protocols/kis.md): ``POST /oauth2/Approval`` and ``/oauth2/tokenP``; a WebSocket
 on any path but ``/websocket``: JSON register/unregister with the acks and codes of §5, data
 frames for H0STCNT0/H0NXCNT0/H0UNCNT0 trades, H0STASP0 order books and H0STPGM0 program trading
-(several records per frame at times), AES-256-CBC encrypted H0STCNI0/H0STCNI9 execution notices
-for the demo account, PINGPONG heartbeats with a miss tolerance, the 41-registration limit and
-one session per app key.
+(several records per frame at times), H0UPCNT0 index updates (docs/kis-index.md) for the index
+codes of market.SIM_INDEXES every INDEX_INTERVAL_S, AES-256-CBC encrypted H0STCNI0/H0STCNI9
+execution notices for the demo account, PINGPONG heartbeats with a miss tolerance, the
+41-registration limit and one session per app key.
 
 LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket ``/websocket``:
 ``tr_type`` 3/4 requests with the token in the header, acks as §4, NWS headlines and S3_/K3_
@@ -44,13 +45,15 @@ from tradestream.sim.market import (
 log = logging.getLogger(__name__)
 
 MARKET_STEP_S = 0.02  # the market advances in steps; trades per step follow tick_rate
+INDEX_INTERVAL_S = 1.0  # one H0UPCNT0 record per index this often, to its subscribers
 OUTBOX_FRAMES = 10_000  # frames queued per connection before the server gives up on it
 
 KIS_TRADE_TRS = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0")
 KIS_BOOK_TR = "H0STASP0"
 KIS_PROGRAM_TR = "H0STPGM0"
 KIS_NOTICE_TRS = ("H0STCNI0", "H0STCNI9")
-KIS_TRS = (*KIS_TRADE_TRS, KIS_BOOK_TR, KIS_PROGRAM_TR, *KIS_NOTICE_TRS)
+KIS_INDEX_TR = "H0UPCNT0"  # tr_key: an index code ("0001" KOSPI, "1001" KOSDAQ, "2001" KOSPI200)
+KIS_TRS = (*KIS_TRADE_TRS, KIS_BOOK_TR, KIS_PROGRAM_TR, *KIS_NOTICE_TRS, KIS_INDEX_TR)
 LS_MARKET_TRS = ("S3_", "K3_")
 LS_NEWS = ("NWS", "NWS001")
 
@@ -139,6 +142,7 @@ class SimControl:
     stats: SimStats = field(default_factory=SimStats)
     conns: dict[int, _Conn] = field(default_factory=dict)
     orders: list[SimOrder] = field(default_factory=list)
+    jumps: list[tuple[str, float]] = field(default_factory=list)  # (code, fraction), next step
     approvals: dict[str, str] = field(default_factory=dict)  # approval key -> app key
     tokens: set[str] = field(default_factory=set)  # LS access tokens
 
@@ -169,6 +173,10 @@ class SimControl:
 
     def stalled(self) -> bool:
         return trio.current_time() < self.stalled_until
+
+    def jump(self, code: str, fraction: float) -> None:
+        """At the next step, a trade of `code` moved by `fraction` from its last price."""
+        self.jumps.append((code, fraction))
 
     def place_order(self, code: str, side: str, qty: int, price: int = 0) -> None:
         """An order of the demo account: an order notice now, a fill notice at the next step."""
@@ -221,6 +229,7 @@ class Simulator:
         self._framing = random.Random(cfg.seed + 2)  # records per frame, malformed frames
         self._next_cid = 0
         self._next_order = 10_000
+        self._index_due = 0.0  # market time since the last index update
 
     def _token(self, n: int) -> str:
         alphabet = string.ascii_letters + string.digits
@@ -311,6 +320,8 @@ class Simulator:
     def _valid_key(self, tr_id: str, tr_key: str) -> bool:
         if tr_id in KIS_NOTICE_TRS:
             return bool(tr_key)  # the HTS id
+        if tr_id == KIS_INDEX_TR:
+            return tr_key in self.market.index_codes
         return tr_key in self.names
 
     def handle_ls(self, conn: _Conn, text: str) -> None:
@@ -340,9 +351,18 @@ class Simulator:
 
     # -- the market ------------------------------------------------------------------------
     def step(self, now: datetime, n_trades: int, dt: float) -> None:
-        """One market step: trades, order books, program trading, news, notices, to every
-        connection that registered for them."""
+        """One market step: trades, order books, program trading, news, notices and, every
+        INDEX_INTERVAL_S of steps, the indexes, to every connection that registered for them."""
         trades = [self.market.trade(now) for _ in range(n_trades)]
+        while self.control.jumps:
+            code, fraction = self.control.jumps.pop(0)
+            if code in self.names:
+                trades.append(self.market.jump(code, fraction, now))
+        self._index_due += dt
+        indexes: list[list[str]] = []
+        if self._index_due >= INDEX_INTERVAL_S - 1e-9:  # float steps: 50 x 0.02 is not 1.0
+            self._index_due = 0.0
+            indexes = [self.market.index_record(c, now) for c in self.market.index_codes]
         rng = self._framing
         books = {c for c in self.names if rng.random() < self.cfg.orderbook_rate * dt}
         programs = {c for c in self.names if rng.random() < self.cfg.program_rate * dt}
@@ -350,12 +370,13 @@ class Simulator:
         notices = self._fill_orders(now)
         for conn in list(self.control.conns.values()):
             if conn.protocol == "kis":
-                self._send_kis(conn, now, trades, books, programs, notices)
+                self._send_kis(conn, now, trades, books, programs, notices, indexes)
             else:
                 self._send_ls(conn, trades, news)
 
     def _send_kis(self, conn: _Conn, now: datetime, trades: list[list[str]], books: set[str],
-                  programs: set[str], notices: list[list[str]]) -> None:
+                  programs: set[str], notices: list[list[str]],
+                  indexes: list[list[str]]) -> None:
         if not conn.subs:
             return
         for tr_id in KIS_TRADE_TRS:
@@ -372,6 +393,16 @@ class Simulator:
                 for record in mine:
                     conn.send(encrypted_frame(tr_id, [record], key, iv))
                     self.control.stats.notices_sent += 1
+        for record in indexes:  # one record per frame, as KIS sends them
+            if (KIS_INDEX_TR, record[0]) in conn.subs:
+                rate = self.control.malformed_rate
+                if rate and self._framing.random() < rate:
+                    conn.send(self._malformed(KIS_INDEX_TR, [record]))
+                    self.control.stats.malformed_sent += 1
+                else:
+                    conn.send(data_frame(KIS_INDEX_TR, [record]))
+                self.control.stats.frames_sent += 1
+                self.control.stats.records_sent += 1
 
     def _send_records(self, conn: _Conn, tr_id: str, records: list[list[str]]) -> None:
         i = 0
@@ -465,7 +496,8 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     async def faults() -> tuple[dict[str, object], int]:
         """Operate the fault switches of a running simulator, e.g.
         ``{"drop": true}``, ``{"stall_s": 5}``, ``{"down_s": 3}``, ``{"drop_every_s": 30}``,
-        ``{"malformed_rate": 0.05}``, ``{"reject_credentials": true}``, ``{"revoke": true}``."""
+        ``{"malformed_rate": 0.05}``, ``{"reject_credentials": true}``, ``{"revoke": true}``,
+        ``{"jump": {"code": "005930", "pct": 6}}`` (a sudden move at the next step)."""
         data = await request.get_json(force=True, silent=True) or {}
         try:
             if data.get("drop"):
@@ -482,7 +514,9 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
                 control.reject_credentials = bool(data["reject_credentials"])
             if data.get("revoke"):
                 control.revoke_credentials()
-        except (TypeError, ValueError) as exc:
+            if "jump" in data:
+                control.jump(str(data["jump"]["code"]), float(data["jump"]["pct"]) / 100)
+        except (TypeError, ValueError, KeyError) as exc:
             return {"error": f"bad fault: {exc}"}, 400
         return {"connections": len(control.conns), "stats": control.stats.__dict__}, 200
 

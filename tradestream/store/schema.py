@@ -154,7 +154,8 @@ alerts = sa.Table(
     sa.Column("triggered_at", Timestamp, nullable=False),
     sa.Column("message", sa.String(300), nullable=False),
     *_common(),
-    sa.UniqueConstraint("stock_code", "kind", "triggered_at", name="uq_alert_natural"),
+    sa.UniqueConstraint("stock_code", "kind", "direction", "triggered_at",
+                        name="uq_alert_natural"),
     sa.Index("ix_alert_code_time", "stock_code", "triggered_at"),
     sa.Index("ix_alert_time", "triggered_at"),
 )
@@ -171,4 +172,40 @@ signals = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     sa.UniqueConstraint("kind", "strategy", "stock_code", "created_at", name="uq_signal_natural"),
     sa.Index("ix_signal_kind_time", "kind", "created_at"),
+)
+
+
+index_ticks = sa.Table(
+    "index_ticks",
+    metadata,
+    _id(),
+    sa.Column("index_code", sa.String(8), nullable=False),
+    sa.Column("index_name", sa.String(16), nullable=False),
+    sa.Column("event_time", Timestamp, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("change", sa.Float, nullable=False),
+    sa.Column("change_percent", sa.Float, nullable=False),
+    sa.Column("volume", sa.BigInteger, nullable=False),
+    sa.Column("traded_value", sa.BigInteger, nullable=False),
+    sa.Column("advancers", sa.Integer, nullable=False),
+    sa.Column("decliners", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    *_common(),
+    sa.UniqueConstraint("index_code", "event_time", "volume", name="uq_index_natural"),
+    sa.Index("ix_index_code_time", "index_code", "event_time"),
+)
+
+slot_audit = sa.Table(
+    "slot_audit",
+    metadata,
+    _id(),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("session", sa.String(32), nullable=False),
+    sa.Column("tr_id", sa.String(16), nullable=False),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("priority", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.UniqueConstraint("at", "action", "tr_id", "stock_code", name="uq_slot_audit_natural"),
+    sa.Index("ix_slot_audit_at", "at"),
 )

@@ -14,7 +14,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tradestream.events import Event, Execution, FeedGap, News, OrderBook, ProgramTrade, Tick
+from tradestream.events import (
+    Alert,
+    Event,
+    Execution,
+    FeedGap,
+    IndexTick,
+    News,
+    OrderBook,
+    ProgramTrade,
+    Signal,
+    SlotAudit,
+    Tick,
+)
 from tradestream.store import schema
 
 
@@ -142,6 +154,32 @@ def gap_row(g: FeedGap) -> dict[str, object]:
             "reason": g.reason[:300]}
 
 
+def index_row(i: IndexTick) -> dict[str, object]:
+    return {"index_code": i.code, "index_name": i.index, "event_time": _utc(i.time),
+            "value": i.value, "change": i.change, "change_percent": i.change_percent,
+            "volume": i.volume, "traded_value": i.traded_value, "advancers": i.advancers,
+            "decliners": i.decliners, "unchanged": i.unchanged, "source": i.source,
+            "received_at": _received(i.received_ns)}
+
+
+def alert_row(a: Alert) -> dict[str, object]:
+    return {"stock_code": a.code, "kind": a.kind, "direction": a.direction,
+            "change_percent": a.change_percent, "price": a.price,
+            "reference_price": a.reference_price, "window_s": a.window_s,
+            "triggered_at": _utc(a.triggered_at), "message": a.message[:300], "source": a.source,
+            "received_at": _received(a.received_ns)}
+
+
+def signal_row(s: Signal) -> dict[str, object]:
+    return {"kind": s.kind[:32], "strategy": s.strategy[:64], "stock_code": s.code[:12],
+            "payload": s.payload, "created_at": _utc(s.created_at), "source": s.source[:32]}
+
+
+def slot_audit_row(a: SlotAudit) -> dict[str, object]:
+    return {"at": _utc(a.at), "action": a.action, "session": a.session, "tr_id": a.tr_id,
+            "stock_code": a.code, "priority": a.priority, "reason": a.reason[:200]}
+
+
 ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
     Tick: (schema.stock_prices_realtime, tick_row),
     OrderBook: (schema.orderbook_snapshots, orderbook_row),
@@ -149,6 +187,10 @@ ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
     Execution: (schema.executions, execution_row),
     News: (schema.news, news_row),
     FeedGap: (schema.feed_gaps, gap_row),
+    IndexTick: (schema.index_ticks, index_row),
+    Alert: (schema.alerts, alert_row),
+    Signal: (schema.signals, signal_row),
+    SlotAudit: (schema.slot_audit, slot_audit_row),
 }
 
 

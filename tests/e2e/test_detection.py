@@ -1,0 +1,162 @@
+"""Detection and signals through the whole tree: a sudden move in the simulator reaches a
+subscribed client as an alert and the store; index updates and the market gate; scans and
+posted signals broadcast on signal:{kind} and stored."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+import trio
+
+from tests.conftest import make_settings
+from tests.e2e.test_gateway import recv_type, tok
+from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
+from tradestream.config import Settings
+
+SKIP = ("price_update", "ping", "orderbook_update", "index_update", "news", "order_update")
+
+
+def detect_settings(tmp_path: Path) -> Settings:
+    s = make_settings(tmp_path, extra=(("H0UPCNT0", "0001"), ("H0UPCNT0", "1001")))
+    return s
+
+
+async def test_sudden_move_alert_reaches_subscribers_and_the_store(tmp_path: Path) -> None:
+    s = detect_settings(tmp_path)
+    codes = s.kis.watchlist[:5]
+    code = codes[0]
+    latencies: list[float] = []
+    with trio.fail_after(TIMEOUT_S + 10):
+        async with service(s) as running:
+            assert running.sim is not None
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as all_alerts, open_websocket_url(url) as mine, \
+                    open_websocket_url(url) as other:
+                for ws, topic in ((all_alerts, "alert"), (mine, f"alert:{code}"),
+                                  (other, "alert:000000")):
+                    await recv(ws)
+                    await send(ws, type="subscribe", topic=topic)
+                    await recv_type(ws, "subscribed")
+                await wait_for(lambda: all(c in running.state.latest for c in codes),
+                               "a first trade of each code")
+                for c in codes:  # +6% on five codes: five alerts
+                    running.sim.control.jump(c, 0.06)
+                    a = await recv_type(all_alerts, "alert", skip=SKIP)
+                    latencies.append(time.time() - running.state.latest[c].received_ns / 1e9)
+                    assert (a["symbol"], a["data"]["direction"]) == (c, "up")
+                    assert a["data"]["change_percent"] >= 5.0
+                b = await recv_type(mine, "alert", skip=SKIP)  # alert:{code} got its own only
+                assert b["symbol"] == code
+                running.sim.control.jump(code, 0.06)  # the same way again: debounced
+                running.sim.control.jump(code, -0.07)  # the other way: an alert
+                a = await recv_type(all_alerts, "alert", skip=SKIP)
+                assert (a["symbol"], a["data"]["direction"]) == (code, "down")
+                assert a == await recv_type(mine, "alert", skip=SKIP)
+                # the unrelated code's subscriber got nothing but a pong
+                await send(other, type="ping", timestamp="t")
+                assert (await recv_type(other, "pong", skip=SKIP))["timestamp"] == "t"
+                assert running.router.by_type["Alert"] == 6
+        engine = sa.create_engine(s.store.url)
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT stock_code, direction FROM alerts")).all()
+        engine.dispose()
+    assert sorted(rows) == sorted([(c, "up") for c in codes] + [(code, "down")])
+    # tick receive to alert read by the client (one clock)
+    assert statistics.median(latencies) < 0.2, latencies
+
+
+async def test_index_updates_and_market_gate(tmp_path: Path) -> None:
+    s = detect_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                for topic in ("market:kospi", "market:kosdaq", "market-gate"):
+                    await send(ws, type="subscribe", topic=topic)
+                seen: dict[str, dict[str, object]] = {}
+                while len(seen) < 3:
+                    m = await recv(ws)
+                    if m["type"] == "index_update":
+                        seen[str(m["index"])] = m["data"]
+                    elif m["type"] == "market_gate_update":
+                        seen["gate"] = m["data"]
+                assert float(seen["kospi"]["value"]) > 1000  # type: ignore[arg-type]
+                assert float(seen["kosdaq"]["value"]) > 100  # type: ignore[arg-type]
+                assert seen["gate"]["status"] in ("open", "caution", "closed")
+                assert seen["gate"]["level"] in ("green", "yellow", "red")
+            # a late subscriber gets the current state at once (snapshot)
+            async with open_websocket_url(url) as late:
+                await recv(late)
+                await send(late, type="subscribe", topic="market-gate")
+                await recv_type(late, "subscribed")
+                assert (await recv(late))["type"] == "market_gate_update"
+        engine = sa.create_engine(s.store.url)
+        with engine.connect() as conn:
+            names = {r[0] for r in conn.execute(sa.text("SELECT index_name FROM index_ticks"))}
+        engine.dispose()
+    assert names == {"kospi", "kosdaq"}
+
+
+async def test_signals_scan_and_post(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            await wait_for(lambda: running.flusher.rows > 200, "stored trades")
+            producer = {"Authorization": f"Bearer {tok(running, 'bot', role='producer')}"}
+            user = {"Authorization": f"Bearer {tok(running)}"}
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws, httpx.AsyncClient(
+                    base_url=running.url, timeout=10) as http:
+                await recv(ws)
+                for topic in ("signal:vcp", "signal:daytrading"):
+                    await send(ws, type="subscribe", topic=topic)
+                    await recv_type(ws, "subscribed")
+                denied = await http.post("/api/signals/vcp/scan", headers=user)
+                assert denied.status_code == 403
+                scanned = await http.post("/api/signals/vcp/scan", headers=producer)
+                assert scanned.status_code == 200, scanned.text
+                body = scanned.json()
+                assert body["signal_type"] == "VCP" and body["delivered_to"] == 1
+                msg = await recv_type(ws, "signal_update", skip=SKIP)
+                assert msg["data"]["signal_type"] == "VCP"
+                assert msg["data"]["count"] == body["count"] == len(msg["data"]["signals"])
+                posted = await http.post("/api/signals/daytrading", headers=producer, json={
+                    "signals": [{"symbol": "005930", "score": 1.5, "reason": "gap up"},
+                                {"symbol": "000660", "score": 1.1, "reason": "volume"}]})
+                assert posted.status_code == 200
+                msg = await recv_type(ws, "signal_update", skip=SKIP)
+                assert msg["data"]["signal_type"] == "DAYTRADING"
+                assert [x["symbol"] for x in msg["data"]["signals"]] == ["005930", "000660"]
+                bad = await http.post("/api/signals/daytrading", headers=producer,
+                                      json={"signals": "nope"})
+                assert bad.status_code == 400
+                unknown = await http.post("/api/signals/momentum", headers=producer, json={})
+                assert unknown.status_code == 404
+            await wait_for(lambda: running.router.by_type["Signal"] >= 2, "signals stored")
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT kind, stock_code FROM signals WHERE source = 'rest'"
+                                    )).all()
+    engine.dispose()
+    assert sorted(rows) == [("daytrading", "000660"), ("daytrading", "005930")]
+
+
+async def test_alert_threshold_is_configurable(tmp_path: Path) -> None:
+    s = detect_settings(tmp_path)
+    s = replace(s, detect=replace(s.detect, threshold=0.10))
+    code = s.kis.watchlist[1]
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            await wait_for(lambda: code in running.state.latest, "a first trade")
+            running.sim.control.jump(code, 0.06)  # below 10%: no alert
+            await trio.sleep(0.5)
+            assert running.router.by_type["Alert"] == 0
+            running.sim.control.jump(code, 0.12)
+            await wait_for(lambda: running.router.by_type["Alert"] == 1, "an alert at 10%")

@@ -1,0 +1,141 @@
+"""Signals: scans over recent bars, signals posted by producers, and their broadcast.
+
+    POST /api/signals/{kind}/scan   run the `vcp` or `daytrading` scan (detect/scanners.py)
+                                    over 1-minute bars of every streamed code, from the store
+    POST /api/signals/{kind}        post signals: {"signals": [{"symbol": "005930", ...}, ...]}
+
+Either way the result is broadcast as `signal_update` on `signal:{kind}` (seed 004's shape) and
+stored, one row per item. Both need role admin or producer. `SignalPublisher.publish` is also
+what the Redis bridge calls for signals arriving from external workers (seed 004's Celery path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import msgspec
+import trio
+from quart import request
+from quart_trio import QuartTrio
+from sqlalchemy.engine import Engine
+
+from tradestream.detect.scanners import Bar, scan_daytrading, scan_vcp
+from tradestream.events import KST, Event, Signal
+from tradestream.gateway import protocol
+from tradestream.gateway.auth import Authenticator, AuthError, bearer
+from tradestream.hub import Hub, Msg
+from tradestream.store import reads
+
+log = logging.getLogger(__name__)
+
+KINDS = ("vcp", "daytrading")
+WRITERS = ("admin", "producer")
+MAX_SIGNALS = 500
+SCAN_BARS = 120  # 1-minute bars per code: two hours
+SCAN_THREADS = 2
+
+
+class SignalPublisher:
+    """Broadcasts and stores a set of signals of one kind."""
+
+    def __init__(self, hub: Hub, store: Callable[[Event], None]) -> None:
+        self._hub = hub
+        self._store = store
+        self.published = 0
+
+    def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
+        now = datetime.now(KST)
+        msg = Msg(protocol.signal_update(kind, list(signals), now.isoformat()), "signal_update",
+                  time.time_ns())
+        n = self._hub.publish("signal:" + kind, msg)
+        for item in signals:
+            self._store(Signal(source, kind, kind, str(item.get("symbol", ""))[:12],
+                               dict(item), now, time.time_ns()))
+        self.published += 1
+        return n
+
+    def from_redis(self, channel: str, data: bytes) -> None:
+        """``{"signal_type": "VCP", "signals": [...]}`` from an external worker; bad input is
+        logged and dropped."""
+        try:
+            body = msgspec.json.decode(data)
+            kind = str(body["signal_type"]).lower()
+            signals = body["signals"]
+            if kind not in KINDS or not isinstance(signals, list) or not all(
+                    isinstance(s, dict) for s in signals):
+                raise ValueError("expected signal_type vcp|daytrading and a list of objects")
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("redis %s: dropped a bad signal message: %s", channel, exc)
+            return
+        self.publish(kind, signals[:MAX_SIGNALS], "redis")
+
+
+def _bars(rows: Iterable[dict[str, Any]]) -> list[Bar]:
+    return [Bar(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in rows]
+
+
+def scan(engine: Engine, kind: str, codes: Sequence[str], now: datetime) -> list[dict[str, Any]]:
+    """Blocking: read the bars and run the scan (a worker thread)."""
+    since = now - timedelta(minutes=SCAN_BARS)
+    by_code = {c: _bars(reads.bars(engine, c, 60, since, now, SCAN_BARS)) for c in codes}
+    found: Sequence[Any]
+    if kind == "vcp":
+        found = scan_vcp(by_code)
+    else:
+        session_start = now.astimezone(KST).replace(hour=9, minute=0, second=0, microsecond=0)
+        today = {c: [b for b in bars if datetime.fromisoformat(str(b.start)) >= session_start]
+                 for c, bars in by_code.items()}
+        found = scan_daytrading(today)
+    out = []
+    for item in found:
+        d = dataclasses.asdict(item)
+        d["symbol"] = d.pop("code")
+        out.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()})
+    return out
+
+
+def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
+                     publisher: SignalPublisher, codes: Callable[[], Sequence[str]]) -> None:
+    limiter = trio.CapacityLimiter(SCAN_THREADS)
+
+    def check() -> tuple[dict[str, str], int] | None:
+        try:
+            ident = auth.verify(bearer(request.headers, request.args))
+        except AuthError as exc:
+            return {"error": str(exc)}, 401
+        if ident.role not in WRITERS:
+            return {"error": "needs role admin or producer"}, 403
+        return None
+
+    @app.post("/api/signals/<kind>/scan")
+    async def run_scan(kind: str) -> Any:
+        if (denied := check()) is not None:
+            return denied
+        if kind not in KINDS:
+            return {"error": f"unknown scan {kind!r}; one of {', '.join(KINDS)}"}, 404
+        now = datetime.now(UTC)
+        signals = await trio.to_thread.run_sync(
+            partial(scan, engine, kind, list(codes()), now), limiter=limiter)
+        delivered = publisher.publish(kind, signals, "scanner")
+        return {"signal_type": kind.upper(), "count": len(signals), "signals": signals,
+                "delivered_to": delivered}
+
+    @app.post("/api/signals/<kind>")
+    async def post(kind: str) -> Any:
+        if (denied := check()) is not None:
+            return denied
+        if kind not in KINDS:
+            return {"error": f"unknown signal kind {kind!r}; one of {', '.join(KINDS)}"}, 404
+        body = await request.get_json(force=True, silent=True)
+        signals = body.get("signals") if isinstance(body, Mapping) else None
+        if not isinstance(signals, list) or len(signals) > MAX_SIGNALS or not all(
+                isinstance(s, dict) for s in signals):
+            return {"error": f"expected {{\"signals\": [objects]}} (at most {MAX_SIGNALS})"}, 400
+        delivered = publisher.publish(kind, signals, "rest")
+        return {"count": len(signals), "delivered_to": delivered}

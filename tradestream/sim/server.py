@@ -37,6 +37,7 @@ from tradestream.sim import ls_records
 from tradestream.sim.market import (
     DEFAULT_TICKERS,
     SimMarket,
+    SimTicker,
     data_frame,
     encrypted_frame,
     execution_notice,
@@ -145,6 +146,20 @@ class SimControl:
     jumps: list[tuple[str, float]] = field(default_factory=list)  # (code, fraction), next step
     approvals: dict[str, str] = field(default_factory=dict)  # approval key -> app key
     tokens: set[str] = field(default_factory=set)  # LS access tokens
+    refused_app_keys: set[str] = field(default_factory=set)  # this account is closed
+
+    def refuse_app_key(self, app_key: str, refused: bool = True) -> None:
+        """Close (or reopen) one app key's account: its sessions are dropped and it gets no
+        new approval key, as when a broker account is suspended."""
+        if not refused:
+            self.refused_app_keys.discard(app_key)
+            return
+        self.refused_app_keys.add(app_key)
+        for approval in [k for k, v in self.approvals.items() if v == app_key]:
+            del self.approvals[approval]
+        for conn in self.conns.values():
+            if conn.app_key == app_key:
+                conn.send(_Close(1008, "app key suspended"))
 
     def drop_all(self, code: int = 1011, reason: str = "simulated fault") -> int:
         """Close every WebSocket session now; returns how many were open."""
@@ -221,7 +236,10 @@ class Simulator:
     def __init__(self, cfg: SimSettings, control: SimControl) -> None:
         self.cfg = cfg
         self.control = control
-        tickers = tuple(t for t in DEFAULT_TICKERS if t.code in set(cfg.tickers))
+        known = {t.code: t for t in DEFAULT_TICKERS}
+        # Codes beyond the built-in 50 get a synthetic ticker (tests that need more codes).
+        tickers = tuple(known.get(c) or SimTicker(c, f"SIM {c}", 1000 * (5 + sum(map(ord, c)) % 50))
+                        for c in cfg.tickers)
         self.market = SimMarket(tickers, cfg.seed)
         self.names = {t.code: t.name for t in tickers}
         self.news = ls_records.NewsGenerator([(t.code, t.name) for t in tickers], cfg.seed)
@@ -237,7 +255,7 @@ class Simulator:
 
     # -- REST ------------------------------------------------------------------------------
     def approval(self, data: dict[str, str]) -> tuple[dict[str, str], int]:
-        if self.control.reject_credentials:
+        if self.control.reject_credentials or data.get("appkey") in self.control.refused_app_keys:
             return {"error_code": "EGW00103", "error_description": "유효하지 않은 AppKey입니다."}, 403
         if data.get("grant_type") != "client_credentials" or not (
             data.get("appkey") and data.get("secretkey")

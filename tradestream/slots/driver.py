@@ -7,7 +7,7 @@
   reference-counted per connection, refused with `no_slot` when there is no room;
 - follows holdings (the account book's positions) and the picks and scanner sets;
 - runs `tick` once a second: scanner dwell expiry, stale slots (re-registered once per
-  episode), and sessions lost for good (not streaming for `lost_after_s`) or back;
+  episode), and sessions lost for good (not connected for `lost_after_s`) or back;
 - hands every audit record to `on_audit` (stored and kept for the status endpoint).
 """
 
@@ -155,7 +155,9 @@ class SlotDriver:
     def step(self) -> None:
         now = self._clock()
         for name, session in self.sessions.items():
-            if session.status.state == "streaming":
+            # connected (a lost session comes back with nothing registered, so it cannot
+            # stream before it is given its slots again)
+            if session.status.state in ("subscribing", "streaming"):
                 self._down_since.pop(name, None)
                 if name in self._lost:
                     self._lost.discard(name)

@@ -31,7 +31,8 @@ import trio
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
-from tradestream.events import KST, Event, SlotAudit, Tick
+from tradestream.events import KST, Event, Signal, SlotAudit, Tick
+from tradestream.strategies import NewsKeywordStrategy, StrategyHost
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -143,6 +144,24 @@ async def run_service(
 
     signals = SignalPublisher(hub, side)
 
+    def emit(strategy_id: str, payload: dict[str, object]) -> None:
+        topic = "strategy:" + strategy_id
+        hub.publish(topic, Msg(protocol.strategy_signal(strategy_id, payload),
+                               "strategy_signal", time.time_ns()))
+        side(Signal("strategy", topic, strategy_id, str(payload.get("symbol") or "")[:12],
+                    payload, datetime.now(KST), time.time_ns()))
+
+    strategies = StrategyHost([NewsKeywordStrategy()], emit)
+
+    async def route(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await run_router(
+                events_in, store_out, hub, state, router_stats,
+                on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
+                on_tick=on_tick, observe=strategies.offer, task_status=task_status)
+        finally:
+            strategies.close()  # they finish what they hold, then return
+
     def on_tick(t: Tick) -> Event | None:
         slots.on_data("H0STCNT0", t.code)
         scanner.observe(t.code, t.received_ns / 1e9, t.price, t.trade_volume)
@@ -169,6 +188,7 @@ async def run_service(
             "recorder": recorder_stats.__dict__ if record else None,
             "slots": slots.as_dict(),
             "side_events": dict(side_stats),
+            "strategies": strategies.status(),
             "market_gate": state.gate_state.level if state.gate_state else None,
             "uptime_s": round(time.time() - started_at, 3),
         }
@@ -203,10 +223,8 @@ async def run_service(
                 spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
                 await draining.start(partial(run_flusher, store_in, sink, policy, flusher_stats,
                                              spool, transient=transient))
-                await draining.start(partial(
-                    run_router, events_in, store_out, hub, state, router_stats,
-                    on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
-                    on_tick=on_tick))
+                await draining.start(strategies.run)
+                await draining.start(route)
                 if record is not None:
                     await draining.start(run_recorder, frames_in, record, recorder_stats)
                 else:

@@ -160,3 +160,22 @@ async def test_alert_threshold_is_configurable(tmp_path: Path) -> None:
             assert running.router.by_type["Alert"] == 0
             running.sim.control.jump(code, 0.12)
             await wait_for(lambda: running.router.by_type["Alert"] == 1, "an alert at 10%")
+
+
+async def test_news_strategy_signals_reach_subscribers_and_the_store(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, ls=True, sim={"news_rate": 30.0})
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="strategy:news-keywords")
+                await recv_type(ws, "subscribed")
+                msg = await recv_type(ws, "strategy_signal", skip=SKIP)
+            assert msg["strategy_id"] == "news-keywords"
+            data = msg["data"]
+            assert data["signal"] in ("watch_long", "watch_short")
+            assert data["reason"].split(" in ")[0] in data["headline"]
+            status = running.router  # the strategy saw the news the router routed
+            assert status.by_type["News"] >= 1
+            await wait_for(lambda: running.router.by_type["Signal"] >= 1, "signal stored")

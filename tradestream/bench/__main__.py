@@ -9,9 +9,10 @@ import sys
 
 import trio
 
-from tradestream.bench import fanout, reconnect, store
+from tradestream.bench import alerts, fanout, reconnect, store
 
-SCENARIOS = {"store": store.main, "reconnect": reconnect.main, "fanout": fanout.main}
+SCENARIOS = {"store": store.main, "reconnect": reconnect.main, "fanout": fanout.main,
+             "alerts": alerts.main}
 
 
 def main() -> int:

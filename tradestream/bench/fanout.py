@@ -49,11 +49,10 @@ import trio
 
 from tradestream.config import PipelineSettings
 from tradestream.events import KST, Event, Tick
-from tradestream.gateway import protocol
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.serve import serve_app, ws_url
-from tradestream.hub import Hub, Msg
+from tradestream.hub import Hub
 from tradestream.pipeline.stages import MarketState, RouterStats, run_router
 from tradestream.sim.market import DEFAULT_TICKERS
 
@@ -128,44 +127,6 @@ class Running:
     url: str  # without query string
     tradestream: Hub | None = None
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-async def drain_router(events_in: trio.MemoryReceiveChannel[Event],
-                       store_out: trio.MemorySendChannel[Event], hub: Hub, state: MarketState,
-                       stats: RouterStats, *,
-                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Experimental variant of `run_router` (ticks only): take everything queued per wake-up
-    and publish it before yielding, instead of two checkpoints per event. Under load the real
-    router is one task among hundreds of senders and gets one event per two scheduler passes,
-    so outboxes never hold more than one message and nothing coalesces; this shows what
-    draining would change."""
-    with events_in, store_out:
-        task_status.started()
-        while True:
-            try:
-                batch = [await events_in.receive()]
-            except trio.EndOfChannel:
-                return
-            while True:
-                try:
-                    batch.append(events_in.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            for ev in batch:
-                stats.events += 1
-                if isinstance(ev, Tick):
-                    stats.ticks += 1
-                    state.latest[ev.code] = ev
-                    topic = "price:" + ev.code
-                    if hub.has_subscribers(topic):
-                        hub.publish_latest(topic, Msg(protocol.price_update(ev),
-                                                      "price_update", ev.received_ns))
-                        stats.published += 1
-            for ev in batch:
-                try:
-                    store_out.send_nowait(ev)
-                except trio.WouldBlock:
-                    await store_out.send(ev)
 
 
 async def serve_tradestream(codes: list[str], events_in: trio.MemoryReceiveChannel[Event],
@@ -401,8 +362,7 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
             running = await nursery.start(serve_seed, events_in)
             urls = [running.url for _ in range(clients)]
         else:
-            router = drain_router if kind.endswith("_drain_router") else run_router
-            running = await nursery.start(serve_tradestream, codes, events_in, router)
+            running = await nursery.start(serve_tradestream, codes, events_in, run_router)
             query = "" if kind == "tradestream_unbatched" else "&batch=1"
             urls = [f"{running.url}?token={auth.issue(f'bench-{i}')}{query}"
                     for i in range(clients)]
@@ -495,17 +455,15 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
 
 async def main(clients: int = 200, topics_per_client: int = 5, tickers: int = 50,
                rate: float = 2000.0, duration_s: float = 10.0, warmup_s: float = 2.0,
-               client_procs: int = 2, unbatched: bool = True, with_drain_router: bool = True,
+               client_procs: int = 2, unbatched: bool = True,
                channel: int = PipelineSettings().tick_buffer,
                calibrate_s: float = 2.0) -> dict[str, object]:
-    """Run the scenario for tradestream (batch=1; without batching if `unbatched`; batch=1
-    with the experimental `drain_router` if `with_drain_router`) and the seed-style baseline;
-    figures per server, and tradestream/baseline ratios."""
+    """Run the scenario for tradestream (batch=1; without batching if `unbatched`) and the
+    seed-style baseline; figures per server, and tradestream/baseline ratios."""
     codes = [t.code for t in DEFAULT_TICKERS[:tickers]]
     if len(codes) < tickers:
         raise ValueError(f"at most {len(DEFAULT_TICKERS)} tickers")
-    kinds = (["tradestream_batch"] + (["tradestream_unbatched"] if unbatched else [])
-             + (["tradestream_batch_drain_router"] if with_drain_router else []) + ["seed"])
+    kinds = ["tradestream_batch"] + (["tradestream_unbatched"] if unbatched else []) + ["seed"]
     results: dict[str, object] = {
         "cores": os.cpu_count(),
         "setup": f"{clients} clients x {topics_per_client} topics over {tickers} tickers, "

@@ -67,7 +67,8 @@ def alert_from(move: SuddenMove, tick: Tick) -> Alert:
 def alert_data(a: Alert) -> dict[str, object]:
     return {"kind": a.kind, "direction": a.direction, "change_percent": a.change_percent,
             "price": a.price, "reference_price": a.reference_price, "window_s": a.window_s,
-            "triggered_at": a.triggered_at.isoformat(), "message": a.message}
+            "triggered_at": a.triggered_at.isoformat(), "message": a.message,
+            "received_ns": a.received_ns}  # the trade's upstream receive time (epoch ns)
 
 
 def gate_data(g: GateState, at: datetime) -> dict[str, object]:
@@ -92,6 +93,7 @@ async def run_router(
     *,
     on_holding: Callable[[HoldingChange], None] | None = None,
     on_tick: Callable[[Tick], Event | None] | None = None,
+    observe: Callable[[Event], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send each event to the store, and to the gateway clients that asked for it.
@@ -120,6 +122,8 @@ async def run_router(
             derived: list[Event] = []
             for ev in batch:
                 _route(ev, hub, has, state, stats, on_holding)
+                if observe is not None:
+                    observe(ev)  # strategies: never blocks (their inputs drop when full)
                 if on_tick is not None and type(ev) is Tick:
                     # the slot manager's data clock, the scanner, the detector (an alert)
                     found = on_tick(ev)

@@ -49,7 +49,7 @@ from tradestream.pipeline.stages import MarketState, RouterStats, alert_from, ru
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.slots.driver import SlotDriver, SlotSession
 from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
-from tradestream.store import migrate
+from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, transient
@@ -108,11 +108,17 @@ async def run_service(
         await trio.to_thread.run_sync(migrate.upgrade, engine)
     await trio.to_thread.run_sync(migrate.check, engine)
 
+    # The day's orders and fills so far: the account book (get_account, holdings) survives
+    # a restart. Positions older than today come from the broker, not from here.
+    today = datetime.now(KST).replace(hour=0, minute=0, second=0, microsecond=0)
+    earlier = await trio.to_thread.run_sync(reads.executions_since, engine, today)
     hub = Hub(outbox_max=s.gateway.outbox_max)
     g = s.gateway
     auth = Authenticator(g.jwt_secret, algorithm=g.jwt_algorithm, public_key=g.jwt_public_key,
                          leeway_s=g.jwt_leeway_s)
     state = MarketState()
+    for ex in earlier:
+        state.accounts.apply(ex)
     metrics = GatewayMetrics()
     feeds: list[FeedStatus] = []
     router_stats, flusher_stats, recorder_stats = RouterStats(), FlusherStats(), RecorderStats()
@@ -200,6 +206,10 @@ async def run_service(
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
             kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub, audit)
+            if earlier:
+                slots.set_positions(state.accounts.positions_by_code())
+                log.info("account book: %d notices from today replayed, %d codes held",
+                         len(earlier), len(state.accounts.held_codes()))
             ctx = GatewayContext(hub=hub, auth=auth, latest=state.latest, status=status,
                                  engine=engine, ping_interval_s=g.ping_interval_s,
                                  max_missed_pongs=g.max_missed_pongs, settings=g,

@@ -138,3 +138,30 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
         actions = {r[0] for r in conn.execute(sa.text("SELECT DISTINCT action FROM slot_audit"))}
     engine.dispose()
     assert {"grant", "refuse", "evict", "move"} <= actions, actions
+
+
+async def test_holdings_and_account_survive_a_restart(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, hts_id="demo", scanner_slots=0)
+    held = "293490"  # not on the test watchlist
+    assert held not in s.kis.watchlist
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            assert running.sim is not None
+            await wait_for(lambda: running.feeds[0].subscriptions.get("H0STCNI0:demo")
+                           == "subscribed", "notices registered")
+            running.sim.control.place_order(held, "buy", 7)
+            await wait_for(lambda: running.state.accounts.positions_by_code() == {held: 7},
+                           "the fill")
+            await wait_for(lambda: running.slots.manager.slot("H0STCNT0", held) is not None,
+                           "holding slot")
+        async with service(s) as again:
+            assert again.state.accounts.positions_by_code() == {held: 7}
+            slot = again.slots.manager.slot("H0STCNT0", held)
+            assert slot is not None and slot.priority.name == "HOLDING"
+            url = f"{again.ws_url}?token={tok(again, 'alice', accounts=('5012345601',))}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                await send(ws, type="get_account")
+                acct = (await recv_type(ws, "account"))["data"]
+    assert [(p["symbol"], p["quantity"]) for p in acct["positions"]] == [(held, 7)]
+    assert {o["status"] for o in acct["orders"]} == {"filled"}

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tradestream.events import KST
+from tradestream.events import KST, Execution
 from tradestream.store import schema
 
 MAX_ROWS = 1000
@@ -141,3 +141,16 @@ def recent_alerts(engine: Engine, code: str | None, limit: int) -> list[dict[str
              "change_percent": r.change_percent, "price": r.price,
              "reference_price": r.reference_price, "window_s": r.window_s,
              "triggered_at": _iso(r.triggered_at), "message": r.message} for r in rows]
+
+
+def executions_since(engine: Engine, since: datetime) -> list[Execution]:
+    """Stored execution notices from `since` on, oldest first, as events: the account book's
+    state after a restart (the day's orders and the positions they made)."""
+    e = schema.executions
+    q = sa.select(e).where(e.c.event_time >= _bound(since)).order_by(e.c.event_time, e.c.id)
+    with engine.connect() as conn:
+        rows = conn.execute(q.limit(MAX_ROWS * 10)).all()
+    return [Execution(r.source, r.customer_id, r.account, r.order_no, r.original_order_no,
+                      r.side, r.kind, r.correction, bool(r.rejected), r.stock_code, r.quantity,
+                      r.price, r.order_qty, r.order_price, _utc(r.event_time).astimezone(KST),
+                      r.name, int(_utc(r.received_at).timestamp() * 1e9)) for r in rows]

@@ -137,6 +137,11 @@ async def run_router(
                     store_out.send_nowait(ev)
                 except trio.WouldBlock:
                     await store_out.send(ev)  # the store is behind: block (lossless)
+                except trio.BrokenResourceError:
+                    # The flusher is gone: in a hard stop, the cancel arriving here is the
+                    # answer (not a crash report); otherwise it is a real error.
+                    await trio.lowlevel.checkpoint()
+                    raise
 
 
 def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,

@@ -202,7 +202,7 @@ class Alert(msgspec.Struct, frozen=True, gc=False, tag=True):
 class Signal(msgspec.Struct, frozen=True, gc=False, tag=True):
     """A scanner's or a strategy's output, stored as one row per item."""
 
-    source: str  # who produced it: "scanner", "rest:<user>", "redis", "strategy"
+    source: str  # who produced it: "scanner", "rest", "redis", "strategy"
     kind: str  # "vcp", "daytrading", "strategy:<id>"
     strategy: str
     code: str  # "" when market-wide

@@ -216,7 +216,8 @@ async def run_service(
                                  metrics=metrics, books=state.books, last=state.last,
                                  accounts=state.accounts, demand=slots)
             app = create_app(ctx)
-            register_slots(app, slots, auth, scanner_posted, refresh_scanner)
+            register_slots(app, slots, auth, scanner_posted, refresh_scanner, tuple(
+                k for k in s.kis.pick_keys() if k[0] not in ("H0STCNT0", "H0STASP0")))
             register_signals(app, engine, auth, signals, lambda: sorted(state.latest))
             await outer.start(hub.run_cadence)
             binds = await outer.start(partial(

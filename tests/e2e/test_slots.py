@@ -165,3 +165,44 @@ async def test_holdings_and_account_survive_a_restart(tmp_path: Path) -> None:
                 acct = (await recv_type(ws, "account"))["data"]
     assert [(p["symbol"], p["quantity"]) for p in acct["positions"]] == [(held, 7)]
     assert {o["status"] for o in acct["orders"]} == {"filled"}
+
+
+async def test_picks_and_scanner_over_rest(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, extra=(("H0UPCNT0", "0001"),), scanner_slots=0)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
+            admin = {"Authorization": f"Bearer {tok(running, 'ops', role='admin')}"}
+            user = {"Authorization": f"Bearer {tok(running)}"}
+            async with httpx.AsyncClient(base_url=running.url) as http:
+                assert (await http.put("/api/watchlist/picks", headers=user,
+                                       json={"codes": ["005930"]})).status_code == 403
+                bad = await http.put("/api/watchlist/picks", headers=admin,
+                                     json={"codes": ["5930"]})
+                assert bad.status_code == 400
+                ok = await http.put("/api/watchlist/picks", headers=admin, json={
+                    "codes": ["005930", "000660"], "orderbook": ["005930"]})
+                assert ok.status_code == 200 and ok.json()["pending"] == []
+                scan = await http.post("/api/watchlist/scanner", headers=admin,
+                                       json={"codes": ["035720"]})
+                assert scan.json() == {"scanner": ["035720"]}
+                listing = (await http.get("/api/slots", headers=user)).json()
+            held = {(r["tr_id"], r["code"]): r["priority"] for r in listing["slots"]}
+            assert held == {("H0STCNT0", "005930"): "pick", ("H0STCNT0", "000660"): "pick",
+                            ("H0STASP0", "005930"): "pick", ("H0UPCNT0", "0001"): "pick",
+                            ("H0STCNT0", "035720"): "scanner"}
+            assert listing["pending"] == []
+            await in_sync_one(running)
+
+
+async def in_sync_one(running: Running) -> None:
+    """One session: the simulator holds exactly the manager's registrations."""
+    assert running.sim is not None
+
+    def same() -> bool:
+        subs = [c.subs for c in running.sim.control.conns.values()  # type: ignore[union-attr]
+                if c.protocol == "kis"]
+        return len(subs) == 1 and {x for x in subs[0] if not x[0].startswith("H0STCNI")} == \
+            set(running.slots.registrations("kis-1"))
+
+    await wait_for(same, "upstream equals the manager")

@@ -26,7 +26,10 @@ def _codes(body: Any, field: str) -> list[str]:
 
 
 def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
-                   scanner_posted: set[str], on_scanner: Any) -> None:
+                   scanner_posted: set[str], on_scanner: Any,
+                   kept: tuple[tuple[str, str], ...] = ()) -> None:
+    """`kept`: configured picks that are neither trades nor order books (indexes, program
+    trading); a PUT of the picks keeps them."""
     def check(roles: tuple[str, ...] | None = None) -> tuple[dict[str, str], int] | None:
         try:
             ident = auth.verify(bearer(request.headers, request.args))
@@ -40,7 +43,7 @@ def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
     async def slots() -> Any:
         if (denied := check()) is not None:
             return denied
-        return {"slots": driver.slots(), "pending": driver.pending(), **driver.as_dict()}
+        return {**driver.as_dict(), "slots": driver.slots(), "pending": driver.pending()}
 
     @app.put("/api/watchlist/picks")
     async def picks() -> Any:
@@ -53,7 +56,7 @@ def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
                 else []
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        keys = [("H0STCNT0", c) for c in trades] + [("H0STASP0", c) for c in books]
+        keys = [("H0STCNT0", c) for c in trades] + [("H0STASP0", c) for c in books] + list(kept)
         changes = driver.set_picks(keys)
         pending = {(p["tr_id"], p["code"]) for p in driver.pending()}
         return {"picks": len(keys), "subscribed": len(changes.ops),

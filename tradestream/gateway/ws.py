@@ -216,10 +216,11 @@ class Connection:
                 # One frame for all that is queued: the per-frame cost dominates
                 # (STACK-NOTES §3), and nothing waits for a batch to fill.
                 await websocket.send("[" + ",".join([x.payload for x in batch]) + "]")
+                m.observe_frame(batch)
             else:
                 for x in batch:
                     await websocket.send(x.payload)
-            m.observe_frame(batch)
+                    m.observe_frame([x])
 
     async def _expiry(self) -> None:
         """Close the connection when its token expires; an `auth` refresh restarts the wait."""

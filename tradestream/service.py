@@ -26,12 +26,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
-from tradestream.events import KST, Event, Signal, SlotAudit, Tick
+from tradestream.events import KST, Alert, Event, Signal, SlotAudit, Tick
 from tradestream.strategies import NewsKeywordStrategy, StrategyHost
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
@@ -45,7 +46,13 @@ from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.gateway.signals_api import SignalPublisher, register_signals
 from tradestream.gateway.slots_api import register_slots
 from tradestream.hub import Hub, Msg
-from tradestream.pipeline.stages import MarketState, RouterStats, alert_from, run_router
+from tradestream.pipeline.stages import (
+    MarketState,
+    RouterStats,
+    alert_data,
+    alert_from,
+    run_router,
+)
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.slots.driver import SlotDriver, SlotSession
 from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
@@ -128,6 +135,7 @@ async def run_service(
     sim: SimHandle | None = None
     kis_adapters: list[KisAdapter] = []
     slots: SlotDriver
+    bridge_stats: Any = None
     scanner = MoverScanner()
     scanner_posted: set[str] = set()
     d = s.detect
@@ -149,6 +157,18 @@ async def run_service(
                        a.tr_id, a.code, a.priority.name.lower(), a.reason))
 
     signals = SignalPublisher(hub, side)
+    # Alerts to Redis for external consumers (seed 001): best effort, never waits.
+    redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](1000)
+    redis_stats: dict[str, object] = {"configured": bool(d.redis_url), "dropped_here": 0}
+
+    def to_redis(alert: Alert) -> None:
+        if not d.redis_url:
+            return
+        try:
+            redis_out.send_nowait((d.redis_alert_channel, msgspec.json.encode(
+                {"symbol": alert.code, **alert_data(alert)})))
+        except trio.WouldBlock:
+            redis_stats["dropped_here"] = int(redis_stats["dropped_here"]) + 1  # type: ignore
 
     def emit(strategy_id: str, payload: dict[str, object]) -> None:
         topic = "strategy:" + strategy_id
@@ -172,7 +192,11 @@ async def run_service(
         slots.on_data("H0STCNT0", t.code)
         scanner.observe(t.code, t.received_ns / 1e9, t.price, t.trade_volume)
         move = detector.update(t.code, t.received_ns / 1e9, t.price)
-        return alert_from(move, t) if move is not None else None
+        if move is None:
+            return None
+        alert = alert_from(move, t)
+        to_redis(alert)
+        return alert
 
     def refresh_scanner() -> None:
         top = [m.code for m in scanner.top(s.kis.scanner_slots, time.time())] \
@@ -195,6 +219,7 @@ async def run_service(
             "slots": slots.as_dict(),
             "side_events": dict(side_stats),
             "strategies": strategies.status(),
+            "redis": {**redis_stats, **(bridge_stats.as_dict() if bridge_stats else {})},
             "market_gate": state.gate_state.level if state.gate_state else None,
             "uptime_s": round(time.time() - started_at, 3),
         }
@@ -220,6 +245,13 @@ async def run_service(
                 k for k in s.kis.pick_keys() if k[0] not in ("H0STCNT0", "H0STASP0")))
             register_signals(app, engine, auth, signals, lambda: sorted(state.latest))
             await outer.start(hub.run_cadence)
+            if d.redis_url:
+                from tradestream.redis_bridge import RedisStats, run_redis_bridge
+
+                bridge_stats = RedisStats()
+                await outer.start(partial(
+                    run_redis_bridge, d.redis_url, redis_in, signals.from_redis,
+                    subscribe=[d.redis_signal_channel], stats=bridge_stats))
             binds = await outer.start(partial(
                 serve_app, app, g.host, g.port, graceful_s=g.graceful_s,
                 max_message_bytes=g.max_message_bytes, write_timeout_s=g.send_timeout_s,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -33,7 +33,7 @@ from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.events import KST, Alert, Event, Signal, SlotAudit, Tick
-from tradestream.strategies import NewsKeywordStrategy, StrategyHost
+from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -82,6 +82,7 @@ class Running:
     flusher: FlusherStats
     state: MarketState
     metrics: GatewayMetrics
+    side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
     started_at: float = field(default_factory=time.time)
 
 
@@ -99,10 +100,12 @@ async def run_service(
     record: Path | None = None,
     replay: Path | None = None,
     replay_speed: float = 0.0,
+    strategies: Sequence[Strategy] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run tradestream until stop() is called (or this task is cancelled, the hard way).
 
+    `strategies` replaces the shipped ones (the news keyword strategy).
     With `record`, every raw upstream frame is appended to that file. With `replay`, a
     recording is the intake instead of the feeds (and no simulator runs); the service then
     drains and returns by itself when the recording ends.
@@ -141,7 +144,10 @@ async def run_service(
     d = s.detect
     detector = SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold,
                                   debounce_s=d.debounce_s)
-    # Events made outside the feeds (slot audits, signals) reach the store through this edge:
+    # Events made outside the feeds (slot audits, signals; already published where they
+    # apply) go straight to the store through this edge, beside the router. Producers never
+    # wait: a full or closed edge drops and counts. It closes once the router and the
+    # strategies are done, so the signals of a drain are stored too.
     # producers never wait (a full edge drops and counts), a forwarder in intake hands them on.
     side_out, side_in = trio.open_memory_channel[Event](1000)
     side_stats = {"forwarded": 0, "dropped": 0}
@@ -149,7 +155,7 @@ async def run_service(
     def side(ev: Event) -> None:
         try:
             side_out.send_nowait(ev)
-        except trio.WouldBlock:
+        except (trio.WouldBlock, trio.ClosedResourceError):
             side_stats["dropped"] += 1
 
     def audit(a: Audit) -> None:
@@ -177,16 +183,33 @@ async def run_service(
         side(Signal("strategy", topic, strategy_id, str(payload.get("symbol") or "")[:12],
                     payload, datetime.now(KST), time.time_ns()))
 
-    strategies = StrategyHost([NewsKeywordStrategy()], emit)
+    host = StrategyHost(list(strategies) if strategies is not None
+                        else [NewsKeywordStrategy()], emit)
+    strategies_scope = trio.CancelScope()
+    strategies_done = trio.Event()
+
+    async def run_strategies(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+        try:
+            with strategies_scope:
+                await host.run(task_status=task_status)
+        finally:
+            strategies_done.set()
 
     async def route(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             await run_router(
-                events_in, store_out, hub, state, router_stats,
+                events_in, store_out_router, hub, state, router_stats,
                 on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
-                on_tick=on_tick, observe=strategies.offer, task_status=task_status)
+                on_tick=on_tick, observe=host.offer, task_status=task_status)
         finally:
-            strategies.close()  # they finish what they hold, then return
+            host.close()  # they finish what they hold, within STRATEGY_DRAIN_S
+            try:
+                with trio.move_on_after(STRATEGY_DRAIN_S):
+                    await strategies_done.wait()
+            finally:
+                strategies_scope.cancel()
+                side_out.close()  # the forwarder hands on the rest, then closes its store end
 
     def on_tick(t: Tick) -> Event | None:
         slots.on_data("H0STCNT0", t.code)
@@ -218,7 +241,7 @@ async def run_service(
             "recorder": recorder_stats.__dict__ if record else None,
             "slots": slots.as_dict(),
             "side_events": dict(side_stats),
-            "strategies": strategies.status(),
+            "strategies": host.status(),
             "redis": {**redis_stats, **(bridge_stats.as_dict() if bridge_stats else {})},
             "market_gate": state.gate_state.level if state.gate_state else None,
             "uptime_s": round(time.time() - started_at, 3),
@@ -266,7 +289,9 @@ async def run_service(
                 spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
                 await draining.start(partial(run_flusher, store_in, sink, policy, flusher_stats,
                                              spool, transient=transient))
-                await draining.start(strategies.run)
+                store_out_router = store_out.clone()
+                await draining.start(_forward, side_in, store_out, side_stats)  # the original
+                await draining.start(run_strategies)
                 await draining.start(route)
                 if record is not None:
                     await draining.start(run_recorder, frames_in, record, recorder_stats)
@@ -278,8 +303,6 @@ async def run_service(
                             await intake.start(partial(run_replay, replay, events_out.clone(),
                                                        speed=replay_speed))
                         else:
-                            await intake.start(_forward, side_in, events_out.clone(),
-                                               side_stats)
                             intake.start_soon(slots.run)
                             intake.start_soon(_run_scanner, refresh_scanner)
                             await _start_feeds(intake, s, kis_adapters, feeds, events_out,
@@ -289,11 +312,13 @@ async def run_service(
                         url=base, ws_url=ws_url(base, "/api/ws"), stop=intake.cancel_scope.cancel,
                         hub=hub, auth=auth, sim=sim, feeds=feeds, slots=slots,
                         router=router_stats,
-                        flusher=flusher_stats, state=state, metrics=metrics,
+                        flusher=flusher_stats, state=state, metrics=metrics, side=side_stats,
                     ))
                 log.info("intake stopped; draining the pipeline")
-            log.info("pipeline drained: %d events received, %d stored in %d batches",
-                     router_stats.events, flusher_stats.rows, flusher_stats.batches)
+            log.info("pipeline drained: %d events received, %d stored in %d batches (%d of them "
+                     "slot audits and signals, %d of those dropped)",
+                     router_stats.events + side_stats["forwarded"], flusher_stats.rows,
+                     flusher_stats.batches, side_stats["forwarded"], side_stats["dropped"])
             hub.close_all()
             with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
                 await hub.wait_empty()
@@ -303,6 +328,7 @@ async def run_service(
 
 
 SCANNER_EVERY_S = 10.0
+STRATEGY_DRAIN_S = 3.0  # at a stop: strategies get this long for what they hold
 _TOPIC_FOR_TR = {"H0STCNT0": "price:", "H0STASP0": "orderbook:"}
 
 
@@ -315,21 +341,27 @@ async def _run_scanner(refresh: Callable[[], None]) -> None:
 async def _forward(side_in: trio.MemoryReceiveChannel[Event],
                    out: trio.MemorySendChannel[Event], stats: dict[str, int], *,
                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Hand side events (audits, signals) to the pipeline; on a stop, what is queued goes
-    on without waiting (what does not fit is counted as dropped)."""
-    with out:
+    """Hand side events (audits, signals) to the store until `side_in` ends. A hard stop
+    ends it too: what is still queued is handed on without waiting, or counted as dropped."""
+    with out, side_in:
         task_status.started()
         try:
             async for ev in side_in:
                 await out.send(ev)
                 stats["forwarded"] += 1
+        except trio.BrokenResourceError:  # the flusher is gone (a hard stop)
+            pass
         finally:
             while True:
                 try:
-                    out.send_nowait(side_in.receive_nowait())
-                    stats["forwarded"] += 1
+                    ev = side_in.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                try:
+                    out.send_nowait(ev)
+                    stats["forwarded"] += 1
+                except (trio.WouldBlock, trio.BrokenResourceError):
+                    stats["dropped"] += 1
 
 
 def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,

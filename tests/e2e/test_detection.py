@@ -9,6 +9,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from functools import partial
+
 import httpx
 import sqlalchemy as sa
 import trio
@@ -17,6 +19,13 @@ from tests.conftest import make_settings
 from tests.e2e.test_gateway import recv_type, tok
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
 from tradestream.config import Settings
+from tradestream.events import Tick
+from tradestream.service import STRATEGY_DRAIN_S, run_service
+
+def audits(running: object) -> int:
+    """Slot audits the service made (they share the side edge with signals)."""
+    return len(running.slots.manager.audit_log)  # type: ignore[attr-defined]
+
 
 SKIP = ("price_update", "ping", "orderbook_update", "index_update", "news", "order_update")
 
@@ -138,7 +147,7 @@ async def test_signals_scan_and_post(tmp_path: Path) -> None:
                 assert bad.status_code == 400
                 unknown = await http.post("/api/signals/momentum", headers=producer, json={})
                 assert unknown.status_code == 404
-            await wait_for(lambda: running.router.by_type["Signal"] >= 2, "signals stored")
+            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 2, "signals stored")
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT kind, stock_code FROM signals WHERE source = 'rest'"
@@ -178,4 +187,54 @@ async def test_news_strategy_signals_reach_subscribers_and_the_store(tmp_path: P
             assert data["reason"].split(" in ")[0] in data["headline"]
             status = running.router  # the strategy saw the news the router routed
             assert status.by_type["News"] >= 1
-            await wait_for(lambda: running.router.by_type["Signal"] >= 1, "signal stored")
+            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 1, "signal stored")
+
+
+class EveryTick:
+    """Slower than the feed on purpose: a queue builds up."""
+
+    id = "every-tick"
+    wants = (Tick,)
+
+    async def handle(self, ev: Tick) -> list[dict[str, object]]:
+        await trio.sleep(0.02)
+        return [{"signal": "watch", "symbol": ev.code}]
+
+
+class Broken:
+    id = "broken"
+    wants = (Tick,)
+
+    async def handle(self, ev: Tick) -> list[dict[str, object]]:
+        raise RuntimeError("a bug")
+
+
+async def test_signals_made_while_draining_are_stored(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(partial(run_service, s, strategies=[EveryTick()]))
+            await wait_for(lambda: running.router.ticks > 100, "a backlog")
+            running.stop()
+    status = running.side
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT count(*) FROM signals WHERE strategy = 'every-tick'")).scalar_one()
+    engine.dispose()
+    assert stored > 0 and status["dropped"] == 0
+    # every signal the strategy made, during the run and the drain, is in the table
+    assert stored == status["forwarded"] - len(running.slots.manager.audit_log)
+
+
+async def test_a_failing_strategy_does_not_hold_the_shutdown(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(partial(run_service, s, strategies=[Broken()]))
+            await wait_for(lambda: running.router.ticks > 50, "ticks")
+            await trio.sleep(1.0)  # it is in its restart backoff with a full queue by now
+            t0 = trio.current_time()
+            running.stop()
+    assert trio.current_time() - t0 < STRATEGY_DRAIN_S + 2.0
+    assert running.flusher.rows == running.router.events + running.side["forwarded"]

@@ -100,6 +100,12 @@ async def test_connection_closes_when_its_token_expires_unless_refreshed(tmp_pat
                 assert msg["expires_at"] > time.time() + 3000
                 await send(refreshed, type="auth", token=tok(running, "mallory"))
                 assert (await recv_type(refreshed, "error"))["code"] == "auth_failed"
+                # other grants than the connection was authorised with: refused
+                await send(refreshed, type="auth", token=tok(running, accounts=("9999999901",)))
+                assert "same role and accounts" in (await recv_type(refreshed, "error"))[
+                    "message"]
+                await send(refreshed, type="auth", token=tok(running, role="admin"))
+                assert (await recv_type(refreshed, "error"))["code"] == "auth_failed"
                 code, reason = await closed_with(doomed)
                 assert (code, reason) == (4419, "token expired")
                 await trio.sleep(0.5)  # past the first token's expiry: still served

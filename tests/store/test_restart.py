@@ -32,7 +32,7 @@ async def test_stop_during_an_outage_then_restart(server_db_url: str, tmp_path: 
                 await wait_for(lambda: running.flusher.retries > 0, "writes failing")
                 await trio.sleep(1.0)  # the feed keeps running into memory and the spool
                 running.stop()
-            received, first = running.router.events, running.flusher
+            received, first = running.router.events + running.side["forwarded"], running.flusher
             ticks = running.router.ticks
             assert first.spool_rows > 0 and first.spooled_rows > 0
             assert first.rows + first.spool_rows == received  # every event: stored or spooled

@@ -3,9 +3,9 @@
 One change to hypercorn's trio server: a bounded socket write. Hypercorn shields every
 `send_all`, so a peer that stops reading (a full socket buffer) blocks its connection's task
 for ever, out of reach of any cancel scope; the app cannot even close it. `_BoundedTCPServer`
-keeps the shield (a cancelled write would corrupt the stream) but gives it a deadline: a write
-that makes no progress for `write_timeout_s` aborts the connection, and the app sees a
-disconnect. Installed once, by name, where hypercorn's trio runner looks it up.
+keeps the shield (a cancelled write would corrupt the stream) but gives it a deadline per 64 KiB
+chunk: a socket that takes no chunk for `write_timeout_s` aborts the connection, and the app
+sees a disconnect. Installed once, by name, where hypercorn's trio runner looks it up.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import Framework
 
 log = logging.getLogger(__name__)
+WRITE_CHUNK = 64 * 1024
 
 
 class _BoundedTCPServer(TCPServer):
@@ -30,11 +31,15 @@ class _BoundedTCPServer(TCPServer):
         if not isinstance(event, RawData) or timeout is None:
             await super().protocol_send(event)
             return
+        data = memoryview(event.data)
         async with self.send_lock:
             try:
+                # The deadline is per chunk: a slow reader that keeps reading is not dropped
+                # for one large frame; a reader that takes nothing for `timeout` is.
                 with trio.CancelScope(shield=True) as scope:
-                    scope.relative_deadline = timeout
-                    await self.stream.send_all(event.data)
+                    for i in range(0, len(data), WRITE_CHUNK):
+                        scope.deadline = trio.current_time() + timeout
+                        await self.stream.send_all(data[i:i + WRITE_CHUNK])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.protocol.handle(Closed())
                 return

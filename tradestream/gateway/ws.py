@@ -46,7 +46,7 @@ from tradestream.store import reads
 log = logging.getLogger("tradestream.gateway")
 
 MAX_BATCH_MESSAGES = 256  # messages taken from an outbox per wake-up
-MAX_STORE_LOOKUPS = 2  # get_price store fallbacks in flight per connection
+MAX_STORE_LOOKUPS = 2  # get_price store fallbacks in flight per connection (queued or running)
 CLOSE_TOKEN_EXPIRED = 4419
 CLOSE_RATE_LIMITED = 4429
 CLOSE_TOO_MANY = 4429
@@ -99,6 +99,8 @@ class GatewayContext:
     last: Mapping[str, Msg] = field(default_factory=dict)  # latest index / gate message
     accounts: AccountBook = field(default_factory=AccountBook)
     demand: Demand | None = None
+    # store reads of every connection together (get_price); the engine's pool has 5+10
+    read_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
     def __post_init__(self) -> None:
         if self.demand is None:
@@ -180,7 +182,7 @@ class Connection:
         self.bucket = TokenBucket(s.rate_per_s, s.rate_burst, trio.current_time())
         self.dropped_in_a_row = 0
         self._expiry_scope = trio.CancelScope()
-        self._lookups = trio.CapacityLimiter(MAX_STORE_LOOKUPS)
+        self._lookups_in_flight = 0
         self._nursery: trio.Nursery | None = None
 
     async def run(self, presubscribe: list[str]) -> None:
@@ -291,6 +293,11 @@ class Connection:
         if identity.user_id != self.identity.user_id:
             raise protocol.ProtocolError("auth_failed", "a refreshed token must be for the "
                                          "same user")
+        if (identity.role, identity.accounts) != (self.identity.role, self.identity.accounts):
+            # Subscriptions were authorised (and order topics routed) with the old grants;
+            # a change of role or accounts needs a new connection.
+            raise protocol.ProtocolError("auth_failed", "a refreshed token must grant the same "
+                                         "role and accounts; reconnect to change them")
         self.identity = identity
         self._expiry_scope.cancel()
         self.client.outbox.put(reply(protocol.authenticated(identity.user_id,
@@ -388,17 +395,25 @@ class Connection:
             return
         if self.ctx.engine is None or self._nursery is None:
             raise protocol.ProtocolError("no_data", f"no price known for {symbol}")
-        if self._lookups.borrowed_tokens >= MAX_STORE_LOOKUPS:
+        if self._lookups_in_flight >= MAX_STORE_LOOKUPS:
             raise protocol.ProtocolError("busy", "too many price lookups in flight")
+        self._lookups_in_flight += 1
         self._nursery.start_soon(self._price_from_store, symbol)
 
     async def _price_from_store(self, symbol: str) -> None:
+        try:
+            await self._lookup_price(symbol)
+        finally:
+            self._lookups_in_flight -= 1
+
+    async def _lookup_price(self, symbol: str) -> None:
         assert self.ctx.engine is not None
         out = self.client.outbox
         try:
+            # one limiter for every connection: reads never take the writer's connections
             rows = await trio.to_thread.run_sync(
                 partial(reads.recent_ticks, self.ctx.engine, symbol, None, 1),
-                limiter=self._lookups)
+                limiter=self.ctx.read_limiter)
         except Exception as exc:  # the database is away: an answer, not a dropped connection
             log.warning("ws get_price store lookup failed: %r", exc)
             self.ctx.metrics.errors.labels("store_unavailable").inc()

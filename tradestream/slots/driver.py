@@ -37,6 +37,7 @@ from tradestream.slots.policy import (
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+UP_AFTER_S = 3.0  # connected this long without streaming: up (see _is_up)
 TR_FOR_KIND = {"price": TRADES_TR_ID, "orderbook": ORDER_BOOK_TR_ID}
 TRADE_TRS = frozenset({"H0STCNT0", "H0NXCNT0", "H0UNCNT0"})
 BOOK_TRS = frozenset({"H0STASP0", "H0NXASP0", "H0UNASP0"})
@@ -76,9 +77,12 @@ class SlotDriver:
         self._lost_after_s = lost_after_s
         self._market_open = market_open
         self._clock = clock
-        self._demand: dict[tuple[str, str], set[int]] = {}  # (tr_id, code) -> connection ids
+        # (tr_id, code) -> the subscriptions holding it: (connection id, topic as subscribed),
+        # so price:X and price:X@1s on one connection are two holders
+        self._demand: dict[tuple[str, str], set[tuple[int, str]]] = {}
         self._lost: set[str] = set()
         self._down_since: dict[str, float] = {}
+        self._connected: dict[str, tuple[float, int] | None] = {}  # since, at connect number
         self.stats = {"ops_sent": 0, "ops_skipped": 0, "refused": 0, "dropped": 0,
                       "stale_reregistered": 0, "sessions_lost": 0}
 
@@ -112,14 +116,14 @@ class SlotDriver:
         key = (tr_id, topic.arg)
         owners = self._demand.get(key)
         if owners:
-            owners.add(owner)
+            owners.add((owner, topic.raw))
             return
         changes = self.apply(self.manager.claim(Priority.DEMAND, tr_id, topic.arg, self._clock()))
         if changes.refused:
             self.stats["refused"] += 1
             raise ProtocolError("no_slot", f"no upstream slot for {topic.name}: "
                                 f"{changes.refused[0].reason}", topic.raw)
-        self._demand[key] = {owner}
+        self._demand[key] = {(owner, topic.raw)}
 
     def release(self, owner: int, topic: Topic) -> None:
         tr_id = TR_FOR_KIND.get(topic.kind)
@@ -127,9 +131,9 @@ class SlotDriver:
             return
         key = (tr_id, topic.arg)
         owners = self._demand.get(key)
-        if not owners or owner not in owners:
+        if not owners or (owner, topic.raw) not in owners:
             return
-        owners.discard(owner)
+        owners.discard((owner, topic.raw))
         if not owners:
             del self._demand[key]
             self.apply(self.manager.release(Priority.DEMAND, tr_id, topic.arg, self._clock()))
@@ -155,9 +159,7 @@ class SlotDriver:
     def step(self) -> None:
         now = self._clock()
         for name, session in self.sessions.items():
-            # connected (a lost session comes back with nothing registered, so it cannot
-            # stream before it is given its slots again)
-            if session.status.state in ("subscribing", "streaming"):
+            if self._is_up(name, session, now):
                 self._down_since.pop(name, None)
                 if name in self._lost:
                     self._lost.discard(name)
@@ -177,6 +179,20 @@ class SlotDriver:
                 continue
             self.stats["stale_reregistered"] += 1
             self.apply(self.manager.reregister(rec.session, rec.tr_id, rec.code, now))
+
+    def _is_up(self, name: str, session: SlotSession, now: float) -> bool:
+        """Streaming; or connected without a break for UP_AFTER_S (a lost session comes back
+        with nothing registered, so it cannot stream before it gets its slots again). A
+        session that reconnects over and over (its key in use elsewhere, say) is not up."""
+        st = session.status
+        if st.state == "streaming":
+            return True
+        connected = st.state == "subscribing"
+        seen = self._connected.get(name)
+        if not connected or seen is None or seen[1] != st.connects:
+            self._connected[name] = (now, st.connects) if connected else None
+            return False
+        return now - seen[0] >= UP_AFTER_S
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:

@@ -143,14 +143,25 @@ def recent_alerts(engine: Engine, code: str | None, limit: int) -> list[dict[str
              "triggered_at": _iso(r.triggered_at), "message": r.message} for r in rows]
 
 
-def executions_since(engine: Engine, since: datetime) -> list[Execution]:
+def executions_since(engine: Engine, since: datetime, page: int = 5000) -> list[Execution]:
     """Stored execution notices from `since` on, oldest first, as events: the account book's
-    state after a restart (the day's orders and the positions they made)."""
+    state after a restart (the day's orders and the positions they made). Read in pages
+    (keyset on event_time, id), all of them."""
     e = schema.executions
-    q = sa.select(e).where(e.c.event_time >= _bound(since)).order_by(e.c.event_time, e.c.id)
+    out: list[Execution] = []
+    after: tuple[Any, int] | None = None
     with engine.connect() as conn:
-        rows = conn.execute(q.limit(MAX_ROWS * 10)).all()
-    return [Execution(r.source, r.customer_id, r.account, r.order_no, r.original_order_no,
-                      r.side, r.kind, r.correction, bool(r.rejected), r.stock_code, r.quantity,
-                      r.price, r.order_qty, r.order_price, _utc(r.event_time).astimezone(KST),
-                      r.name, int(_utc(r.received_at).timestamp() * 1e9)) for r in rows]
+        while True:
+            q = sa.select(e).where(e.c.event_time >= _bound(since))
+            if after is not None:
+                q = q.where(sa.or_(e.c.event_time > after[0],
+                                   sa.and_(e.c.event_time == after[0], e.c.id > after[1])))
+            rows = conn.execute(q.order_by(e.c.event_time, e.c.id).limit(page)).all()
+            out += [Execution(
+                r.source, r.customer_id, r.account, r.order_no, r.original_order_no, r.side,
+                r.kind, r.correction, bool(r.rejected), r.stock_code, r.quantity, r.price,
+                r.order_qty, r.order_price, _utc(r.event_time).astimezone(KST), r.name,
+                int(_utc(r.received_at).timestamp() * 1e9)) for r in rows]
+            if len(rows) < page:
+                return out
+            after = (rows[-1].event_time, rows[-1].id)

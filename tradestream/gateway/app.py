@@ -19,6 +19,7 @@ from tradestream.gateway.auth import AuthError, bearer
 from tradestream.gateway.metrics import CONTENT_TYPE
 from tradestream.gateway.rest import register_reads
 from tradestream.gateway.ws import GatewayContext, serve_ws
+from tradestream.pipeline.stages import ADMIN_ORDERS
 
 __all__ = ["GatewayContext", "create_app"]
 
@@ -27,7 +28,7 @@ def _public_subscriptions(subs: dict[str, int]) -> dict[str, int]:
     """Hub keys -> client topics: per-account order keys are summed, account numbers hidden."""
     out: dict[str, int] = {}
     for key, n in subs.items():
-        if key.startswith("order@"):
+        if key.startswith(("order@", ADMIN_ORDERS)):
             _, _, order_id = key.partition(":")
             key = "order:" + (order_id or "*")
         out[key] = out.get(key, 0) + n

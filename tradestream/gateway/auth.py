@@ -8,6 +8,7 @@ this user may see; seed 003's per-user isolation).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ CLOSE_UNAUTHORIZED = 4401  # missing, malformed or badly signed token
 CLOSE_TOKEN_EXPIRED = 4419  # expired at the handshake, or during the session
 MIN_SECRET_BYTES = 32
 ROLES = ("user", "producer", "admin")
+ACCOUNT_RE = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
 class AuthError(Exception):
@@ -89,8 +91,12 @@ class Authenticator:
         if role not in ROLES:
             raise AuthError(f"invalid token: unknown role {role!r}")
         accounts = claims.get("accounts", [])
-        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
-            raise AuthError("invalid token: accounts must be a list of strings")
+        if not isinstance(accounts, list) or not all(
+                isinstance(a, str) and ACCOUNT_RE.fullmatch(a) for a in accounts):
+            # Account names become hub keys: only plain broker account numbers, so no claim
+            # can name another account's or the admin's routing key ("*", ":").
+            raise AuthError("invalid token: accounts must be a list of account numbers "
+                            "(letters, digits and '-', at most 32)")
         exp = claims.get("exp")
         return Identity(sub, role, float(exp) if exp else None, frozenset(accounts))
 

@@ -31,6 +31,7 @@ from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenEx
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.gateway.topics import Topic, parse_topic
+from tradestream.pipeline.stages import ADMIN_ORDERS
 from tradestream.hub import (
     CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT,
@@ -311,7 +312,7 @@ class Connection:
             return [topic.raw if topic.cadence_s else topic.name]
         suffix = "" if topic.arg == "*" else ":" + str(topic.arg)
         if self.identity.is_admin:
-            return ["order@*" + suffix]
+            return [ADMIN_ORDERS + suffix]
         if not self.identity.accounts:
             raise protocol.ProtocolError("forbidden", "your token grants no accounts",
                                          topic.raw)

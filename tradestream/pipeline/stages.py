@@ -78,10 +78,16 @@ def gate_data(g: GateState, at: datetime) -> dict[str, object]:
             "reasons": list(g.reasons), "timestamp": at.isoformat()}
 
 
+ADMIN_ORDERS = "orders-all"  # hub key of every account's orders (admin only)
+
+
 def order_keys(ex: Execution) -> tuple[str, str, str, str]:
-    """Hub keys of an execution: its account's (all orders, this order), and the admin's."""
-    return (f"order@{ex.account}", f"order@{ex.account}:{ex.order_no}", "order@*",
-            f"order@*:{ex.order_no}")
+    """Hub keys of an execution: its account's (all orders, this order), and the admin's.
+
+    The admin keys have their own prefix, so no account name (validated at the handshake,
+    gateway/auth.py) can ever spell them."""
+    return (f"order@{ex.account}", f"order@{ex.account}:{ex.order_no}", ADMIN_ORDERS,
+            f"{ADMIN_ORDERS}:{ex.order_no}")
 
 
 async def run_router(

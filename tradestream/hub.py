@@ -69,6 +69,7 @@ class Outbox:
         self.close_request: CloseRequest | None = None
         self.sent = 0
         self.conflated = 0
+        self.discarded = 0  # queued messages thrown away by a close
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -100,6 +101,7 @@ class Outbox:
         """Ask the sender to close the socket; what is queued is discarded."""
         if self.close_request is None:
             self.close_request = CloseRequest(code, reason)
+            self.discarded += len(self._queue)
             self._queue.clear()
             self._latest.clear()
             self._lot.unpark()
@@ -126,7 +128,7 @@ class Outbox:
 class Client:
     """One gateway connection as the hub sees it."""
 
-    __slots__ = ("id", "user_id", "outbox", "topics", "batch", "unanswered_pings")
+    __slots__ = ("id", "user_id", "outbox", "topics", "batch", "unanswered_pings", "revoked")
 
     def __init__(self, cid: int, user_id: str, outbox: Outbox, batch: bool) -> None:
         self.id = cid
@@ -135,6 +137,7 @@ class Client:
         self.topics: set[str] = set()  # hub keys
         self.batch = batch
         self.unanswered_pings = 0  # reset by the client's pong
+        self.revoked: set[str] = set()  # topics the hub ended (`Hub.revoke`); the gateway clears
 
 
 class _Cadence:
@@ -178,7 +181,9 @@ class Hub:
         self._empty.set()
         self.delivered: dict[str, int] = {}  # message kind -> messages queued to clients
         self._conflated_gone = 0  # conflations counted by outboxes of closed connections
+        self._discarded_gone = 0  # likewise, messages discarded by a close
         self._per_user: dict[str, int] = {}
+        self.handshaking = 0  # sockets accepted but not yet authenticated (the gateway's count)
 
     # -- connections ------------------------------------------------------------------------
     def connect(self, user_id: str, *, batch: bool = False) -> Client:
@@ -194,6 +199,7 @@ class Hub:
             self.unsubscribe(client, topic)
         if self.clients.pop(client.id, None) is not None:
             self._conflated_gone += client.outbox.conflated
+            self._discarded_gone += client.outbox.discarded
             left = self._per_user[client.user_id] - 1
             if left:
                 self._per_user[client.user_id] = left
@@ -324,6 +330,25 @@ class Hub:
             n += len(g.subs)
         return n
 
+    def revoke(self, topic: str, msg: Msg) -> int:
+        """End every subscription to `topic` (cadenced ones included), telling each subscriber
+        with the lossless `msg`; the topic is added to each client's `revoked` set so the
+        connection can forget it too. Returns the number of subscriptions ended."""
+        n = 0
+        for client in list(self._topics.get(topic, {}).values()):
+            client.outbox.put(msg)
+            client.revoked.add(topic)
+            self.unsubscribe(client, topic)
+            n += 1
+        for key, group in list(self._cadences.get(topic, {}).items()):
+            for client in list(group.subs.values()):
+                client.outbox.put(msg)
+                client.revoked.add(topic)
+                self.unsubscribe(client, key)
+                n += 1
+        self._count(msg.kind, n)
+        return n
+
     def broadcast(self, msg: Msg) -> int:
         """Deliver a lossless message to every connected client."""
         for client in self.clients.values():
@@ -344,6 +369,9 @@ class Hub:
 
     def conflated_total(self) -> int:
         return self._conflated_gone + sum(c.outbox.conflated for c in self.clients.values())
+
+    def discarded_total(self) -> int:
+        return self._discarded_gone + sum(c.outbox.discarded for c in self.clients.values())
 
     def users(self) -> Iterable[str]:
         return sorted(self._per_user)

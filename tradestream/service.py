@@ -376,7 +376,7 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
 
     def dropped(r: Rejection) -> None:
         topic = _TOPIC_FOR_TR.get(r.tr_id, r.tr_id + ":") + r.code
-        hub.notify(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
+        hub.revoke(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
                                "error"))
 
     driver: SlotDriver | None = None

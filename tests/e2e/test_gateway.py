@@ -90,7 +90,10 @@ async def test_connection_closes_when_its_token_expires_unless_refreshed(tmp_pat
     s = gw(make_settings(tmp_path), jwt_leeway_s=0.0)
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
-            short = tok(running, ttl_s=1)
+            # 2 s of life, to the microsecond (issue() rounds to whole seconds): room for
+            # the refresh below on a loaded machine, and still a real expiry mid-session
+            short = jwt.encode({"sub": "alice", "exp": time.time() + 2.0}, SECRET,
+                               algorithm="HS256")
             async with open_websocket_url(f"{running.ws_url}?token={short}") as doomed, \
                     open_websocket_url(f"{running.ws_url}?token={short}") as refreshed:
                 await recv(doomed)
@@ -363,15 +366,118 @@ async def test_subscription_message_and_connection_limits(tmp_path: Path) -> Non
                 assert code == 1009
                 await send(ws, type="ping")
                 assert (await recv_type(ws, "pong"))["type"] == "pong"
+    closes = running.metrics.closes
+    assert closes.labels("too_many_connections")._value.get() == 1
+    assert closes.labels("server_full")._value.get() == 1
+
+
+async def test_sockets_still_authenticating_count_against_the_connection_limit(
+        tmp_path: Path) -> None:
+    s = gw(make_settings(tmp_path), max_connections=2, handshake_timeout_s=1.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(running.ws_url) as silent1, \
+                    open_websocket_url(running.ws_url) as silent2:
+                await wait_for(lambda: running.hub.handshaking == 2, "pending")
+                async with open_websocket_url(url) as late:  # the two silent ones hold it
+                    assert (await closed_with(late))[0] == 1013
+                for silent in (silent1, silent2):
+                    assert await closed_with(silent) == (4401, "no token within 1s")
+            async with open_websocket_url(url) as ws:  # room again
+                assert (await recv(ws))["type"] == "connected"
+            assert running.hub.handshaking == 0
+
+
+async def test_malformed_and_mistyped_messages_get_errors_not_a_crash(settings: Settings
+                                                                       ) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            async with open_websocket_url(f"{running.ws_url}?token={tok(running)}") as ws:
+                await recv(ws)
+                for raw, code in (
+                    ('{"type": "subscribe", "topic": 5}', "invalid_message"),
+                    ('{"type": "subscribe"}', "invalid_message"),
+                    ('[{"type": "ping"}]', "invalid_message"),
+                    ('"ping"', "invalid_message"),
+                    ('{"type": 7}', "unknown_type"),
+                    ('{"type": "get_price", "symbol": 5930}', "invalid_message"),
+                    ('{"type": "get_price", "symbol": "59"}', "invalid_message"),
+                    ('{"type": "subscribe", "topic": "price:5930"}', "invalid_topic"),
+                    ('{"type": "subscribe", "topic": "news@1s"}', "invalid_topic"),
+                    ('{"type": "subscribe", "topic": "price:005930@9h"}', "invalid_topic"),
+                    ('{"type": "subscribe", "topic": ""}', "invalid_topic"),
+                    ("\u0000\xff", "invalid_json"),
+                    ('{"type": "ping"', "invalid_json"),
+                ):
+                    await ws.send_message(raw)
+                    err = await recv_type(ws, "error")
+                    assert err["code"] == code, (raw, err)
+                    assert err["message"]
+                await ws.send_message(b'{"type": "ping", "timestamp": "binary"}')
+                assert (await recv_type(ws, "pong"))["timestamp"] == "binary"
+                await send(ws, type="ping")
+                assert (await recv_type(ws, "pong"))["type"] == "pong"
+    assert running.metrics.errors.labels("invalid_message")._value.get() == 6
 
 
 # -- delivery -------------------------------------------------------------------------------------
 
 
+async def test_batch_clients_get_what_is_queued_in_one_frame(settings: Settings) -> None:
+    """`?batch=1`: messages queued together leave as one JSON array, in order; a client that
+    did not opt in gets the same messages one object per frame (seed clients)."""
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url + "&batch=1") as batched, \
+                    open_websocket_url(url) as plain:
+                for ws in (batched, plain):
+                    await recv(ws)
+                    await send(ws, type="subscribe", topic="alert")
+                    await recv_type(ws, "subscribed")
+                for i in range(5):  # no checkpoint in between: all five queue up
+                    running.hub.publish("alert", Msg(f'{{"type":"alert","i":{i}}}', "alert"))
+                frame = msgspec.json.decode(await batched.get_message())
+                assert frame == [{"type": "alert", "i": i} for i in range(5)]
+                for i in range(5):
+                    assert msgspec.json.decode(await plain.get_message()) == {
+                        "type": "alert", "i": i}
+                # a lone message is a plain object even for a batch client
+                running.hub.publish("alert", Msg('{"type":"alert","i":5}', "alert"))
+                assert msgspec.json.decode(await batched.get_message()) == {
+                    "type": "alert", "i": 5}
+
+
+async def test_lossless_messages_that_cannot_be_queued_close_as_slow_consumer(
+        tmp_path: Path) -> None:
+    s = gw(make_settings(tmp_path), outbox_max=20)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as slow, open_websocket_url(url) as other:
+                for ws in (slow, other):
+                    await recv(ws)
+                await send(slow, type="subscribe", topic="alert")
+                await recv_type(slow, "subscribed")
+                await send(other, type="subscribe", topic="signal:vcp")
+                await recv_type(other, "subscribed")
+                for i in range(50):  # a burst the outbox cannot hold: never dropped silently
+                    running.hub.publish("alert", Msg(f'{{"type":"alert","i":{i}}}', "alert"))
+                running.hub.publish("signal:vcp", Msg('{"type":"signal_update"}', "signal"))
+                assert await closed_with(slow) == (4008, "slow consumer")
+                assert (await recv(other))["type"] == "signal_update"  # unaffected
+                await send(other, type="ping")
+                assert (await recv_type(other, "pong"))["type"] == "pong"
+    assert running.metrics.closes.labels("slow_consumer")._value.get() == 1
+    assert running.hub.discarded_total() == 20
+
+
 async def test_a_client_that_stops_reading_never_delays_the_others(tmp_path: Path) -> None:
     """One client never reads; another keeps receiving lossless messages with the same latency
     while the first one's socket fills up; then the first one is dropped."""
-    s = gw(make_settings(tmp_path), send_timeout_s=1.0, outbox_max=10_000)
+    # the stuck client's outbox overflows while its write is blocked: one close, counted once
+    s = gw(make_settings(tmp_path), send_timeout_s=1.0, outbox_max=100)
     blob = "x" * 120_000  # loopback buffers hold up to ~36 MB (tcp_rmem max + tcp_wmem max)
     with trio.fail_after(TIMEOUT_S + 10):
         async with service(s) as running:
@@ -404,6 +510,7 @@ async def test_a_client_that_stops_reading_never_delays_the_others(tmp_path: Pat
     assert len(before) > 50 and len(after) > 50, (len(before), len(after))
     # the stuck client was dropped for a blocked write, not for anything else
     assert running.metrics.closes.labels("send_timeout")._value.get() == 1
+    assert running.metrics.closes.labels("slow_consumer")._value.get() == 0
     # the reading client's latency did not depend on the stuck one
     assert statistics.median(before) < 0.05
     assert max(before) < 0.5

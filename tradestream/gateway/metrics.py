@@ -1,9 +1,10 @@
 """Prometheus metrics of the gateway and the pipeline (`GET /metrics`).
 
-Hot-path counts (messages queued per type, conflations) are plain integers kept by the hub and
-the outboxes and read at scrape time by a collector, so a delivery costs no metric call. The
-latency histogram is observed once per frame written, with the oldest event in the frame:
-upstream receive (the event's `received_ns`) to the socket write returning.
+Hot-path counts (messages queued and written per type, conflations, discards) are plain
+integers kept by the hub, the outboxes and the senders and read at scrape time by a collector,
+so a delivery costs no metric call. The latency histogram is observed once per frame written,
+with the oldest event in the frame: upstream receive (the event's `received_ns`) to the socket
+write returning.
 Each service instance has its own registry (tests run many services in one process).
 """
 
@@ -46,11 +47,14 @@ class GatewayMetrics:
             "tradestream_delivery_latency_seconds",
             "Upstream receive to socket write, oldest event of each frame", buckets=LATENCY_BUCKETS,
             registry=r)
+        self.written: dict[str, int] = {}  # message type -> messages written to sockets
 
     def observe_frame(self, batch: list[Msg]) -> None:
         self.frames_out.inc()
         oldest = 0
+        written = self.written
         for m in batch:
+            written[m.kind] = written.get(m.kind, 0) + 1
             if m.ns and (oldest == 0 or m.ns < oldest):
                 oldest = m.ns
         if oldest:
@@ -58,33 +62,48 @@ class GatewayMetrics:
 
     def attach(self, hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
         """Export the hub's counters and the service status at scrape time."""
-        self.registry.register(_StatusCollector(hub, status))
+        self.registry.register(_StatusCollector(hub, status, self.written))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class _StatusCollector(Collector):
-    def __init__(self, hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, hub: Hub, status: Callable[[], dict[str, Any]],
+                 written: dict[str, int]) -> None:
         self._hub = hub
         self._status = status
+        self._written = written
 
     def collect(self) -> Iterator[Any]:
         hub = self._hub
         g = GaugeMetricFamily("tradestream_ws_connections", "Open WebSocket connections")
         g.add_metric([], len(hub.clients))
         yield g
+        g = GaugeMetricFamily("tradestream_ws_handshaking",
+                              "Sockets accepted and still authenticating")
+        g.add_metric([], hub.handshaking)
+        yield g
         g = GaugeMetricFamily("tradestream_ws_subscriptions", "Subscriptions over all connections")
         g.add_metric([], sum(hub.subscriptions().values()))
         yield g
         c = CounterMetricFamily("tradestream_ws_messages_out",
-                                "Messages queued to clients, by type", labels=["type"])
+                                "Messages written to client sockets, by type", labels=["type"])
+        for kind, n in sorted(self._written.items()):
+            c.add_metric([kind], n)
+        yield c
+        c = CounterMetricFamily("tradestream_ws_messages_queued",
+                                "Messages queued to client outboxes, by type", labels=["type"])
         for kind, n in sorted(hub.delivered.items()):
             c.add_metric([kind], n)
         yield c
         c = CounterMetricFamily("tradestream_ws_conflated",
                                 "Messages replaced by a newer one before being sent")
         c.add_metric([], hub.conflated_total())
+        yield c
+        c = CounterMetricFamily("tradestream_ws_discarded",
+                                "Messages still queued when their connection was closed")
+        c.add_metric([], hub.discarded_total())
         yield c
         st = self._status()
         g = GaugeMetricFamily("tradestream_queue_depth", "Items waiting on a pipeline edge",

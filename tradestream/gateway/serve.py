@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import hypercorn.trio.run
 import trio
@@ -23,6 +24,10 @@ from hypercorn.typing import Framework
 
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 64 * 1024
+#: Set by the task that writes to a socket (the app's sender; hypercorn writes inline in the
+#: caller's task): called when that task's write is aborted, so it stops writing and closing.
+on_write_aborted: ContextVar[Callable[[], None] | None] = ContextVar("on_write_aborted",
+                                                                   default=None)
 
 
 class _BoundedTCPServer(TCPServer):
@@ -49,6 +54,9 @@ class _BoundedTCPServer(TCPServer):
                             "the connection", timeout)
                 if hook is not None:
                     hook()
+                writer = on_write_aborted.get()
+                if writer is not None:
+                    writer()
                 await trio.aclose_forcefully(self.stream)
                 await self.protocol.handle(Closed())
 

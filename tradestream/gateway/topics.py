@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 from tradestream.gateway.protocol import ProtocolError
 
+#: every topic kind (the part before the first ':'), e.g. for topic ACLs
+KINDS = frozenset({"price", "orderbook", "news", "order", "strategy", "signal", "market",
+                   "market-gate", "alert"})
 #: kinds whose subscribers only need the latest value (the outbox conflates them)
 CONFLATABLE = frozenset({"price", "orderbook", "market", "market-gate"})
 #: kinds that carry one user's data: routed per account, never to other users

@@ -30,7 +30,8 @@ from tradestream.gateway import protocol
 from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenExpired, bearer
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.topics import Topic, parse_topic
+from tradestream.gateway.serve import on_write_aborted
+from tradestream.gateway.topics import KINDS, Topic, parse_topic
 from tradestream.pipeline.stages import ADMIN_ORDERS
 from tradestream.hub import (
     CLOSE_GOING_AWAY,
@@ -107,6 +108,10 @@ class GatewayContext:
         if self.demand is None:
             self.demand = StaticDemand(self.streamed, frozenset(self.books))
         self._roles = dict(self.settings.topic_roles)
+        unknown = sorted(set(self._roles) - KINDS)
+        if unknown:  # a misspelt kind would silently leave that topic open to everyone
+            raise ValueError(f"topic roles name unknown topic kinds: {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(KINDS))})")
 
     def roles_for(self, kind: str) -> tuple[str, ...] | None:
         return self._roles.get(kind)
@@ -120,6 +125,15 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     """The body of a WebSocket route: authenticate, admit, then run the connection."""
     await websocket.accept()
     m = ctx.metrics
+    s, hub = ctx.settings, ctx.hub
+    # Sockets still authenticating count too: each may wait `handshake_timeout_s` for its
+    # token, and unauthenticated sockets must not be a way around the connection limit.
+    if len(hub.clients) + hub.handshaking >= s.max_connections:
+        m.closes.labels("server_full").inc()
+        log.warning("ws refused reason=server_full remote=%s", websocket.remote_addr)
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
+        return
+    hub.handshaking += 1
     try:
         token = bearer(websocket.headers, websocket.args)
         identity = (ctx.auth.verify(token) if token is not None
@@ -129,13 +143,12 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
         log.info("ws auth_failure remote=%s reason=%r", websocket.remote_addr, str(exc))
         await websocket.close(exc.close_code, str(exc))
         return
-    s, hub = ctx.settings, ctx.hub
-    if len(hub.clients) >= s.max_connections:
-        m.closes.labels("server_full").inc()
-        await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
-        return
+    finally:
+        hub.handshaking -= 1
     if hub.connections_of(identity.user_id) >= s.max_connections_per_user:
         m.closes.labels("too_many_connections").inc()
+        log.info("ws refused reason=too_many_connections user=%s remote=%s",
+                 identity.user_id, websocket.remote_addr)
         await websocket.close(CLOSE_TOO_MANY, f"at most {s.max_connections_per_user} "
                               "connections per user")
         return
@@ -185,6 +198,7 @@ class Connection:
         self._expiry_scope = trio.CancelScope()
         self._lookups_in_flight = 0
         self._nursery: trio.Nursery | None = None
+        self._write_aborted = False
 
     async def run(self, presubscribe: list[str]) -> None:
         ctx, out = self.ctx, self.client.outbox
@@ -201,29 +215,38 @@ class Connection:
                 self.on_message(await websocket.receive())
 
     # -- writing -----------------------------------------------------------------------------
+    def _aborted(self) -> None:
+        self._write_aborted = True
+
     async def _sender(self) -> None:
         client, m = self.client, self.ctx.metrics
         outbox, timeout = client.outbox, self.ctx.settings.send_timeout_s
         assert self._nursery is not None
-        while True:
+        # A write that cannot finish within `send_timeout_s` is aborted by the server
+        # (gateway/serve.py), which calls this back in this task: the connection is gone
+        # (counted as send_timeout), so nothing more is written, closed or counted.
+        on_write_aborted.set(self._aborted)
+        while not self._write_aborted:
             batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
             if isinstance(batch, CloseRequest):
                 m.closes.labels(CLOSE_REASONS.get(batch.code, str(batch.code))).inc()
                 with trio.move_on_after(timeout):
                     await websocket.close(batch.code, batch.reason)
-                self._nursery.cancel_scope.cancel()
-                return
-            # A write that cannot finish within `send_timeout_s` is aborted by the server
-            # (gateway/serve.py); this write then returns and the handler sees a disconnect.
+                break
             if client.batch and len(batch) > 1:
                 # One frame for all that is queued: the per-frame cost dominates
                 # (STACK-NOTES §3), and nothing waits for a batch to fill.
                 await websocket.send("[" + ",".join([x.payload for x in batch]) + "]")
+                if self._write_aborted:
+                    break
                 m.observe_frame(batch)
             else:
                 for x in batch:
                     await websocket.send(x.payload)
+                    if self._write_aborted:
+                        break
                     m.observe_frame([x])
+        self._nursery.cancel_scope.cancel()
 
     async def _expiry(self) -> None:
         """Close the connection when its token expires; an `auth` refresh restarts the wait."""
@@ -325,8 +348,22 @@ class Connection:
             exc.topic = exc.topic or raw_topic
             raise
 
+    def _forget_revoked(self) -> None:
+        """Forget subscriptions the hub ended (an upstream slot lost): a new subscribe to the
+        topic claims afresh instead of being told it is already subscribed."""
+        revoked = self.client.revoked
+        if not revoked:
+            return
+        assert self.ctx.demand is not None
+        for raw, (topic, _) in list(self.subs.items()):
+            if topic.name in revoked:
+                del self.subs[raw]
+                self.ctx.demand.release(self.client.id, topic)
+        revoked.clear()
+
     def _subscribe_topic(self, raw_topic: str) -> None:
         out, hub = self.client.outbox, self.ctx.hub
+        self._forget_revoked()
         if raw_topic in self.subs:
             out.put(reply(protocol.subscribed(raw_topic)))
             return
@@ -368,6 +405,7 @@ class Connection:
         return None
 
     def _unsubscribe(self, raw_topic: str) -> None:
+        self._forget_revoked()
         entry = self.subs.pop(raw_topic, None)
         if entry is None:
             raise protocol.ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,10 +191,12 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
     elif isinstance(ev, IndexTick):
         _index(ev, hub, state)
     elif isinstance(ev, Alert):
-        msg = Msg(protocol.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
-        hub.publish("alert", msg)
-        hub.publish("alert:" + ev.code, msg)
-        stats.published += 1
+        topics = ("alert", "alert:" + ev.code)
+        if has(topics[0]) or has(topics[1]):
+            msg = Msg(protocol.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
+            for t in topics:
+                hub.publish(t, msg)
+            stats.published += 1
     elif isinstance(ev, FeedGap):
         hub.broadcast(Msg(protocol.feed_gap(ev), "feed_gap"))  # silence is not a quiet market
 
@@ -214,9 +217,15 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
     kospi, kosdaq = state.indexes.get("kospi"), state.indexes.get("kosdaq")
     if kospi is None or kosdaq is None:
         return
-    changed = state.gate.update(kospi.change_percent, kosdaq.change_percent,
-                                kospi.advancers + kosdaq.advancers,
-                                kospi.decliners + kosdaq.decliners, ev.received_ns / 1e9)
+    try:
+        changed = state.gate.update(kospi.change_percent, kosdaq.change_percent,
+                                    kospi.advancers + kosdaq.advancers,
+                                    kospi.decliners + kosdaq.decliners, ev.received_ns / 1e9)
+    except ValueError as exc:  # a bad input costs this update (counted there), not the router
+        if state.gate.rejected & (state.gate.rejected - 1) == 0:  # the 1st, 2nd, 4th, ...
+            logging.getLogger(__name__).warning("market gate: update %d refused (%s)",
+                                                state.gate.rejected, exc)
+        return
     if changed is not None:
         state.gate_state = changed
         gate = Msg(protocol.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),

@@ -121,8 +121,10 @@ def test_bad_input_raises_and_changes_nothing() -> None:
         g.update(math.nan, 0.0, 1, 1, ts=2)
     with pytest.raises(ValueError):
         g.update(0.0, 0.0, -1, 1, ts=2)
+    assert g.rejected == 2 and g.state is not None and g.state.level == "open"
     state = g.update(*RED, ts=3)  # the streak survived the bad updates
     assert state is not None and state.level == "closed"
+    assert g.rejected == 2  # good updates are not counted
 
 
 @pytest.mark.parametrize("kwargs", [{"red_index_pct": -0.5}, {"red_breadth": 0.5},

@@ -219,6 +219,20 @@ def test_bad_values_are_counted_not_raised(name: str, value: str) -> None:
     assert dec.stats.records == 1
 
 
+@pytest.mark.parametrize("name", ["ASCN_ISSU_CNT", "DOWN_ISSU_CNT", "STNR_ISSU_CNT"])
+def test_a_negative_issue_count_drops_the_frame(name: str) -> None:
+    # The market gate refuses a negative count (ValueError): it must never get one.
+    dec = decode_err(frame(record(**{name: "-1"})), "bad_value")
+    assert dec.last_error is not None and "negative count '-1'" in str(dec.last_error)
+    assert dec.decode(frame(record()), RECEIVED_NS) == [KOSDAQ_TICK]
+    assert dec.stats.errors == {"bad_value": 1} and dec.stats.records == 1
+
+
+def test_a_zero_issue_count_is_a_count() -> None:
+    (e,) = decode_ok(frame(record(ASCN_ISSU_CNT="0", DOWN_ISSU_CNT="-0", STNR_ISSU_CNT="0")))
+    assert (e.advancers, e.decliners, e.unchanged) == (0, 0, 0)
+
+
 @pytest.mark.parametrize("n_fields", [0, 1, 29])
 def test_too_short(n_fields: int) -> None:
     decode_err(frame(record()[:n_fields]), "field_count")

@@ -1,9 +1,10 @@
 """Market gate: one traffic light for "is this a market to take new positions in".
 
 Seed 004's dashboard shows a Market Gate (`market-gate` topic: status, level, kospi, ...). Here
-the level comes from the two index change percents and from breadth (advancers versus
-decliners over the codes we observe), and hysteresis keeps it from flapping when an input sits
-on a threshold. Pure: the caller passes the numbers and the time in; `update` returns a new
+the level comes from the two index change percents and from breadth: advancers versus
+decliners as the KIS index feed counts them (H0UPCNT0's ASCN_ISSU_CNT and DOWN_ISSU_CNT of
+KOSPI and KOSDAQ, i.e. every listed issue of both markets, not just the codes we stream), and
+hysteresis keeps it from flapping when an input sits on a threshold. Pure: the caller passes the numbers and the time in; `update` returns a new
 `GateState` only when the level changes, which is exactly what the topic should publish.
 """
 
@@ -82,6 +83,7 @@ class MarketGate:
         self.yellow_breadth = yellow_breadth
         self.confirm_updates = confirm_updates
         self.state: GateState | None = None  # the current level, as last returned
+        self.rejected = 0  # updates refused with ValueError (bad inputs); state untouched
         self._streak = 0  # consecutive updates on one side of the current level
         self._side = 0  # +1 worse, -1 better, 0 none
         self._nearest = 0  # severity nearest the current level reached by the whole streak
@@ -115,8 +117,13 @@ class MarketGate:
         """Feed one observation; return the new state if the level changed, else None.
 
         Rules in the class doc. Raises ValueError on a non-finite percent or a negative
-        count, without changing state."""
-        raw, breadth, reasons = self.classify(kospi_pct, kosdaq_pct, advancers, decliners)
+        count, without changing state (but counting it in `rejected`): the caller decides
+        whether a bad input is fatal; the router logs it and goes on."""
+        try:
+            raw, breadth, reasons = self.classify(kospi_pct, kosdaq_pct, advancers, decliners)
+        except ValueError:
+            self.rejected += 1
+            raise
         if self.state is None:
             target: Level | None = raw
         else:

@@ -344,6 +344,16 @@ def _req_int(s: str) -> int:
     raise FrameError("bad_value", f"integer {s!r}")
 
 
+def _issue_count(s: str) -> int:
+    """A number of issues (advancers, decliners, unchanged): an integer field that cannot be
+    negative; empty reads as 0. A negative count is a bad value, so the record never reaches
+    the market gate, which refuses one (detect/gate.py)."""
+    n = _int(s)
+    if n < 0:
+        raise FrameError("bad_value", f"negative count {s!r}")
+    return n
+
+
 def _req_float(s: str) -> float:
     """A decimal field that must be present (an index level)."""
     if not s:
@@ -510,7 +520,8 @@ def _index_tick(
     f: Sequence[str], venue: str, source: str, received_ns: int, day: date | None
 ) -> IndexTick:
     """H0UPCNT0 (docs/kis-index.md): a time without a date, so the date is the receive date.
-    Levels are decimals ("2624.54"), parsed as strictly as rates."""
+    Levels are decimals ("2624.54"), parsed as strictly as rates; issue counts must not be
+    negative."""
     code, hms, level, sign, change, pct, vol, value, up, down, flat = f
     return IndexTick(
         source=source,
@@ -522,9 +533,9 @@ def _index_tick(
         change_percent=_signed(_float(pct), sign),
         volume=_req_int(vol),
         traded_value=_int(value),
-        advancers=_int(up),
-        decliners=_int(down),
-        unchanged=_int(flat),
+        advancers=_issue_count(up),
+        decliners=_issue_count(down),
+        unchanged=_issue_count(flat),
         received_ns=received_ns,
     )
 

@@ -219,9 +219,12 @@ async def test_status_endpoint(settings: Settings) -> None:
                     anonymous = await http.get("/api/ws/status")
                     status = (await http.get("/api/ws/status",
                                              params={"token": token(running)})).json()
+                    admin = running.auth.issue("root", role="admin")
+                    full = (await http.get("/api/ws/status", params={"token": admin})).json()
     assert anonymous.status_code == 401
     assert status["active_connections"] == 1
-    assert status["active_users"] == ["bob"]
+    assert "active_users" not in status and status["active_user_count"] == 1
+    assert full["active_users"] == ["bob"]  # user ids: admins only
     assert status["subscriptions"] == {"price:005930": 1}
     assert status["price_streamer_running"] is True
     (upstream,) = status["upstream"]

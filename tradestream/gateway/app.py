@@ -53,11 +53,16 @@ def create_app(ctx: GatewayContext) -> QuartTrio:
     @app.get("/api/ws/status")
     async def ws_status() -> Any:
         try:
-            ctx.auth.verify(bearer(request.headers, request.args))
+            identity = ctx.auth.verify(bearer(request.headers, request.args))
         except AuthError as exc:
             return {"error": str(exc)}, 401
         status = ctx.status()
         status["subscriptions"] = _public_subscriptions(ctx.hub.subscriptions())
+        status["handshaking"] = ctx.hub.handshaking
+        if not identity.is_admin:
+            # who is connected is the operator's business: others get the count only
+            users = status.pop("active_users", [])
+            status["active_user_count"] = len(list(users))
         return status
 
     @app.websocket("/api/ws")

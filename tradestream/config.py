@@ -227,6 +227,11 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
         if unknown:
             raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown roles {unknown} (user, "
                               "producer, admin)")
+        from tradestream.gateway.topics import KINDS  # the gateway's topic kinds
+
+        if kind.strip() not in KINDS:  # a misspelt kind would leave that topic open to all
+            raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown topic kind {kind.strip()!r} "
+                              f"({', '.join(sorted(KINDS))})")
         out.append((kind.strip(), names))
     return tuple(out)
 
@@ -337,6 +342,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                                           g.max_connections_per_user, int)),
         max_connections=int(_num(env, "WS_MAX_CONNECTIONS", g.max_connections, int)),
         send_timeout_s=_num(env, "WS_SEND_TIMEOUT_S", g.send_timeout_s) or g.send_timeout_s,
+        handshake_timeout_s=_num(env, "WS_HANDSHAKE_TIMEOUT_S", g.handshake_timeout_s)
+        or g.handshake_timeout_s,
+        outbox_max=int(_num(env, "WS_OUTBOX_MAX", g.outbox_max, int)) or g.outbox_max,
+        rate_close_after=int(_num(env, "WS_RATE_CLOSE_AFTER", g.rate_close_after, int))
+        or g.rate_close_after,
         topic_roles=_topic_roles(_get(env, "WS_TOPIC_ROLES") or ""),
     )
     store = StoreSettings(

@@ -18,17 +18,15 @@ from pathlib import Path
 import trio
 
 from tradestream import config as config_mod
+from tradestream import logs
 from tradestream.config import ConfigError, Settings
 
 log = logging.getLogger("tradestream")
 
 
 def _setup_logging() -> None:
-    level = os.environ.get("TRADESTREAM_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.setup(os.environ.get("TRADESTREAM_LOG_LEVEL", "INFO"),
+               os.environ.get("TRADESTREAM_LOG_FORMAT", "text").lower())
 
 
 def _banner(s: Settings, running: object) -> str:
@@ -143,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch.add_argument("--count", type=int, default=0, help="stop after N messages (0: never)")
     args = parser.parse_args(argv)
 
-    _setup_logging()
     try:
+        _setup_logging()
         s = config_mod.from_env()
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import jwt
+import msgspec
 import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import make_settings
 from tests.e2e.test_gateway import closed_with, recv_type
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service
+from tradestream import logs
 from tradestream.config import ConfigError, from_env
 
 
@@ -86,3 +89,36 @@ async def test_rs256_tokens_from_the_configured_public_key(tmp_path: Path) -> No
                 async with open_websocket_url(f"{running.ws_url}?token={bad}") as ws:
                     code, reason = await closed_with(ws)
                     assert code == 4401 and reason.startswith("invalid token"), reason
+
+
+async def test_connection_events_are_logged_as_fields(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    s = make_settings(tmp_path)
+    caplog.set_level(logging.INFO, logger="tradestream.gateway")
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            token = running.auth.issue("alice")
+            async with open_websocket_url(f"{running.ws_url}?token={token}") as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="news")
+                await recv_type(ws, "subscribed")
+                await send(ws, type="subscribe", topic="bogus")
+                await recv_type(ws, "error")
+            async with open_websocket_url(f"{running.ws_url}?token=garbage") as ws:
+                await closed_with(ws)
+            await trio.sleep(0.2)  # the disconnect is logged after the close
+    records = [r for r in caplog.records if r.name == "tradestream.gateway"]
+    got = [logs.fields(r.getMessage()) for r in records]
+    by_event: dict[str, list[dict[str, str]]] = {}
+    for event, f in got:
+        by_event.setdefault(event, []).append(f)
+    assert by_event["ws connect"][0]["user"] == "alice"
+    assert by_event["ws subscribe"][0]["topic"] == "news"
+    assert by_event["ws error"][0]["code"] == "unknown_topic"
+    assert by_event["ws auth_failure"][0]["reason"].startswith("invalid token")
+    assert by_event["ws disconnect"][0] == {"client": by_event["ws connect"][0]["client"],
+                                            "user": "alice", "close": "client", "reason": ""}
+    # and the JSON form of one of them
+    line = msgspec.json.decode(logs.JsonFormatter().format(records[0]))
+    assert line["level"] == "INFO" and line["logger"] == "tradestream.gateway"
+    assert line["event"] == "ws connect" and line["user"] == "alice"

@@ -166,8 +166,10 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     finally:
         conn.release_all()
         hub.disconnect(client)
-        log.info("ws disconnect client=%d user=%s close=%s", client.id, identity.user_id,
-                 client.outbox.close_request)
+        close = client.outbox.close_request
+        log.info("ws disconnect client=%d user=%s close=%s reason=%r", client.id,
+                 identity.user_id, close.code if close else "client",
+                 close.reason if close else "")
 
 
 async def _auth_by_message(ctx: GatewayContext) -> Identity:
@@ -285,7 +287,7 @@ class Connection:
             fn(arg)
         except protocol.ProtocolError as exc:
             self.ctx.metrics.errors.labels(exc.code).inc()
-            log.info("ws error client=%d code=%s %s", self.client.id, exc.code, exc)
+            log.info("ws error client=%d code=%s message=%r", self.client.id, exc.code, str(exc))
             self.client.outbox.put(reply(protocol.error(exc.code, str(exc), exc.topic)))
 
     def _dispatch(self, raw: str | bytes) -> None:

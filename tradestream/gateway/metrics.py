@@ -30,8 +30,9 @@ class GatewayMetrics:
         r = self.registry
         self.connections_opened = Counter(
             "tradestream_ws_connections_opened", "WebSocket connections authenticated", registry=r)
-        self.closes = Counter("tradestream_ws_closes", "Connections closed by the server, by reason",
-                              ["reason"], registry=r)
+        self.closes = Counter("tradestream_ws_closes",
+                              "Connections closed by the server, by reason", ["reason"],
+                              registry=r)
         self.auth_failures = Counter("tradestream_ws_auth_failures",
                                      "Rejected handshakes and tokens, by reason", ["reason"],
                                      registry=r)

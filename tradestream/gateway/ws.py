@@ -32,7 +32,6 @@ from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.gateway.serve import on_write_aborted
 from tradestream.gateway.topics import KINDS, Topic, parse_topic
-from tradestream.pipeline.stages import ADMIN_ORDERS
 from tradestream.hub import (
     CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT,
@@ -43,6 +42,7 @@ from tradestream.hub import (
     Msg,
     run_heartbeat,
 )
+from tradestream.pipeline.stages import ADMIN_ORDERS
 from tradestream.store import reads
 
 log = logging.getLogger("tradestream.gateway")

@@ -237,3 +237,52 @@ def test_matches_brute_force_reference(ticks: list[tuple[str, int, int]], window
     for code, step, price in ticks:
         ts += step
         assert fast.update(code, ts, price) == slow.update(code, ts, price)
+
+
+class CountedPrice(int):
+    """An int that counts its order comparisons: the detector's work, whatever its layout."""
+
+    compares = 0
+
+    def _count(self) -> None:
+        CountedPrice.compares += 1
+
+    def __lt__(self, other: object) -> bool:
+        self._count()
+        return int(self) < int(other)  # type: ignore[call-overload]
+
+    def __le__(self, other: object) -> bool:
+        self._count()
+        return int(self) <= int(other)  # type: ignore[call-overload]
+
+    def __gt__(self, other: object) -> bool:
+        self._count()
+        return int(self) > int(other)  # type: ignore[call-overload]
+
+    def __ge__(self, other: object) -> bool:
+        self._count()
+        return int(self) >= int(other)  # type: ignore[call-overload]
+
+
+def test_memory_and_work_per_tick_are_bounded_by_the_window() -> None:
+    """10^5 strictly monotone ticks (the deques' worst case: a rising run keeps every print in
+    `lows`, a falling run every print in `highs`), 100 per second. Each deque stays within the
+    ticks inside the window, and the price comparisons stay O(1) per tick: a detector that
+    never expires entries, or one that rescans its window, fails by a factor of ~100."""
+    window_s, step_s, n = 60.0, 0.01, 100_000
+    in_window = int(window_s / step_s) + 1  # the boundary is inclusive
+    d = SuddenMoveDetector(window_s=window_s, threshold=0.05, debounce_s=60.0)
+    CountedPrice.compares = 0
+    longest = 0
+    for i in range(n):
+        # up for the first half, then down: both deques get their long run
+        price = 100_000 + i if i < n // 2 else 100_000 + n - i
+        d.update("A", T0 + i * step_s, CountedPrice(price))
+        st_ = d._codes["A"]  # noqa: SLF001 - the point is the private deques' size
+        held = max(len(st_.lows), len(st_.highs))
+        assert held <= min(i + 1, in_window), (i, len(st_.lows), len(st_.highs))
+        longest = max(longest, held)
+    assert longest >= in_window - 1  # the bound is reached, so the check above is tight
+    # per tick: one `price <= 0`, and per deque one comparison that stops its pop loop plus
+    # one per entry it pops (each entry is popped at most once)
+    assert CountedPrice.compares <= 5 * n, CountedPrice.compares / n

@@ -5,6 +5,13 @@ score descending, then code. They are pure and deterministic: the caller builds 
 the store or from ticks) and publishes the result on `signal:vcp` / `signal:daytrading`.
 Each rule is deliberately small and spelled out, so a signal can always be explained by its
 `reason` text; they are screens, not advice.
+
+Time scale, plainly: the service (gateway/signals_api.py) runs both scans on 1-minute bars
+built from the trades it has stored. So the VCP here is an *intraday* VCP: three 20-minute
+pullbacks over the last hour, not the classic pattern of weeks of daily bars. The rules are
+the same shape at any bar size; what a 10% base means in an hour is not what it means in three
+months, and nothing here pretends otherwise. A daily VCP would need daily bars for months,
+which this service does not store.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-VCP_LOOKBACK_BARS = 60  # about three months of daily bars
+VCP_LOOKBACK_BARS = 60  # bars, whatever their size; the service's are 1-minute: the last hour
 VCP_SEGMENTS = 3
 VCP_CONTRACTION = 0.8  # each segment's depth <= 0.8 x the previous one's
 VCP_MIN_BASE_DEPTH = 0.10  # the first segment must be a real pullback: >= 10%

@@ -83,8 +83,11 @@ class SuddenMoveDetector:
 
     Cost: each tick is pushed and popped at most once per deque, so amortised O(1). Memory per
     code is bounded by its ticks within `window_s` (worst case a monotone run), usually far
-    less. A code that stops trading keeps its deques until its next tick expires them, until
-    `forget(code)`, or until `sweep(now)` drops it.
+    less; both bounds are tested. A code that stops trading keeps what its window held at its
+    last tick (still within that bound) until its next tick expires it, until
+    `forget(code)`, or until `sweep(now)` drops it. The service calls neither: its codes are
+    those its feeds stream (scanner picks rotate, but they are listed issues, a few thousand
+    at most), so the total stays bounded by codes x ticks per window without a sweep.
     """
 
     def __init__(self, window_s: float = WINDOW_S, threshold: float = THRESHOLD,
@@ -152,7 +155,8 @@ class SuddenMoveDetector:
 
         By then their window has expired and their debounce has lapsed, so for any later tick
         at ts >= now the outcome is the same as if they were kept. Returns how many were
-        dropped. O(codes): call it rarely (e.g. once a minute)."""
+        dropped. O(codes): call it rarely (e.g. once a minute), if at all; it is for a host
+        whose set of codes churns without bound (the service's does not, and never calls it)."""
         horizon = now - max(self.window_s, self.debounce_s)
         stale = [c for c, st in self._codes.items() if st.last_ts < horizon]
         for c in stale:

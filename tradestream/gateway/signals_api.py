@@ -1,4 +1,4 @@
-"""Signals: scans over recent bars, signals posted by producers, and their broadcast.
+"""Signals: scans over stored bars, signals posted by producers, and their broadcast.
 
     POST /api/signals/{kind}/scan   run the `vcp` or `daytrading` scan (detect/scanners.py)
                                     over 1-minute bars of every streamed code, from the store
@@ -7,6 +7,17 @@
 Either way the result is broadcast as `signal_update` on `signal:{kind}` (seed 004's shape) and
 stored, one row per item. Both need role admin or producer. `SignalPublisher.publish` is also
 what the Redis bridge calls for signals arriving from external workers (seed 004's Celery path).
+
+What each scan reads (`scan_window`):
+
+- vcp: the last two hours of 1-minute bars (VCP_SCAN_MINUTES; the scan uses the last 60 of
+  them), at any hour of the day.
+- daytrading: today's session, the 1-minute bars from 09:00 KST (the KRX open) to now, so the
+  "first open" and the "day high" are the day's, not those of some recent window. Trades after
+  the 15:30 close (after-hours, NXT, or the simulator at night) count as today's session too.
+  Before 09:00 KST there is no session yet: the scan reads nothing and finds nothing (count 0,
+  still broadcast, so a dashboard clears yesterday's list), whatever traded overnight. The
+  response's `since` says which start was used.
 """
 
 from __future__ import annotations
@@ -37,7 +48,13 @@ log = logging.getLogger(__name__)
 KINDS = ("vcp", "daytrading")
 WRITERS = ("admin", "producer")
 MAX_SIGNALS = 500
-SCAN_BARS = 120  # 1-minute bars per code: two hours
+BAR_S = 60  # both scans run on 1-minute bars
+VCP_SCAN_MINUTES = 120  # two hours read; scan_vcp uses its last VCP_LOOKBACK_BARS (60)
+SESSION_OPEN_HOUR = 9  # the KRX regular session opens at 09:00 KST
+# 09:00 to midnight is 900 one-minute bars: a whole day fits (within reads.MAX_ROWS), so the
+# session's first bar, and with it the first open, is never cut off, even after hours.
+DAYTRADING_MAX_BARS = 15 * 60
+assert DAYTRADING_MAX_BARS <= reads.MAX_ROWS
 SCAN_THREADS = 2
 
 
@@ -80,18 +97,28 @@ def _bars(rows: Iterable[dict[str, Any]]) -> list[Bar]:
     return [Bar(r["time"], r["open"], r["high"], r["low"], r["close"], r["volume"]) for r in rows]
 
 
-def scan(engine: Engine, kind: str, codes: Sequence[str], now: datetime) -> list[dict[str, Any]]:
-    """Blocking: read the bars and run the scan (a worker thread)."""
-    since = now - timedelta(minutes=SCAN_BARS)
-    by_code = {c: _bars(reads.bars(engine, c, 60, since, now, SCAN_BARS)) for c in codes}
-    found: Sequence[Any]
+def scan_window(kind: str, now: datetime) -> tuple[datetime, int]:
+    """The start of the bars a scan reads and how many it may keep (pure; module doc).
+
+    For "daytrading" the start is 09:00 KST on `now`'s KST date; before 09:00 that is later
+    than `now`, an empty window."""
     if kind == "vcp":
-        found = scan_vcp(by_code)
-    else:
-        session_start = now.astimezone(KST).replace(hour=9, minute=0, second=0, microsecond=0)
-        today = {c: [b for b in bars if datetime.fromisoformat(str(b.start)) >= session_start]
-                 for c, bars in by_code.items()}
-        found = scan_daytrading(today)
+        return now - timedelta(minutes=VCP_SCAN_MINUTES), VCP_SCAN_MINUTES
+    if kind == "daytrading":
+        local = now.astimezone(KST)
+        return local.replace(hour=SESSION_OPEN_HOUR, minute=0, second=0, microsecond=0), \
+            DAYTRADING_MAX_BARS
+    raise ValueError(f"unknown scan {kind!r}")
+
+
+def scan(engine: Engine, kind: str, codes: Sequence[str], now: datetime) -> list[dict[str, Any]]:
+    """Blocking: read each code's bars of `scan_window(kind, now)` and run the scan (in a
+    worker thread). Returns the hits as JSON-ready dicts, best first, `code` as `symbol`."""
+    since, limit = scan_window(kind, now)
+    if since >= now:  # before the session: nothing to read
+        return []
+    by_code = {c: _bars(reads.bars(engine, c, BAR_S, since, now, limit)) for c in codes}
+    found: Sequence[Any] = scan_vcp(by_code) if kind == "vcp" else scan_daytrading(by_code)
     out = []
     for item in found:
         d = dataclasses.asdict(item)
@@ -100,8 +127,15 @@ def scan(engine: Engine, kind: str, codes: Sequence[str], now: datetime) -> list
     return out
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
-                     publisher: SignalPublisher, codes: Callable[[], Sequence[str]]) -> None:
+                     publisher: SignalPublisher, codes: Callable[[], Sequence[str]], *,
+                     clock: Callable[[], datetime] = _utc_now) -> None:
+    """Add the routes of the module doc. `codes()` lists the codes to scan; `clock()` is the
+    scans' "now" (tz-aware; a test passes a fixed session time)."""
     limiter = trio.CapacityLimiter(SCAN_THREADS)
 
     def check() -> tuple[dict[str, str], int] | None:
@@ -119,12 +153,13 @@ def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
             return denied
         if kind not in KINDS:
             return {"error": f"unknown scan {kind!r}; one of {', '.join(KINDS)}"}, 404
-        now = datetime.now(UTC)
+        now = clock()
         signals = await trio.to_thread.run_sync(
             partial(scan, engine, kind, list(codes()), now), limiter=limiter)
         delivered = publisher.publish(kind, signals, "scanner")
+        since, _ = scan_window(kind, now)
         return {"signal_type": kind.upper(), "count": len(signals), "signals": signals,
-                "delivered_to": delivered}
+                "delivered_to": delivered, "since": since.astimezone(KST).isoformat()}
 
     @app.post("/api/signals/<kind>")
     async def post(kind: str) -> Any:

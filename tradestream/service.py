@@ -184,7 +184,7 @@ async def run_service(
                     payload, datetime.now(KST), time.time_ns()))
 
     host = StrategyHost(list(strategies) if strategies is not None
-                        else [NewsKeywordStrategy()], emit)
+                        else [NewsKeywordStrategy(prices=state.latest)], emit)
     strategies_scope = trio.CancelScope()
     strategies_done = trio.Event()
 

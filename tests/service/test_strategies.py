@@ -335,16 +335,20 @@ def test_keywords() -> None:
 
 
 async def test_news_strategy_signals_dedupes_and_prices() -> None:
-    s = NewsKeywordStrategy()
-    assert s.id == "news-keywords" and set(s.wants) == {News, Tick}
-    assert await s.handle(tick("005930", 70_000)) == []
-    assert await s.handle(tick("005930", 71_500)) == []  # the latest price wins
+    latest: dict[str, Tick] = {}  # the router's latest trade per code
+    s = NewsKeywordStrategy(prices=latest)
+    assert s.id == "news-keywords" and s.wants == (News,)
+    latest["005930"] = tick("005930", 70_000)
+    latest["005930"] = tick("005930", 71_500)  # read when the headline is handled
     n = news("R1", "삼성전자, 美 업체와 1조 공급계약 체결", ("005930", "000660"))
     assert await s.handle(n) == [{
         "signal": "watch_long", "symbol": "005930", "quantity": None,
         "reason": "공급계약 in headline", "headline": n.title, "price": 71_500,
         "news_id": "R1"}]
     assert await s.handle(n) == []  # same realkey: deduplicated
+    assert await s.handle(tick("005930", 1)) == []  # not wanted; ignored if handed one
+    with pytest.raises(TypeError):
+        s.rules.prices["005930"] = tick()  # type: ignore[index]  # a read-only view
     # a ticker with no trade yet: price None
     assert (await s.handle(news("R2", "SK하이닉스 최대 실적", ("000660",))))[0]["price"] is None
     assert (await s.handle(news("R3", "AA 대표 횡령 혐의 피소", ("123456",))))[0][
@@ -355,19 +359,49 @@ async def test_news_strategy_signals_dedupes_and_prices() -> None:
 
 
 async def test_news_strategy_ignores_tickers_outside_its_universe() -> None:
-    s = NewsKeywordStrategy(universe=frozenset({"005930"}))
+    s = NewsKeywordStrategy(prices={}, universe=frozenset({"005930"}))
     assert await s.handle(news("R1", "BB 수주 공시", ("999999",))) == []
     assert len(await s.handle(news("R2", "삼성전자 수주 공시", ("005930",)))) == 1
 
 
 async def test_news_strategy_under_the_host(nursery: trio.Nursery) -> None:
     out = Emitted()
-    host = StrategyHost([NewsKeywordStrategy()], out)
+    latest = {"005930": tick("005930", 72_000)}
+    host = StrategyHost([NewsKeywordStrategy(prices=latest)], out)
     await nursery.start(host.run)
-    host.offer(tick("005930", 72_000))
+    host.offer(tick("005930", 72_000))  # not wanted: not queued
     host.offer(news("R1", "삼성전자 자사주 소각 결정"))
     host.offer(news("R1", "삼성전자 자사주 소각 결정"))  # re-sent on resubscribe
     await trio.testing.wait_all_tasks_blocked()
     assert [(sid, p["signal"], p["price"], p["reason"]) for sid, p in out.items] == [
         ("news-keywords", "watch_long", 72_000, "자사주 소각 in headline")]
-    assert host.status()["news-keywords"]["handled"] == 3
+    assert host.status()["news-keywords"]["handled"] == 2
+
+
+async def test_news_is_not_lost_in_a_tick_flood(nursery: trio.Nursery,
+                                                autojump_clock: trio.testing.MockClock) -> None:
+    """The router's order of work: each tick updates the latest prices, then is offered to
+    the strategies. 1023 ticks (more than the queue holds) and then one headline, all in one
+    synchronous burst: the news still arrives, with the price of the last tick."""
+    out = Emitted()
+    latest: dict[str, Tick] = {}
+    strategy = NewsKeywordStrategy(prices=latest)
+    every_tick = Recorder("every-tick")  # for contrast: a strategy that does want each tick
+    queue_size = 1000
+    host = StrategyHost([strategy, every_tick], out, queue_size=queue_size)
+    await nursery.start(host.run)
+    now = trio.current_time()
+    for i in range(1023):
+        t = tick("005930", 70_000 + i, n=i)
+        latest[t.code] = t
+        host.offer(t)
+    host.offer(news("R1", "삼성전자, 3조 규모 공급계약 체결"))
+    assert trio.current_time() == now  # one burst: nothing ran in between
+    await trio.testing.wait_all_tasks_blocked()
+    assert [(p["signal"], p["price"], p["news_id"]) for p in out.of("news-keywords")] == [
+        ("watch_long", 71_022, "R1")]
+    st = host.status()
+    assert (st["news-keywords"]["handled"], st["news-keywords"]["dropped"]) == (1, 0)
+    # its queue did overflow (one more fits: a waiting receiver takes the first at once)
+    assert st["every-tick"]["dropped"] in (1023 - queue_size, 1023 - queue_size - 1)
+    assert st["every-tick"]["handled"] + st["every-tick"]["dropped"] == 1023

@@ -11,6 +11,13 @@ it does not own the strategies' payload sink (`emit`), which must be sync and ch
 Back-pressure (STYLE §4, an edge states its choice): *drop-newest with a counter*. When a
 strategy's queue is full, `offer` drops the event for that strategy only and counts it in
 `status()[id]["dropped"]`: a slow strategy loses input, the feed and the store never wait.
+
+One queue per strategy holds every type it wants, in arrival order. So a strategy should want
+only what it must see one by one: ticks come at the trade rate, and a strategy wanting Tick
+beside a rare type (News) can lose the rare event behind a burst of ticks. One that merely
+needs the latest price per code takes a read-only view of it at construction instead (the
+service passes the router's `MarketState.latest`, kept current before any strategy is
+offered the event; see news.py), which is also fresher than any tick queued before the event.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class Strategy(Protocol):
 
     - `id`: unique within a host; it is the `strategy_id` of every payload it emits.
     - `wants`: the event classes it consumes (`isinstance` match, so a base class works too).
+      They share one bounded queue: want Tick only to act on every trade, not to track prices
+      (module doc).
     - `handle(event)`: zero or more payloads, dicts shaped like seed 003's `strategy_signal`
       data: {"signal": "buy" | "sell" | "watch" | ..., "symbol": "005930",
       "quantity": int | None, "reason": str, ...}. None counts as no payloads. It runs under

@@ -22,6 +22,12 @@ headline with keywords on both sides is ambiguous and yields nothing. Only the p
 is signalled (LS lists related codes after it). Duplicate headlines (same `realkey`, as LS
 re-sends on resubscribe) yield one signal.
 
+Prices: the strategy wants News only. The latest price comes from a read-only view of the
+router's latest trade per code (`MarketState.latest`), read when a headline is handled, rather
+than from consuming ticks: ticks arrive at the trade rate and would share the strategy's
+bounded queue with the news it exists for, so a burst of them would drop headlines (and the
+price read is fresher than the last tick queued before the news anyway).
+
 Pure core (`match_keyword`, `NewsKeywordRules`) beside the async `handle` the host calls.
 """
 
@@ -68,19 +74,16 @@ def match_keyword(title: str,
 
 
 class NewsKeywordRules:
-    """The strategy's state and decisions, without async: latest price per code, seen news."""
+    """The strategy's state and decisions, without async: seen news; prices are read from
+    `prices` (latest trade per code, owned by someone else) as each headline is decided."""
 
-    def __init__(self, *, universe: frozenset[str] | None = None,
-                 keywords: Keywords = KEYWORDS,
-                 seen_max: int = SEEN_NEWS_MAX) -> None:
+    def __init__(self, prices: Mapping[str, Tick], *, universe: frozenset[str] | None = None,
+                 keywords: Keywords = KEYWORDS, seen_max: int = SEEN_NEWS_MAX) -> None:
+        self.prices: Mapping[str, Tick] = MappingProxyType(prices)  # read, never written
         self.universe = universe  # None: any ticker; else tickers outside it yield nothing
         self.keywords = keywords
-        self.prices: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_max = seen_max
-
-    def on_tick(self, tick: Tick) -> None:
-        self.prices[tick.code] = tick.price
 
     def on_news(self, news: News) -> list[dict[str, Any]]:
         if news.realkey in self._seen:
@@ -94,36 +97,35 @@ class NewsKeywordRules:
         m = match_keyword(news.title, self.keywords)
         if m is None:
             return []
+        last = self.prices.get(ticker)
         return [{
             "signal": m.signal,
             "symbol": ticker,
             "quantity": None,  # a watch signal: this strategy never sizes or places orders
             "reason": f"{m.keyword} in headline",
             "headline": news.title,
-            "price": self.prices.get(ticker),
+            "price": None if last is None else last.price,  # None: no trade seen yet
             "news_id": news.realkey,
         }]
 
 
 class NewsKeywordStrategy:
-    """`Strategy` for the host: wants News (to signal) and Tick (to know the latest price).
+    """`Strategy` for the host: wants News only; `prices` is the latest trade per code, a
+    mapping the caller keeps current (the service passes the router's `state.latest`). It is
+    only read, through a read-only proxy.
 
     No `reset()`: each event updates its state in one step, so a failure cannot leave it half
     done, and forgetting seen realkeys on a restart would re-signal re-sent headlines.
     """
 
-    wants: tuple[type, ...] = (News, Tick)
+    wants: tuple[type, ...] = (News,)
 
     def __init__(self, id: str = "news-keywords", *,  # the Strategy field's name
+                 prices: Mapping[str, Tick],
                  universe: frozenset[str] | None = None,
                  keywords: Keywords = KEYWORDS) -> None:
         self.id = id
-        self.rules = NewsKeywordRules(universe=universe, keywords=keywords)
+        self.rules = NewsKeywordRules(prices, universe=universe, keywords=keywords)
 
     async def handle(self, event: Any) -> list[dict[str, Any]]:
-        if isinstance(event, Tick):
-            self.rules.on_tick(event)
-            return []
-        if isinstance(event, News):
-            return self.rules.on_news(event)
-        return []
+        return self.rules.on_news(event) if isinstance(event, News) else []

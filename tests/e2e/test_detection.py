@@ -214,6 +214,46 @@ class Broken:
         raise RuntimeError("a bug")
 
 
+class Hangs:
+    """Stuck on its first tick for good (a lost lock, a dead HTTP call), never returning."""
+
+    id = "hangs"
+    wants = (Tick,)
+
+    async def handle(self, ev: Tick) -> list[dict[str, object]]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_hung_strategy_does_not_stop_the_feed_or_the_store(tmp_path: Path) -> None:
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(partial(run_service, s, strategies=[Hangs()]))
+            admin = {"Authorization": f"Bearer {tok(running, 'ops', role='admin')}"}
+            async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+                async def hung() -> dict[str, object]:
+                    r = await http.get("/api/ws/status", headers=admin)
+                    return r.json()["strategies"]["hangs"]  # type: ignore[no-any-return]
+
+                await wait_for(lambda: running.flusher.rows > 100, "stored trades")
+                # Stuck on its first tick, its queue only grows; meanwhile the feed streams
+                # and the store keeps up. (Its 5 s timeout and restart: test_strategies.py.)
+                before = await hung()
+                ticks0, rows0 = running.router.ticks, running.flusher.rows
+                await wait_for(lambda: running.router.ticks > ticks0 + 100, "more trades")
+                await wait_for(lambda: running.flusher.rows > rows0 + 100, "more stored")
+                after = await hung()
+                assert before["handled"] == after["handled"] == after["errors"] == 0
+                assert after["queue_depth"] > before["queue_depth"] + 50  # type: ignore[operator]
+                assert all(f.state == "streaming" for f in running.feeds)
+            t0 = trio.current_time()
+            running.stop()
+    # the stop waits STRATEGY_DRAIN_S for it at most, and every received event is stored
+    assert trio.current_time() - t0 < STRATEGY_DRAIN_S + 2.0
+    assert running.flusher.rows == running.router.events + running.side["forwarded"]
+
+
 async def test_signals_made_while_draining_are_stored(tmp_path: Path) -> None:
     s = make_settings(tmp_path)
     with trio.fail_after(TIMEOUT_S):

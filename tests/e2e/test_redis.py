@@ -3,10 +3,12 @@ signals published by an external worker reach the WebSocket clients of signal:{k
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import msgspec
+import sqlalchemy as sa
 import trio
 
 from tests.conftest import make_settings
@@ -44,3 +46,14 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
                 msg = await recv_type(ws, "signal_update", skip=SKIP)
     assert msg["data"]["signal_type"] == "VCP"
     assert msg["data"]["signals"] == [{"symbol": "000660", "score": 0.9}]
+    # and stored, once the stop has drained: one row per item, the bad message none
+    engine = sa.create_engine(s.store.url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT source, kind, strategy, stock_code, payload FROM signals "
+            "WHERE source = 'redis'")).all()
+    engine.dispose()
+    assert [tuple(r[:4]) for r in rows] == [("redis", "vcp", "vcp", "000660")]
+    payload = rows[0][4]
+    assert (payload if isinstance(payload, dict) else json.loads(payload)) == {
+        "symbol": "000660", "score": 0.9}

@@ -7,9 +7,8 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, se
 from tradestream.config import Settings
 from tradestream.events import Tick
 from tradestream.service import STRATEGY_DRAIN_S, run_service
+
 
 def audits(running: object) -> int:
     """Slot audits the service made (they share the side edge with signals)."""
@@ -152,7 +152,8 @@ async def test_signals_scan_and_post(tmp_path: Path) -> None:
                 assert bad.status_code == 400
                 unknown = await http.post("/api/signals/momentum", headers=producer, json={})
                 assert unknown.status_code == 404
-            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 2, "signals stored")
+            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 2,
+                           "signals stored")
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT kind, stock_code FROM signals WHERE source = 'rest'"
@@ -192,7 +193,8 @@ async def test_news_strategy_signals_reach_subscribers_and_the_store(tmp_path: P
             assert data["reason"].split(" in ")[0] in data["headline"]
             status = running.router  # the strategy saw the news the router routed
             assert status.by_type["News"] >= 1
-            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 1, "signal stored")
+            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 1,
+                           "signal stored")
 
 
 class EveryTick:

@@ -4,8 +4,9 @@ Seed 004's dashboard shows a Market Gate (`market-gate` topic: status, level, ko
 the level comes from the two index change percents and from breadth: advancers versus
 decliners as the KIS index feed counts them (H0UPCNT0's ASCN_ISSU_CNT and DOWN_ISSU_CNT of
 KOSPI and KOSDAQ, i.e. every listed issue of both markets, not just the codes we stream), and
-hysteresis keeps it from flapping when an input sits on a threshold. Pure: the caller passes the numbers and the time in; `update` returns a new
-`GateState` only when the level changes, which is exactly what the topic should publish.
+hysteresis keeps it from flapping when an input sits on a threshold. Pure: the caller passes
+the numbers and the time in; `update` returns a new `GateState` only when the level changes,
+which is exactly what the topic should publish.
 """
 
 from __future__ import annotations

@@ -1,23 +1,34 @@
-"""Account state from execution notices (pure): positions and orders per account.
+"""Account state from execution notices: positions and orders per account, and their
+reconciliation against the broker's positions.
 
-Fed by the router with every `Execution` (order notices and fills, KIS H0STCNI0/H0STCNI9) and,
-at start, with the day's stored executions, so a restart does not forget the morning. It
-answers the gateway's `get_account` (only for the caller's own accounts) and tells the slot
-manager when a holding appears or disappears.
+`AccountBook` (pure) is fed by the router with every `Execution` (order notices and fills, KIS
+H0STCNI0/H0STCNI9) and, at start, with the day's stored executions, so a restart does not forget
+the morning. It answers the gateway's `get_account` (only for the caller's own accounts) and
+tells the slot manager when a holding appears or disappears.
 
-Positions count only what this service has seen fill: an account's positions at start come
-from `set_position` (a reconciliation against the broker), fills then move them.
+Fills alone only know what this service has seen. `run_positions_sync` (the thin shell) asks a
+`PositionsSource` for the broker's positions at start and periodically, and
+`AccountBook.reconcile` makes them the book's: positions held from before today, notices
+missed while no session carried them, trades made elsewhere. kis.md documents no balance
+inquiry, so the source is pluggable: `HttpPositions` reads a small JSON document (see
+`parse_positions`) from the simulator's `/sim/positions` or from a bridge to the broker.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+import httpx
+import trio
 
 from tradestream.events import Execution
+
+log = logging.getLogger(__name__)
 
 MAX_ORDERS_PER_ACCOUNT = 2000  # oldest orders are forgotten beyond this (a day's worth)
 
@@ -74,10 +85,31 @@ class HoldingChange:
     quantity: int
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    """One position as the broker reports it."""
+
+    code: str
+    quantity: int
+    avg_price: float
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A quantity the reconciliation changed: what the book had, what the broker says."""
+
+    account: str
+    code: str
+    before: int
+    after: int
+
+
 class AccountBook:
     def __init__(self) -> None:
         self._orders: dict[str, OrderedDict[str, Order]] = {}
         self._positions: dict[str, dict[str, Position]] = {}
+        self._fill_seq = 0  # fills applied so far
+        self._last_fill: dict[tuple[str, str], int] = {}  # (account, code) -> its last fill's
 
     def apply(self, ex: Execution) -> tuple[Order, HoldingChange | None]:
         """Fold one notice in; returns the order as it now stands and any holding change.
@@ -117,6 +149,8 @@ class AccountBook:
         return order, change
 
     def _fill(self, ex: Execution) -> HoldingChange | None:
+        self._fill_seq += 1
+        self._last_fill[(ex.account, ex.code)] = self._fill_seq
         positions = self._positions.setdefault(ex.account, {})
         pos = positions.get(ex.code)
         before = pos.quantity if pos else 0
@@ -146,6 +180,43 @@ class AccountBook:
         else:
             positions[code] = Position(code, quantity, round(quantity * avg_price))
 
+    @property
+    def fill_seq(self) -> int:
+        """How many fills the book has applied; take it before asking the broker, for
+        `reconcile(since=...)`."""
+        return self._fill_seq
+
+    def reconcile(self, account: str, positions: Mapping[str, BrokerPosition], *,
+                  since: int | None = None) -> list[Correction]:
+        """Make `account`'s positions the broker's: codes it reports are set to its quantity
+        and average price, codes it does not report (or with quantity <= 0) are removed.
+
+        With `since` (a `fill_seq` taken before the broker was asked), codes with a fill
+        applied after it are left alone: the broker's figures may predate that fill, and the
+        next reconciliation sees both. Returns the quantity changes (average-price changes
+        are made silently)."""
+        mine = self._positions.get(account, {})
+        out: list[Correction] = []
+        for code in sorted(set(mine) | set(positions)):
+            if since is not None and self._last_fill.get((account, code), 0) > since:
+                continue
+            have = mine.get(code)
+            theirs = positions.get(code)
+            before = have.quantity if have else 0
+            after = theirs.quantity if theirs is not None and theirs.quantity > 0 else 0
+            if after == 0:
+                if have is not None:
+                    del mine[code]
+            elif theirs is not None:
+                mine[code] = Position(code, after, round(after * theirs.avg_price))
+            if before != after:
+                out.append(Correction(account, code, before, after))
+        if mine:
+            self._positions[account] = mine
+        else:
+            self._positions.pop(account, None)
+        return out
+
     def positions_by_code(self) -> dict[str, int]:
         """Quantity held per code over every account (the slot manager's holdings)."""
         out: dict[str, int] = {}
@@ -171,3 +242,134 @@ class AccountBook:
 
     def accounts(self) -> list[str]:
         return sorted(set(self._orders) | set(self._positions))
+
+
+# -- reconciliation against the broker (the thin shell) ---------------------------------------
+
+POSITIONS_SETTLE_S = 2.0  # after a positions answer: notices in flight arrive meanwhile
+
+
+class PositionsError(Exception):
+    """The positions source could not be read or answered something unusable."""
+
+
+def parse_positions(body: object) -> dict[str, dict[str, BrokerPosition]]:
+    """The positions document: account -> code -> position. Shape::
+
+        {"accounts": [{"account": "5012345601",
+                       "positions": [{"code": "005930", "quantity": 10, "avg_price": 71000}]}]}
+
+    An account listed with no positions holds nothing; accounts not listed are not touched.
+    """
+    try:
+        accounts = body["accounts"]  # type: ignore[index]
+        out: dict[str, dict[str, BrokerPosition]] = {}
+        for acct in accounts:
+            name = acct["account"]
+            if not isinstance(name, str) or not name:
+                raise PositionsError(f"bad account {name!r}")
+            held: dict[str, BrokerPosition] = {}
+            for p in acct["positions"]:
+                code, qty, avg = p["code"], p["quantity"], p.get("avg_price", 0)
+                if not (isinstance(code, str) and len(code) == 6 and isinstance(qty, int)
+                        and not isinstance(qty, bool) and isinstance(avg, int | float)):
+                    raise PositionsError(f"bad position {p!r}")
+                held[code] = BrokerPosition(code, qty, float(avg))
+            out[name] = held
+        return out
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise PositionsError(f"not a positions document: {exc!r}") from None
+
+
+class PositionsSource(Protocol):
+    """Where the broker's positions come from."""
+
+    name: str  # for the status endpoint and logs
+
+    async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
+        """The positions now; PositionsError if they cannot be had."""
+
+
+class HttpPositions:
+    """GET a positions document (`parse_positions`) from `url`: the simulator's
+    `/sim/positions`, or a bridge to the broker's balance inquiry."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.name = url
+        self._url = url
+        self._timeout_s = timeout_s
+
+    async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout_s) as http:
+                resp = await http.get(self._url)
+        except httpx.HTTPError as exc:
+            raise PositionsError(f"GET {self._url}: {exc!r}") from None
+        if resp.status_code != 200:
+            raise PositionsError(f"GET {self._url}: HTTP {resp.status_code} {resp.text[:200]}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise PositionsError(f"GET {self._url}: not JSON: {resp.text[:200]!r}") from None
+        return parse_positions(body)
+
+
+@dataclass
+class SyncStats:
+    source: str = ""
+    syncs: int = 0  # answers reconciled
+    failures: int = 0
+    corrected: int = 0  # positions whose quantity the broker's answer changed
+    last_at: float | None = None  # trio time of the last reconciliation
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+async def run_positions_sync(
+    source: PositionsSource,
+    book: AccountBook,
+    on_change: Callable[[], None],
+    every_s: float,
+    stats: SyncStats,
+    *,
+    settle_s: float = POSITIONS_SETTLE_S,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reconcile `book` with `source` now and every `every_s` until cancelled; `on_change()`
+    after the first answer and after every answer that changed a quantity (the slot manager
+    follows the holdings).
+
+    started(): after the first attempt, answered or not, so the holdings are known before the
+    feeds register. After later answers it waits `settle_s` before reconciling, and leaves
+    alone the codes filled since the question was asked (notices in flight would otherwise be
+    counted twice: once in the answer, once when they arrive). A failed fetch is logged,
+    counted and retried at the next period; this task never raises for one."""
+    stats.source = source.name
+    first = True
+    while True:
+        since = book.fill_seq
+        try:
+            snapshot = await source.fetch()
+        except PositionsError as exc:
+            stats.failures += 1
+            stats.last_error = str(exc)[:300]
+            log.warning("positions from %s: %s", source.name, exc)
+        else:
+            if not first:
+                await trio.sleep(settle_s)
+            fixed = [c for account, held in snapshot.items()
+                     for c in book.reconcile(account, held, since=since)]
+            stats.syncs += 1
+            stats.corrected += len(fixed)
+            stats.last_at = trio.current_time()
+            for c in fixed:
+                log.warning("position %s %s: %d in the book, %d at the broker: corrected",
+                            c.account, c.code, c.before, c.after)
+            if fixed or first:
+                on_change()
+        if first:
+            first = False
+            task_status.started()
+        await trio.sleep(every_s)

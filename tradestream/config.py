@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 
 from tradestream.sim.market import DEFAULT_TICKERS
 
@@ -83,7 +84,13 @@ class KisSettings:
     lost_after_s: float = 120.0  # a session down this long: its slots move to the others
     scanner_dwell_s: float = 300.0  # a scanner find keeps its slot at least this long
     scanner_slots: int = 5  # movers promoted to scanner slots (0: none)
+    scanner_every_s: float = 10.0  # how often the movers are ranked for those slots
     slot_stale_s: float = 120.0  # a slot without data this long (market open) is re-registered
+    market_holidays: tuple[date, ...] = ()  # KRX closed all day (weekends always are)
+    # the broker's positions (accounts.parse_positions); empty: the simulator's when KIS is
+    # simulated, else none (kis.md documents no balance inquiry: see README)
+    positions_url: str = ""
+    positions_every_s: float = 60.0  # 0: never reconcile
 
     def session_keys(self) -> list[tuple[str, str]]:
         return [(self.app_key, self.app_secret), *self.app_keys]
@@ -132,6 +139,8 @@ class SimSettings:
     order_rate_per_min: float = 2.0  # the demo account's own orders
     demo_hts_id: str = "demo"
     demo_account: str = "5012345601"
+    # the demo account's positions at start: (code, quantity, average price)
+    demo_positions: tuple[tuple[str, int, float], ...] = ()
     ping_interval_s: float = 5.0
     max_missed_pings: int = 3
     max_records_per_frame: int = 3
@@ -172,7 +181,8 @@ class Settings:
         """Point the feeds that have no broker URL at the built-in simulator."""
         kis, ls = self.kis, self.ls
         if not kis.ws_url:
-            kis = replace(kis, rest_url=rest_url, ws_url=kis_ws_url)
+            kis = replace(kis, rest_url=rest_url, ws_url=kis_ws_url,
+                          positions_url=kis.positions_url or rest_url + "/sim/positions")
         if ls.enabled and not ls.ws_url:
             ls = replace(ls, rest_url=rest_url, ws_url=ls_ws_url)
         return replace(self, kis=kis, ls=ls)
@@ -213,6 +223,29 @@ def _pairs(raw: str, name: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"TRADESTREAM_{name}: expected TR:KEY pairs, got {item!r}")
         out.append((tr, key))
     return tuple(out)
+
+
+def _positions(raw: str, name: str) -> tuple[tuple[str, int, float], ...]:
+    """``CODE:QTY:AVG,...`` -> ((code, qty, avg), ...)."""
+    out = []
+    for item in filter(None, (i.strip() for i in raw.split(","))):
+        parts = item.split(":")
+        try:
+            code, qty, avg = parts[0], int(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            raise ConfigError(f"TRADESTREAM_{name}: expected CODE:QTY:AVG_PRICE, got {item!r}"
+                              ) from None
+        if len(code) != 6 or qty <= 0 or avg < 0:
+            raise ConfigError(f"TRADESTREAM_{name}: bad position {item!r}")
+        out.append((code, qty, avg))
+    return tuple(out)
+
+
+def _dates(raw: str, name: str) -> tuple[date, ...]:
+    try:
+        return tuple(sorted({date.fromisoformat(d.strip()) for d in raw.split(",") if d.strip()}))
+    except ValueError:
+        raise ConfigError(f"TRADESTREAM_{name}: expected YYYY-MM-DD,YYYY-MM-DD,...") from None
 
 
 def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -261,6 +294,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         order_rate_per_min=_num(env, "SIM_ORDER_RATE", SimSettings.order_rate_per_min),
         drop_every_s=_num(env, "SIM_DROP_EVERY_S", 0.0),
         malformed_rate=_num(env, "SIM_MALFORMED_RATE", 0.0),
+        demo_positions=_positions(_get(env, "SIM_POSITIONS") or "", "SIM_POSITIONS"),
     )
     watch_raw = _get(env, "WATCHLIST")
     extra_raw = _get(env, "KIS_EXTRA")
@@ -279,6 +313,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     else:
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
+    k = KisSettings
     kis = KisSettings(
         ws_url=ws_url or "",
         rest_url=rest_url or "",
@@ -293,10 +328,22 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         # reported at up to ~110 s (kis.md §5.3), so only a long silence means a dead session.
         stale_s=_num(env, "KIS_STALE_S", 15.0 if use_sim else KisSettings.stale_s),
         app_keys=app_keys if app_keys or not use_sim else (("sim-appkey-2", "sim-appsecret-2"),),
-        slot_margin=int(_num(env, "KIS_SLOT_MARGIN", KisSettings.slot_margin, int)),
-        lost_after_s=_num(env, "KIS_LOST_AFTER_S", KisSettings.lost_after_s),
-        scanner_slots=int(_num(env, "SCANNER_SLOTS", KisSettings.scanner_slots, int)),
+        registration_limit=int(_num(env, "KIS_REGISTRATION_LIMIT", k.registration_limit, int)),
+        slot_margin=int(_num(env, "KIS_SLOT_MARGIN", k.slot_margin, int)),
+        lost_after_s=_num(env, "KIS_LOST_AFTER_S", k.lost_after_s),
+        slot_stale_s=_num(env, "KIS_SLOT_STALE_S", k.slot_stale_s) or k.slot_stale_s,
+        scanner_slots=int(_num(env, "SCANNER_SLOTS", k.scanner_slots, int)),
+        scanner_dwell_s=_num(env, "SCANNER_DWELL_S", k.scanner_dwell_s),
+        scanner_every_s=_num(env, "SCANNER_EVERY_S", k.scanner_every_s) or k.scanner_every_s,
+        market_holidays=_dates(_get(env, "MARKET_HOLIDAYS") or "", "MARKET_HOLIDAYS"),
+        positions_url=_get(env, "POSITIONS_URL") or "",
+        positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
     )
+    notices = 1 if kis.hts_id else 0
+    if kis.registration_limit - kis.slot_margin - notices < 1:
+        raise ConfigError(
+            "TRADESTREAM_KIS_REGISTRATION_LIMIT minus TRADESTREAM_KIS_SLOT_MARGIN leaves no "
+            "registration for market data" + (" beside the execution notice" if notices else ""))
     ls_subs = _get(env, "LS_SUBSCRIBE")
     ls = LsSettings(
         enabled=ls_ws is not None or sim.enabled and not _flag(env, "LS_DISABLED"),

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import trio
 
+from tradestream.accounts import HttpPositions, SyncStats, run_positions_sync
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
@@ -54,6 +55,7 @@ from tradestream.pipeline.stages import (
     run_router,
 )
 from tradestream.sim.server import SimHandle, run_simulator
+from tradestream.slots import hours
 from tradestream.slots.driver import SlotDriver, SlotSession
 from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
 from tradestream.store import migrate, reads
@@ -83,6 +85,7 @@ class Running:
     state: MarketState
     metrics: GatewayMetrics
     side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
+    positions: SyncStats  # reconciliation against the broker's positions
     started_at: float = field(default_factory=time.time)
 
 
@@ -141,6 +144,7 @@ async def run_service(
     bridge_stats: Any = None
     scanner = MoverScanner()
     scanner_posted: set[str] = set()
+    positions_stats = SyncStats()
     d = s.detect
     detector = SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold,
                                   debounce_s=d.debounce_s)
@@ -201,7 +205,7 @@ async def run_service(
             await run_router(
                 events_in, store_out_router, hub, state, router_stats,
                 on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
-                on_tick=on_tick, observe=host.offer, task_status=task_status)
+                on_tick=on_tick, observe=observe, task_status=task_status)
         finally:
             host.close()  # they finish what they hold, within STRATEGY_DRAIN_S
             try:
@@ -211,8 +215,11 @@ async def run_service(
                 strategies_scope.cancel()
                 side_out.close()  # the forwarder hands on the rest, then closes its store end
 
+    def observe(ev: Event) -> None:
+        slots.on_event(ev)  # every slot's data clock: trades, books, program trading, indexes
+        host.offer(ev)
+
     def on_tick(t: Tick) -> Event | None:
-        slots.on_data("H0STCNT0", t.code)
         scanner.observe(t.code, t.received_ns / 1e9, t.price, t.trade_volume)
         move = detector.update(t.code, t.received_ns / 1e9, t.price)
         if move is None:
@@ -240,6 +247,7 @@ async def run_service(
             "store": flusher_stats.as_dict(),
             "recorder": recorder_stats.__dict__ if record else None,
             "slots": slots.as_dict(),
+            "positions": positions_stats.as_dict(),
             "side_events": dict(side_stats),
             "strategies": host.status(),
             "redis": {**redis_stats, **(bridge_stats.as_dict() if bridge_stats else {})},
@@ -250,10 +258,12 @@ async def run_service(
     started_at = time.time()
     try:
         async with trio.open_nursery() as outer:
+            kis_on_sim = s.sim.enabled and replay is None and not s.kis.ws_url
             if s.sim.enabled and replay is None:
                 sim = await outer.start(run_simulator, s.sim)
                 s = s.with_sim_urls(sim.rest_url, sim.ws_url, sim.ls_ws_url)
-            kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub, audit)
+            kis_adapters, slots = _kis_sessions(s, feeds if replay is None else [], hub, audit,
+                                                always_open=kis_on_sim)
             if earlier:
                 slots.set_positions(state.accounts.positions_by_code())
                 log.info("account book: %d notices from today replayed, %d codes held",
@@ -303,8 +313,18 @@ async def run_service(
                             await intake.start(partial(run_replay, replay, events_out.clone(),
                                                        speed=replay_speed))
                         else:
+                            if s.kis.positions_url and s.kis.positions_every_s:
+                                # first answer before the feeds register: holdings included
+                                await intake.start(partial(
+                                    run_positions_sync,
+                                    HttpPositions(s.kis.positions_url, s.kis.connect_timeout_s),
+                                    state.accounts,
+                                    lambda: slots.set_positions(
+                                        state.accounts.positions_by_code()),
+                                    s.kis.positions_every_s, positions_stats))
                             intake.start_soon(slots.run)
-                            intake.start_soon(_run_scanner, refresh_scanner)
+                            intake.start_soon(_run_scanner, refresh_scanner,
+                                              s.kis.scanner_every_s)
                             await _start_feeds(intake, s, kis_adapters, feeds, events_out,
                                                frames_out if record is not None else None)
                     log.info("tradestream serving on %s", base)
@@ -313,6 +333,7 @@ async def run_service(
                         hub=hub, auth=auth, sim=sim, feeds=feeds, slots=slots,
                         router=router_stats,
                         flusher=flusher_stats, state=state, metrics=metrics, side=side_stats,
+                        positions=positions_stats,
                     ))
                 log.info("intake stopped; draining the pipeline")
             log.info("pipeline drained: %d events received, %d stored in %d batches (%d of them "
@@ -327,14 +348,13 @@ async def run_service(
         engine.dispose()
 
 
-SCANNER_EVERY_S = 10.0
 STRATEGY_DRAIN_S = 3.0  # at a stop: strategies get this long for what they hold
 _TOPIC_FOR_TR = {"H0STCNT0": "price:", "H0STASP0": "orderbook:"}
 
 
-async def _run_scanner(refresh: Callable[[], None]) -> None:
+async def _run_scanner(refresh: Callable[[], None], every_s: float) -> None:
     while True:
-        await trio.sleep(SCANNER_EVERY_S)
+        await trio.sleep(every_s)
         refresh()
 
 
@@ -365,41 +385,49 @@ async def _forward(side_in: trio.MemoryReceiveChannel[Event],
 
 
 def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
-                  on_audit: Callable[[Audit], None]) -> tuple[list[KisAdapter], SlotDriver]:
+                  on_audit: Callable[[Audit], None], *, always_open: bool = False
+                  ) -> tuple[list[KisAdapter], SlotDriver]:
     """The KIS sessions (one per app key) and the slot driver that decides what each of them
-    registers. Execution notices ride on the first session and take one of its registrations."""
+    registers. The execution notices ride on the first session (the driver moves them to a
+    survivor if it is lost) and take one of its registrations. Stale slots are looked for
+    during KRX/NXT hours (slots/hours.py), or at any time when `always_open` (the
+    simulator)."""
     k = s.kis
-    capacities: dict[str, int] = {}
+    capacity = usable_capacity(k.registration_limit, 0, k.slot_margin)
     adapters: list[KisAdapter] = []
     sessions: list[SlotSession] = []
     prices, books = streamed_codes(s, kis=False)
 
     def dropped(r: Rejection) -> None:
         topic = _TOPIC_FOR_TR.get(r.tr_id, r.tr_id + ":") + r.code
-        hub.revoke(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
+        hub.notify(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
                                "error"))
+
+    holidays = frozenset(k.market_holidays)
+
+    def market_open(tr_id: str) -> bool:
+        return always_open or hours.market_open(tr_id, datetime.now(KST), holidays)
 
     driver: SlotDriver | None = None
     for i, (key, secret) in enumerate(k.session_keys()):
         name = f"kis-{i + 1}"
-        notices = i == 0 and bool(k.hts_id)
-        capacities[name] = usable_capacity(k.registration_limit, int(notices), k.slot_margin)
-        adapter = KisAdapter(k, name, app_key=key, app_secret=secret, notices=notices,
+        adapter = KisAdapter(k, name, app_key=key, app_secret=secret,
                              desired=lambda n=name: driver.registrations(n) if driver else [])
         status = FeedStatus(name=name)
         feeds.append(status)
         adapters.append(adapter)
-        sessions.append(SlotSession(name, capacities[name], adapter, status))
-    manager = SlotManager(capacities, scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
-    driver = SlotDriver(manager, sessions, static_prices=prices, static_books=books,
-                        on_dropped=dropped, on_audit=on_audit, lost_after_s=k.lost_after_s,
-                        clock=time.time)
-    changes = driver.set_picks(k.pick_keys())
+        sessions.append(SlotSession(name, capacity, adapter, status))
+    manager = SlotManager({x.name: capacity for x in sessions},
+                          scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
+    notice = ("H0STCNI9" if k.paper else "H0STCNI0", k.hts_id) if k.hts_id else None
+    driver = SlotDriver(manager, sessions, notice=notice, static_prices=prices,
+                        static_books=books, on_dropped=dropped, on_audit=on_audit,
+                        lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time)
+    driver.set_picks(k.pick_keys())
     if manager.pending():
         log.warning("%d configured registrations wait for a slot (capacity %d over %d "
-                    "sessions)", len(manager.pending()), sum(capacities.values()),
-                    len(capacities))
-    del changes
+                    "sessions)", len(manager.pending()),
+                    sum(u.capacity for u in manager.usage().values()), len(sessions))
     return adapters, driver
 
 

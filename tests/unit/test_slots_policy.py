@@ -36,14 +36,19 @@ H, P, S, D = Priority.HOLDING, Priority.PICK, Priority.SCANNER, Priority.DEMAND
 
 class Upstream:
     """What the broker has registered per session, built only from the emitted ops; strict
-    like KIS: a duplicate subscribe, an unknown unsubscribe or one too many is an error."""
+    like KIS: a duplicate subscribe, an unknown unsubscribe or one too many is an error. A
+    session that is `down` has no connection: the broker forgot its registrations and its
+    ops are dropped, until a reconnect registers the manager's snapshot."""
 
     def __init__(self, capacity: dict[str, int]) -> None:
         self.capacity = dict(capacity)
         self.regs: dict[str, set[tuple[str, str]]] = {s: set() for s in capacity}
+        self.down: set[str] = set()
 
     def apply(self, changes: Changes) -> None:
         for op in changes.ops:
+            if op.session in self.down:
+                continue  # no socket: dropped (the reconnect's snapshot supersedes it)
             regs = self.regs[op.session]
             key = (op.tr_id, op.code)
             if op.action == "subscribe":
@@ -56,6 +61,7 @@ class Upstream:
 
     def lost(self, session: str) -> None:
         del self.regs[session], self.capacity[session]
+        self.down.discard(session)
 
     def added(self, session: str, capacity: int) -> None:
         self.regs[session] = set()
@@ -418,6 +424,80 @@ def test_session_lost_with_no_other_session_and_back() -> None:
         m.session_added("kis", 3, 4.0)
 
 
+def test_new_slots_prefer_up_sessions_and_a_down_one_keeps_its_own() -> None:
+    m = SlotManager({"a": 3, "b": 3})
+    m.claim(P, T, "p1", 0.0)  # a
+    m.claim(P, T, "p2", 0.0)  # b
+    m.set_session_up("b", False)  # reconnecting: not lost
+    assert m.registrations("b") == {(T, "p2")} and not m.is_up("b") and m.is_up("a")
+    assert [m.claim(D, T, c, 1.0).ops for c in ("d1", "d2")] == [
+        (sub("a", "d1"),), (sub("a", "d2"),)]  # b has more room, but a is up
+    ch = m.claim(H, T, "h", 2.0)  # a is full: the holding evicts demand on the up session,
+    assert ch.ops == (unsub("a", "d1"), sub("a", "h"), sub("b", "d1"))  # which moves to b
+    assert actions(ch) == [("evict", "d1"), ("grant", "h"), ("grant", "d1")]
+    ch = m.claim(D, T, "d3", 3.0)  # nothing below DEMAND on a: b's free room, not a refusal
+    assert ch.ops == (sub("b", "d3"),) and ch.refused == ()
+    m.set_session_up("b", True)
+    m.release(D, T, "d3", 4.0)
+    assert m.claim(D, T, "d4", 4.0).ops == (sub("b", "d4"),)
+    m.set_session_up("nope", False)  # unknown: ignored
+    assert not m.is_up("nope")
+
+
+def test_set_capacity_shrinks_in_eviction_order_and_grows_into_pending() -> None:
+    m = SlotManager({"a": 3})
+    m.claim(P, T, "p", 0.0)
+    m.claim(S, T, "s", 1.0)
+    m.claim(H, T, "h", 2.0)
+    m.session_added("b", 2, 3.0)
+    m.claim(D, T, "d", 4.0)  # b
+    m.claim(S, T, "s2", 5.0)  # b
+    ch = m.set_capacity("a", 1, 6.0)  # keeps h; s, then p, must go: p evicts d on b, s waits
+    assert ch.ops == (unsub("a", "s"), unsub("a", "p"), unsub("b", "d"), sub("b", "p"))
+    assert actions(ch) == [("shrink", "s"), ("shrink", "p"), ("evict", "d"), ("move", "p"),
+                           ("pending", "s"), ("drop", "d")]
+    assert ch.audit[0].reason == "capacity of a now 1" and ch.audit[3].session == "b"
+    assert [r.code for r in ch.dropped] == ["d"]
+    assert m.usage() == {"a": Usage(1, 1), "b": Usage(2, 2)}
+    ch = m.set_capacity("a", 2, 7.0)
+    assert ch.ops == (sub("a", "s"),) and m.pending() == []
+    assert m.set_capacity("a", 2, 8.0) == Changes() == m.set_capacity("nope", 1, 8.0)
+    with pytest.raises(ValueError):
+        m.set_capacity("a", -1, 9.0)
+
+
+def test_session_lost_and_added_resize_others_in_the_same_call() -> None:
+    m = SlotManager({"a": 2, "b": 2})
+    m.set_picks(["p1", "p2", "p3"], 0.0)  # a: p1, p3; b: p2
+    ch = m.session_lost("a", 1.0, resize={"b": 1})  # the notice moves to b
+    assert ch.ops == ()  # b keeps p2; p1 and p3 wait: net nothing to send
+    assert [p.code for p in m.pending()] == ["p1", "p3"]
+    ch = m.session_added("a", 1, 2.0, resize={"b": 2})  # a back with the notice: b grows
+    assert set(ch.ops) == {sub("b", "p1"), sub("a", "p3")}  # a re-added: b first in ties
+    assert m.usage() == {"a": Usage(1, 1), "b": Usage(2, 2)}
+
+
+def test_stale_hours_per_tr_id() -> None:
+    m = SlotManager({"kis": 3}, stale_s=10.0)
+    m.claim(P, T, "A", 0.0)
+    m.claim(P, "H0NXCNT0", "A", 0.0)
+    nxt_only = {"H0NXCNT0"}.__contains__  # KRX closed, NXT open (say 16:00)
+    m.tick(0.0, nxt_only)
+    assert [r.tr_id for r in m.tick(10.0, nxt_only).stale] == ["H0NXCNT0"]
+    m.tick(20.0, True)  # KRX opens: its slots count from now
+    assert m.tick(29.0, True).stale == ()
+    assert [r.tr_id for r in m.tick(30.0, True).stale] == [T]
+
+
+def test_on_data_from_another_session_does_not_count() -> None:
+    m = SlotManager({"a": 1, "b": 1}, stale_s=10.0)
+    m.claim(P, T, "A", 0.0)
+    m.on_data(T, "A", 5.0, "b")
+    assert slot_of(m, "A").last_data_at is None
+    m.on_data(T, "A", 6.0, "a")
+    assert slot_of(m, "A").last_data_at == 6.0
+
+
 def test_registrations_are_the_reconnect_state() -> None:
     m = SlotManager({"a": 3, "b": 3})
     m.set_picks(["A", "B", "C"], 0.0, tr_ids=(T, B))
@@ -543,6 +623,9 @@ class SlotMachine(RuleBasedStateMachine):
 
     def apply(self, ch: Changes) -> None:
         self.up.apply(ch)
+        # new slots go to a down session only when no up session had room for them
+        if any(a.action in ("grant", "move") and a.session in self.up.down for a in ch.audit):
+            assert all(u.free == 0 for n, u in self.m.usage().items() if n not in self.up.down)
         assert all(r.priority is D for r in ch.refused + ch.dropped)
         for r in ch.refused + ch.dropped:
             self.demand.discard((r.tr_id, r.code))
@@ -643,11 +726,38 @@ class SlotMachine(RuleBasedStateMachine):
         rec = data.draw(st.sampled_from(self.m.slots()))
         self.apply(self.m.reregister(rec.session, rec.tr_id, rec.code, self.now))
 
-    @precondition(lambda self: len(self.up.regs) > 0)
+    @precondition(lambda self: len(set(self.up.regs) - self.up.down) > 0)
+    @rule(data=st.data())
+    def disconnect(self, data: st.DataObject) -> None:
+        """A plain disconnect: the session keeps its slots, gets nothing new while an up
+        session can take it, and its ops are dropped meanwhile."""
+        name = data.draw(st.sampled_from(sorted(set(self.up.regs) - self.up.down)))
+        before = self.m.registrations(name)
+        self.up.down.add(name)
+        self.up.regs[name] = set()
+        self.m.set_session_up(name, False)
+        assert self.m.registrations(name) == before and not self.m.is_up(name)
+
+    @precondition(lambda self: len(self.up.down) > 0)
     @rule(data=st.data())
     def reconnect(self, data: st.DataObject) -> None:
+        """The reconnect registers the snapshot; from then on the ops apply strictly to it
+        (no duplicate subscribe, no unknown unsubscribe), which the invariant and `apply`
+        check."""
+        name = data.draw(st.sampled_from(sorted(self.up.down)))
+        snapshot = self.m.registrations(name)
+        assert len(snapshot) <= self.up.capacity[name]
+        self.up.down.discard(name)
+        self.up.regs[name] = set(snapshot)
+        self.m.set_session_up(name, True)
+
+    @precondition(lambda self: len(self.up.regs) > 0)
+    @rule(data=st.data(), cap=st.integers(0, 4))
+    def set_capacity(self, data: st.DataObject, cap: int) -> None:
         name = data.draw(st.sampled_from(sorted(self.up.regs)))
-        self.up.regs[name] = set(self.m.registrations(name))
+        self.up.capacity[name] = cap
+        self.apply(self.m.set_capacity(name, cap, self.now))
+        assert self.m.usage()[name].used <= cap
 
     @invariant()
     def upstream_matches_and_fits(self) -> None:
@@ -655,7 +765,11 @@ class SlotMachine(RuleBasedStateMachine):
         assert set(usage) == set(self.up.regs)
         seen: set[tuple[str, str]] = set()
         for name, regs in self.up.regs.items():
-            assert regs == self.m.registrations(name)
+            if name in self.up.down:
+                assert regs == set()
+                regs = set(self.m.registrations(name))  # what its reconnect will register
+            else:
+                assert regs == self.m.registrations(name)
             assert usage[name] == Usage(len(regs), self.up.capacity[name])
             assert usage[name].used <= usage[name].capacity
             assert seen.isdisjoint(regs)  # one registration per key in the pool

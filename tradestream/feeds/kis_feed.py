@@ -49,17 +49,18 @@ def kis_timing(cfg: KisSettings) -> FeedTiming:
 class KisAdapter(DecoderAdapter):
     """Drives one KIS session for run_feed. `on_ack` receives every acknowledgement.
 
-    Registrations are the settings' fixed list, or, with `desired`, whatever the slot manager
-    holds for this session at each (re)connect, plus the execution notices when `notices`.
-    While connected, `send_op` queues a register/unregister that `pump` sends on the live
-    socket; ops queued while down are dropped (the next connect registers the whole state).
+    Registrations are the settings' fixed list, or, with `desired`, whatever the slot driver
+    holds for this session at each (re)connect (the execution notice included when this
+    session carries it). While connected, `send_op` queues a register/unregister that `pump`
+    sends on the live socket, in order after the connect's registrations; ops while down are
+    dropped (the next connect registers the whole state). `registered()` is what the live
+    connection has asked for: the connect's list, then every queued op.
     """
 
     def __init__(self, cfg: KisSettings, name: str,
                  on_ack: Callable[[Ack], None] | None = None, *,
                  app_key: str = "", app_secret: str = "",
-                 desired: Callable[[], list[tuple[str, str]]] | None = None,
-                 notices: bool = True) -> None:
+                 desired: Callable[[], list[tuple[str, str]]] | None = None) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url
         self.broker = "kis"
@@ -69,10 +70,11 @@ class KisAdapter(DecoderAdapter):
         self._approval = (cfg.approval_key or None) if not app_key else None
         self._on_ack = on_ack
         self._desired = desired
-        self._notices = notices
         self._ops: deque[str] = deque()
         self._ops_lot = trio.lowlevel.ParkingLot()
         self._live = False
+        self._status: FeedStatus | None = None
+        self._registered: set[tuple[str, str]] = set()  # asked for on this connection
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         if self._approval is None:
@@ -87,12 +89,8 @@ class KisAdapter(DecoderAdapter):
 
     def registrations(self) -> list[str]:
         assert self._approval is not None
-        if self._desired is None:
-            regs = self.cfg.registrations()
-        else:
-            regs = list(self._desired())
-            if self._notices and self.cfg.hts_id:
-                regs.append(("H0STCNI9" if self.cfg.paper else "H0STCNI0", self.cfg.hts_id))
+        regs = self.cfg.registrations() if self._desired is None else list(self._desired())
+        self._registered = set(regs)
         return [subscribe_message(self._approval, tr_id, tr_key, custtype=self.cfg.custtype)
                 for tr_id, tr_key in regs]
 
@@ -100,16 +98,37 @@ class KisAdapter(DecoderAdapter):
         self.decoder.forget_keys()  # new acks bring new AES keys (kis.md §6.1)
         status.subscriptions.clear()
         self._ops.clear()  # superseded by registrations()
+        self._registered = set()
+        self._status = status
         self._live = True
 
-    def send_op(self, op: Op) -> None:
-        """Register or unregister one (tr_id, code) on the live socket (slot manager)."""
-        if not self._live or self._approval is None:
-            return
+    @property
+    def live(self) -> bool:
+        """A connection is up: run_feed marks any other state ("backoff", ...) before the next
+        connect, even when the connection failed before `pump` started."""
+        return self._live and self._status is not None and self._status.state in (
+            "subscribing", "streaming")
+
+    def send_op(self, op: Op) -> bool:
+        """Queue a register or unregister of one (tr_id, code) on the live socket (slot
+        driver); False, and nothing queued, when there is no live connection."""
+        if not self.live or self._approval is None:
+            return False
+        key = (op.tr_id, op.code)
+        if op.action == "subscribe":
+            self._registered.add(key)
+        else:
+            self._registered.discard(key)
         self._ops.append(subscribe_message(self._approval, op.tr_id, op.code,
                                            subscribe=op.action == "subscribe",
                                            custtype=self.cfg.custtype))
         self._ops_lot.unpark()
+        return True
+
+    def registered(self) -> frozenset[tuple[str, str]] | None:
+        """What the live connection has asked for: the connect's registrations and every op
+        queued since; None when there is no live connection."""
+        return frozenset(self._registered) if self.live else None
 
     async def pump(self, ws: WebSocketConnection) -> None:
         """Send queued ops while this connection lives (run by run_feed beside the reader)."""

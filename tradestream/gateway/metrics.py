@@ -137,6 +137,14 @@ class _StatusCollector(Collector):
         if isinstance(slots, dict):
             g = GaugeMetricFamily("tradestream_slots_used", "Upstream registrations in use",
                                   labels=["session"])
+            cap = GaugeMetricFamily("tradestream_slots_capacity",
+                                    "Upstream registrations usable for market data",
+                                    labels=["session"])
             for name, u in slots.get("usage", {}).items():
                 g.add_metric([name], u["used"])
+                cap.add_metric([name], u["capacity"])
+            yield g
+            yield cap
+            g = GaugeMetricFamily("tradestream_slots_pending", "Claims waiting for a slot")
+            g.add_metric([], slots.get("pending", 0))
             yield g

@@ -59,7 +59,9 @@ def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
         keys = [("H0STCNT0", c) for c in trades] + [("H0STASP0", c) for c in books] + list(kept)
         changes = driver.set_picks(keys)
         pending = {(p["tr_id"], p["code"]) for p in driver.pending()}
-        return {"picks": len(keys), "subscribed": len(changes.ops),
+        ops = [op.action for op in changes.ops]
+        return {"picks": len(keys), "subscribed": ops.count("subscribe"),
+                "unsubscribed": ops.count("unsubscribe"),
                 "pending": sorted(f"{t}:{c}" for t, c in keys if (t, c) in pending)}
 
     @app.post("/api/watchlist/scanner")

@@ -12,9 +12,13 @@ LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket 
 ``tr_type`` 3/4 requests with the token in the header, acks as §4, NWS headlines and S3_/K3_
 trades with string bodies.
 
+The demo account's positions follow its fills and are served at ``GET /sim/positions`` in the
+document of accounts.parse_positions: kis.md documents no balance inquiry, so this is the
+simulator's stand-in for one, not a KIS endpoint.
+
 The market (market.py) and the news (ls_records.py) are deterministic per seed. `SimControl`
 holds the fault switches: drop every connection (now or every N s), stall, malformed frames,
-reject credentials; and the demo account's order entry.
+reject credentials; and the demo account's order entry and positions.
 """
 
 from __future__ import annotations
@@ -147,6 +151,33 @@ class SimControl:
     approvals: dict[str, str] = field(default_factory=dict)  # approval key -> app key
     tokens: set[str] = field(default_factory=set)  # LS access tokens
     refused_app_keys: set[str] = field(default_factory=set)  # this account is closed
+    positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # code -> qty, cost
+
+    def set_position(self, code: str, qty: int, avg_price: float = 0.0) -> None:
+        """Change the demo account's position without a notice (a trade made elsewhere, a
+        transfer, a corporate action): the drift a positions reconciliation must correct."""
+        if qty <= 0:
+            self.positions.pop(code, None)
+        else:
+            self.positions[code] = (qty, round(qty * avg_price))
+
+    def apply_fill(self, code: str, side: str, qty: int, price: int) -> None:
+        """The demo account's position after one of its fills (no short selling: a sell
+        beyond the position closes it, as the account book counts it too)."""
+        held, cost = self.positions.get(code, (0, 0))
+        if side == "buy":
+            held, cost = held + qty, cost + qty * price
+        else:
+            sold = min(qty, held)
+            cost -= round(cost / held * sold) if held else 0
+            held -= sold
+        self.set_position(code, held, cost / held if held else 0.0)
+
+    def positions_document(self, account: str) -> dict[str, object]:
+        """The demo account's positions (accounts.parse_positions)."""
+        return {"accounts": [{"account": account, "positions": [
+            {"code": code, "quantity": qty, "avg_price": round(cost / qty, 2)}
+            for code, (qty, cost) in sorted(self.positions.items())]}]}
 
     def refuse_app_key(self, app_key: str, refused: bool = True) -> None:
         """Close (or reopen) one app key's account: its sessions are dropped and it gets no
@@ -472,8 +503,9 @@ class Simulator:
                           order_no=order_no, code=o.code, side=o.side, order_qty=o.qty,
                           order_price=price, now=now, name=name)
             out.append(execution_notice(kind="order", qty=o.qty, price=price, **common))
-            out.append(execution_notice(kind="fill", qty=o.qty, price=self.market.price(o.code),
-                                        **common))
+            fill_price = self.market.price(o.code)
+            out.append(execution_notice(kind="fill", qty=o.qty, price=fill_price, **common))
+            self.control.apply_fill(o.code, o.side, o.qty, fill_price)
             self.control.stats.orders += 1
         return out
 
@@ -509,6 +541,10 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         except (KeyError, ValueError) as exc:
             return {"error": f"bad order: {exc}"}, 400
         return {"accepted": True}, 202
+
+    @app.get("/sim/positions")
+    async def positions() -> dict[str, object]:
+        return control.positions_document(cfg.demo_account)
 
     @app.post("/sim/faults")
     async def faults() -> tuple[dict[str, object], int]:
@@ -622,6 +658,8 @@ async def run_simulator(
     """Run the simulator until cancelled. started(): listening; returns its URLs and control."""
     control = SimControl(drop_every_s=cfg.drop_every_s, malformed_rate=cfg.malformed_rate,
                          reject_credentials=cfg.reject_credentials)
+    for code, qty, avg in cfg.demo_positions:  # held from before today
+        control.set_position(code, qty, avg)
     sim = Simulator(cfg, control)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve_app, create_sim_app(sim), cfg.host, cfg.port)

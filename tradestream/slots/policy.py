@@ -19,14 +19,17 @@ Improvements over seed 002's design:
 - evicted and refused claims of priority HOLDING/PICK/SCANNER stay pending and come back by
   themselves; nothing ever evicts an equal or higher priority;
 - scanner churn is damped by a dwell time; slots with no data are reported once per episode;
-- several sessions (app keys) form one pool, balanced by free capacity, and a lost session's
-  slots move to the others.
+- several sessions (app keys) form one pool, balanced by free capacity; new slots go to the
+  sessions that are up first (one that is reconnecting keeps what it has, but gets nothing new
+  while an up session can take it), and a lost session's slots move to the others;
+- a session's capacity can change while it runs (the execution-notice registration moving to
+  or from it), taking its lowest-priority slots away if it must.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
@@ -65,6 +68,7 @@ AuditAction = Literal[
     "defer",  # a scanner release waits for the dwell time
     "stale",  # no data for stale_s while the market is open (once per episode)
     "reregister",  # the caller re-registers a stale slot
+    "shrink",  # a slot was taken away because its session's capacity shrank
 ]
 Side = Literal["buy", "sell"]
 
@@ -204,7 +208,8 @@ class _Call:
         self.new_pending: dict[_Key, None] = {}  # keys that became (or re-became) pending
         self.new_demand: dict[_Key, None] = {}  # keys that got a DEMAND claim in this call
         self.dirty = False  # something changed that may let a pending key in
-        self.moved_from: dict[_Key, str] = {}  # keys unseated by session_lost
+        self.moved_from: dict[_Key, str] = {}  # keys unseated by session_lost / set_capacity:
+        # why, for the "move" audit of their next grant
 
 
 class SlotManager:
@@ -239,7 +244,8 @@ class SlotManager:
         self._retiring: dict[_Key, float] = {}  # key -> when its SCANNER claim ends
         self._positions: dict[str, int] = {}
         self._holding_tr_ids: dict[str, tuple[str, ...]] = {}
-        self._open_since: float | None = None  # market open as last seen by tick()
+        self._open_since: dict[str, float] = {}  # tr_id -> its market open, as tick() saw it
+        self._down: set[str] = set()  # sessions known not to be connected (set_session_up)
         self._seq = 0
         self._audit_log: deque[Audit] = deque(maxlen=audit_max)
 
@@ -327,33 +333,72 @@ class SlotManager:
 
     # --------------------------------------------------------------- sessions
 
-    def session_added(self, name: str, capacity: int, now: float) -> Changes:
-        """Add a session (new, or back after `session_lost`) and grant pending claims on it."""
+    def session_added(self, name: str, capacity: int, now: float, *,
+                      resize: Mapping[str, int] | None = None) -> Changes:
+        """Add a session (new, or back after `session_lost`) and grant pending claims on it.
+        `resize`: other sessions' new capacities, applied in the same call (as `set_capacity`
+        would), so the ops are the net change of both."""
         if name in self._capacity:
             raise ValueError(f"session {name!r} already exists")
         call = _Call(now)
         self._add_session(name, capacity)
         call.dirty = True
+        for other, cap in (resize or {}).items():
+            self._resize(call, other, cap)
         return self._finish(call)
 
-    def session_lost(self, name: str, now: float) -> Changes:
+    def session_lost(self, name: str, now: float, *,
+                     resize: Mapping[str, int] | None = None) -> Changes:
         """Forget a session for good (not for a plain reconnect: see `registrations`).
 
         Its slots are re-placed on the other sessions like any pending claim, best priority
         first, with all their claims: HOLDING and PICK evict lower priorities as needed;
         SCANNER can only displace DEMAND, DEMAND only takes free capacity. What cannot be
         placed waits (HOLDING, PICK, SCANNER) or is dropped (DEMAND, in `Changes.dropped`).
-        No ops are emitted for the lost session. Unknown names are ignored."""
+        No ops are emitted for the lost session. `resize`: other sessions' new capacities,
+        applied first in the same call (as `set_capacity` would; e.g. the execution notice moving
+        to a survivor), so the ops are the net change. Unknown names are ignored."""
         call = _Call(now)
         if name not in self._capacity:
             return self._finish(call)
+        for other, cap in (resize or {}).items():
+            if other != name:
+                self._resize(call, other, cap)
         keys = sorted(self._by_session[name], key=self._grant_order)
         for key in keys:
-            call.moved_from[key] = name
+            call.moved_from[key] = f"from lost session {name}"
             self._unseat(call, key, f"session {name} lost")
         del self._capacity[name]
         del self._by_session[name]
+        self._down.discard(name)
         return self._finish(call)
+
+    def set_capacity(self, name: str, capacity: int, now: float) -> Changes:
+        """Change a session's capacity (e.g. the execution-notice registration moved to or
+        from it). Growing grants pending claims. Shrinking below what the session holds takes
+        slots away in eviction order (lowest priority, retiring scanners first, then oldest,
+        audited "shrink"); they are re-placed like any pending claim: free capacity elsewhere,
+        else in place of a lower priority, else they wait (DEMAND is dropped). Unknown names
+        are ignored."""
+        call = _Call(now)
+        self._resize(call, name, capacity)
+        return self._finish(call)
+
+    def set_session_up(self, name: str, up: bool) -> None:
+        """Tell the manager whether a session is connected. Placement prefers sessions that are
+        up: a new slot goes to a down (reconnecting) session only when no up session can take
+        it, neither in free capacity nor in place of a lower priority. Nothing moves: a session
+        that is down keeps its slots (it registers them when it is back); `session_lost` is
+        for a session gone for good. Every session starts up. Unknown names are ignored."""
+        if name not in self._capacity:
+            return
+        if up:
+            self._down.discard(name)
+        else:
+            self._down.add(name)
+
+    def is_up(self, name: str) -> bool:
+        return name in self._capacity and name not in self._down
 
     def registrations(self, session: str) -> frozenset[tuple[str, str]]:
         """The (tr_id, code) pairs `session` should have registered: what a feed registers on
@@ -362,34 +407,41 @@ class SlotManager:
 
     # ------------------------------------------------------- liveness, timers
 
-    def on_data(self, tr_id: str, code: str, now: float) -> None:
-        """Note data on a slot; runs per tick, so it is one dict lookup."""
+    def on_data(self, tr_id: str, code: str, now: float, session: str | None = None) -> None:
+        """Note data on a slot; runs per event, so it is one dict lookup. With `session`, data
+        counts only from the session holding the slot (a stray registration elsewhere must not
+        hide a silent slot)."""
         slot = self._slots.get((tr_id, code))
-        if slot is not None:
+        if slot is not None and (session is None or slot.session == session):
             slot.last_data_at = now
             slot.stale = False
 
-    def tick(self, now: float, market_open: bool = True) -> Changes:
+    def tick(self, now: float, market_open: bool | Callable[[str], bool] = True) -> Changes:
         """Run periodically: end scanner claims whose dwell expired, and report slots with no
-        data for `stale_s` while the market is open (`Changes.stale`, once per silent episode;
-        the silence counts from the later of last data, grant, and market open)."""
+        data for `stale_s` while their market is open (`Changes.stale`, once per silent
+        episode; the silence counts from the later of last data, grant, and market open).
+        `market_open` is one answer for every slot, or a function of the slot's tr_id (KRX and
+        NXT keep different hours)."""
         call = _Call(now)
         for key, until in list(self._retiring.items()):
             if until <= now:
                 del self._retiring[key]
                 self._remove_claim(call, Priority.SCANNER, key, "scanner dwell expired")
         self._settle(call)
-        if not market_open:
-            self._open_since = None
-            return self._finish(call)
-        if self._open_since is None:  # a new trading session: every slot gets a fresh start
-            self._open_since = now
-            for slot in self._slots.values():
-                slot.stale = False
+        is_open: dict[str, bool] = {}
+        for tr in {key[0] for key in self._slots} | set(self._open_since):
+            is_open[tr] = market_open(tr) if callable(market_open) else market_open
+            if not is_open[tr]:
+                self._open_since.pop(tr, None)
+            elif tr not in self._open_since:  # a new trading session: a fresh start
+                self._open_since[tr] = now
+                for key, slot in self._slots.items():
+                    if key[0] == tr:
+                        slot.stale = False
         for key, slot in self._slots.items():
-            if slot.stale:
+            if slot.stale or not is_open[key[0]]:
                 continue
-            quiet_since = max(slot.granted_at, self._open_since)
+            quiet_since = max(slot.granted_at, self._open_since[key[0]])
             if slot.last_data_at is not None:
                 quiet_since = max(quiet_since, slot.last_data_at)
             if now - quiet_since >= self.stale_s:
@@ -452,6 +504,21 @@ class SlotManager:
             raise ValueError(f"session {name!r}: capacity must be >= 0, got {capacity}")
         self._capacity[name] = capacity
         self._by_session[name] = {}
+
+    def _resize(self, call: _Call, name: str, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"session {name!r}: capacity must be >= 0, got {capacity}")
+        if name not in self._capacity or self._capacity[name] == capacity:
+            return
+        self._capacity[name] = capacity
+        call.dirty = True
+        held = self._by_session[name]
+        while len(held) > capacity:
+            victim = min(held, key=self._victim_order)
+            self._audit(call, "shrink", name, victim, self._priority(victim),
+                        f"capacity of {name} now {capacity}")
+            call.moved_from[victim] = f"from {name} (capacity now {capacity})"
+            self._unseat(call, victim, f"capacity of {name} reduced")
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -587,39 +654,51 @@ class SlotManager:
             del self._claims[key]
             self._audit(call, "release", None, key, Priority.SCANNER, f"{reason}; was retiring")
 
+    def _victim_order(self, key: _Key) -> tuple[int, bool, float, int]:
+        """Eviction order, smallest first: lowest priority, retiring scanners (they lose
+        nothing), oldest grant."""
+        slot = self._slots[key]
+        return (-self._priority(key), key not in self._retiring, slot.granted_at, slot.seq)
+
     def _place(self, call: _Call, key: _Key, priority: Priority) -> bool:
-        """Grant `key` on the session with the most free capacity, else in place of the
-        lowest-priority, oldest slot strictly below `priority` (retiring scanners first:
-        they lose nothing). False if neither exists."""
-        session, free = None, 0
-        for name, capacity in self._capacity.items():
-            if capacity - len(self._by_session[name]) > free:
-                session, free = name, capacity - len(self._by_session[name])
-        reason = "free capacity"
-        if session is None:
-            victim = None
-            victim_order: tuple[int, bool, float, int] | None = None
-            for other, slot in self._slots.items():
-                other_priority = self._priority(other)
-                if other_priority <= priority:
+        """Grant `key` on the up session with the most free capacity, else in place of the
+        lowest-priority, oldest slot strictly below `priority` on an up session (retiring
+        scanners first: they lose nothing); failing both, the same on the sessions that are
+        down (they register it when they are back). False if none of it is possible.
+
+        Whether it succeeds depends on the priority only (is there free capacity, or a worse
+        slot, anywhere), which `_settle` relies on."""
+        for up in (True, False):
+            session, free = None, 0
+            for name, capacity in self._capacity.items():
+                room = capacity - len(self._by_session[name])
+                if (name not in self._down) == up and room > free:
+                    session, free = name, room
+            reason = "free capacity"
+            if session is None:
+                victim = None
+                victim_order: tuple[int, bool, float, int] | None = None
+                for other, slot in self._slots.items():
+                    if (slot.session not in self._down) != up or self._priority(other) <= priority:
+                        continue
+                    order = self._victim_order(other)
+                    if victim_order is None or order < victim_order:
+                        victim, victim_order = other, order
+                if victim is None:
                     continue
-                order = (-other_priority, other not in self._retiring, slot.granted_at, slot.seq)
-                if victim_order is None or order < victim_order:
-                    victim, victim_order = other, order
-            if victim is None:
-                return False
-            session = self._slots[victim].session
-            self._audit(call, "evict", session, victim, self._priority(victim),
-                        f"for {key[0]}/{key[1]} at {priority.name}")
-            self._unseat(call, victim, "evicted")
-            reason = f"evicted {victim[0]}/{victim[1]}"
-        self._grant(call, key, session)
-        moved = call.moved_from.get(key)
-        if moved is not None:
-            self._audit(call, "move", session, key, priority, f"from lost session {moved}")
-        else:
-            self._audit(call, "grant", session, key, priority, reason)
-        return True
+                session = self._slots[victim].session
+                self._audit(call, "evict", session, victim, self._priority(victim),
+                            f"for {key[0]}/{key[1]} at {priority.name}")
+                self._unseat(call, victim, "evicted")
+                reason = f"evicted {victim[0]}/{victim[1]}"
+            self._grant(call, key, session)
+            moved = call.moved_from.get(key)
+            if moved is not None:
+                self._audit(call, "move", session, key, priority, moved)
+            else:
+                self._audit(call, "grant", session, key, priority, reason)
+            return True
+        return False
 
     def _settle(self, call: _Call) -> None:
         """Grant pending keys, best priority then oldest claim first, until one cannot be

@@ -1,0 +1,92 @@
+"""run_positions_sync on the mock clock with a scripted positions source: the first answer
+before started(), the period, the settle wait and the codes filled meanwhile, failures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import trio
+import trio.testing
+
+from tradestream.accounts import (
+    AccountBook,
+    BrokerPosition,
+    PositionsError,
+    SyncStats,
+    run_positions_sync,
+)
+from tradestream.events import KST, Execution
+
+ACCT = "5012345601"
+
+
+class Source:
+    """Answers from a script, one entry per fetch (the last repeats); an exception entry is
+    raised. Records the virtual time of every fetch."""
+
+    name = "scripted"
+
+    def __init__(self, *answers: dict[str, int] | Exception) -> None:
+        self.answers = list(answers)
+        self.fetched_at: list[float] = []
+
+    async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
+        self.fetched_at.append(trio.current_time())
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return {ACCT: {c: BrokerPosition(c, q, 1000.0) for c, q in answer.items()}}
+
+
+def fill(code: str, qty: int, order_no: str) -> Execution:
+    return Execution("kis-1", "demo", ACCT, order_no, "0", "buy", "fill", "new", False, code,
+                     qty, 1000, qty, 1000, datetime.now(KST), code, 0)
+
+
+async def test_first_answer_before_started_then_periodic_with_settle(
+        autojump_clock: trio.testing.MockClock) -> None:
+    book = AccountBook()
+    book.apply(fill("005930", 1, "1"))  # replayed from today's notices
+    seen: list[dict[str, int]] = []
+    before = {"005930": 1, "035720": 7}
+    source = Source(before, before, before, {**before, "000660": 4})
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_positions_sync, source, book,
+                            lambda: seen.append(book.positions_by_code()), 60.0, stats)
+        # started(): the holdings from before today are in, and the slot manager was told
+        assert seen == [{"005930": 1, "035720": 7}]
+        assert stats.syncs == 1 and stats.corrected == 1 and stats.source == "scripted"
+        await trio.sleep(61.0)  # the second answer (at 60) changes nothing: no call
+        assert source.fetched_at == [0.0, 60.0] and len(seen) == 1
+        await trio.sleep(1.5)
+        assert stats.syncs == 2 and stats.last_at == 62.0  # after the settle wait (2 s)
+        # the third question goes out at 122; its answer predates a fill that arrives at 123
+        await trio.sleep(123.0 - trio.current_time())
+        book.apply(fill("000660", 2, "2"))
+        await trio.sleep(2.0)
+        assert source.fetched_at[2] == 122.0 and stats.syncs == 3
+        assert book.positions_by_code() == {**before, "000660": 2}  # not undone
+        # the fourth answer (at 184) already counts a fill whose notice arrives at 185: the
+        # settle wait lets it in before reconciling, so it is not counted twice
+        await trio.sleep(185.0 - trio.current_time())
+        book.apply(fill("000660", 2, "3"))
+        await trio.sleep(2.0)
+        assert source.fetched_at[3] == 184.0 and stats.syncs == 4
+        assert book.positions_by_code() == {**before, "000660": 4}
+        assert stats.corrected == 1 and len(seen) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_failures_are_counted_and_retried(autojump_clock: trio.testing.MockClock) -> None:
+    book = AccountBook()
+    seen: list[dict[str, int]] = []
+    source = Source(PositionsError("HTTP 503"), {"005930": 4})
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_positions_sync, source, book,
+                            lambda: seen.append(book.positions_by_code()), 10.0, stats)
+        assert seen == [] and stats.failures == 1 and stats.last_error == "HTTP 503"
+        await trio.sleep(10.0 + 2.0 + 0.1)
+        assert seen == [{"005930": 4}] and stats.syncs == 1
+        nursery.cancel_scope.cancel()

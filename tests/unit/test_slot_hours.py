@@ -1,0 +1,65 @@
+"""Trading hours for stale-slot detection (pure): KRX, NXT and unified TRs, weekends,
+holidays, time zones."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from tradestream.events import KST
+from tradestream.slots.hours import market_open, venue_of
+
+MONDAY = date(2026, 3, 2)
+
+
+def at(hhmm: str, day: date = MONDAY) -> datetime:
+    h, m = int(hhmm[:2]), int(hhmm[2:])
+    return datetime(day.year, day.month, day.day, h, m, tzinfo=KST)
+
+
+@pytest.mark.parametrize(("hhmm", "krx", "nxt", "unified"), [
+    ("0759", False, False, False),
+    ("0800", False, True, True),
+    ("0849", False, True, True),
+    ("0850", False, False, False),  # NXT's gap before the main session
+    ("0859", False, False, False),
+    ("0900", True, True, True),
+    ("1519", True, True, True),
+    ("1520", True, False, True),  # NXT pauses; KRX's closing auction runs to 15:30
+    ("1529", True, False, True),
+    ("1530", False, True, True),  # KRX closed; NXT's after-market
+    ("1959", False, True, True),
+    ("2000", False, False, False),
+])
+def test_hours_per_venue(hhmm: str, krx: bool, nxt: bool, unified: bool) -> None:
+    t = at(hhmm)
+    assert market_open("H0STCNT0", t) is krx
+    assert market_open("H0STASP0", t) is krx
+    assert market_open("H0UPCNT0", t) is krx  # KRX's indexes
+    assert market_open("H0NXCNT0", t) is nxt
+    assert market_open("H0UNCNT0", t) is unified
+
+
+def test_weekends_and_holidays_are_closed() -> None:
+    saturday, sunday = date(2026, 3, 7), date(2026, 3, 8)
+    assert not market_open("H0STCNT0", at("1000", saturday))
+    assert not market_open("H0NXCNT0", at("1000", sunday))
+    assert market_open("H0STCNT0", at("1000"))
+    assert not market_open("H0STCNT0", at("1000"), holidays={MONDAY})
+    assert not market_open("H0UNCNT0", at("1000"), holidays=frozenset({MONDAY}))
+
+
+def test_any_time_zone_is_read_as_kst() -> None:
+    # 00:30 UTC is 09:30 KST on the same Monday; 06:30 UTC is 15:30 KST
+    assert market_open("H0STCNT0", datetime(2026, 3, 2, 0, 30, tzinfo=UTC))
+    assert not market_open("H0STCNT0", datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
+    # Sunday 23:30 UTC is Monday 08:30 KST: NXT's pre-market
+    assert market_open("H0NXCNT0", datetime(2026, 3, 1, 23, 30, tzinfo=UTC))
+    with pytest.raises(ValueError):
+        market_open("H0STCNT0", datetime(2026, 3, 2, 10, 0))
+
+
+def test_venues() -> None:
+    assert [venue_of(t) for t in ("H0STCNT0", "H0NXASP0", "H0UNPGM0", "H0UPCNT0")] == [
+        "KRX", "NXT", "UN", "KRX"]

@@ -278,7 +278,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     ws_url, rest_url = _get(env, "KIS_WS_URL"), _get(env, "KIS_REST_URL")
     if (ws_url is None) != (rest_url is None):
-        raise ConfigError("set both TRADESTREAM_KIS_WS_URL and TRADESTREAM_KIS_REST_URL, or neither")
+        raise ConfigError("set both TRADESTREAM_KIS_WS_URL and TRADESTREAM_KIS_REST_URL, "
+                          "or neither")
     ls_ws, ls_rest = _get(env, "LS_WS_URL"), _get(env, "LS_REST_URL")
     if (ls_ws is None) != (ls_rest is None):
         raise ConfigError("set both TRADESTREAM_LS_WS_URL and TRADESTREAM_LS_REST_URL, or neither")

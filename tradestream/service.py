@@ -34,7 +34,6 @@ from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.events import KST, Alert, Event, Signal, SlotAudit, Tick
-from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
 from tradestream.feeds.kis_feed import KisAdapter, kis_timing
 from tradestream.feeds.ls_feed import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -62,6 +61,7 @@ from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, transient
+from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,8 @@ async def run_service(
         try:
             await run_router(
                 events_in, store_out_router, hub, state, router_stats,
-                on_holding=lambda _: slots.set_positions(state.accounts.positions_by_code()),
-                on_tick=on_tick, observe=observe, task_status=task_status)
+                on_holding=lambda _: holdings_changed(), on_tick=on_tick, observe=observe,
+                task_status=task_status)
         finally:
             host.close()  # they finish what they hold, within STRATEGY_DRAIN_S
             try:
@@ -214,6 +214,9 @@ async def run_service(
             finally:
                 strategies_scope.cancel()
                 side_out.close()  # the forwarder hands on the rest, then closes its store end
+
+    def holdings_changed() -> None:  # the account book's positions: the HOLDING claims
+        slots.set_positions(state.accounts.positions_by_code())
 
     def observe(ev: Event) -> None:
         slots.on_event(ev)  # every slot's data clock: trades, books, program trading, indexes
@@ -318,9 +321,7 @@ async def run_service(
                                 await intake.start(partial(
                                     run_positions_sync,
                                     HttpPositions(s.kis.positions_url, s.kis.connect_timeout_s),
-                                    state.accounts,
-                                    lambda: slots.set_positions(
-                                        state.accounts.positions_by_code()),
+                                    state.accounts, holdings_changed,
                                     s.kis.positions_every_s, positions_stats))
                             intake.start_soon(slots.run)
                             intake.start_soon(_run_scanner, refresh_scanner,
@@ -409,10 +410,13 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
         return always_open or hours.market_open(tr_id, datetime.now(KST), holidays)
 
     driver: SlotDriver | None = None
+
+    def desired(name: str) -> Callable[[], list[tuple[str, str]]]:
+        return lambda: driver.registrations(name) if driver is not None else []
+
     for i, (key, secret) in enumerate(k.session_keys()):
         name = f"kis-{i + 1}"
-        adapter = KisAdapter(k, name, app_key=key, app_secret=secret,
-                             desired=lambda n=name: driver.registrations(n) if driver else [])
+        adapter = KisAdapter(k, name, app_key=key, app_secret=secret, desired=desired(name))
         status = FeedStatus(name=name)
         feeds.append(status)
         adapters.append(adapter)

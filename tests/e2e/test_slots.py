@@ -58,8 +58,8 @@ def upstream(running: Running, keys: dict[str, str] = SESSIONS) -> dict[str, set
     return out
 
 
-def desired(running: Running, names: Any = SESSIONS.values()) -> dict[str, set[tuple[str, str]]]:
-    return {n: set(running.slots.registrations(n)) for n in names}
+def desired(running: Running, names: Any = None) -> dict[str, set[tuple[str, str]]]:
+    return {n: set(running.slots.registrations(n)) for n in names or SESSIONS.values()}
 
 
 async def in_sync(running: Running, what: str, keys: dict[str, str] = SESSIONS,

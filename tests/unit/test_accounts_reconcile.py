@@ -76,6 +76,7 @@ def test_positions_document() -> None:
         {"account": "other", "positions": []}]}
     assert parse_positions(doc) == {
         ACCT: held(("005930", 10, 71000.0), ("000660", 1, 180000.5)), "other": {}}
+    bad: object
     for bad in ({}, {"accounts": [{"positions": []}]}, {"accounts": "x"},
                 {"accounts": [{"account": ACCT, "positions": [{"code": "5930", "quantity": 1}]}]},
                 {"accounts": [{"account": ACCT, "positions": [{"code": "005930",

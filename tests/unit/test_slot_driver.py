@@ -430,8 +430,8 @@ def test_data_is_noted_for_every_slot_type() -> None:
     p.driver.on_event(_tick(other, "KRX", "000001"))  # from the session without the slot
     assert p.manager.slot(T, "000001").last_data_at is None  # type: ignore[union-attr]
     for rec in p.manager.slots():
-        for ev in (_tick(rec.session, "KRX", rec.code), book, program, index):
-            p.driver.on_event(msgspec.structs.replace(ev, source=rec.session))
+        for data in (_tick(rec.session, "KRX", rec.code), book, program, index):
+            p.driver.on_event(msgspec.structs.replace(data, source=rec.session))
     assert {r.code: r.last_data_at for r in p.manager.slots()} == {
         "000001": 5.0, "000002": 5.0, "000003": 5.0, "0001": 5.0}
 
@@ -455,7 +455,7 @@ def test_the_adapter_reports_nothing_registered_when_not_connected() -> None:
     assert a.registered() is None and not a.send_op(Op("kis-1", "subscribe", T, "000001"))
     p.driver.set_picks(picks("000001"))
     p.s["kis-1"].connect()
-    assert a.registered() == {(T, "000001")}
+    assert a.registered() == frozenset({(T, "000001")})
     p.s["kis-1"].drop()  # run_feed says backoff, even if pump never ran
     assert a.registered() is None and not a.send_op(Op("kis-1", "subscribe", T, "000002"))
 

@@ -287,7 +287,8 @@ class Simulator:
     # -- REST ------------------------------------------------------------------------------
     def approval(self, data: dict[str, str]) -> tuple[dict[str, str], int]:
         if self.control.reject_credentials or data.get("appkey") in self.control.refused_app_keys:
-            return {"error_code": "EGW00103", "error_description": "유효하지 않은 AppKey입니다."}, 403
+            return {"error_code": "EGW00103",
+                    "error_description": "유효하지 않은 AppKey입니다."}, 403
         if data.get("grant_type") != "client_credentials" or not (
             data.get("appkey") and data.get("secretkey")
         ):

@@ -94,3 +94,31 @@ def test_reads_on_every_backend(engine: Engine) -> None:
     (alert,) = reads.recent_alerts(engine, "005930", 10)
     assert alert["triggered_at"] == "2025-01-02T09:00:00+09:00" and alert["price"] == 105
     assert reads.recent_alerts(engine, "000660", 10) == []
+
+
+def test_database_bars_equal_the_pure_arithmetic(engine: Engine) -> None:
+    """The backend's aggregation (bars()) against ohlcv() over the same trades: sub-second
+    times at bar edges, several days, intervals that do and do not divide a day."""
+    import random
+
+    rng = random.Random(7)
+    start = datetime(2025, 1, 2, 8, 58, 0, tzinfo=KST)
+    trades: list[Tick] = []
+    when = start
+    for i in range(3000):
+        when += timedelta(seconds=rng.choice((0.0, 0.4, 0.6, 1.0, 7.3, 59.6, 600.0)))
+        trades.append(trade(100 + i, (when - T0).total_seconds(), rng.randint(90, 130),
+                            rng.randint(1, 50)))
+    trades.append(trade(9999, (start + timedelta(minutes=1, seconds=59.999999) - T0)
+                        .total_seconds(), 77, 1))  # one microsecond before a bar edge
+    EventWriter(engine).write(trades)
+    stored = sorted(trades, key=lambda t: (t.trade_time, t.volume))
+    until = when + timedelta(seconds=1)
+    for interval in (30, 60, 420, 3600, 86400, 2 * 86400):
+        want = reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in stored), interval)
+        got = reads.bars(engine, "005930", interval, start, until, 1000)
+        assert got == want[-1000:], interval
+    # the newest bars when more are asked for than `limit`
+    newest = reads.bars(engine, "005930", 30, start, until, 5)
+    assert newest == reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in stored),
+                                 30)[-5:]

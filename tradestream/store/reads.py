@@ -11,13 +11,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from tradestream.events import KST, Execution
 from tradestream.store import schema
 
 MAX_ROWS = 1000
 MAX_INTERVAL_S = 366 * 86400
-MAX_BAR_TRADES = 500_000  # trades scanned for one bars request at most
+KST_OFFSET_S = 9 * 3600  # bars are aligned to midnight KST (no daylight saving in Korea)
 _INTERVAL = re.compile(r"(\d+)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -97,22 +99,103 @@ def ohlcv(trades: Iterable[tuple[datetime, int, int]], interval_s: int) -> list[
     return bars
 
 
+class _epoch_s(FunctionElement[int]):
+    """Whole seconds since 1970-01-01 of a stored (UTC) timestamp, on each backend."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(_epoch_s, "sqlite")
+def _epoch_s_sqlite(element: _epoch_s, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime would round .9995 s up (it
+    # keeps milliseconds), so the fraction is cut off first
+    return ("CAST(strftime('%s', substr("
+            f"{compiler.process(element.clauses, **kw)}, 1, 19)) AS INTEGER)")
+
+
+@compiles(_epoch_s, "postgresql")
+def _epoch_s_pg(element: _epoch_s, compiler: Any, **kw: Any) -> str:
+    # FLOOR: a cast alone would round 09:00:59.6 into the next minute
+    return f"CAST(FLOOR(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})) AS BIGINT)"
+
+
+@compiles(_epoch_s, "mysql")
+@compiles(_epoch_s, "mariadb")
+def _epoch_s_mysql(element: _epoch_s, compiler: Any, **kw: Any) -> str:
+    # not UNIX_TIMESTAMP(), which reads a DATETIME in the session's time zone
+    return ("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', "
+            f"{compiler.process(element.clauses, **kw)})")
+
+
+class _idiv(FunctionElement[int]):
+    """Integer division of non-negative integers (MySQL's / would give a decimal)."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(_idiv)
+def _idiv_default(element: _idiv, compiler: Any, **kw: Any) -> str:
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({a}) / ({b}))"
+
+
+@compiles(_idiv, "mysql")
+@compiles(_idiv, "mariadb")
+def _idiv_mysql(element: _idiv, compiler: Any, **kw: Any) -> str:
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(({a}) DIV ({b}))"
+
+
+def _bucket(local_s: ColumnElement[int], interval_s: int) -> ColumnElement[int]:
+    """The bar start, in seconds of KST wall time since the epoch, as `bucket_start` does it:
+    intervals under a day restart at each midnight, longer ones count whole days from the
+    epoch."""
+    day = sa.literal(86400, sa.BigInteger)
+    step = sa.literal(interval_s, sa.BigInteger)
+    if interval_s >= 86400:
+        return _idiv(local_s, step) * step
+    midnight = _idiv(local_s, day) * day
+    return midnight + _idiv(local_s - midnight, step) * step
+
+
 def bars(engine: Engine, code: str, interval_s: int, since: datetime | None,
          until: datetime | None, limit: int) -> list[dict[str, Any]]:
     """OHLCV bars of `code` computed from stored trades: those in the `limit` intervals before
-    `until` (default now), or from `since` on (at most `limit`). Intervals without a trade
-    have no bar."""
+    `until` (default now), or from `since` on (the newest `limit` of them). Intervals without
+    a trade have no bar.
+
+    The database aggregates (a window function picks each bar's first and last trade), so a
+    request costs its bars, not its trades, however busy the code."""
     limit = max(1, min(limit, MAX_ROWS))
     until = until or datetime.now(UTC)
     since = since or until - timedelta(seconds=interval_s * limit)
     t = schema.stock_prices_realtime
-    q = (sa.select(t.c.trade_time, t.c.price, t.c.trade_volume)
-         .where(t.c.stock_code == code, t.c.trade_time >= _bound(since),
-                t.c.trade_time < _bound(until))
-         .order_by(t.c.trade_time, t.c.id).limit(MAX_BAR_TRADES))
+    bucket = _bucket(_epoch_s(t.c.trade_time) + KST_OFFSET_S, interval_s).label("b")
+    first = sa.func.row_number().over(partition_by=bucket,
+                                      order_by=(t.c.trade_time, t.c.id)).label("rf")
+    last = sa.func.row_number().over(partition_by=bucket,
+                                     order_by=(t.c.trade_time.desc(), t.c.id.desc())).label("rl")
+    inner = (sa.select(bucket, t.c.price, t.c.trade_volume, first, last)
+             .where(t.c.stock_code == code, t.c.trade_time >= _bound(since),
+                    t.c.trade_time < _bound(until))
+             .subquery())
+    q = (sa.select(inner.c.b,
+                   sa.func.max(sa.case((inner.c.rf == 1, inner.c.price))).label("open"),
+                   sa.func.max(inner.c.price).label("high"),
+                   sa.func.min(inner.c.price).label("low"),
+                   sa.func.max(sa.case((inner.c.rl == 1, inner.c.price))).label("close"),
+                   sa.func.sum(inner.c.trade_volume).label("volume"),
+                   sa.func.count().label("trades"))
+         .group_by(inner.c.b).order_by(inner.c.b.desc()).limit(limit))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
-    return ohlcv(((r.trade_time, r.price, r.trade_volume) for r in rows), interval_s)[-limit:]
+    rows.reverse()
+    return [{"time": datetime.fromtimestamp(int(r.b) - KST_OFFSET_S, KST).isoformat(),
+             "open": int(r.open), "high": int(r.high), "low": int(r.low),
+             "close": int(r.close), "volume": int(r.volume), "trades": int(r.trades)}
+            for r in rows]
 
 
 def recent_news(engine: Engine, ticker: str | None, limit: int) -> list[dict[str, Any]]:

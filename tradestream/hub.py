@@ -198,8 +198,10 @@ class Hub:
         for topic in list(client.topics):
             self.unsubscribe(client, topic)
         if self.clients.pop(client.id, None) is not None:
-            self._conflated_gone += client.outbox.conflated
-            self._discarded_gone += client.outbox.discarded
+            out = client.outbox
+            self._conflated_gone += out.conflated
+            # what a close did not already count: messages left when the connection ended
+            self._discarded_gone += out.discarded + (0 if out.close_request else len(out))
             left = self._per_user[client.user_id] - 1
             if left:
                 self._per_user[client.user_id] = left

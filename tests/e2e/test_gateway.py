@@ -3,7 +3,9 @@ limits, cadence, slow consumers and metrics, against the whole tree and the simu
 
 from __future__ import annotations
 
+import socket
 import statistics
+import struct
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -373,7 +375,8 @@ async def test_subscription_message_and_connection_limits(tmp_path: Path) -> Non
 
 async def test_sockets_still_authenticating_count_against_the_connection_limit(
         tmp_path: Path) -> None:
-    s = gw(make_settings(tmp_path), max_connections=2, handshake_timeout_s=1.0)
+    # long enough for the whole exchange below on a loaded machine
+    s = gw(make_settings(tmp_path), max_connections=2, handshake_timeout_s=5.0)
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             url = f"{running.ws_url}?token={tok(running)}"
@@ -383,10 +386,29 @@ async def test_sockets_still_authenticating_count_against_the_connection_limit(
                 async with open_websocket_url(url) as late:  # the two silent ones hold it
                     assert (await closed_with(late))[0] == 1013
                 for silent in (silent1, silent2):
-                    assert await closed_with(silent) == (4401, "no token within 1s")
+                    assert await closed_with(silent) == (4401, "no token within 5s")
             async with open_websocket_url(url) as ws:  # room again
                 assert (await recv(ws))["type"] == "connected"
             assert running.hub.handshaking == 0
+
+
+async def test_sockets_waiting_for_an_auth_message_have_a_pool_of_their_own(
+        tmp_path: Path) -> None:
+    """Silent sockets fill their own pool (one here), never the room of clients that bring
+    a token: one client without credentials cannot lock everybody out."""
+    s = gw(make_settings(tmp_path), max_pending_handshakes=1, handshake_timeout_s=5.0)
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            async with open_websocket_url(running.ws_url) as silent:
+                await wait_for(lambda: running.hub.handshaking == 1, "pending")
+                async with open_websocket_url(running.ws_url) as another:
+                    assert (await closed_with(another))[0] == 1013
+                url = f"{running.ws_url}?token={tok(running)}"
+                async with open_websocket_url(url) as ws:  # a token: admitted at once
+                    assert (await recv(ws))["type"] == "connected"
+                await send(silent, type="auth", token=tok(running, "carol"))
+                assert (await recv(silent))["user_id"] == "carol"
+    assert running.metrics.closes.labels("handshakes_full")._value.get() == 1
 
 
 async def test_malformed_and_mistyped_messages_get_errors_not_a_crash(settings: Settings
@@ -515,6 +537,37 @@ async def test_a_client_that_stops_reading_never_delays_the_others(tmp_path: Pat
     assert statistics.median(before) < 0.05
     assert max(before) < 0.5
     assert statistics.median(before) < 5 * statistics.median(after) + 0.005
+
+
+async def test_a_backlog_left_by_a_reset_counts_as_discarded_not_written(tmp_path: Path) -> None:
+    """The peer resets its connection while the server holds a backlog for it: none of that
+    backlog is counted as written, all of it as discarded."""
+    s = gw(make_settings(tmp_path), send_timeout_s=30.0, outbox_max=5000)
+    blob = "x" * 100_000
+    with trio.fail_after(TIMEOUT_S + 10):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="alert")
+                await recv_type(ws, "subscribed")
+                sock = ws._stream.socket
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                (client,) = running.hub.clients.values()
+                published = 0
+                while len(client.outbox) < 300:  # stop reading until a backlog builds up
+                    running.hub.publish("alert", Msg(
+                        f'{{"type":"alert","i":{published},"p":"{blob}"}}', "alert"))
+                    published += 1
+                    await trio.sleep(0.001)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # RST
+                await wait_for(lambda: not running.hub.clients, "disconnected")
+            written = running.metrics.written.get("alert", 0)
+            discarded = running.hub.discarded_total()
+    assert discarded >= 300
+    assert written + discarded <= published
+    assert running.metrics.closes.labels("send_timeout")._value.get() == 0
 
 
 async def test_metrics_endpoint(settings: Settings) -> None:

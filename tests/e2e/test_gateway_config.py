@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import time
 from dataclasses import replace
@@ -29,6 +33,7 @@ def test_gateway_limits_from_the_environment() -> None:
         "TRADESTREAM_WS_MAX_CONNECTIONS_PER_USER": "3", "TRADESTREAM_WS_MAX_CONNECTIONS": "99",
         "TRADESTREAM_WS_HANDSHAKE_TIMEOUT_S": "2.5", "TRADESTREAM_WS_SEND_TIMEOUT_S": "4",
         "TRADESTREAM_WS_OUTBOX_MAX": "256", "TRADESTREAM_WS_PING_INTERVAL_S": "15",
+        "TRADESTREAM_WS_MAX_PENDING_HANDSHAKES": "8",
         "TRADESTREAM_WS_MAX_MISSED_PONGS": "3",
         "TRADESTREAM_WS_TOPIC_ROLES": "strategy=admin|producer; order=admin",
     }).gateway
@@ -36,7 +41,7 @@ def test_gateway_limits_from_the_environment() -> None:
     assert (g.max_subscriptions, g.max_message_bytes) == (12, 2048)
     assert (g.max_connections_per_user, g.max_connections) == (3, 99)
     assert (g.handshake_timeout_s, g.send_timeout_s, g.outbox_max) == (2.5, 4.0, 256)
-    assert (g.ping_interval_s, g.max_missed_pongs) == (15.0, 3)
+    assert (g.ping_interval_s, g.max_missed_pongs, g.max_pending_handshakes) == (15.0, 3, 8)
     assert g.topic_roles == (("strategy", ("admin", "producer")), ("order", ("admin",)))
     defaults = from_env({}).gateway  # safe defaults when nothing is set
     assert (defaults.rate_per_s, defaults.max_subscriptions, defaults.max_connections) == (
@@ -74,8 +79,15 @@ async def test_rs256_tokens_from_the_configured_public_key(tmp_path: Path) -> No
                                       jwt_public_key=g.jwt_public_key))
     exp = time.time() + 600
     good = jwt.encode({"sub": "issuer-user", "exp": exp}, private_pem, algorithm="RS256")
-    # the classic confusion: an HS256 token "signed" with the public key as the secret
-    confused = jwt.encode({"sub": "mallory", "exp": exp}, b"x" * 32, algorithm="HS256")
+    # the classic confusion: an HS256 token whose HMAC key is the server's own public key
+    # (PyJWT refuses to sign with a PEM as an HMAC secret, so build it by hand)
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(
+        json.dumps({"sub": "mallory", "exp": int(exp)}).encode())
+    confused = signing_input + "." + b64(
+        hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode({"sub": "mallory", "exp": exp}, other_key, algorithm="RS256")
     with trio.fail_after(TIMEOUT_S):

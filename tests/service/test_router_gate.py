@@ -63,3 +63,23 @@ async def test_a_refused_gate_update_is_counted_and_the_router_goes_on(
     assert [m.split(" refused")[0] for m in refused] == [
         "market gate: update 1", "market gate: update 2", "market gate: update 4"]
     assert "negative breadth counts" in refused[0]
+
+
+async def test_a_refused_update_does_not_poison_the_other_index(
+        autojump_clock: trio.testing.MockClock) -> None:
+    events_out, events_in = trio.open_memory_channel[Event](100)
+    store_out, store_in = trio.open_memory_channel[Event](100)
+    state, stats = MarketState(), RouterStats()
+    good_kosdaq = index("kosdaq", 900, 1)
+    # a bad KOSDAQ, then three KOSPI updates: each is read with the last good KOSDAQ
+    sent: list[Event] = [good_kosdaq, index("kospi", 1000, 2), index("kosdaq", -2000, 3),
+                         *(index("kospi", 1000, n) for n in (4, 5, 6))]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_router, events_in, store_out, Hub(), state, stats)
+        with events_out:
+            for ev in sent:
+                await events_out.send(ev)
+        assert len([ev async for ev in store_in]) == len(sent)
+    assert state.gate.rejected == 1  # the bad update alone
+    assert state.indexes["kosdaq"] is good_kosdaq
+    assert state.gate_state is not None and state.gate_state.level == "open"

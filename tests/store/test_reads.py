@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.store.test_writer import events

@@ -24,10 +24,23 @@ from hypercorn.typing import Framework
 
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 64 * 1024
-#: Set by the task that writes to a socket (the app's sender; hypercorn writes inline in the
-#: caller's task): called when that task's write is aborted, so it stops writing and closing.
-on_write_aborted: ContextVar[Callable[[], None] | None] = ContextVar("on_write_aborted",
-                                                                   default=None)
+
+
+class WriteProbe:
+    """What the server did with one task's writes (hypercorn writes a WebSocket frame inline,
+    in the task that sends it): `writes` counts the ones that reached the socket, `aborted`
+    is called when one was aborted or found the connection broken. A send that returns with
+    `writes` unchanged was dropped by hypercorn: the connection had already closed."""
+
+    __slots__ = ("writes", "aborted")
+
+    def __init__(self, aborted: Callable[[], None]) -> None:
+        self.writes = 0
+        self.aborted = aborted
+
+
+#: Set by the task that writes to a socket (the gateway's sender).
+write_probe: ContextVar[WriteProbe | None] = ContextVar("write_probe", default=None)
 
 
 class _BoundedTCPServer(TCPServer):
@@ -37,6 +50,7 @@ class _BoundedTCPServer(TCPServer):
             await super().protocol_send(event)
             return
         data = memoryview(event.data)
+        probe = write_probe.get()
         async with self.send_lock:
             try:
                 # The deadline is per chunk: a slow reader that keeps reading is not dropped
@@ -46,6 +60,8 @@ class _BoundedTCPServer(TCPServer):
                         scope.deadline = trio.current_time() + timeout
                         await self.stream.send_all(data[i:i + WRITE_CHUNK])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if probe is not None:
+                    probe.aborted()
                 await self.protocol.handle(Closed())
                 return
             if scope.cancelled_caught:
@@ -54,11 +70,13 @@ class _BoundedTCPServer(TCPServer):
                             "the connection", timeout)
                 if hook is not None:
                     hook()
-                writer = on_write_aborted.get()
-                if writer is not None:
-                    writer()
+                if probe is not None:
+                    probe.aborted()
                 await trio.aclose_forcefully(self.stream)
                 await self.protocol.handle(Closed())
+                return
+            if probe is not None:
+                probe.writes += 1
 
 
 hypercorn.trio.run.TCPServer = _BoundedTCPServer  # type: ignore[misc]

@@ -30,7 +30,7 @@ from tradestream.gateway import protocol
 from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenExpired, bearer
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.serve import on_write_aborted
+from tradestream.gateway.serve import WriteProbe, write_probe
 from tradestream.gateway.topics import KINDS, Topic, parse_topic
 from tradestream.hub import (
     CLOSE_GOING_AWAY,
@@ -104,6 +104,8 @@ class GatewayContext:
     # store reads of every connection together (get_price); the engine's pool has 5+10
     read_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
+    refusals: int = 0  # connections refused for lack of room (logged sparsely)
+
     def __post_init__(self) -> None:
         if self.demand is None:
             self.demand = StaticDemand(self.streamed, frozenset(self.books))
@@ -128,14 +130,21 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     s, hub = ctx.settings, ctx.hub
     # Sockets still authenticating count too: each may wait `handshake_timeout_s` for its
     # token, and unauthenticated sockets must not be a way around the connection limit.
-    if len(hub.clients) + hub.handshaking >= s.max_connections:
-        m.closes.labels("server_full").inc()
-        log.warning("ws refused reason=server_full remote=%s", websocket.remote_addr)
+    # They have a pool of their own besides, so that they cannot crowd out clients that
+    # bring their token in the URL or a header (whose check takes no time at all).
+    token = bearer(websocket.headers, websocket.args)
+    full = len(hub.clients) + hub.handshaking >= s.max_connections
+    if full or (token is None and hub.handshaking >= s.max_pending_handshakes):
+        reason = "server_full" if full else "handshakes_full"
+        m.closes.labels(reason).inc()
+        ctx.refusals += 1
+        if ctx.refusals & (ctx.refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...
+            log.warning("ws refused reason=%s remote=%s refusals=%d", reason,
+                        websocket.remote_addr, ctx.refusals)
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
         return
     hub.handshaking += 1
     try:
-        token = bearer(websocket.headers, websocket.args)
         identity = (ctx.auth.verify(token) if token is not None
                     else await _auth_by_message(ctx))
     except AuthError as exc:
@@ -147,7 +156,7 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
         hub.handshaking -= 1
     if hub.connections_of(identity.user_id) >= s.max_connections_per_user:
         m.closes.labels("too_many_connections").inc()
-        log.info("ws refused reason=too_many_connections user=%s remote=%s",
+        log.info("ws refused reason=too_many_connections user=%r remote=%s",
                  identity.user_id, websocket.remote_addr)
         await websocket.close(CLOSE_TOO_MANY, f"at most {s.max_connections_per_user} "
                               "connections per user")
@@ -155,7 +164,7 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     batch = websocket.args.get("batch", "") in ("1", "true")
     client = hub.connect(identity.user_id, batch=batch)
     m.connections_opened.inc()
-    log.info("ws connect client=%d user=%s role=%s batch=%s remote=%s", client.id,
+    log.info("ws connect client=%d user=%r role=%s batch=%s remote=%s", client.id,
              identity.user_id, identity.role, batch, websocket.remote_addr)
     conn = Connection(ctx, client, identity)
     topics: list[str] = []
@@ -167,9 +176,9 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
         conn.release_all()
         hub.disconnect(client)
         close = client.outbox.close_request
-        log.info("ws disconnect client=%d user=%s close=%s reason=%r", client.id,
-                 identity.user_id, close.code if close else "client",
-                 close.reason if close else "")
+        log.info("ws disconnect client=%d user=%r close=%s reason=%r", client.id,
+                 identity.user_id, "aborted" if conn.write_aborted else
+                 close.code if close else "client", close.reason if close else "")
 
 
 async def _auth_by_message(ctx: GatewayContext) -> Identity:
@@ -220,34 +229,48 @@ class Connection:
     def _aborted(self) -> None:
         self._write_aborted = True
 
+    @property
+    def write_aborted(self) -> bool:
+        """The socket went away under a write (aborted, broken, or closed by the peer)."""
+        return self._write_aborted
+
     async def _sender(self) -> None:
         client, m = self.client, self.ctx.metrics
         outbox, timeout = client.outbox, self.ctx.settings.send_timeout_s
         assert self._nursery is not None
-        # A write that cannot finish within `send_timeout_s` is aborted by the server
-        # (gateway/serve.py), which calls this back in this task: the connection is gone
-        # (counted as send_timeout), so nothing more is written, closed or counted.
-        on_write_aborted.set(self._aborted)
+        # The server (gateway/serve.py) reports on this task's writes: a write that cannot
+        # finish within `send_timeout_s` is aborted (counted as send_timeout), a broken socket
+        # is reported, and a send that reached no socket (the peer had closed) shows as an
+        # unchanged write count. Either way the connection is gone: nothing more is written,
+        # closed or counted as sent, and what is left in the outbox counts as discarded.
+        probe = WriteProbe(self._aborted)
+        write_probe.set(probe)
+        taken: list[Msg] = []
         while not self._write_aborted:
             batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
             if isinstance(batch, CloseRequest):
-                m.closes.labels(CLOSE_REASONS.get(batch.code, str(batch.code))).inc()
                 with trio.move_on_after(timeout):
                     await websocket.close(batch.code, batch.reason)
+                if not self._write_aborted:  # else counted as send_timeout (or a broken socket)
+                    m.closes.labels(CLOSE_REASONS.get(batch.code, str(batch.code))).inc()
                 break
             if client.batch and len(batch) > 1:
                 # One frame for all that is queued: the per-frame cost dominates
                 # (STACK-NOTES §3), and nothing waits for a batch to fill.
-                await websocket.send("[" + ",".join([x.payload for x in batch]) + "]")
-                if self._write_aborted:
-                    break
-                m.observe_frame(batch)
+                frames: list[list[Msg]] = [batch]
+                texts = ["[" + ",".join([x.payload for x in batch]) + "]"]
             else:
-                for x in batch:
-                    await websocket.send(x.payload)
-                    if self._write_aborted:
-                        break
-                    m.observe_frame([x])
+                frames = [[x] for x in batch]
+                texts = [x.payload for x in batch]
+            for i, text in enumerate(texts):
+                before = probe.writes
+                await websocket.send(text)
+                if self._write_aborted or (before and probe.writes == before):
+                    self._write_aborted = True
+                    taken = [x for f in frames[i:] for x in f]
+                    break
+                m.observe_frame(frames[i])
+        client.outbox.discarded += len(taken)
         self._nursery.cancel_scope.cancel()
 
     async def _expiry(self) -> None:
@@ -259,7 +282,7 @@ class Connection:
                     await trio.sleep_forever()
                 # the same leeway as at the handshake, so an accepted token is served
                 await trio.sleep(max(0.0, exp + self.ctx.auth.leeway_s - time.time()))
-                log.info("ws token_expired client=%d user=%s", self.client.id,
+                log.info("ws token_expired client=%d user=%r", self.client.id,
                          self.client.user_id)
                 self.client.outbox.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 return

@@ -6,10 +6,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import trio
-
-from datetime import datetime
 
 from tradestream.accounts import AccountBook, HoldingChange
 from tradestream.detect.gate import GateState, MarketGate
@@ -204,6 +203,7 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
 def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
     """`market:{index}` gets every update (conflated); `market-gate` a new state when the
     gate's level changes (detect/gate.py), from KOSPI and KOSDAQ change and breadth."""
+    previous = state.indexes.get(ev.index)
     state.indexes[ev.index] = ev
     topic = "market:" + ev.index
     msg = Msg(protocol.index_update(ev.index, {
@@ -222,6 +222,12 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
                                     kospi.advancers + kosdaq.advancers,
                                     kospi.decliners + kosdaq.decliners, ev.received_ns / 1e9)
     except ValueError as exc:  # a bad input costs this update (counted there), not the router
+        # ... and only this one: the gate keeps reading the last good value of this index,
+        # so the other index's updates are not refused along with it
+        if previous is None:
+            del state.indexes[ev.index]
+        else:
+            state.indexes[ev.index] = previous
         if state.gate.rejected & (state.gate.rejected - 1) == 0:  # the 1st, 2nd, 4th, ...
             logging.getLogger(__name__).warning("market gate: update %d refused (%s)",
                                                 state.gate.rejected, exc)

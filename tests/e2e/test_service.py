@@ -225,6 +225,7 @@ async def test_status_endpoint(settings: Settings) -> None:
     assert status["active_connections"] == 1
     assert "active_users" not in status and status["active_user_count"] == 1
     assert full["active_users"] == ["bob"]  # user ids: admins only
+    assert "recent" in full["slots"] and "recent" not in status["slots"]
     assert status["subscriptions"] == {"price:005930": 1}
     assert status["price_streamer_running"] is True
     (upstream,) = status["upstream"]

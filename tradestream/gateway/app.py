@@ -60,9 +60,19 @@ def create_app(ctx: GatewayContext) -> QuartTrio:
         status["subscriptions"] = _public_subscriptions(ctx.hub.subscriptions())
         status["handshaking"] = ctx.hub.handshaking
         if not identity.is_admin:
-            # who is connected is the operator's business: others get the count only
+            # who is connected, their order ids and the holdings in the slot audits are the
+            # operator's business: others get counts only
             users = status.pop("active_users", [])
             status["active_user_count"] = len(list(users))
+            subs = status["subscriptions"]
+            orders = sum(n for k, n in subs.items() if k.startswith("order:"))
+            status["subscriptions"] = {k: n for k, n in subs.items()
+                                       if not k.startswith("order:")}
+            if orders:
+                status["subscriptions"]["order"] = orders
+            slots = status.get("slots")
+            if isinstance(slots, dict):
+                status["slots"] = {k: v for k, v in slots.items() if k != "recent"}
         return status
 
     @app.websocket("/api/ws")

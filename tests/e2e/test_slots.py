@@ -81,9 +81,10 @@ def streaming(running: Running) -> bool:
     return all(f.state == "streaming" for f in running.feeds)
 
 
-async def get_json(running: Running, path: str) -> Any:
+async def get_json(running: Running, path: str, role: str = "admin") -> Any:
+    """GET as an admin (who sees holdings and the audits) or another role."""
     async with httpx.AsyncClient(base_url=running.url) as http:
-        resp = await http.get(path, params={"token": tok(running)})
+        resp = await http.get(path, params={"token": tok(running, "ops", role=role)})
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -233,7 +234,13 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
                     "subscribed_at"]
                 demand_rows = [r for r in listing["slots"] if r["priority"] == "demand"]
                 assert sorted(r["code"] for r in demand_rows) == sorted(granted[1:])
-                assert listing["pending"] == []
+                assert listing["pending"] == [] and len(listing["recent"]) == 20
+                # holdings are the accounts' business: a user sees the slots without them
+                public = await get_json(running, "/api/slots", role="user")
+                assert "recent" not in public
+                assert [r for r in public["slots"] if r["code"] == held] == []
+                assert len(public["slots"]) == len(listing["slots"]) - 1
+                assert public["usage"] == listing["usage"]
 
                 # kis-2's account is suspended: lost for good after 1 s, its holding and picks
                 # move to kis-1, evicting demand; what does not fit waits

@@ -1,6 +1,8 @@
 """REST for the slot manager: GET /api/slots, PUT /api/watchlist/picks, POST /api/watchlist/scanner.
 
 Reading needs any valid token; changing picks or scanner finds needs role admin or producer.
+Holdings are the accounts' business: only admins see holding claims and the audit records
+(which name them); others get the slots without them.
 """
 
 from __future__ import annotations
@@ -25,25 +27,46 @@ def _codes(body: Any, field: str) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
+def _without_holdings(listing: dict[str, Any]) -> dict[str, Any]:
+    """The slots listing for a non-admin: no audits, no holding claims (a slot held only for
+    a holding is left out; others keep their next-best claim as their priority)."""
+    out = {k: v for k, v in listing.items() if k not in ("recent", "slots", "pending")}
+    for part in ("slots", "pending"):
+        rows = []
+        for row in listing[part]:
+            claims = [c for c in row["claims"] if c != "holding"]
+            if claims:
+                rows.append({**row, "claims": claims, "priority": claims[0]})
+        out[part] = rows
+    return out
+
+
 def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
                    scanner_posted: set[str], on_scanner: Any,
                    kept: tuple[tuple[str, str], ...] = ()) -> None:
     """`kept`: configured picks that are neither trades nor order books (indexes, program
     trading); a PUT of the picks keeps them."""
-    def check(roles: tuple[str, ...] | None = None) -> tuple[dict[str, str], int] | None:
+    def verify(roles: tuple[str, ...] | None = None) -> Any:
+        """The caller's identity, or the error reply."""
         try:
             ident = auth.verify(bearer(request.headers, request.args))
         except AuthError as exc:
             return {"error": str(exc)}, 401
         if roles is not None and ident.role not in roles:
             return {"error": "needs role " + " or ".join(roles)}, 403
-        return None
+        return ident
+
+    def check(roles: tuple[str, ...] | None = None) -> tuple[dict[str, str], int] | None:
+        ident = verify(roles)
+        return ident if isinstance(ident, tuple) else None
 
     @app.get("/api/slots")
     async def slots() -> Any:
-        if (denied := check()) is not None:
-            return denied
-        return {**driver.as_dict(), "slots": driver.slots(), "pending": driver.pending()}
+        ident = verify()
+        if isinstance(ident, tuple):
+            return ident
+        listing = {**driver.as_dict(), "slots": driver.slots(), "pending": driver.pending()}
+        return listing if ident.is_admin else _without_holdings(listing)
 
     @app.put("/api/watchlist/picks")
     async def picks() -> Any:

@@ -386,7 +386,8 @@ class SlotDriver:
 
     def pending(self) -> list[dict[str, Any]]:
         return [{"tr_id": p.tr_id, "code": p.code, "priority": p.priority.name.lower(),
-                 "claimed_at": p.claimed_at} for p in self.manager.pending()]
+                 "claims": [c.name.lower() for c in p.claims], "claimed_at": p.claimed_at}
+                for p in self.manager.pending()]
 
 
 def _audit_dict(a: Audit) -> dict[str, Any]:

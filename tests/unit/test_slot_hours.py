@@ -18,27 +18,32 @@ def at(hhmm: str, day: date = MONDAY) -> datetime:
     return datetime(day.year, day.month, day.day, h, m, tzinfo=KST)
 
 
-@pytest.mark.parametrize(("hhmm", "krx", "nxt", "unified"), [
-    ("0759", False, False, False),
-    ("0800", False, True, True),
-    ("0849", False, True, True),
-    ("0850", False, False, False),  # NXT's gap before the main session
-    ("0859", False, False, False),
-    ("0900", True, True, True),
-    ("1519", True, True, True),
-    ("1520", True, False, True),  # NXT pauses; KRX's closing auction runs to 15:30
-    ("1529", True, False, True),
-    ("1530", False, True, True),  # KRX closed; NXT's after-market
-    ("1959", False, True, True),
-    ("2000", False, False, False),
+@pytest.mark.parametrize(("hhmm", "krx_trades", "krx_book", "nxt", "un_trades", "un_book"), [
+    ("0759", False, False, False, False, False),
+    ("0800", False, False, True, True, True),
+    ("0849", False, False, True, True, True),
+    ("0850", False, False, False, False, False),  # NXT's gap before the main session
+    ("0859", False, False, False, False, False),
+    ("0900", True, True, True, True, True),
+    ("1519", True, True, True, True, True),
+    # NXT pauses; KRX's closing auction to 15:30 prints no trade, only expected prices
+    ("1520", False, True, False, False, True),
+    ("1529", False, True, False, False, True),
+    ("1530", False, False, True, True, True),  # KRX closed; NXT's after-market
+    ("1959", False, False, True, True, True),
+    ("2000", False, False, False, False, False),
 ])
-def test_hours_per_venue(hhmm: str, krx: bool, nxt: bool, unified: bool) -> None:
+def test_hours_per_venue(hhmm: str, krx_trades: bool, krx_book: bool, nxt: bool,
+                         un_trades: bool, un_book: bool) -> None:
     t = at(hhmm)
-    assert market_open("H0STCNT0", t) is krx
-    assert market_open("H0STASP0", t) is krx
-    assert market_open("H0UPCNT0", t) is krx  # KRX's indexes
+    assert market_open("H0STCNT0", t) is krx_trades
+    assert market_open("H0STPGM0", t) is krx_trades
+    assert market_open("H0UPCNT0", t) is krx_trades  # KRX's indexes
+    assert market_open("H0STASP0", t) is krx_book
     assert market_open("H0NXCNT0", t) is nxt
-    assert market_open("H0UNCNT0", t) is unified
+    assert market_open("H0NXASP0", t) is nxt
+    assert market_open("H0UNCNT0", t) is un_trades
+    assert market_open("H0UNASP0", t) is un_book
 
 
 def test_weekends_and_holidays_are_closed() -> None:

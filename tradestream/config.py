@@ -18,6 +18,8 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
+#: the execution-notice TRs (live, paper), registered for TRADESTREAM_KIS_HTS_ID
+NOTICE_TR_IDS = frozenset({"H0STCNI0", "H0STCNI9"})
 #: KIS allows 41 registrations per session over all TR IDs (kis.md §3).
 KIS_REGISTRATION_LIMIT = 41
 
@@ -315,6 +317,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     else:
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
+    notices = [f"{t}:{c}" for t, c in extra if t in NOTICE_TR_IDS]
+    if notices:  # the driver registers the notices itself; a pick too would double every fill
+        raise ConfigError(f"TRADESTREAM_KIS_EXTRA: {', '.join(notices)}: execution notices "
+                          "are registered from TRADESTREAM_KIS_HTS_ID, not as picks")
     k = KisSettings
     kis = KisSettings(
         ws_url=ws_url or "",

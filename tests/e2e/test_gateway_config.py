@@ -134,3 +134,9 @@ async def test_connection_events_are_logged_as_fields(tmp_path: Path,
     line = msgspec.json.decode(logs.JsonFormatter().format(records[0]))
     assert line["level"] == "INFO" and line["logger"] == "tradestream.gateway"
     assert line["event"] == "ws connect" and line["user"] == "alice"
+
+
+@pytest.mark.parametrize("tr_id", ["H0STCNI0", "H0STCNI9"])
+def test_execution_notices_cannot_be_configured_as_picks(tr_id: str) -> None:
+    with pytest.raises(ConfigError, match="execution notices"):
+        from_env({"TRADESTREAM_KIS_EXTRA": f"H0STASP0:005930,{tr_id}:demo"})

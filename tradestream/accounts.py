@@ -247,6 +247,8 @@ class AccountBook:
 # -- reconciliation against the broker (the thin shell) ---------------------------------------
 
 POSITIONS_SETTLE_S = 2.0  # after a positions answer: notices in flight arrive meanwhile
+POSITIONS_FETCH_TIMEOUT_S = 5.0  # one fetch in all; httpx's own timeout is per read
+POSITIONS_CLOSE_S = 1.0  # closing the source's connections at a stop
 
 
 class PositionsError(Exception):
@@ -284,47 +286,74 @@ def parse_positions(body: object) -> dict[str, dict[str, BrokerPosition]]:
 class PositionsSource(Protocol):
     """Where the broker's positions come from."""
 
-    name: str  # for the status endpoint and logs
+    name: str  # for the status endpoint and logs: no credentials (see `safe_source`)
 
     async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
-        """The positions now; PositionsError if they cannot be had."""
+        """The positions now; PositionsError if they cannot be had. The caller owns the
+        deadline."""
+
+    async def aclose(self) -> None:
+        """Release what fetch() opened; called once, when the sync task returns."""
+
+
+def safe_source(url: str) -> str:
+    """`url` as scheme://host:port/path: no user, password, query or fragment, any of which
+    may carry a token. Anything that does not parse as a URL shows as its scheme or '?'."""
+    try:
+        u = httpx.URL(url)
+        port = f":{u.port}" if u.port is not None else ""
+        return f"{u.scheme}://{u.host}{port}{u.path}" if u.host else (u.scheme or "?")
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "?"
 
 
 class HttpPositions:
     """GET a positions document (`parse_positions`) from `url`: the simulator's
-    `/sim/positions`, or a bridge to the broker's balance inquiry."""
+    `/sim/positions`, or a bridge to the broker's balance inquiry.
+
+    One client (connection pool, SSL context) for the object's lifetime: building an SSL
+    context blocks the event loop for tens of milliseconds, too much to pay every sync.
+    `timeout_s` is httpx's, per connect and per read: a server trickling its body is not
+    bounded by it, so the caller wraps fetch() in a deadline (run_positions_sync does)."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        self.name = url
+        self.name = safe_source(url)
         self._url = url
         self._timeout_s = timeout_s
+        self._http: httpx.AsyncClient | None = None
 
     async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout_s)
         try:
-            async with httpx.AsyncClient(timeout=self._timeout_s) as http:
-                resp = await http.get(self._url)
-        except httpx.HTTPError as exc:
-            raise PositionsError(f"GET {self._url}: {exc!r}") from None
+            resp = await self._http.get(self._url)
+            body = resp.json() if resp.status_code == 200 else None
+        # InvalidURL is not an HTTPError; a body that is not UTF-8 or not JSON is a ValueError
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            raise PositionsError(f"GET {self.name}: {exc!r}"[:300]) from None
         if resp.status_code != 200:
-            raise PositionsError(f"GET {self._url}: HTTP {resp.status_code} {resp.text[:200]}")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise PositionsError(f"GET {self._url}: not JSON: {resp.text[:200]!r}") from None
+            raise PositionsError(f"GET {self.name}: HTTP {resp.status_code} {resp.text[:200]}")
         return parse_positions(body)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
 
 @dataclass
 class SyncStats:
-    source: str = ""
+    source: str = ""  # the source's name, credentials stripped (safe_source)
     syncs: int = 0  # answers reconciled
     failures: int = 0
     corrected: int = 0  # positions whose quantity the broker's answer changed
     last_at: float | None = None  # trio time of the last reconciliation
-    last_error: str = ""
+    last_error: str = ""  # of the last attempt; cleared by an answer
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["source"] = safe_source(self.source) if "://" in self.source else self.source
+        return out
 
 
 async def run_positions_sync(
@@ -334,42 +363,59 @@ async def run_positions_sync(
     every_s: float,
     stats: SyncStats,
     *,
+    fetch_timeout_s: float = POSITIONS_FETCH_TIMEOUT_S,
     settle_s: float = POSITIONS_SETTLE_S,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Reconcile `book` with `source` now and every `every_s` until cancelled; `on_change()`
     after the first answer and after every answer that changed a quantity (the slot manager
-    follows the holdings).
+    follows the holdings). Owns `source`: closes it when this task returns.
 
-    started(): after the first attempt, answered or not, so the holdings are known before the
-    feeds register. After later answers it waits `settle_s` before reconciling, and leaves
-    alone the codes filled since the question was asked (notices in flight would otherwise be
-    counted twice: once in the answer, once when they arrive). A failed fetch is logged,
-    counted and retried at the next period; this task never raises for one."""
+    Every fetch gets `fetch_timeout_s` in all (connect, a slow or trickled body included).
+    started(): after the first attempt, answered, failed or timed out, so within
+    `fetch_timeout_s`: the holdings are known before the feeds register, and a slow source
+    cannot hold the feeds back longer than that. After later answers it waits `settle_s`
+    before reconciling, and leaves alone the codes filled since the question was asked
+    (notices in flight would otherwise be counted twice: once in the answer, once when they
+    arrive). A failed fetch is logged, counted and retried at the next period; this task
+    never raises for one."""
     stats.source = source.name
     first = True
-    while True:
-        since = book.fill_seq
-        try:
-            snapshot = await source.fetch()
-        except PositionsError as exc:
-            stats.failures += 1
-            stats.last_error = str(exc)[:300]
-            log.warning("positions from %s: %s", source.name, exc)
-        else:
-            if not first:
-                await trio.sleep(settle_s)
-            fixed = [c for account, held in snapshot.items()
-                     for c in book.reconcile(account, held, since=since)]
-            stats.syncs += 1
-            stats.corrected += len(fixed)
-            stats.last_at = trio.current_time()
-            for c in fixed:
-                log.warning("position %s %s: %d in the book, %d at the broker: corrected",
-                            c.account, c.code, c.before, c.after)
-            if fixed or first:
-                on_change()
-        if first:
-            first = False
-            task_status.started()
-        await trio.sleep(every_s)
+    try:
+        while True:
+            since = book.fill_seq
+            snapshot: dict[str, dict[str, BrokerPosition]] | None = None
+            try:
+                with trio.fail_after(fetch_timeout_s):
+                    snapshot = await source.fetch()
+            except trio.TooSlowError:
+                _failed(stats, source, f"no answer within {fetch_timeout_s:g}s")
+            except PositionsError as exc:
+                _failed(stats, source, str(exc))
+            if snapshot is not None:
+                if not first:
+                    await trio.sleep(settle_s)
+                fixed = [c for account, held in snapshot.items()
+                         for c in book.reconcile(account, held, since=since)]
+                stats.syncs += 1
+                stats.corrected += len(fixed)
+                stats.last_at = trio.current_time()
+                stats.last_error = ""
+                for c in fixed:
+                    log.warning("position %s %s: %d in the book, %d at the broker: corrected",
+                                c.account, c.code, c.before, c.after)
+                if fixed or first:
+                    on_change()
+            if first:
+                first = False
+                task_status.started()
+            await trio.sleep(every_s)
+    finally:
+        with trio.move_on_after(POSITIONS_CLOSE_S, shield=True):
+            await source.aclose()
+
+
+def _failed(stats: SyncStats, source: PositionsSource, error: str) -> None:
+    stats.failures += 1
+    stats.last_error = error[:300]
+    log.warning("positions from %s: %s", source.name, error)

@@ -317,7 +317,9 @@ async def run_service(
                                                        speed=replay_speed))
                         else:
                             if s.kis.positions_url and s.kis.positions_every_s:
-                                # first answer before the feeds register: holdings included
+                                # first answer before the feeds register: holdings included;
+                                # bounded (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot
+                                # hold the feeds back
                                 await intake.start(partial(
                                     run_positions_sync,
                                     HttpPositions(s.kis.positions_url, s.kis.connect_timeout_s),

@@ -4,6 +4,7 @@ before started(), the period, the settle wait and the codes filled meanwhile, fa
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 import trio
 import trio.testing
@@ -11,9 +12,11 @@ import trio.testing
 from tradestream.accounts import (
     AccountBook,
     BrokerPosition,
+    HttpPositions,
     PositionsError,
     SyncStats,
     run_positions_sync,
+    safe_source,
 )
 from tradestream.events import KST, Execution
 
@@ -29,6 +32,7 @@ class Source:
     def __init__(self, *answers: dict[str, int] | Exception) -> None:
         self.answers = list(answers)
         self.fetched_at: list[float] = []
+        self.closed = False
 
     async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
         self.fetched_at.append(trio.current_time())
@@ -36,6 +40,9 @@ class Source:
         if isinstance(answer, Exception):
             raise answer
         return {ACCT: {c: BrokerPosition(c, q, 1000.0) for c, q in answer.items()}}
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 def fill(code: str, qty: int, order_no: str) -> Execution:
@@ -90,3 +97,67 @@ async def test_failures_are_counted_and_retried(autojump_clock: trio.testing.Moc
         await trio.sleep(10.0 + 2.0 + 0.1)
         assert seen == [{"005930": 4}] and stats.syncs == 1
         nursery.cancel_scope.cancel()
+
+
+class SlowSource(Source):
+    """A source that answers only after `delay_s` (a trickled body, a stuck bridge)."""
+
+    def __init__(self, delay_s: float, *answers: dict[str, int] | Exception) -> None:
+        super().__init__(*answers)
+        self.delay_s = delay_s
+
+    async def fetch(self) -> dict[str, dict[str, BrokerPosition]]:
+        await trio.sleep(self.delay_s)
+        return await super().fetch()
+
+
+async def test_a_slow_fetch_is_bounded_and_does_not_hold_up_the_start(
+        autojump_clock: trio.testing.MockClock) -> None:
+    book = AccountBook()
+    source = SlowSource(30.0, {"005930": 4})
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
+                                    fetch_timeout_s=3.0))
+        assert trio.current_time() == 3.0  # started() at the deadline, not after 30 s
+        assert stats.failures == 1 and stats.syncs == 0
+        assert stats.last_error == "no answer within 3s" and book.positions_by_code() == {}
+        source.delay_s = 1.0  # the source recovers: the next answer clears the error
+        await trio.sleep(63.0 + 1.0 + 2.0 + 0.1 - trio.current_time())
+        assert stats.syncs == 1 and stats.last_error == "" and stats.failures == 1
+        assert book.positions_by_code() == {"005930": 4}
+        nursery.cancel_scope.cancel()
+    assert source.closed
+
+
+async def test_last_error_is_cleared_by_an_answer(autojump_clock: trio.testing.MockClock) -> None:
+    stats = SyncStats()
+    source = Source(PositionsError("HTTP 503"), {"005930": 4})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_positions_sync, source, AccountBook(), lambda: None, 10.0,
+                            stats)
+        assert stats.last_error == "HTTP 503"
+        await trio.sleep(10.0 + 2.0 + 0.1)
+        assert stats.syncs == 1 and stats.last_error == ""
+        nursery.cancel_scope.cancel()
+    assert source.closed
+
+
+async def test_an_invalid_url_is_a_counted_failure(autojump_clock: trio.testing.MockClock) -> None:
+    # httpx.InvalidURL is not an httpx.HTTPError: it once escaped and stopped the service
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_positions_sync, HttpPositions("http://[::1/x", 1.0),
+                            AccountBook(), lambda: None, 10.0, stats)
+        assert stats.failures == 1 and "InvalidURL" in stats.last_error
+        nursery.cancel_scope.cancel()
+
+
+def test_the_source_shows_no_credentials() -> None:
+    url = "https://user:secret@bridge.example:8443/positions?token=abc#frag"
+    assert safe_source(url) == "https://bridge.example:8443/positions"
+    assert HttpPositions(url, 1.0).name == "https://bridge.example:8443/positions"
+    stats = SyncStats(source=url)
+    assert stats.as_dict()["source"] == "https://bridge.example:8443/positions"
+    assert SyncStats(source="scripted").as_dict()["source"] == "scripted"
+    assert safe_source("http://[::1/x") == "?"

@@ -17,6 +17,7 @@ inquiry, so the source is pluggable: `HttpPositions` reads a small JSON document
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -108,8 +109,8 @@ class AccountBook:
     def __init__(self) -> None:
         self._orders: dict[str, OrderedDict[str, Order]] = {}
         self._positions: dict[str, dict[str, Position]] = {}
-        self._fill_seq = 0  # fills applied so far
-        self._last_fill: dict[tuple[str, str], int] = {}  # (account, code) -> its last fill's
+        # (account, code) -> the latest received_ns of a fill applied to it
+        self._last_fill_ns: dict[tuple[str, str], int] = {}
 
     def apply(self, ex: Execution) -> tuple[Order, HoldingChange | None]:
         """Fold one notice in; returns the order as it now stands and any holding change.
@@ -149,8 +150,8 @@ class AccountBook:
         return order, change
 
     def _fill(self, ex: Execution) -> HoldingChange | None:
-        self._fill_seq += 1
-        self._last_fill[(ex.account, ex.code)] = self._fill_seq
+        key = (ex.account, ex.code)
+        self._last_fill_ns[key] = max(self._last_fill_ns.get(key, 0), ex.received_ns)
         positions = self._positions.setdefault(ex.account, {})
         pos = positions.get(ex.code)
         before = pos.quantity if pos else 0
@@ -180,25 +181,22 @@ class AccountBook:
         else:
             positions[code] = Position(code, quantity, round(quantity * avg_price))
 
-    @property
-    def fill_seq(self) -> int:
-        """How many fills the book has applied; take it before asking the broker, for
-        `reconcile(since=...)`."""
-        return self._fill_seq
-
     def reconcile(self, account: str, positions: Mapping[str, BrokerPosition], *,
-                  since: int | None = None) -> list[Correction]:
+                  asked_ns: int | None = None) -> list[Correction]:
         """Make `account`'s positions the broker's: codes it reports are set to its quantity
         and average price, codes it does not report (or with quantity <= 0) are removed.
 
-        With `since` (a `fill_seq` taken before the broker was asked), codes with a fill
-        applied after it are left alone: the broker's figures may predate that fill, and the
-        next reconciliation sees both. Returns the quantity changes (average-price changes
-        are made silently)."""
+        With `asked_ns` (wall clock, like `Execution.received_ns`, when the broker was
+        asked), codes with a fill received at or after it are left alone: the answer may or
+        may not include that fill, and the next reconciliation sees both. The caller must
+        apply this only after every notice received before the answer came (`routed` in
+        run_positions_sync): a notice applied later would count a second time what the
+        answer already holds. Returns the quantity changes (average-price changes are made
+        silently)."""
         mine = self._positions.get(account, {})
         out: list[Correction] = []
         for code in sorted(set(mine) | set(positions)):
-            if since is not None and self._last_fill.get((account, code), 0) > since:
+            if asked_ns is not None and self._last_fill_ns.get((account, code), -1) >= asked_ns:
                 continue
             have = mine.get(code)
             theirs = positions.get(code)
@@ -249,6 +247,8 @@ class AccountBook:
 POSITIONS_SETTLE_S = 2.0  # after a positions answer: notices in flight arrive meanwhile
 POSITIONS_FETCH_TIMEOUT_S = 5.0  # one fetch in all; httpx's own timeout is per read
 POSITIONS_CLOSE_S = 1.0  # closing the source's connections at a stop
+POSITIONS_ROUTED_WAIT_S = 10.0  # for the router to apply the notices ahead of an answer
+POSITIONS_ROUTED_POLL_S = 0.05
 
 
 class PositionsError(Exception):
@@ -356,6 +356,29 @@ class SyncStats:
         return out
 
 
+class RouterProgress:
+    """How far the router has got through the events edge, for `run_positions_sync(routed=)`.
+
+    The router calls `observe(ev)` after applying each event. `routed(cutoff_ns)` is true
+    once every notice received before `cutoff_ns` has been applied: an event received at or
+    after it has been (the edge is FIFO, and feeds send in the order they receive), or the
+    edge is empty with the router waiting on it (a value handed straight to a waiting router
+    takes it off the waiting list, so this does not hold while one is still unapplied)."""
+
+    def __init__(self, events_out: trio.MemorySendChannel[Any]) -> None:
+        self._events_out = events_out
+        self.last_ns = 0  # the latest received_ns the router has applied
+
+    def observe(self, ev: object) -> None:
+        self.last_ns = max(self.last_ns, getattr(ev, "received_ns", 0))
+
+    def routed(self, cutoff_ns: int) -> bool:
+        if self.last_ns >= cutoff_ns:
+            return True
+        st = self._events_out.statistics()
+        return st.current_buffer_used == 0 and st.tasks_waiting_receive > 0
+
+
 async def run_positions_sync(
     source: PositionsSource,
     book: AccountBook,
@@ -365,11 +388,21 @@ async def run_positions_sync(
     *,
     fetch_timeout_s: float = POSITIONS_FETCH_TIMEOUT_S,
     settle_s: float = POSITIONS_SETTLE_S,
+    routed: Callable[[int], bool] | None = None,
+    routed_wait_s: float = POSITIONS_ROUTED_WAIT_S,
+    now_ns: Callable[[], int] = time.time_ns,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Reconcile `book` with `source` now and every `every_s` until cancelled; `on_change()`
     after the first answer and after every answer that changed a quantity (the slot manager
     follows the holdings). Owns `source`: closes it when this task returns.
+
+    Notices reach the book through the router, possibly late (its input channel behind): an
+    answer is applied only once `routed(cutoff_ns)` says every notice received before
+    `cutoff_ns` (`now_ns()` after the settle wait) has been applied, so each fill the answer
+    holds is in the book before the answer replaces it, never applied again after. Codes
+    with a fill received since the question are left alone (`AccountBook.reconcile`). If
+    the router is not there within `routed_wait_s`, the answer is dropped as a failure.
 
     Every fetch gets `fetch_timeout_s` in all (connect, a slow or trickled body included).
     started(): after the first attempt, answered, failed or timed out, so within
@@ -383,7 +416,7 @@ async def run_positions_sync(
     first = True
     try:
         while True:
-            since = book.fill_seq
+            asked_ns = now_ns()
             snapshot: dict[str, dict[str, BrokerPosition]] | None = None
             try:
                 with trio.fail_after(fetch_timeout_s):
@@ -392,11 +425,15 @@ async def run_positions_sync(
                 _failed(stats, source, f"no answer within {fetch_timeout_s:g}s")
             except PositionsError as exc:
                 _failed(stats, source, str(exc))
+            if snapshot is not None and not first:
+                await trio.sleep(settle_s)  # notices still upstream of the feeds
+                if not await _wait_routed(routed, now_ns(), routed_wait_s):
+                    _failed(stats, source, "the router did not catch up within "
+                                           f"{routed_wait_s:g}s: answer dropped")
+                    snapshot = None
             if snapshot is not None:
-                if not first:
-                    await trio.sleep(settle_s)
                 fixed = [c for account, held in snapshot.items()
-                         for c in book.reconcile(account, held, since=since)]
+                         for c in book.reconcile(account, held, asked_ns=asked_ns)]
                 stats.syncs += 1
                 stats.corrected += len(fixed)
                 stats.last_at = trio.current_time()
@@ -413,6 +450,18 @@ async def run_positions_sync(
     finally:
         with trio.move_on_after(POSITIONS_CLOSE_S, shield=True):
             await source.aclose()
+
+
+async def _wait_routed(routed: Callable[[int], bool] | None, cutoff_ns: int,
+                       wait_s: float) -> bool:
+    if routed is None:
+        return True
+    with trio.move_on_after(wait_s):
+        # a poll: the router's progress is channel statistics, which signal nothing
+        while not routed(cutoff_ns):  # noqa: ASYNC110
+            await trio.sleep(POSITIONS_ROUTED_POLL_S)
+        return True
+    return False
 
 
 def _failed(stats: SyncStats, source: PositionsSource, error: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import trio
 
-from tradestream.accounts import HttpPositions, SyncStats, run_positions_sync
+from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_positions_sync
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
@@ -145,6 +145,8 @@ async def run_service(
     scanner = MoverScanner()
     scanner_posted: set[str] = set()
     positions_stats = SyncStats()
+    # a positions answer is applied only behind the notices received before it (accounts.py)
+    router_progress = RouterProgress(events_out)
     d = s.detect
     detector = SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold,
                                   debounce_s=d.debounce_s)
@@ -220,6 +222,7 @@ async def run_service(
 
     def observe(ev: Event) -> None:
         slots.on_event(ev)  # every slot's data clock: trades, books, program trading, indexes
+        router_progress.observe(ev)  # after the router applied it (notices to the book)
         host.offer(ev)
 
     def on_tick(t: Tick) -> Event | None:
@@ -324,7 +327,8 @@ async def run_service(
                                     run_positions_sync,
                                     HttpPositions(s.kis.positions_url, s.kis.connect_timeout_s),
                                     state.accounts, holdings_changed,
-                                    s.kis.positions_every_s, positions_stats))
+                                    s.kis.positions_every_s, positions_stats,
+                                    routed=router_progress.routed))
                             intake.start_soon(slots.run)
                             intake.start_soon(_run_scanner, refresh_scanner,
                                               s.kis.scanner_every_s)

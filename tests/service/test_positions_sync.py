@@ -14,6 +14,7 @@ from tradestream.accounts import (
     BrokerPosition,
     HttpPositions,
     PositionsError,
+    RouterProgress,
     SyncStats,
     run_positions_sync,
     safe_source,
@@ -45,9 +46,15 @@ class Source:
         self.closed = True
 
 
-def fill(code: str, qty: int, order_no: str) -> Execution:
-    return Execution("kis-1", "demo", ACCT, order_no, "0", "buy", "fill", "new", False, code,
-                     qty, 1000, qty, 1000, datetime.now(KST), code, 0)
+def vnow_ns() -> int:
+    """The mock clock as a wall clock (received_ns and the sync's now_ns agree)."""
+    return round(trio.current_time() * 1e9)
+
+
+def fill(code: str, qty: int, order_no: str, side: str = "buy") -> Execution:
+    """A fill notice received now (virtual time)."""
+    return Execution("kis-1", "demo", ACCT, order_no, "0", side, "fill", "new", False, code,
+                     qty, 1000, qty, 1000, datetime.now(KST), code, vnow_ns())
 
 
 async def test_first_answer_before_started_then_periodic_with_settle(
@@ -59,8 +66,9 @@ async def test_first_answer_before_started_then_periodic_with_settle(
     source = Source(before, before, before, {**before, "000660": 4})
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_positions_sync, source, book,
-                            lambda: seen.append(book.positions_by_code()), 60.0, stats)
+        await nursery.start(partial(run_positions_sync, source, book,
+                                    lambda: seen.append(book.positions_by_code()), 60.0, stats,
+                                    now_ns=vnow_ns))
         # started(): the holdings from before today are in, and the slot manager was told
         assert seen == [{"005930": 1, "035720": 7}]
         assert stats.syncs == 1 and stats.corrected == 1 and stats.source == "scripted"
@@ -161,3 +169,74 @@ def test_the_source_shows_no_credentials() -> None:
     assert stats.as_dict()["source"] == "https://bridge.example:8443/positions"
     assert SyncStats(source="scripted").as_dict()["source"] == "scripted"
     assert safe_source("http://[::1/x") == "?"
+
+
+async def slow_router(events_in: trio.MemoryReceiveChannel[Execution], book: AccountBook,
+                      progress: RouterProgress, per_event_s: float) -> None:
+    """Stands in for run_router far behind: applies each notice `per_event_s` after taking
+    it, then tells `progress`, as service.py's observe() does."""
+    with events_in:
+        async for ev in events_in:
+            await trio.sleep(per_event_s)
+            book.apply(ev)
+            progress.observe(ev)
+
+
+async def test_an_answer_waits_for_the_notices_received_before_it(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # held 10; a sell of 4 is received at 59 and reaches the book only at 69 (the router is
+    # behind); the broker's answer to the question at 60 already has it: 6, not 6 - 4
+    book = AccountBook()
+    book.apply(fill("005930", 10, "1"))
+    events_out, events_in = trio.open_memory_channel[Execution](10)
+    progress = RouterProgress(events_out)
+    source = Source({"005930": 10}, {"005930": 6})
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_router, events_in, book, progress, 10.0)
+        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
+                                    routed=progress.routed, now_ns=vnow_ns))
+        await trio.sleep(59.0)
+        await events_out.send(fill("005930", 4, "2", side="sell"))
+        await trio.sleep(62.5 - trio.current_time())
+        assert stats.syncs == 1  # after the settle wait, but the router has not applied it
+        await trio.sleep(70.0 - trio.current_time())
+        assert stats.syncs == 2 and 69.0 <= (stats.last_at or 0) < 69.1
+        assert book.positions_by_code() == {"005930": 6} and stats.corrected == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_is_dropped_if_the_router_does_not_catch_up(
+        autojump_clock: trio.testing.MockClock) -> None:
+    book = AccountBook()
+    book.apply(fill("005930", 10, "1"))
+    events_out, events_in = trio.open_memory_channel[Execution](10)
+    progress = RouterProgress(events_out)
+    source = Source({"005930": 10}, {"005930": 6})
+    stats = SyncStats()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_router, events_in, book, progress, 30.0)
+        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
+                                    routed=progress.routed, routed_wait_s=10.0,
+                                    now_ns=vnow_ns))
+        await trio.sleep(59.0)
+        await events_out.send(fill("005930", 4, "2", side="sell"))
+        await trio.sleep(72.5 - trio.current_time())  # settle 2 s, then 10 s for the router
+        assert stats.syncs == 1 and stats.failures == 1 and "router" in stats.last_error
+        assert book.positions_by_code() == {"005930": 10}  # the answer was not applied
+        await trio.sleep(89.5 - trio.current_time())  # the notice applied at 89: 6
+        assert book.positions_by_code() == {"005930": 6}
+        await trio.sleep(134.1 - trio.current_time())  # asked at 132: nothing left to fix
+        assert stats.syncs == 2 and stats.corrected == 0 and stats.last_error == ""
+        nursery.cancel_scope.cancel()
+
+
+def test_router_progress() -> None:
+    events_out, events_in = trio.open_memory_channel[Execution](10)
+    progress = RouterProgress(events_out)
+    assert not progress.routed(5)  # nobody waiting on the edge: a router may hold one
+    progress.observe(Execution("kis-1", "demo", ACCT, "1", "0", "buy", "fill", "new", False,
+                               "005930", 1, 1000, 1, 1000, datetime.now(KST), "x", 7))
+    assert progress.routed(7) and not progress.routed(8)
+    events_out.close()
+    events_in.close()

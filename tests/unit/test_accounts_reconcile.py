@@ -20,9 +20,9 @@ ACCT = "5012345601"
 
 
 def fill(code: str, side: str, qty: int, price: int = 1000, account: str = ACCT,
-         order_no: str = "1") -> Execution:
+         order_no: str = "1", received_ns: int = 0) -> Execution:
     return Execution("kis-1", "demo", account, order_no, "0", side, "fill", "new", False, code,
-                     qty, price, qty, price, datetime.now(KST), code, 0)
+                     qty, price, qty, price, datetime.now(KST), code, received_ns)
 
 
 def held(*items: tuple[str, int, float]) -> dict[str, BrokerPosition]:
@@ -50,14 +50,26 @@ def test_reconcile_corrects_drift_both_ways() -> None:
 
 def test_reconcile_leaves_codes_filled_since_the_question_alone() -> None:
     book = AccountBook()
-    book.apply(fill("005930", "buy", 10))
-    since = book.fill_seq  # the question goes out now ...
-    book.apply(fill("000660", "buy", 5, order_no="2"))  # ... a fill arrives meanwhile
-    fixed = book.reconcile(ACCT, held(("005930", 10, 1000.0)), since=since)
+    book.apply(fill("005930", "buy", 10, received_ns=100))
+    asked = 200  # the question goes out ...
+    book.apply(fill("000660", "buy", 5, order_no="2", received_ns=250))  # ... a fill meanwhile
+    fixed = book.reconcile(ACCT, held(("005930", 10, 1000.0)), asked_ns=asked)
     assert fixed == [] and book.positions_by_code() == {"005930": 10, "000660": 5}
-    since = book.fill_seq
-    assert book.reconcile(ACCT, held(("005930", 10, 1000.0)), since=since) == [
+    assert book.reconcile(ACCT, held(("005930", 10, 1000.0)), asked_ns=300) == [
         Correction(ACCT, "000660", 5, 0)]
+
+
+def test_a_notice_received_before_the_question_but_applied_late_is_corrected_once() -> None:
+    # held 10; a sell of 4 is executed and its notice received (at 150) before the question
+    # (at 200), but it reaches the book only after the answer (the router behind). The sync
+    # waits for it (`routed`), so the answer replaces a book that has it: 6, not 2.
+    book = AccountBook()
+    book.apply(fill("005930", "buy", 10, received_ns=100))
+    book.apply(fill("005930", "sell", 4, order_no="2", received_ns=150))
+    assert book.reconcile(ACCT, held(("005930", 6, 1000.0)), asked_ns=200) == []
+    assert book.positions_by_code() == {"005930": 6}
+    _, change = book.apply(fill("005930", "sell", 2, order_no="3", received_ns=400))
+    assert book.positions_by_code() == {"005930": 4} and change is None
 
 
 def test_reconcile_touches_only_the_account_given() -> None:

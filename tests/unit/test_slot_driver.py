@@ -25,7 +25,13 @@ from tradestream.feeds.kis_feed import KisAdapter
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.protocol import ProtocolError
 from tradestream.gateway.topics import parse_topic
-from tradestream.slots.driver import UP_AFTER_S, SlotDriver, SlotSession, data_key
+from tradestream.slots.driver import (
+    NOTICE_MOVE_AFTER_S,
+    UP_AFTER_S,
+    SlotDriver,
+    SlotSession,
+    data_key,
+)
 from tradestream.slots.policy import Op, Priority, SlotManager
 
 NOTICE = ("H0STCNI0", "demo")
@@ -347,6 +353,53 @@ def test_the_notice_moves_to_a_survivor_and_back() -> None:
         "kis-1": (2, 2), "kis-2": (3, 3)}
     assert p.manager.pending() == []
     assert p.driver.stats["notice_moves"] == 2
+    p.in_sync()
+
+
+def test_the_notice_moves_off_a_carrier_down_briefly_and_back_home() -> None:
+    # kis-1 is down far less than lost_after_s; notices missed meanwhile are never resent,
+    # so the notice goes to kis-2 after NOTICE_MOVE_AFTER_S, and home again when kis-1 is up
+    p = Pool(n=2, capacity=3, notice=True, lost_after_s=120.0)
+    p.driver.set_picks(picks("000001", "000002", "000003", "000004"))
+    p.connect_all()
+    p.in_sync()
+    p.s["kis-1"].drop()
+    p.run(NOTICE_MOVE_AFTER_S)  # the first look starts the clock
+    assert p.driver.notice_session == "kis-1"
+    p.run(1)
+    assert p.driver.notice_session == "kis-2" and p.driver.as_dict()["lost_sessions"] == []
+    assert NOTICE in p.s["kis-2"].broker and len(p.s["kis-2"].broker) == 3
+    assert {n: u.capacity for n, u in p.manager.usage().items()} == {"kis-1": 3, "kis-2": 2}
+    p.in_sync()
+    p.s["kis-1"].connect()
+    p.s["kis-1"].status.state = "streaming"
+    p.step()
+    assert p.driver.notice_session == "kis-1"
+    assert NOTICE in p.s["kis-1"].broker and NOTICE not in p.s["kis-2"].broker
+    assert {n: u.capacity for n, u in p.manager.usage().items()} == {"kis-1": 2, "kis-2": 3}
+    assert p.manager.pending() == [] and p.driver.stats["notice_moves"] == 2
+    p.in_sync()
+
+
+def test_the_notice_leaves_a_down_carrier_once_another_session_is_up() -> None:
+    # everyone drops; the first session back takes the notice (its carrier has been down
+    # longer than NOTICE_MOVE_AFTER_S), long before the carrier would be lost
+    p = Pool(n=3, capacity=4, notice=True, lost_after_s=60.0)
+    p.driver.set_picks(picks("000001", "000002"))
+    p.connect_all()
+    for x in p.s.values():
+        x.drop()
+    p.run(10)
+    assert p.driver.notice_session == "kis-1"  # nobody up: nowhere better
+    p.s["kis-3"].connect()
+    p.s["kis-3"].status.state = "streaming"
+    p.step()
+    assert p.driver.notice_session == "kis-3" and NOTICE in p.s["kis-3"].broker
+    assert p.manager.usage()["kis-3"].capacity == 3
+    p.in_sync()
+    p.run(60)  # kis-1 and kis-2 are lost: the notice stays where it is live
+    assert p.driver.as_dict()["lost_sessions"] == ["kis-1", "kis-2"]
+    assert p.driver.notice_session == "kis-3"
     p.in_sync()
 
 

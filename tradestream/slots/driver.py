@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 UP_AFTER_S = 3.0  # connected this long without streaming: up (see _is_up)
+# the notice's carrier not up this long while another session is: the notice moves there
+# (KIS does not resend missed notices, so it cannot wait for lost_after_s)
+NOTICE_MOVE_AFTER_S = 5.0
 CONNECTED = frozenset({"subscribing", "streaming"})  # FeedStatus states with a live socket
 TR_FOR_KIND = {"price": TRADES_TR_ID, "orderbook": ORDER_BOOK_TR_ID}
 
@@ -114,6 +117,7 @@ class SlotDriver:
         on_audit: Callable[[Audit], None] | None = None,
         on_dropped: Callable[[Rejection], None] | None = None,
         lost_after_s: float = 120.0,
+        notice_move_after_s: float = NOTICE_MOVE_AFTER_S,
         market_open: Callable[[str], bool] = _always_open,  # per tr_id (slots/hours.py)
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
@@ -125,6 +129,7 @@ class SlotDriver:
         self._on_audit = on_audit
         self._on_dropped = on_dropped
         self._lost_after_s = lost_after_s
+        self._notice_move_after_s = notice_move_after_s
         self._market_open = market_open
         self._clock = clock
         # (tr_id, code) -> the subscriptions holding it: (connection id, topic as subscribed),
@@ -137,6 +142,7 @@ class SlotDriver:
         self._notice = notice
         self._home = next(iter(self.sessions), None) if notice is not None else None
         self._notice_at: str | None = None
+        self._notice_down_since: float | None = None  # its carrier not up since then
         # ops_sent: queued on a live socket; ops_dropped: its session was down (the next
         # connect registers the whole state); ops_skipped: its session is lost
         self.stats = {"ops_sent": 0, "ops_dropped": 0, "ops_skipped": 0, "refused": 0,
@@ -248,6 +254,7 @@ class SlotDriver:
             if name not in self._lost and down_for >= self._lost_after_s and (
                     not coming_up or down_for >= self._lost_after_s + UP_AFTER_S):
                 self._lose(name, now, down_for)
+        self._follow_notice(now)
         changes = self.apply(self.manager.tick(now, self._market_open))
         for rec in changes.stale:
             if rec.session in self._lost:
@@ -302,10 +309,48 @@ class SlotDriver:
         best.sort(key=lambda n: (not self._up[n], -usage[n].free))
         return best[0] if best else None
 
+    def _follow_notice(self, now: float) -> None:
+        """Keep the notice on a live session. KIS does not resend a notice missed while no
+        socket carried it, so it does not wait for its carrier to be lost: home takes it back
+        as soon as home is up, and a carrier not up for NOTICE_MOVE_AFTER_S (a stand-in picked
+        when nothing was up, or home down briefly) hands it to a session that is."""
+        if self._notice is None or self._home is None:
+            return
+        at, home = self._notice_at, self._home
+        if at != home and home not in self._lost and self._up[home]:
+            self._hand_notice(home, now, f"{home} up again")
+            return
+        if at is not None and self._up[at]:
+            self._notice_down_since = None
+            return
+        if self._notice_down_since is None:
+            self._notice_down_since = now
+        if now - self._notice_down_since < self._notice_move_after_s:
+            return
+        usage = self.manager.usage()
+        up = [n for n in self.sessions if self._up[n] and n not in self._lost and n != at
+              and self.sessions[n].capacity >= 1]
+        if up:
+            target = max(up, key=lambda n: usage[n].free)
+            self._hand_notice(target, now, f"{at or 'nobody'} not up for "
+                                           f"{now - self._notice_down_since:.0f}s")
+
+    def _hand_notice(self, to: str, now: float, why: str) -> None:
+        """Move the notice to `to` (not lost): `to` gives up a registration for it first, then
+        the old carrier, if it is not lost, unregisters it and gets that one back."""
+        assert self._notice is not None
+        old = self._notice_at
+        self.apply(self.manager.set_capacity(to, self.sessions[to].capacity - 1, now))
+        if old is not None and old not in self._lost:
+            self._send(Op(old, "unsubscribe", *self._notice))
+            self.apply(self.manager.set_capacity(old, self.sessions[old].capacity, now))
+        self._move_notice_to(to, why)
+
     def _move_notice_to(self, name: str, why: str) -> None:
         """Register the notice on `name`, whose manager capacity already left room for it."""
         assert self._notice is not None
         self._notice_at = name
+        self._notice_down_since = None
         self.stats["notice_moves"] += 1
         log.warning("execution notices now on %s (%s)", name, why)
         self._send(Op(name, "subscribe", *self._notice))

@@ -32,6 +32,7 @@ from tradestream.events import Execution
 log = logging.getLogger(__name__)
 
 MAX_ORDERS_PER_ACCOUNT = 2000  # oldest orders are forgotten beyond this (a day's worth)
+SEEN_NOTICES_MAX = 10_000  # natural keys remembered to drop a notice delivered twice
 
 
 @dataclass(slots=True)
@@ -111,14 +112,28 @@ class AccountBook:
         self._positions: dict[str, dict[str, Position]] = {}
         # (account, code) -> the latest received_ns of a fill applied to it
         self._last_fill_ns: dict[tuple[str, str], int] = {}
+        self._seen: OrderedDict[tuple[object, ...], None] = OrderedDict()  # Execution.key
+        self.duplicates = 0  # notices dropped as already applied
 
     def apply(self, ex: Execution) -> tuple[Order, HoldingChange | None]:
         """Fold one notice in; returns the order as it now stands and any holding change.
 
-        Re-sent notices (same natural key) must be filtered before this by the caller if it
-        replays; live notices are not re-sent by the broker within a session.
+        A notice whose natural key (`Execution.key`) is among the last SEEN_NOTICES_MAX is
+        dropped (the order returned as it stands, no change): during a handover the old and
+        the new socket may both deliver it, and a notice TR registered twice doubles all.
         """
         orders = self._orders.setdefault(ex.account, OrderedDict())
+        key = ex.key
+        if key in self._seen:
+            self._seen.move_to_end(key)
+            self.duplicates += 1
+            known = orders.get(ex.order_no)  # None once forgotten (MAX_ORDERS_PER_ACCOUNT)
+            return known or Order(ex.account, ex.order_no, ex.code, ex.side,
+                                  ex.order_qty or ex.quantity, ex.order_price or ex.price), None
+        else:
+            self._seen[key] = None
+            if len(self._seen) > SEEN_NOTICES_MAX:
+                self._seen.popitem(last=False)
         order = orders.get(ex.order_no)
         if order is None:
             order = Order(ex.account, ex.order_no, ex.code, ex.side, ex.order_qty or ex.quantity,

@@ -3,11 +3,13 @@ positions document."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import msgspec
 import pytest
 
 from tradestream.accounts import (
+    SEEN_NOTICES_MAX,
     AccountBook,
     BrokerPosition,
     Correction,
@@ -96,3 +98,30 @@ def test_positions_document() -> None:
                 {"accounts": [{"account": "", "positions": []}]}, [1, 2]):
         with pytest.raises(PositionsError):
             parse_positions(bad)
+
+
+def test_a_notice_delivered_twice_counts_once() -> None:
+    # a handover (old and new socket both deliver it) or a notice TR registered twice
+    book = AccountBook()
+    buy = fill("005930", "buy", 10)
+    _, change = book.apply(buy)
+    assert change is not None and change.held
+    order, change = book.apply(buy)
+    assert change is None and order.filled_qty == 10 and book.duplicates == 1
+    assert book.positions_by_code() == {"005930": 10}
+    # a second fill of the same order, same quantity and price but another time: a new one
+    later = msgspec.structs.replace(buy, time=buy.time + timedelta(seconds=1))
+    book.apply(later)
+    assert book.positions_by_code() == {"005930": 20} and book.duplicates == 1
+
+
+def test_the_duplicate_cache_is_bounded() -> None:
+    book = AccountBook()
+    first = fill("005930", "buy", 1)
+    book.apply(first)
+    for i in range(SEEN_NOTICES_MAX):
+        book.apply(msgspec.structs.replace(first, order_no=str(i + 2)))
+    assert book.positions_by_code() == {"005930": SEEN_NOTICES_MAX + 1}
+    book.apply(first)  # forgotten: the oldest key left the cache
+    assert book.positions_by_code() == {"005930": SEEN_NOTICES_MAX + 2}
+    assert book.duplicates == 0

@@ -47,6 +47,7 @@ class GatewaySettings:
     max_connections: int = 10_000
     handshake_timeout_s: float = 10.0  # to authenticate when the URL carries no token
     max_pending_handshakes: int = 256  # sockets waiting for an auth message, at most
+    max_demand_per_user: int = 10  # upstream slots one user's subscriptions alone may hold
     send_timeout_s: float = 10.0  # a socket write blocked this long: the client stopped reading
     # topic kind -> roles allowed to subscribe (kinds not listed: every role)
     topic_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -402,6 +403,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         outbox_max=int(_num(env, "WS_OUTBOX_MAX", g.outbox_max, int)) or g.outbox_max,
         max_pending_handshakes=int(_num(env, "WS_MAX_PENDING_HANDSHAKES",
                                         g.max_pending_handshakes, int)),
+        max_demand_per_user=int(_num(env, "WS_MAX_DEMAND_PER_USER", g.max_demand_per_user,
+                                     int)),
         rate_close_after=int(_num(env, "WS_RATE_CLOSE_AFTER", g.rate_close_after, int))
         or g.rate_close_after,
         topic_roles=_topic_roles(_get(env, "WS_TOPIC_ROLES") or ""),

@@ -432,7 +432,8 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
     notice = ("H0STCNI9" if k.paper else "H0STCNI0", k.hts_id) if k.hts_id else None
     driver = SlotDriver(manager, sessions, notice=notice, static_prices=prices,
                         static_books=books, on_dropped=dropped, on_audit=on_audit,
-                        lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time)
+                        lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time,
+                        max_demand_per_user=s.gateway.max_demand_per_user)
     driver.set_picks(k.pick_keys())
     if manager.pending():
         log.warning("%d configured registrations wait for a slot (capacity %d over %d "

@@ -46,7 +46,7 @@ class RecordingDemand:
         self.claims: list[tuple[int, str]] = []
         self.releases: list[tuple[int, str]] = []
 
-    def claim(self, owner: int, topic: Topic) -> None:
+    def claim(self, owner: int, topic: Topic, user: str = "") -> None:
         self.claims.append((owner, topic.raw))
 
     def release(self, owner: int, topic: Topic) -> None:

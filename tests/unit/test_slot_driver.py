@@ -629,3 +629,31 @@ def test_priority_of_a_moved_holding() -> None:
     assert rec is not None and rec.session == other and rec.priority is Priority.HOLDING
     assert p.driver.stats["dropped"] >= 1
     p.in_sync()
+
+
+def test_one_users_demand_cannot_take_all_the_room() -> None:
+    p = Pool(capacity=10)
+    p.driver = SlotDriver(p.manager, [SlotSession(x.name, 10, x.adapter, x.status)
+                                      for x in p.s.values()], clock=p.clock,
+                          max_demand_per_user=3)
+    p.driver.set_picks(picks("000001"))
+    for i, code in enumerate(("100001", "100002", "100003")):
+        p.driver.claim(i, parse_topic(f"price:{code}"), "mallory")
+    with pytest.raises(ProtocolError) as refused:
+        p.driver.claim(9, parse_topic("price:100004"), "mallory")
+    assert (refused.value.code, refused.value.topic) == ("demand_limit", "price:100004")
+    # what exists anyway costs nothing: a pick, or a code someone else's demand streams
+    p.driver.claim(9, parse_topic("price:000001"), "mallory")
+    p.driver.claim(20, parse_topic("price:200001"), "alice")
+    p.driver.claim(21, parse_topic("price:200001"), "mallory")
+    p.driver.claim(22, parse_topic("price:200002"), "alice")  # others are not held back
+    # a released code gives the room back
+    p.driver.release(0, parse_topic("price:100001"))
+    p.driver.claim(9, parse_topic("price:100004"), "mallory")
+    assert p.manager.slot(T, "100004") is not None
+    # a dropped one too: the pool fills with picks, which evict demand (oldest first)
+    p.driver.set_picks(picks("000001", *(f"30000{i}" for i in range(8)),
+                             *(f"40000{i}" for i in range(8))))
+    assert p.manager.slot(T, "100002") is None  # evicted
+    p.driver.set_picks(picks("000001"))
+    p.driver.claim(10, parse_topic("price:100005"), "mallory")

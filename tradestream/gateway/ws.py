@@ -61,7 +61,7 @@ CLOSE_REASONS = {CLOSE_GOING_AWAY: "shutdown", CLOSE_HEARTBEAT: "heartbeat",
 class Demand(Protocol):
     """Upstream data for a client's topic: granted, or refused with a ProtocolError."""
 
-    def claim(self, owner: int, topic: Topic) -> None: ...
+    def claim(self, owner: int, topic: Topic, user: str = "") -> None: ...
 
     def release(self, owner: int, topic: Topic) -> None: ...
 
@@ -74,7 +74,7 @@ class StaticDemand:
     prices: frozenset[str] = frozenset()
     books: frozenset[str] = frozenset()
 
-    def claim(self, owner: int, topic: Topic) -> None:
+    def claim(self, owner: int, topic: Topic, user: str = "") -> None:
         if topic.kind == "price" and topic.arg not in self.prices:
             raise protocol.ProtocolError("not_streamed", f"{topic.arg} is not on the watchlist")
         if topic.kind == "orderbook" and topic.arg not in self.books:
@@ -404,7 +404,7 @@ class Connection:
                                          + " or ".join(roles), raw_topic)
         keys = self._hub_keys(topic)
         assert self.ctx.demand is not None
-        self.ctx.demand.claim(self.client.id, topic)
+        self.ctx.demand.claim(self.client.id, topic, self.identity.user_id)
         for key in keys:
             if topic.cadence_s:
                 hub.subscribe(self.client, topic.name, key=key, period=topic.cadence_s)

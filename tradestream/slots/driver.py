@@ -120,6 +120,7 @@ class SlotDriver:
         notice_move_after_s: float = NOTICE_MOVE_AFTER_S,
         market_open: Callable[[str], bool] = _always_open,  # per tr_id (slots/hours.py)
         clock: Callable[[], float] = trio.current_time,
+        max_demand_per_user: int = 0,  # codes a user's demand alone may hold (0: no cap)
     ) -> None:
         """`manager` must know every session at its `capacity`; with `notice`, the first
         session is the notice's home and its capacity shrinks by one here."""
@@ -128,6 +129,9 @@ class SlotDriver:
         self._static = {TRADES_TR_ID: static_prices, ORDER_BOOK_TR_ID: static_books}
         self._on_audit = on_audit
         self._on_dropped = on_dropped
+        self._max_demand_per_user = max_demand_per_user
+        self._user_demand: dict[str, set[Key]] = {}  # user -> demand slots made for them
+        self._demand_by: dict[Key, str] = {}  # such a slot -> the user it was made for
         self._lost_after_s = lost_after_s
         self._notice_move_after_s = notice_move_after_s
         self._market_open = market_open
@@ -171,6 +175,7 @@ class SlotDriver:
         for rejection in changes.dropped:
             self.stats["dropped"] += 1
             self._demand.pop((rejection.tr_id, rejection.code), None)
+            self._forget_demand((rejection.tr_id, rejection.code))
             if self._on_dropped is not None:
                 self._on_dropped(rejection)
         return changes
@@ -182,7 +187,11 @@ class SlotDriver:
             self.stats["ops_dropped"] += 1
 
     # -- the gateway's demand ------------------------------------------------------------------
-    def claim(self, owner: int, topic: Topic) -> None:
+    def claim(self, owner: int, topic: Topic, user: str = "") -> None:
+        """A client's subscription needs `topic` upstream. Refused (ProtocolError) with
+        `no_slot` when the pool has no room for it, or `demand_limit` when `user` already
+        holds `max_demand_per_user` slots that exist for their demand alone: one client cannot
+        take all the room there is for everybody's demand."""
         tr_id = TR_FOR_KIND.get(topic.kind)
         if tr_id is None or topic.arg is None or topic.arg in self._static[tr_id]:
             return  # not a slot topic, or served without a KIS slot
@@ -191,12 +200,30 @@ class SlotDriver:
         if owners:
             owners.add((owner, topic.raw))
             return
+        fresh = self.manager.slot(tr_id, topic.arg) is None  # this claim would make a slot
+        cap = self._max_demand_per_user
+        if fresh and user and cap and len(self._user_demand.get(user, ())) >= cap:
+            self.stats["refused"] += 1
+            raise ProtocolError("demand_limit", f"no upstream slot for {topic.name}: you "
+                                f"already hold {cap} streams that only your subscriptions "
+                                "need", topic.raw)
         changes = self.apply(self.manager.claim(Priority.DEMAND, tr_id, topic.arg, self._clock()))
         if changes.refused:
             self.stats["refused"] += 1
             raise ProtocolError("no_slot", f"no upstream slot for {topic.name}: "
                                 f"{changes.refused[0].reason}", topic.raw)
         self._demand[key] = {(owner, topic.raw)}
+        if fresh and user:
+            self._user_demand.setdefault(user, set()).add(key)
+            self._demand_by[key] = user
+
+    def _forget_demand(self, key: Key) -> None:
+        user = self._demand_by.pop(key, None)
+        if user is not None:
+            keys = self._user_demand[user]
+            keys.discard(key)
+            if not keys:
+                del self._user_demand[user]
 
     def release(self, owner: int, topic: Topic) -> None:
         tr_id = TR_FOR_KIND.get(topic.kind)
@@ -209,6 +236,7 @@ class SlotDriver:
         owners.discard((owner, topic.raw))
         if not owners:
             del self._demand[key]
+            self._forget_demand(key)
             self.apply(self.manager.release(Priority.DEMAND, tr_id, topic.arg, self._clock()))
 
     # -- holdings, picks, scanner --------------------------------------------------------------

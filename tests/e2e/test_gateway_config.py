@@ -34,6 +34,7 @@ def test_gateway_limits_from_the_environment() -> None:
         "TRADESTREAM_WS_HANDSHAKE_TIMEOUT_S": "2.5", "TRADESTREAM_WS_SEND_TIMEOUT_S": "4",
         "TRADESTREAM_WS_OUTBOX_MAX": "256", "TRADESTREAM_WS_PING_INTERVAL_S": "15",
         "TRADESTREAM_WS_MAX_PENDING_HANDSHAKES": "8",
+        "TRADESTREAM_WS_MAX_DEMAND_PER_USER": "4",
         "TRADESTREAM_WS_MAX_MISSED_PONGS": "3",
         "TRADESTREAM_WS_TOPIC_ROLES": "strategy=admin|producer; order=admin",
     }).gateway
@@ -42,6 +43,7 @@ def test_gateway_limits_from_the_environment() -> None:
     assert (g.max_connections_per_user, g.max_connections) == (3, 99)
     assert (g.handshake_timeout_s, g.send_timeout_s, g.outbox_max) == (2.5, 4.0, 256)
     assert (g.ping_interval_s, g.max_missed_pongs, g.max_pending_handshakes) == (15.0, 3, 8)
+    assert g.max_demand_per_user == 4 and from_env({}).gateway.max_demand_per_user == 10
     assert g.topic_roles == (("strategy", ("admin", "producer")), ("order", ("admin",)))
     defaults = from_env({}).gateway  # safe defaults when nothing is set
     assert (defaults.rate_per_s, defaults.max_subscriptions, defaults.max_connections) == (

@@ -407,7 +407,8 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
 
     def dropped(r: Rejection) -> None:
         topic = _TOPIC_FOR_TR.get(r.tr_id, r.tr_id + ":") + r.code
-        hub.notify(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
+        # the lost subscriptions end (hub.revoke): subscribing again is a new claim
+        hub.revoke(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
                                "error"))
 
     holidays = frozenset(k.market_holidays)

@@ -222,6 +222,13 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
                 lost = await recv_type(ws, "error", skip=("price_update", "ping", "order_update",
                                                           "subscribed"))
                 assert (lost["code"], lost["topic"]) == ("slot_lost", f"price:{granted[0]}")
+                # the subscription ended with its slot: asking again is a new claim, which
+                # the full pool refuses (not an echo of "subscribed" with no data behind it)
+                assert f"price:{granted[0]}" not in running.hub.subscriptions()
+                await send(ws, type="subscribe", topic=f"price:{granted[0]}")
+                again = await recv_type(ws, "error", skip=("price_update", "ping",
+                                                           "order_update", "subscribed"))
+                assert (again["code"], again["topic"]) == ("no_slot", f"price:{granted[0]}")
                 await in_sync(running, "holding registered")
                 slot = running.slots.manager.slot("H0STCNT0", held)
                 assert slot is not None and slot.priority.name == "HOLDING"

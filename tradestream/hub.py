@@ -323,15 +323,6 @@ class Hub:
         self._count(msg.kind, len(subs))
         return len(subs)
 
-    def notify(self, topic: str, msg: Msg) -> int:
-        """A lossless notice to every subscriber of `topic`, cadenced ones included."""
-        n = self.publish(topic, msg)
-        for g in self._cadences.get(topic, {}).values():
-            for client in list(g.subs.values()):
-                client.outbox.put(msg)
-            n += len(g.subs)
-        return n
-
     def revoke(self, topic: str, msg: Msg) -> int:
         """End every subscription to `topic` (cadenced ones included), telling each subscriber
         with the lossless `msg`; the topic is added to each client's `revoked` set so the

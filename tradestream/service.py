@@ -278,7 +278,8 @@ async def run_service(
                                  engine=engine, ping_interval_s=g.ping_interval_s,
                                  max_missed_pongs=g.max_missed_pongs, settings=g,
                                  metrics=metrics, books=state.books, last=state.last,
-                                 accounts=state.accounts, demand=slots)
+                                 accounts=state.accounts, demand=slots,
+                                 slots_summary=lambda admin: slots.summary(admin=admin))
             app = create_app(ctx)
             register_slots(app, slots, auth, scanner_posted, refresh_scanner, tuple(
                 k for k in s.kis.pick_keys() if k[0] not in ("H0STCNT0", "H0STASP0")))

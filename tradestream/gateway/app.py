@@ -70,9 +70,8 @@ def create_app(ctx: GatewayContext) -> QuartTrio:
                                        if not k.startswith("order:")}
             if orders:
                 status["subscriptions"]["order"] = orders
-            slots = status.get("slots")
-            if isinstance(slots, dict):
-                status["slots"] = {k: v for k, v in slots.items() if k != "recent"}
+            if ctx.slots_summary is not None and "slots" in status:
+                status["slots"] = ctx.slots_summary(False)
         return status
 
     @app.websocket("/api/ws")

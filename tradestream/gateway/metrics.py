@@ -50,6 +50,13 @@ class GatewayMetrics:
             registry=r)
         self.written: dict[str, int] = {}  # message type -> messages written to sockets
 
+    def observe_message(self, m: Msg) -> None:
+        """One message written as its own frame."""
+        self.frames_out.inc()
+        self.written[m.kind] = self.written.get(m.kind, 0) + 1
+        if m.ns:
+            self.latency.observe((time.time_ns() - m.ns) / 1e9)
+
     def observe_frame(self, batch: list[Msg]) -> None:
         self.frames_out.inc()
         oldest = 0

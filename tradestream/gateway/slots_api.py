@@ -27,32 +27,6 @@ def _codes(body: Any, field: str) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-def _without_holdings(listing: dict[str, Any]) -> dict[str, Any]:
-    """The slots listing for a non-admin: no audits, no holding claims (a slot held only for
-    a holding is left out; others keep their next-best claim as their priority).
-
-    Nothing may tell the holdings apart: each session's `used` counts the rows listed (the
-    manager's count less the listed rows would be the holding-only slots), and rows are
-    sorted by (session, tr_id, code), not by priority (holdings first would show which
-    listed slots also carry a holding claim)."""
-    out = {k: v for k, v in listing.items() if k not in ("recent", "slots", "pending", "usage")}
-    for part in ("slots", "pending"):
-        rows = []
-        for row in listing[part]:
-            claims = [c for c in row["claims"] if c != "holding"]
-            if claims:
-                rows.append({**row, "claims": claims, "priority": claims[0]})
-        rows.sort(key=lambda r: (r.get("session") or "", r["tr_id"], r["code"]))
-        out[part] = rows
-    if "usage" in listing:
-        used: dict[str, int] = {}
-        for row in out["slots"]:
-            used[row.get("session") or ""] = used.get(row.get("session") or "", 0) + 1
-        out["usage"] = {name: {**u, "used": used.get(name, 0)}
-                        for name, u in listing["usage"].items()}
-    return out
-
-
 def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
                    scanner_posted: set[str], on_scanner: Any,
                    kept: tuple[tuple[str, str], ...] = ()) -> None:
@@ -77,8 +51,7 @@ def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
         ident = verify()
         if isinstance(ident, tuple):
             return ident
-        listing = {**driver.as_dict(), "slots": driver.slots(), "pending": driver.pending()}
-        return listing if ident.is_admin else _without_holdings(listing)
+        return driver.listing(admin=ident.is_admin)
 
     @app.put("/api/watchlist/picks")
     async def picks() -> Any:

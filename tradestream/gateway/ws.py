@@ -31,7 +31,7 @@ from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenEx
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.gateway.serve import WriteProbe, write_probe
-from tradestream.gateway.topics import KINDS, Topic, parse_topic
+from tradestream.gateway.topics import Topic, parse_topic
 from tradestream.hub import (
     CLOSE_GOING_AWAY,
     CLOSE_HEARTBEAT,
@@ -101,6 +101,8 @@ class GatewayContext:
     last: Mapping[str, Msg] = field(default_factory=dict)  # latest index / gate message
     accounts: AccountBook = field(default_factory=AccountBook)
     demand: Demand | None = None
+    # the status endpoint's `slots` section for an admin (True) or anyone else (False)
+    slots_summary: Callable[[bool], dict[str, Any]] | None = None
     # store reads of every connection together (get_price); the engine's pool has 5+10
     read_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
 
@@ -109,11 +111,7 @@ class GatewayContext:
     def __post_init__(self) -> None:
         if self.demand is None:
             self.demand = StaticDemand(self.streamed, frozenset(self.books))
-        self._roles = dict(self.settings.topic_roles)
-        unknown = sorted(set(self._roles) - KINDS)
-        if unknown:  # a misspelt kind would silently leave that topic open to everyone
-            raise ValueError(f"topic roles name unknown topic kinds: {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(KINDS))})")
+        self._roles = dict(self.settings.topic_roles)  # kinds checked by config._topic_roles
 
     def roles_for(self, kind: str) -> tuple[str, ...] | None:
         return self._roles.get(kind)
@@ -245,7 +243,15 @@ class Connection:
         # closed or counted as sent, and what is left in the outbox counts as discarded.
         probe = WriteProbe(self._aborted)
         write_probe.set(probe)
-        taken: list[Msg] = []
+
+        async def write(text: str) -> bool:
+            """Send one frame; False if the connection is gone."""
+            before = probe.writes
+            await websocket.send(text)
+            if self._write_aborted or (before and probe.writes == before):
+                self._write_aborted = True
+            return not self._write_aborted
+
         while not self._write_aborted:
             batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
             if isinstance(batch, CloseRequest):
@@ -257,20 +263,16 @@ class Connection:
             if client.batch and len(batch) > 1:
                 # One frame for all that is queued: the per-frame cost dominates
                 # (STACK-NOTES §3), and nothing waits for a batch to fill.
-                frames: list[list[Msg]] = [batch]
-                texts = ["[" + ",".join([x.payload for x in batch]) + "]"]
-            else:
-                frames = [[x] for x in batch]
-                texts = [x.payload for x in batch]
-            for i, text in enumerate(texts):
-                before = probe.writes
-                await websocket.send(text)
-                if self._write_aborted or (before and probe.writes == before):
-                    self._write_aborted = True
-                    taken = [x for f in frames[i:] for x in f]
+                if not await write("[" + ",".join([x.payload for x in batch]) + "]"):
+                    outbox.discarded += len(batch)
                     break
-                m.observe_frame(frames[i])
-        client.outbox.discarded += len(taken)
+                m.observe_frame(batch)
+            else:
+                for i, x in enumerate(batch):
+                    if not await write(x.payload):
+                        outbox.discarded += len(batch) - i
+                        break
+                    m.observe_message(x)
         self._nursery.cancel_scope.cancel()
 
     async def _expiry(self) -> None:

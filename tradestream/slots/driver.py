@@ -450,6 +450,22 @@ class SlotDriver:
                 **self.stats,
                 "recent": [_audit_dict(a) for a in self.manager.audit_log[-20:]]}
 
+    def listing(self, *, admin: bool = True) -> dict[str, Any]:
+        """Every slot, the pending claims and the counters (`GET /api/slots`); for anyone
+        but an admin without the holdings (`without_holdings`)."""
+        out = {**self.as_dict(), "slots": self.slots(), "pending": self.pending()}
+        return out if admin else without_holdings(out)
+
+    def summary(self, *, admin: bool = True) -> dict[str, Any]:
+        """The status endpoint's `slots` section: `as_dict()`, or for anyone but an admin the
+        same counters from the listing without the holdings."""
+        if admin:
+            return self.as_dict()
+        public = self.listing(admin=False)
+        public["pending"] = len(public.pop("pending"))
+        del public["slots"]
+        return public
+
     def slots(self) -> list[dict[str, Any]]:
         return [{"session": r.session, "tr_id": r.tr_id, "code": r.code,
                  "priority": r.priority.name.lower(), "claims": [c.name.lower() for c in r.claims],
@@ -466,3 +482,29 @@ class SlotDriver:
 def _audit_dict(a: Audit) -> dict[str, Any]:
     return {"at": a.at, "action": a.action, "session": a.session, "tr_id": a.tr_id,
             "code": a.code, "priority": a.priority.name.lower(), "reason": a.reason}
+
+
+def without_holdings(listing: dict[str, Any]) -> dict[str, Any]:
+    """The slots listing for a non-admin: no audits, no holding claims (a slot held only for
+    a holding is left out; others keep their next-best claim as their priority).
+
+    Nothing may tell the holdings apart: each session's `used` counts the rows listed (the
+    manager's count less the listed rows would be the holding-only slots), and rows are
+    sorted by (session, tr_id, code), not by priority (holdings first would show which
+    listed slots also carry a holding claim)."""
+    out = {k: v for k, v in listing.items() if k not in ("recent", "slots", "pending", "usage")}
+    for part in ("slots", "pending"):
+        rows = []
+        for row in listing[part]:
+            claims = [c for c in row["claims"] if c != "holding"]
+            if claims:
+                rows.append({**row, "claims": claims, "priority": claims[0]})
+        rows.sort(key=lambda r: (r.get("session") or "", r["tr_id"], r["code"]))
+        out[part] = rows
+    if "usage" in listing:
+        used: dict[str, int] = {}
+        for row in out["slots"]:
+            used[row.get("session") or ""] = used.get(row.get("session") or "", 0) + 1
+        out["usage"] = {name: {**u, "used": used.get(name, 0)}
+                        for name, u in listing["usage"].items()}
+    return out

@@ -208,7 +208,7 @@ class AccountBook:
         run_positions_sync): a notice applied later would count a second time what the
         answer already holds. Returns the quantity changes (average-price changes are made
         silently)."""
-        mine = self._positions.get(account, {})
+        mine = self._positions.setdefault(account, {})
         out: list[Correction] = []
         for code in sorted(set(mine) | set(positions)):
             if asked_ns is not None and self._last_fill_ns.get((account, code), -1) >= asked_ns:
@@ -217,16 +217,10 @@ class AccountBook:
             theirs = positions.get(code)
             before = have.quantity if have else 0
             after = theirs.quantity if theirs is not None and theirs.quantity > 0 else 0
-            if after == 0:
-                if have is not None:
-                    del mine[code]
-            elif theirs is not None:
-                mine[code] = Position(code, after, round(after * theirs.avg_price))
+            self.set_position(account, code, after, theirs.avg_price if theirs else 0.0)
             if before != after:
                 out.append(Correction(account, code, before, after))
-        if mine:
-            self._positions[account] = mine
-        else:
+        if not mine:
             self._positions.pop(account, None)
         return out
 

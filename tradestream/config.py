@@ -105,11 +105,17 @@ class KisSettings:
         regs = [("H0STCNT0", code) for code in self.watchlist]
         return regs + [r for r in self.extra if r not in regs]
 
+    def notice_key(self) -> tuple[str, str] | None:
+        """The execution-notice registration (H0STCNI0, or H0STCNI9 when paper) for the HTS
+        id, if one is configured."""
+        return ("H0STCNI9" if self.paper else "H0STCNI0", self.hts_id) if self.hts_id else None
+
     def registrations(self) -> list[tuple[str, str]]:
         regs = [("H0STCNT0", code) for code in self.watchlist]
         regs += [r for r in self.extra if r not in regs]
-        if self.hts_id:
-            regs.append(("H0STCNI9" if self.paper else "H0STCNI0", self.hts_id))
+        notice = self.notice_key()
+        if notice is not None:
+            regs.append(notice)
         return regs
 
 

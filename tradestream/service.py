@@ -431,8 +431,7 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
         sessions.append(SlotSession(name, capacity, adapter, status))
     manager = SlotManager({x.name: capacity for x in sessions},
                           scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
-    notice = ("H0STCNI9" if k.paper else "H0STCNI0", k.hts_id) if k.hts_id else None
-    driver = SlotDriver(manager, sessions, notice=notice, static_prices=prices,
+    driver = SlotDriver(manager, sessions, notice=k.notice_key(), static_prices=prices,
                         static_books=books, on_dropped=dropped, on_audit=on_audit,
                         lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time,
                         max_demand_per_user=s.gateway.max_demand_per_user)

@@ -13,6 +13,7 @@ from trio_websocket import WebSocketConnection
 from tradestream.config import KisSettings
 from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
 from tradestream.feeds.session import (
+    CONNECTED,
     CredentialRejected,
     DecoderAdapter,
     FeedStatus,
@@ -106,8 +107,7 @@ class KisAdapter(DecoderAdapter):
     def live(self) -> bool:
         """A connection is up: run_feed marks any other state ("backoff", ...) before the next
         connect, even when the connection failed before `pump` started."""
-        return self._live and self._status is not None and self._status.state in (
-            "subscribing", "streaming")
+        return self._live and self._status is not None and self._status.state in CONNECTED
 
     def send_op(self, op: Op) -> bool:
         """Queue a register or unregister of one (tr_id, code) on the live socket (slot

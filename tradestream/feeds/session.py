@@ -64,6 +64,10 @@ class FeedTiming:
     backoff_cap_s: float = 1.0
 
 
+#: FeedStatus states with a live socket
+CONNECTED = frozenset({"subscribing", "streaming"})
+
+
 @dataclass
 class FeedStatus:
     """Live state of one feed session; written by its task, read by the status endpoint."""

@@ -35,7 +35,7 @@ import trio
 
 from tradestream.events import Event, IndexTick, OrderBook, ProgramTrade, Tick
 from tradestream.feeds.kis import INDEX_TR, ORDER_BOOK_TRS, PROGRAM_TRADE_TRS, TRADE_TRS
-from tradestream.feeds.session import FeedStatus
+from tradestream.feeds.session import CONNECTED, FeedStatus
 from tradestream.gateway.protocol import ProtocolError
 from tradestream.gateway.topics import Topic
 from tradestream.slots.policy import (
@@ -56,7 +56,6 @@ UP_AFTER_S = 3.0  # connected this long without streaming: up (see _is_up)
 # the notice's carrier not up this long while another session is: the notice moves there
 # (KIS does not resend missed notices, so it cannot wait for lost_after_s)
 NOTICE_MOVE_AFTER_S = 5.0
-CONNECTED = frozenset({"subscribing", "streaming"})  # FeedStatus states with a live socket
 TR_FOR_KIND = {"price": TRADES_TR_ID, "orderbook": ORDER_BOOK_TR_ID}
 
 Key = tuple[str, str]  # (tr_id, code)
@@ -174,8 +173,7 @@ class SlotDriver:
                 self._on_audit(audit)
         for rejection in changes.dropped:
             self.stats["dropped"] += 1
-            self._demand.pop((rejection.tr_id, rejection.code), None)
-            self._forget_demand((rejection.tr_id, rejection.code))
+            self._drop_demand((rejection.tr_id, rejection.code))
             if self._on_dropped is not None:
                 self._on_dropped(rejection)
         return changes
@@ -217,7 +215,9 @@ class SlotDriver:
             self._user_demand.setdefault(user, set()).add(key)
             self._demand_by[key] = user
 
-    def _forget_demand(self, key: Key) -> None:
+    def _drop_demand(self, key: Key) -> None:
+        """No subscription holds `key` any more (released, or its slot dropped)."""
+        self._demand.pop(key, None)
         user = self._demand_by.pop(key, None)
         if user is not None:
             keys = self._user_demand[user]
@@ -235,8 +235,7 @@ class SlotDriver:
             return
         owners.discard((owner, topic.raw))
         if not owners:
-            del self._demand[key]
-            self._forget_demand(key)
+            self._drop_demand(key)
             self.apply(self.manager.release(Priority.DEMAND, tr_id, topic.arg, self._clock()))
 
     # -- holdings, picks, scanner --------------------------------------------------------------

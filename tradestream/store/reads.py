@@ -81,7 +81,8 @@ def bucket_start(dt: datetime, interval_s: int) -> datetime:
 
 
 def ohlcv(trades: Iterable[tuple[datetime, int, int]], interval_s: int) -> list[dict[str, Any]]:
-    """Bars from (time, price, trade volume) in time order (pure)."""
+    """Bars from (time, price, trade volume) in time order (pure): the reference arithmetic
+    that `bars()`, which has the database aggregate, is tested against."""
     bars: list[dict[str, Any]] = []
     current: datetime | None = None
     for when, price, qty in trades:

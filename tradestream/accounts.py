@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from tradestream.errors import PositionsError
 from tradestream.events import Execution
 
 log = logging.getLogger(__name__)
@@ -258,10 +259,6 @@ POSITIONS_FETCH_TIMEOUT_S = 5.0  # one fetch in all; httpx's own timeout is per 
 POSITIONS_CLOSE_S = 1.0  # closing the source's connections at a stop
 POSITIONS_ROUTED_WAIT_S = 10.0  # for the router to apply the notices ahead of an answer
 POSITIONS_ROUTED_POLL_S = 0.05
-
-
-class PositionsError(Exception):
-    """The positions source could not be read or answered something unusable."""
 
 
 def parse_positions(body: object) -> dict[str, dict[str, BrokerPosition]]:

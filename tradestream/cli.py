@@ -19,7 +19,8 @@ import trio
 
 from tradestream import config as config_mod
 from tradestream import logs
-from tradestream.config import ConfigError, Settings
+from tradestream.config import Settings
+from tradestream.errors import ConfigError
 
 log = logging.getLogger("tradestream")
 
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.cmd in ("run", "replay"):
-        from tradestream.store.migrate import SchemaOutOfDate
+        from tradestream.errors import SchemaOutOfDate
 
         status = 0
         try:

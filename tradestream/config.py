@@ -11,17 +11,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 
-from tradestream.sim.market import DEFAULT_TICKERS
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the variable."""
-
-
-#: the execution-notice TRs (live, paper), registered for TRADESTREAM_KIS_HTS_ID
-NOTICE_TR_IDS = frozenset({"H0STCNI0", "H0STCNI9"})
-#: KIS allows 41 registrations per session over all TR IDs (kis.md §3).
-KIS_REGISTRATION_LIMIT = 41
+from tradestream.errors import ConfigError
+from tradestream.universe import DEFAULT_TICKERS
+from tradestream.upstream import (
+    KIS_BOOK,
+    KIS_INDEX,
+    KIS_NOTICE,
+    KIS_NOTICE_PAPER,
+    KIS_PROGRAM,
+    KIS_REGISTRATION_LIMIT,
+    KIS_TRADES,
+    LS_NEWS,
+    LS_NEWS_KEY,
+    NOTICE_TR_IDS,
+)
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,16 @@ class KisSettings:
     def pick_keys(self) -> list[tuple[str, str]]:
         """The configured daily picks as (tr_id, code): trades for the watchlist, then the
         extra registrations."""
-        regs = [("H0STCNT0", code) for code in self.watchlist]
+        regs = [(KIS_TRADES, code) for code in self.watchlist]
         return regs + [r for r in self.extra if r not in regs]
 
     def notice_key(self) -> tuple[str, str] | None:
         """The execution-notice registration (H0STCNI0, or H0STCNI9 when paper) for the HTS
         id, if one is configured."""
-        return ("H0STCNI9" if self.paper else "H0STCNI0", self.hts_id) if self.hts_id else None
+        return (KIS_NOTICE_PAPER if self.paper else KIS_NOTICE, self.hts_id) if self.hts_id else None
 
     def registrations(self) -> list[tuple[str, str]]:
-        regs = [("H0STCNT0", code) for code in self.watchlist]
+        regs = [(KIS_TRADES, code) for code in self.watchlist]
         regs += [r for r in self.extra if r not in regs]
         notice = self.notice_key()
         if notice is not None:
@@ -126,7 +129,7 @@ class LsSettings:
     rest_url: str = ""
     app_key: str = "sim-appkey"
     app_secret: str = "sim-appsecret"
-    subscriptions: tuple[tuple[str, str], ...] = (("NWS", "NWS001"),)
+    subscriptions: tuple[tuple[str, str], ...] = ((LS_NEWS, LS_NEWS_KEY),)
     min_title_chars: int = 5
     media_file: str = ""  # id -> media name JSON; empty: the bundled placeholder table
     stale_s: float = 600.0  # LS documents no heartbeat: only a long silence means dead
@@ -154,7 +157,7 @@ class SimSettings:
     ping_interval_s: float = 5.0
     max_missed_pings: int = 3
     max_records_per_frame: int = 3
-    registration_limit: int = 41
+    registration_limit: int = KIS_REGISTRATION_LIMIT
     drop_every_s: float = 0.0  # fault: close every session this often (0: never)
     malformed_rate: float = 0.0  # fault: share of data frames replaced by garbage
     reject_credentials: bool = False  # fault: refuse approval keys and tokens
@@ -270,7 +273,7 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
         if unknown:
             raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown roles {unknown} (user, "
                               "producer, admin)")
-        from tradestream.gateway.topics import KINDS  # the gateway's topic kinds
+        from tradestream.topics import KINDS  # the gateway's topic kinds
 
         if kind.strip() not in KINDS:  # a misspelt kind would leave that topic open to all
             raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown topic kind {kind.strip()!r} "
@@ -318,8 +321,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         # the slot manager spreads over two KIS sessions.
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else (
-            ("H0STASP0", "005930"), ("H0STASP0", "000660"), ("H0STPGM0", "005930"),
-            ("H0UPCNT0", "0001"), ("H0UPCNT0", "1001"))
+            (KIS_BOOK, "005930"), (KIS_BOOK, "000660"), (KIS_PROGRAM, "005930"),
+            (KIS_INDEX, "0001"), (KIS_INDEX, "1001"))
         hts_id = hts_id if hts_id is not None else sim.demo_hts_id
     else:
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]

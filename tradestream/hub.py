@@ -23,9 +23,7 @@ from dataclasses import dataclass
 
 import trio
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_HEARTBEAT = 4002
-CLOSE_SLOW_CONSUMER = 4008
+from tradestream.wire import CLOSE_GOING_AWAY, CLOSE_HEARTBEAT, CLOSE_SLOW_CONSUMER
 
 
 class Msg:

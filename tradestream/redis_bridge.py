@@ -22,7 +22,7 @@ from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
-from tradestream.feeds.backoff import Backoff
+from tradestream.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

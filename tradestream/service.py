@@ -29,20 +29,19 @@ from typing import Any
 import msgspec
 import trio
 
+from tradestream import topics, wire
 from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_positions_sync
 from tradestream.config import Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.events import KST, Alert, Event, Signal, SlotAudit, Tick
-from tradestream.feeds.kis_feed import KisAdapter, kis_timing
-from tradestream.feeds.ls_feed import LsAdapter, ls_timing
+from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
+from tradestream.feeds.ls.adapter import LsAdapter, ls_timing
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.session import FeedStatus, FeedTiming, run_feed
-from tradestream.gateway import protocol
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.gateway.signals_api import SignalPublisher, register_signals
 from tradestream.gateway.slots_api import register_slots
 from tradestream.hub import Hub, Msg
@@ -53,6 +52,7 @@ from tradestream.pipeline.stages import (
     alert_from,
     run_router,
 )
+from tradestream.serving import serve_app, ws_url
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.slots import hours
 from tradestream.slots.driver import SlotDriver, SlotSession
@@ -183,8 +183,8 @@ async def run_service(
             redis_stats["dropped_here"] = int(redis_stats["dropped_here"]) + 1  # type: ignore
 
     def emit(strategy_id: str, payload: dict[str, object]) -> None:
-        topic = "strategy:" + strategy_id
-        hub.publish(topic, Msg(protocol.strategy_signal(strategy_id, payload),
+        topic = topics.strategy(strategy_id)
+        hub.publish(topic, Msg(wire.strategy_signal(strategy_id, payload),
                                "strategy_signal", time.time_ns()))
         side(Signal("strategy", topic, strategy_id, str(payload.get("symbol") or "")[:12],
                     payload, datetime.now(KST), time.time_ns()))
@@ -357,7 +357,6 @@ async def run_service(
 
 
 STRATEGY_DRAIN_S = 3.0  # at a stop: strategies get this long for what they hold
-_TOPIC_FOR_TR = {"H0STCNT0": "price:", "H0STASP0": "orderbook:"}
 
 
 async def _run_scanner(refresh: Callable[[], None], every_s: float) -> None:
@@ -407,9 +406,9 @@ def _kis_sessions(s: Settings, feeds: list[FeedStatus], hub: Hub,
     prices, books = streamed_codes(s, kis=False)
 
     def dropped(r: Rejection) -> None:
-        topic = _TOPIC_FOR_TR.get(r.tr_id, r.tr_id + ":") + r.code
+        topic = topics.for_registration(r.tr_id, r.code)
         # the lost subscriptions end (hub.revoke): subscribing again is a new claim
-        hub.revoke(topic, Msg(protocol.error("slot_lost", f"{topic}: {r.reason}", topic),
+        hub.revoke(topic, Msg(wire.error("slot_lost", f"{topic}: {r.reason}", topic),
                                "error"))
 
     holidays = frozenset(k.market_holidays)

@@ -13,7 +13,7 @@ import trio
 from tests.conftest import make_settings
 from tests.e2e.test_service import open_websocket_url, recv, service, token, wait_for
 from tradestream.config import Settings
-from tradestream.feeds.kis import subscribe_message
+from tradestream.feeds.kis.codec import subscribe_message
 from tradestream.feeds.transport import open_upstream
 from tradestream.service import run_service
 
@@ -243,7 +243,7 @@ async def test_two_kis_sessions_side_by_side(tmp_path: Path) -> None:
     from functools import partial
 
     from tradestream.events import Event as Ev
-    from tradestream.feeds.kis_feed import KisAdapter, kis_timing
+    from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
     from tradestream.feeds.session import FeedStatus, run_feed
     from tradestream.sim.server import run_simulator
 

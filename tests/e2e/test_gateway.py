@@ -355,7 +355,7 @@ async def test_subscription_message_and_connection_limits(tmp_path: Path) -> Non
                 err = await recv_type(ws, "error")
                 assert (err["code"], err["topic"]) == ("too_many_subscriptions", "signal:vcp")
                 async with open_websocket_url(url) as third:  # alice's third connection
-                    assert await closed_with(third) == (4429,
+                    assert await closed_with(third) == (4409,
                                                         "at most 2 connections per user")
                 bob = f"{running.ws_url}?token={tok(running, 'bob')}"
                 async with open_websocket_url(bob) as b:

@@ -22,7 +22,8 @@ from tests.conftest import make_settings
 from tests.e2e.test_gateway import closed_with, recv_type
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service
 from tradestream import logs
-from tradestream.config import ConfigError, from_env
+from tradestream.config import from_env
+from tradestream.errors import ConfigError
 
 
 def test_gateway_limits_from_the_environment() -> None:

@@ -21,9 +21,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from tests.conftest import make_settings
 from tradestream.config import Settings
+from tradestream.errors import SchemaOutOfDate
 from tradestream.feeds.transport import open_upstream
 from tradestream.service import Running, run_service
-from tradestream.store.migrate import SchemaOutOfDate
 
 TIMEOUT_S = 20
 

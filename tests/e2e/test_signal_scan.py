@@ -27,7 +27,6 @@ from tradestream.detect.scanners import scan_daytrading
 from tradestream.events import KST, Event, Signal, Tick
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
-from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.gateway.signals_api import (
     SignalPublisher,
     _bars,
@@ -36,6 +35,7 @@ from tradestream.gateway.signals_api import (
     scan_window,
 )
 from tradestream.hub import Hub
+from tradestream.serving import serve_app, ws_url
 from tradestream.store import migrate, reads
 from tradestream.store.writer import EventWriter, make_engine
 

@@ -6,14 +6,14 @@ the broker sees: a cancelled feed closes its socket with code 1000, not an abnor
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from datetime import datetime
-
 from tradestream.config import KisSettings
 from tradestream.events import KST, Event
-from tradestream.feeds.kis_feed import KisAdapter, kis_timing
+from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
 from tradestream.feeds.session import FeedStatus, run_feed
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 

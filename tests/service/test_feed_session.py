@@ -15,10 +15,10 @@ import pytest
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
+from tradestream.backoff import Backoff
 from tradestream.config import KisSettings
 from tradestream.events import KST, Event, FeedGap, Tick
-from tradestream.feeds.backoff import Backoff
-from tradestream.feeds.kis_feed import KisAdapter
+from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.session import FeedStatus, FeedTiming, run_feed
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 

@@ -13,12 +13,12 @@ from tradestream.accounts import (
     AccountBook,
     BrokerPosition,
     HttpPositions,
-    PositionsError,
     RouterProgress,
     SyncStats,
     run_positions_sync,
     safe_source,
 )
+from tradestream.errors import PositionsError
 from tradestream.events import KST, Execution
 
 ACCT = "5012345601"

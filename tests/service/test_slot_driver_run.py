@@ -8,7 +8,8 @@ import trio.testing
 
 from tradestream.feeds.session import FeedStatus
 from tradestream.slots.driver import TICK_S, SlotDriver, SlotSession
-from tradestream.slots.policy import Op, SlotManager
+from tradestream.slots.policy import SlotManager
+from tradestream.upstream import Op
 
 
 class LiveSink:

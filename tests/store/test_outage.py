@@ -7,18 +7,17 @@ killed; SQLite is locked by another writer. Then it all comes back."""
 
 from __future__ import annotations
 
-from typing import Any
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
-import pytest
 import sqlalchemy as sa
 import trio
 
 from tradestream.events import KST, Event, Tick
+from tradestream.feeds.kis.codec import KisDecoder
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
-from tradestream.feeds.kis import KisDecoder
 from tradestream.store import migrate
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.spool import Spool

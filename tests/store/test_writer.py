@@ -4,9 +4,9 @@ duplicate delivery stores nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa

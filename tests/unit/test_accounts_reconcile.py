@@ -13,9 +13,9 @@ from tradestream.accounts import (
     AccountBook,
     BrokerPosition,
     Correction,
-    PositionsError,
     parse_positions,
 )
+from tradestream.errors import PositionsError
 from tradestream.events import KST, Execution
 
 ACCT = "5012345601"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tradestream.feeds.backoff import Backoff
+from tradestream.backoff import Backoff
 
 
 def test_schedule_with_seeded_jitter() -> None:

@@ -11,18 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tradestream.accounts import AccountBook, HoldingChange
+from tradestream.errors import AuthError, ProtocolError, TokenExpired
 from tradestream.events import KST, Execution
-from tradestream.gateway.auth import (
-    CLOSE_TOKEN_EXPIRED,
-    CLOSE_UNAUTHORIZED,
-    AuthError,
-    Authenticator,
-    TokenExpired,
-    bearer,
-)
+from tradestream.gateway.auth import Authenticator, bearer
 from tradestream.gateway.limits import TokenBucket
-from tradestream.gateway.protocol import ProtocolError
-from tradestream.gateway.topics import Topic, parse_topic
+from tradestream.topics import Topic, parse_topic
+from tradestream.wire import CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, close_code_for
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -127,10 +121,10 @@ def test_auth_errors_carry_distinct_close_codes() -> None:
     expired = jwt.encode({"sub": "1", "exp": int(time.time()) - 1}, secret, algorithm="HS256")
     with pytest.raises(TokenExpired) as info:
         auth.verify(expired)
-    assert info.value.close_code == CLOSE_TOKEN_EXPIRED
+    assert close_code_for(info.value) == CLOSE_TOKEN_EXPIRED
     with pytest.raises(AuthError) as info2:
         auth.verify("not.a.token")
-    assert info2.value.close_code == CLOSE_UNAUTHORIZED
+    assert close_code_for(info2.value) == CLOSE_UNAUTHORIZED
     with pytest.raises(AuthError, match="role"):
         auth.verify(jwt.encode({"sub": "1", "role": "root"}, secret, algorithm="HS256"))
     with pytest.raises(AuthError, match="accounts"):

@@ -6,15 +6,13 @@ import trio
 import trio.testing
 
 from tradestream.hub import (
-    CLOSE_GOING_AWAY,
-    CLOSE_HEARTBEAT,
-    CLOSE_SLOW_CONSUMER,
     CloseRequest,
     Hub,
     Msg,
     Outbox,
     run_heartbeat,
 )
+from tradestream.wire import CLOSE_GOING_AWAY, CLOSE_HEARTBEAT, CLOSE_SLOW_CONSUMER
 
 
 def M(text: str) -> Msg:  # noqa: N802

@@ -12,7 +12,7 @@ import pytest
 
 from tradestream.config import SimSettings
 from tradestream.events import KST, IndexTick
-from tradestream.feeds.kis import (
+from tradestream.feeds.kis.codec import (
     H0UPCNT0_FIELDS,
     AckResult,
     KisDecoder,

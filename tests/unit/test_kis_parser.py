@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tradestream.errors import FrameError
 from tradestream.events import KST, Tick
-from tradestream.feeds.kis import (
+from tradestream.feeds.kis.codec import (
     H0STCNT0_FIELDS,
     Ack,
     AckResult,
-    FrameError,
     KisDecoder,
     PingPong,
     parse_control,

@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tradestream.errors import FrameError
 from tradestream.events import KST, Execution, OrderBook, ProgramTrade, Tick
-from tradestream.feeds.kis import (
+from tradestream.feeds.kis.codec import (
     H0NXASP0_FIELDS,
     H0STASP0_FIELDS,
     H0STCNI0_FIELDS,
@@ -26,7 +27,6 @@ from tradestream.feeds.kis import (
     H0STPGM0_FIELDS,
     Ack,
     AckResult,
-    FrameError,
     KisDecoder,
     PingPong,
     aes_cipher,

@@ -14,13 +14,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from tradestream.errors import FrameError, TokenError
 from tradestream.events import KST, News, OrderBook, Tick
-from tradestream.feeds.kis import H0STCNT0_FIELDS, KisDecoder
-from tradestream.feeds.ls import (
-    FrameError,
+from tradestream.feeds.kis.codec import H0STCNT0_FIELDS, KisDecoder
+from tradestream.feeds.ls.codec import (
     LsAck,
     LsDecoder,
-    TokenError,
     load_media_map,
     parse_token_response,
     split_tickers,

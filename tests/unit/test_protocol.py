@@ -9,26 +9,28 @@ import jwt
 import msgspec
 import pytest
 
+from tradestream.errors import ProtocolError
+from tradestream import wire
+from tradestream.errors import AuthError
 from tradestream.events import KST, Tick
-from tradestream.gateway import protocol
-from tradestream.gateway.auth import AuthError, Authenticator
+from tradestream.gateway.auth import Authenticator
 
 SECRET = "unit-test-secret-of-at-least-32-bytes"
 
 
 def test_decode_client_messages() -> None:
-    assert protocol.decode_client_message('{"type":"subscribe","topic":"price:005930"}') == \
-        protocol.Subscribe("price:005930")
-    assert protocol.decode_client_message(b'{"type":"unsubscribe","topic":"x"}') == \
-        protocol.Unsubscribe("x")
-    assert protocol.decode_client_message('{"type":"ping"}') == protocol.Ping(None)
-    assert protocol.decode_client_message(
+    assert wire.decode_client_message('{"type":"subscribe","topic":"price:005930"}') == \
+        wire.Subscribe("price:005930")
+    assert wire.decode_client_message(b'{"type":"unsubscribe","topic":"x"}') == \
+        wire.Unsubscribe("x")
+    assert wire.decode_client_message('{"type":"ping"}') == wire.Ping(None)
+    assert wire.decode_client_message(
         '{"type":"ping","timestamp":"2024-01-01T00:00:00","extra":1}'
-    ) == protocol.Ping("2024-01-01T00:00:00")
-    assert protocol.decode_client_message('{"type":"get_price","symbol":"005930"}') == \
-        protocol.GetPrice("005930")
-    assert protocol.decode_client_message('{"type":"get_account"}') == protocol.GetAccount()
-    assert protocol.decode_client_message('{"type":"auth","token":"t"}') == protocol.Auth("t")
+    ) == wire.Ping("2024-01-01T00:00:00")
+    assert wire.decode_client_message('{"type":"get_price","symbol":"005930"}') == \
+        wire.GetPrice("005930")
+    assert wire.decode_client_message('{"type":"get_account"}') == wire.GetAccount()
+    assert wire.decode_client_message('{"type":"auth","token":"t"}') == wire.Auth("t")
 
 
 @pytest.mark.parametrize(
@@ -47,8 +49,8 @@ def test_decode_client_messages() -> None:
     ],
 )
 def test_bad_client_messages_have_stable_codes(raw: str, code: str) -> None:
-    with pytest.raises(protocol.ProtocolError) as info:
-        protocol.decode_client_message(raw)
+    with pytest.raises(ProtocolError) as info:
+        wire.decode_client_message(raw)
     assert info.value.code == code
 
 
@@ -57,7 +59,7 @@ def test_price_update_shape() -> None:
              trade_time=datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST), price=71000, change=-500,
              change_percent=-0.7, open=1, high=2, low=1, ask=71100, bid=71000, trade_volume=3,
              volume=1233600, value=9, strength=1.0, received_ns=1)
-    assert msgspec.json.decode(protocol.price_update(t)) == {
+    assert msgspec.json.decode(wire.price_update(t)) == {
         "type": "price_update",
         "symbol": "005930",
         "data": {"price": 71000, "change": -500, "change_percent": -0.7, "volume": 1233600,

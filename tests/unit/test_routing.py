@@ -12,14 +12,15 @@ from typing import Any
 import msgspec
 import pytest
 
+from tradestream.errors import ProtocolError
+from tradestream import wire
 from tradestream.config import GatewaySettings
 from tradestream.events import Alert, Execution, News, Tick
-from tradestream.gateway import protocol
 from tradestream.gateway.auth import Authenticator, Identity
-from tradestream.gateway.topics import Topic
 from tradestream.gateway.ws import Connection, GatewayContext
 from tradestream.hub import Hub, Msg
 from tradestream.pipeline.stages import MarketState, RouterStats, _route
+from tradestream.topics import Topic
 
 KST = datetime.fromisoformat("2026-12-01T10:00:00+09:00").tzinfo
 SECRET = "unit-secret-unit-secret-unit-secret!"
@@ -92,13 +93,13 @@ async def test_nothing_is_encoded_for_a_topic_nobody_watches(monkeypatch: pytest
                                                              ) -> None:
     calls: dict[str, int] = {}
     for name in ("price_update", "order_update", "news", "alert"):
-        real = getattr(protocol, name)
+        real = getattr(wire, name)
 
         def counting(*a: Any, _real: Any = real, _name: str = name, **kw: Any) -> str:
             calls[_name] = calls.get(_name, 0) + 1
             return _real(*a, **kw)
 
-        monkeypatch.setattr(protocol, name, counting)
+        monkeypatch.setattr(wire, name, counting)
     t = Tree()
     move = Alert("sudden-move", "005930", "sudden_move", "up", 5.1, 73_570, 70_000, 60.0,
                  datetime(2026, 12, 1, 10, 0, tzinfo=KST), "005930 +5.10%", 1)
@@ -147,7 +148,7 @@ async def test_order_topics_carry_only_the_callers_accounts_and_that_order() -> 
 async def test_a_user_without_accounts_cannot_subscribe_to_orders() -> None:
     t = Tree()
     eve = t.connect("eve")
-    with pytest.raises(protocol.ProtocolError) as info:
+    with pytest.raises(ProtocolError) as info:
         eve._subscribe_topic("order:*")
     assert info.value.code == "forbidden"
 
@@ -183,7 +184,7 @@ async def test_a_lost_slot_ends_the_subscription_and_a_new_subscribe_claims_agai
     c._subscribe("price:005930@1s")
     c._subscribe("news")
     await drain(c)
-    lost = Msg(protocol.error("slot_lost", "evicted", "price:005930"), "error")
+    lost = Msg(wire.error("slot_lost", "evicted", "price:005930"), "error")
     assert t.hub.revoke("price:005930", lost) == 2  # both subscriptions to the code
     assert [m["code"] for m in await payloads(c, "error")] == ["slot_lost", "slot_lost"]
     assert t.hub.subscriptions() == {"news": 1}

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from tradestream.events import KST, Tick
-from tradestream.feeds.kis import KisDecoder
+from tradestream.feeds.kis.codec import KisDecoder
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, SimTicker, data_frame, tick_size
 
 NOW = datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST)

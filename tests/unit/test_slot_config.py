@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from tradestream.config import ConfigError, Settings, from_env
+from tradestream.config import Settings, from_env
+from tradestream.errors import ConfigError
 
 BROKER = {"TRADESTREAM_KIS_WS_URL": "ws://broker.example:21000/tryitout",
           "TRADESTREAM_KIS_REST_URL": "https://broker.example:9443"}

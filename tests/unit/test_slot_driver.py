@@ -20,11 +20,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tradestream.config import KisSettings
+from tradestream.errors import ProtocolError
 from tradestream.events import KST, Execution, IndexTick, OrderBook, ProgramTrade, Tick
-from tradestream.feeds.kis_feed import KisAdapter
+from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.session import FeedStatus
-from tradestream.gateway.protocol import ProtocolError
-from tradestream.gateway.topics import parse_topic
 from tradestream.slots.driver import (
     NOTICE_MOVE_AFTER_S,
     UP_AFTER_S,
@@ -32,7 +31,9 @@ from tradestream.slots.driver import (
     SlotSession,
     data_key,
 )
-from tradestream.slots.policy import Op, Priority, SlotManager
+from tradestream.slots.policy import Priority, SlotManager
+from tradestream.topics import parse_topic
+from tradestream.upstream import Op
 
 NOTICE = ("H0STCNI0", "demo")
 T, B = "H0STCNT0", "H0STASP0"

@@ -21,13 +21,13 @@ from tradestream.slots import (
     TRADES_TR_ID,
     Audit,
     Changes,
-    Op,
     Priority,
     SlotManager,
     SlotRecord,
     Usage,
     usable_capacity,
 )
+from tradestream.upstream import Op
 
 T = TRADES_TR_ID
 B = ORDER_BOOK_TR_ID

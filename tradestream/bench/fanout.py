@@ -47,13 +47,14 @@ from typing import Any
 import msgspec
 import trio
 
+from tradestream import topics
 from tradestream.config import PipelineSettings
 from tradestream.events import KST, Event, Tick
 from tradestream.gateway.app import GatewayContext, create_app
 from tradestream.gateway.auth import Authenticator
-from tradestream.gateway.serve import serve_app, ws_url
 from tradestream.hub import Hub
 from tradestream.pipeline.stages import MarketState, RouterStats, run_router
+from tradestream.serving import serve_app, ws_url
 from tradestream.sim.market import DEFAULT_TICKERS
 
 SECRET = "bench-secret-bench-secret-bench-secret"
@@ -181,7 +182,7 @@ def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
                                           "change_percent": t.change_percent,
                                           "volume": t.volume,
                                           "timestamp": t.trade_time.isoformat()}},
-                                topic=f"price:{t.code}")
+                                topic=topics.price(t.code))
 
     @app.websocket("/api/ws")
     async def ws_endpoint() -> None:
@@ -376,7 +377,7 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
         procs, bufs = [], []
         for p in range(client_procs):
             mine = list(range(p, clients, client_procs))
-            cfg = {"urls": [urls[i] for i in mine], "topics": [[f"price:{c}" for c in
+            cfg = {"urls": [urls[i] for i in mine], "topics": [[topics.price(c) for c in
                                                                assignment[i]] for i in mine],
                    "stride": stride}
             procs.append(await trio.lowlevel.open_process(

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import trio
 
-from tradestream.config import GatewaySettings, KisSettings, LsSettings, Settings, SimSettings, StoreSettings
+from tradestream.config import (
+    GatewaySettings,
+    KisSettings,
+    LsSettings,
+    Settings,
+    SimSettings,
+    StoreSettings,
+)
 from tradestream.service import run_service
 from tradestream.sim.market import DEFAULT_TICKERS
 

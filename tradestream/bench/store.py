@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import trio
 
 from tradestream.events import KST, Event, Tick
-from tradestream.feeds.kis import KisDecoder
+from tradestream.feeds.kis.codec import KisDecoder
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 from tradestream.store import migrate, schema
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher

@@ -19,8 +19,8 @@ import msgspec
 import trio
 
 from tradestream.events import Event
-from tradestream.feeds.kis import KisDecoder
-from tradestream.feeds.ls import LsDecoder, load_media_map
+from tradestream.feeds.kis.codec import KisDecoder
+from tradestream.feeds.ls.codec import LsDecoder, load_media_map
 
 log = logging.getLogger(__name__)
 

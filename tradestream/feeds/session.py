@@ -24,8 +24,9 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
+from tradestream.backoff import Backoff
+from tradestream.errors import CredentialRejected, FeedError
 from tradestream.events import Event, FeedGap
-from tradestream.feeds.backoff import Backoff
 from tradestream.feeds.record import Frame
 from tradestream.feeds.transport import open_upstream
 
@@ -33,18 +34,6 @@ log = logging.getLogger(__name__)
 
 
 DELIVER_S = 5.0  # when stopping: at most this long to hand on what one frame brought
-
-
-class FeedError(Exception):
-    """The session cannot go on as it is; reconnect after a backoff."""
-
-
-class CredentialRejected(FeedError):
-    """The broker refused the credential (approval key, access token): get a new one."""
-
-
-class KeyInUse(FeedError):
-    """Another session holds the app key (KIS OPSP8996): back off, do not hammer."""
 
 
 FEED_LOST = (

@@ -15,11 +15,12 @@ from typing import Any
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from tradestream.gateway.auth import AuthError, bearer
+from tradestream.errors import AuthError
+from tradestream.gateway.auth import bearer
 from tradestream.gateway.metrics import CONTENT_TYPE
 from tradestream.gateway.rest import register_reads
 from tradestream.gateway.ws import GatewayContext, serve_ws
-from tradestream.pipeline.stages import ADMIN_ORDERS
+from tradestream.topics import public_key
 
 __all__ = ["GatewayContext", "create_app"]
 
@@ -28,9 +29,7 @@ def _public_subscriptions(subs: dict[str, int]) -> dict[str, int]:
     """Hub keys -> client topics: per-account order keys are summed, account numbers hidden."""
     out: dict[str, int] = {}
     for key, n in subs.items():
-        if key.startswith(("order@", ADMIN_ORDERS)):
-            _, _, order_id = key.partition(":")
-            key = "order:" + (order_id or "*")
+        key = public_key(key)
         out[key] = out.get(key, 0) + n
     return out
 

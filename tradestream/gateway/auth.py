@@ -15,21 +15,11 @@ from dataclasses import dataclass, field
 
 import jwt
 
-CLOSE_UNAUTHORIZED = 4401  # missing, malformed or badly signed token
-CLOSE_TOKEN_EXPIRED = 4419  # expired at the handshake, or during the session
+from tradestream.errors import AuthError, TokenExpired
+
 MIN_SECRET_BYTES = 32
 ROLES = ("user", "producer", "admin")
 ACCOUNT_RE = re.compile(r"[A-Za-z0-9-]{1,32}")
-
-
-class AuthError(Exception):
-    """The token is missing or unusable; the message says why (it becomes the close reason)."""
-
-    close_code = CLOSE_UNAUTHORIZED
-
-
-class TokenExpired(AuthError):
-    close_code = CLOSE_TOKEN_EXPIRED
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,12 @@ from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
+from tradestream.errors import AuthError, BadRequest
 from tradestream.events import KST
-from tradestream.gateway.auth import Authenticator, AuthError, bearer
+from tradestream.gateway.auth import Authenticator, bearer
 from tradestream.store import reads
 
 READ_THREADS = 4
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def _time(name: str) -> datetime | None:

@@ -36,10 +36,11 @@ from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
+from tradestream import topics, wire
 from tradestream.detect.scanners import Bar, scan_daytrading, scan_vcp
+from tradestream.errors import AuthError
 from tradestream.events import KST, Event, Signal
-from tradestream.gateway import protocol
-from tradestream.gateway.auth import Authenticator, AuthError, bearer
+from tradestream.gateway.auth import Authenticator, bearer
 from tradestream.hub import Hub, Msg
 from tradestream.store import reads
 
@@ -68,9 +69,9 @@ class SignalPublisher:
 
     def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
         now = datetime.now(KST)
-        msg = Msg(protocol.signal_update(kind, list(signals), now.isoformat()), "signal_update",
+        msg = Msg(wire.signal_update(kind, list(signals), now.isoformat()), "signal_update",
                   time.time_ns())
-        n = self._hub.publish("signal:" + kind, msg)
+        n = self._hub.publish(topics.signal(kind), msg)
         for item in signals:
             self._store(Signal(source, kind, kind, str(item.get("symbol", ""))[:12],
                                dict(item), now, time.time_ns()))

@@ -12,7 +12,8 @@ from typing import Any
 from quart import request
 from quart_trio import QuartTrio
 
-from tradestream.gateway.auth import Authenticator, AuthError, bearer
+from tradestream.errors import AuthError
+from tradestream.gateway.auth import Authenticator, bearer
 from tradestream.slots.driver import SlotDriver
 
 WRITERS = ("admin", "producer")

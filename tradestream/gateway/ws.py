@@ -23,39 +23,36 @@ import trio
 from quart import websocket
 from sqlalchemy.engine import Engine
 
+from tradestream import topics, wire
 from tradestream.accounts import AccountBook
 from tradestream.config import GatewaySettings
+from tradestream.errors import AuthError, ProtocolError, TokenExpired
 from tradestream.events import OrderBook, Tick
-from tradestream.gateway import protocol
-from tradestream.gateway.auth import Authenticator, AuthError, Identity, TokenExpired, bearer
+from tradestream.gateway.auth import Authenticator, Identity, bearer
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.serve import WriteProbe, write_probe
-from tradestream.gateway.topics import Topic, parse_topic
 from tradestream.hub import (
-    CLOSE_GOING_AWAY,
-    CLOSE_HEARTBEAT,
-    CLOSE_SLOW_CONSUMER,
     Client,
     CloseRequest,
     Hub,
     Msg,
     run_heartbeat,
 )
-from tradestream.pipeline.stages import ADMIN_ORDERS
+from tradestream.serving import WriteProbe, write_probe
 from tradestream.store import reads
+from tradestream.topics import Topic, parse_topic
+from tradestream.wire import (
+    CLOSE_RATE_LIMITED,
+    CLOSE_REASONS,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TRY_AGAIN_LATER,
+)
 
 log = logging.getLogger("tradestream.gateway")
 
 MAX_BATCH_MESSAGES = 256  # messages taken from an outbox per wake-up
 MAX_STORE_LOOKUPS = 2  # get_price store fallbacks in flight per connection (queued or running)
-CLOSE_TOKEN_EXPIRED = 4419
-CLOSE_RATE_LIMITED = 4429
-CLOSE_TOO_MANY = 4429
-CLOSE_TRY_AGAIN_LATER = 1013  # server full
-CLOSE_REASONS = {CLOSE_GOING_AWAY: "shutdown", CLOSE_HEARTBEAT: "heartbeat",
-                 CLOSE_SLOW_CONSUMER: "slow_consumer", CLOSE_TOKEN_EXPIRED: "token_expired",
-                 CLOSE_RATE_LIMITED: "rate_limited"}
 
 
 class Demand(Protocol):
@@ -76,9 +73,9 @@ class StaticDemand:
 
     def claim(self, owner: int, topic: Topic, user: str = "") -> None:
         if topic.kind == "price" and topic.arg not in self.prices:
-            raise protocol.ProtocolError("not_streamed", f"{topic.arg} is not on the watchlist")
+            raise ProtocolError("not_streamed", f"{topic.arg} is not on the watchlist")
         if topic.kind == "orderbook" and topic.arg not in self.books:
-            raise protocol.ProtocolError("not_streamed",
+            raise ProtocolError("not_streamed",
                                          f"no order-book stream for {topic.arg}")
 
     def release(self, owner: int, topic: Topic) -> None:
@@ -148,7 +145,7 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     except AuthError as exc:
         m.auth_failures.labels("expired" if isinstance(exc, TokenExpired) else "invalid").inc()
         log.info("ws auth_failure remote=%s reason=%r", websocket.remote_addr, str(exc))
-        await websocket.close(exc.close_code, str(exc))
+        await websocket.close(wire.close_code_for(exc), str(exc))
         return
     finally:
         hub.handshaking -= 1
@@ -156,7 +153,7 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
         m.closes.labels("too_many_connections").inc()
         log.info("ws refused reason=too_many_connections user=%r remote=%s",
                  identity.user_id, websocket.remote_addr)
-        await websocket.close(CLOSE_TOO_MANY, f"at most {s.max_connections_per_user} "
+        await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, f"at most {s.max_connections_per_user} "
                               "connections per user")
         return
     batch = websocket.args.get("batch", "") in ("1", "true")
@@ -165,11 +162,11 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     log.info("ws connect client=%d user=%r role=%s batch=%s remote=%s", client.id,
              identity.user_id, identity.role, batch, websocket.remote_addr)
     conn = Connection(ctx, client, identity)
-    topics: list[str] = []
+    first: list[str] = []
     if presubscribe:  # /ws?subscribe=a,b,c (seed 004)
-        topics = [t for t in websocket.args.get("subscribe", "").split(",") if t.strip()]
+        first = [t.strip() for t in websocket.args.get("subscribe", "").split(",") if t.strip()]
     try:
-        await conn.run([t.strip() for t in topics])
+        await conn.run(first)
     finally:
         conn.release_all()
         hub.disconnect(client)
@@ -185,10 +182,10 @@ async def _auth_by_message(ctx: GatewayContext) -> Identity:
     with trio.move_on_after(timeout):
         raw = await websocket.receive()
         try:
-            msg = protocol.decode_client_message(raw)
-        except protocol.ProtocolError as exc:
+            msg = wire.decode_client_message(raw)
+        except ProtocolError as exc:
             raise AuthError(f"expected an auth message first ({exc})") from None
-        if not isinstance(msg, protocol.Auth):
+        if not isinstance(msg, wire.Auth):
             raise AuthError("missing token: send ?token=, an Authorization header, or an "
                             "auth message first")
         return ctx.auth.verify(msg.token)
@@ -211,12 +208,12 @@ class Connection:
 
     async def run(self, presubscribe: list[str]) -> None:
         ctx, out = self.ctx, self.client.outbox
-        out.put(reply(protocol.connected(self.client.id, self.client.user_id)))
+        out.put(reply(wire.connected(self.client.id, self.client.user_id)))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sender)
             nursery.start_soon(run_heartbeat, self.client, ctx.ping_interval_s,
-                               ctx.max_missed_pongs, lambda: Msg(protocol.ping(), "ping"))
+                               ctx.max_missed_pongs, lambda: Msg(wire.ping(), "ping"))
             nursery.start_soon(self._expiry)
             for topic in presubscribe:
                 self._guard(self._subscribe, topic)
@@ -298,7 +295,7 @@ class Connection:
             m.dropped_in.labels("rate_limited").inc()
             if self.dropped_in_a_row == 1:
                 m.errors.labels("rate_limited").inc()
-                out.put(reply(protocol.error(
+                out.put(reply(wire.error(
                     "rate_limited", f"more than {s.rate_per_s:g} messages/s (burst "
                     f"{s.rate_burst}); messages are dropped until the rate falls")))
             elif self.dropped_in_a_row > s.rate_close_after:
@@ -310,48 +307,48 @@ class Connection:
     def _guard(self, fn: Callable[[Any], None], arg: Any) -> None:
         try:
             fn(arg)
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.ctx.metrics.errors.labels(exc.code).inc()
             log.info("ws error client=%d code=%s message=%r", self.client.id, exc.code, str(exc))
-            self.client.outbox.put(reply(protocol.error(exc.code, str(exc), exc.topic)))
+            self.client.outbox.put(reply(wire.error(exc.code, str(exc), exc.topic)))
 
     def _dispatch(self, raw: str | bytes) -> None:
-        msg = protocol.decode_client_message(raw)
+        msg = wire.decode_client_message(raw)
         self.ctx.metrics.messages_in.labels(type(msg).__struct_config__.tag).inc()
         out = self.client.outbox
-        if isinstance(msg, protocol.Pong):
+        if isinstance(msg, wire.Pong):
             self.client.unanswered_pings = 0
-        elif isinstance(msg, protocol.Ping):
-            out.put(reply(protocol.pong(msg.timestamp)))
-        elif isinstance(msg, protocol.Subscribe):
+        elif isinstance(msg, wire.Ping):
+            out.put(reply(wire.pong(msg.timestamp)))
+        elif isinstance(msg, wire.Subscribe):
             self._subscribe(msg.topic)
-        elif isinstance(msg, protocol.Unsubscribe):
+        elif isinstance(msg, wire.Unsubscribe):
             self._unsubscribe(msg.topic)
-        elif isinstance(msg, protocol.GetPrice):
+        elif isinstance(msg, wire.GetPrice):
             self._get_price(msg.symbol)
-        elif isinstance(msg, protocol.GetAccount):
+        elif isinstance(msg, wire.GetAccount):
             accounts = (self.ctx.accounts.accounts() if self.identity.is_admin
                         else self.identity.accounts)
-            out.put(reply(protocol.account(self.ctx.accounts.snapshot(accounts))))
-        elif isinstance(msg, protocol.Auth):
+            out.put(reply(wire.account(self.ctx.accounts.snapshot(accounts))))
+        elif isinstance(msg, wire.Auth):
             self._refresh(msg.token)
 
     def _refresh(self, token: str) -> None:
         try:
             identity = self.ctx.auth.verify(token)
         except AuthError as exc:
-            raise protocol.ProtocolError("auth_failed", str(exc)) from None
+            raise ProtocolError("auth_failed", str(exc)) from None
         if identity.user_id != self.identity.user_id:
-            raise protocol.ProtocolError("auth_failed", "a refreshed token must be for the "
+            raise ProtocolError("auth_failed", "a refreshed token must be for the "
                                          "same user")
         if (identity.role, identity.accounts) != (self.identity.role, self.identity.accounts):
             # Subscriptions were authorised (and order topics routed) with the old grants;
             # a change of role or accounts needs a new connection.
-            raise protocol.ProtocolError("auth_failed", "a refreshed token must grant the same "
+            raise ProtocolError("auth_failed", "a refreshed token must grant the same "
                                          "role and accounts; reconnect to change them")
         self.identity = identity
         self._expiry_scope.cancel()
-        self.client.outbox.put(reply(protocol.authenticated(identity.user_id,
+        self.client.outbox.put(reply(wire.authenticated(identity.user_id,
                                                             identity.expires_at)))
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -360,18 +357,18 @@ class Connection:
         an admin's order topics cover every account."""
         if topic.kind != "order":
             return [topic.raw if topic.cadence_s else topic.name]
-        suffix = "" if topic.arg == "*" else ":" + str(topic.arg)
+        order_no = None if topic.arg == "*" else topic.arg
         if self.identity.is_admin:
-            return [ADMIN_ORDERS + suffix]
+            return [topics.admin_orders(order_no)]
         if not self.identity.accounts:
-            raise protocol.ProtocolError("forbidden", "your token grants no accounts",
+            raise ProtocolError("forbidden", "your token grants no accounts",
                                          topic.raw)
-        return [f"order@{a}{suffix}" for a in sorted(self.identity.accounts)]
+        return [topics.account_orders(a, order_no) for a in sorted(self.identity.accounts)]
 
     def _subscribe(self, raw_topic: str) -> None:
         try:
             self._subscribe_topic(raw_topic)
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             exc.topic = exc.topic or raw_topic
             raise
 
@@ -392,17 +389,17 @@ class Connection:
         out, hub = self.client.outbox, self.ctx.hub
         self._forget_revoked()
         if raw_topic in self.subs:
-            out.put(reply(protocol.subscribed(raw_topic)))
+            out.put(reply(wire.subscribed(raw_topic)))
             return
         topic = parse_topic(raw_topic)
         if len(self.subs) >= self.ctx.settings.max_subscriptions:
-            raise protocol.ProtocolError(
+            raise ProtocolError(
                 "too_many_subscriptions",
                 f"at most {self.ctx.settings.max_subscriptions} subscriptions per connection",
                 raw_topic)
         roles = self.ctx.roles_for(topic.kind)
         if roles is not None and self.identity.role not in roles:
-            raise protocol.ProtocolError("forbidden", f"{topic.kind} topics need role "
+            raise ProtocolError("forbidden", f"{topic.kind} topics need role "
                                          + " or ".join(roles), raw_topic)
         keys = self._hub_keys(topic)
         assert self.ctx.demand is not None
@@ -414,7 +411,7 @@ class Connection:
                 hub.subscribe(self.client, key)
         self.subs[raw_topic] = (topic, keys)
         log.info("ws subscribe client=%d topic=%s", self.client.id, raw_topic)
-        out.put(reply(protocol.subscribed(raw_topic)))
+        out.put(reply(wire.subscribed(raw_topic)))
         snapshot = self._snapshot(topic)
         if snapshot is not None:  # the current value at once, rather than at the next update
             out.put_latest(keys[0], snapshot)
@@ -423,10 +420,10 @@ class Connection:
         ctx = self.ctx
         if topic.kind == "price":
             tick = ctx.latest.get(str(topic.arg))
-            return Msg(protocol.price_update(tick), "price_update") if tick else None
+            return Msg(wire.price_update(tick), "price_update") if tick else None
         if topic.kind == "orderbook":
             book = ctx.books.get(str(topic.arg))
-            return Msg(protocol.orderbook_update(book), "orderbook_update") if book else None
+            return Msg(wire.orderbook_update(book), "orderbook_update") if book else None
         if topic.conflatable:
             return ctx.last.get(topic.name)
         return None
@@ -435,7 +432,7 @@ class Connection:
         self._forget_revoked()
         entry = self.subs.pop(raw_topic, None)
         if entry is None:
-            raise protocol.ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}",
+            raise ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}",
                                          raw_topic)
         topic, keys = entry
         for key in keys:
@@ -443,7 +440,7 @@ class Connection:
         assert self.ctx.demand is not None
         self.ctx.demand.release(self.client.id, topic)
         log.info("ws unsubscribe client=%d topic=%s", self.client.id, raw_topic)
-        self.client.outbox.put(reply(protocol.unsubscribed(raw_topic)))
+        self.client.outbox.put(reply(wire.unsubscribed(raw_topic)))
 
     def release_all(self) -> None:
         assert self.ctx.demand is not None
@@ -454,15 +451,15 @@ class Connection:
     # -- requests ----------------------------------------------------------------------------
     def _get_price(self, symbol: str) -> None:
         if not (isinstance(symbol, str) and len(symbol) == 6 and symbol.isalnum()):
-            raise protocol.ProtocolError("invalid_message", "symbol must be a 6-char code")
+            raise ProtocolError("invalid_message", "symbol must be a 6-char code")
         tick = self.ctx.latest.get(symbol)
         if tick is not None:
-            self.client.outbox.put(reply(protocol.price(tick, "memory")))
+            self.client.outbox.put(reply(wire.price(tick, "memory")))
             return
         if self.ctx.engine is None or self._nursery is None:
-            raise protocol.ProtocolError("no_data", f"no price known for {symbol}")
+            raise ProtocolError("no_data", f"no price known for {symbol}")
         if self._lookups_in_flight >= MAX_STORE_LOOKUPS:
-            raise protocol.ProtocolError("busy", "too many price lookups in flight")
+            raise ProtocolError("busy", "too many price lookups in flight")
         self._lookups_in_flight += 1
         self._nursery.start_soon(self._price_from_store, symbol)
 
@@ -483,16 +480,16 @@ class Connection:
         except Exception as exc:  # the database is away: an answer, not a dropped connection
             log.warning("ws get_price store lookup failed: %r", exc)
             self.ctx.metrics.errors.labels("store_unavailable").inc()
-            out.put(reply(protocol.error("store_unavailable",
+            out.put(reply(wire.error("store_unavailable",
                                          f"no price in memory for {symbol} and the store is "
                                          "unavailable")))
             return
         if not rows:
             self.ctx.metrics.errors.labels("no_data").inc()
-            out.put(reply(protocol.error("no_data", f"no price known for {symbol}")))
+            out.put(reply(wire.error("no_data", f"no price known for {symbol}")))
             return
         r = rows[-1]
-        out.put(reply(protocol.encode({
+        out.put(reply(wire.encode({
             "type": "price", "symbol": symbol, "source": "store",
             "data": {"price": r["price"], "change": r["change"],
                      "change_percent": r["change_percent"], "volume": r["volume"],

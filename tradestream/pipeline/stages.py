@@ -10,6 +10,7 @@ from datetime import datetime
 
 import trio
 
+from tradestream import topics, wire
 from tradestream.accounts import AccountBook, HoldingChange
 from tradestream.detect.gate import GateState, MarketGate
 from tradestream.detect.sudden import SuddenMove
@@ -24,7 +25,6 @@ from tradestream.events import (
     OrderBook,
     Tick,
 )
-from tradestream.gateway import protocol
 from tradestream.hub import Hub, Msg
 
 DRAIN_MAX = 1024  # events taken from the channel per wake-up
@@ -76,18 +76,6 @@ def gate_data(g: GateState, at: datetime) -> dict[str, object]:
             "advancers": g.advancers, "decliners": g.decliners,
             "breadth": None if g.breadth is None else round(g.breadth, 4),
             "reasons": list(g.reasons), "timestamp": at.isoformat()}
-
-
-ADMIN_ORDERS = "orders-all"  # hub key of every account's orders (admin only)
-
-
-def order_keys(ex: Execution) -> tuple[str, str, str, str]:
-    """Hub keys of an execution: its account's (all orders, this order), and the admin's.
-
-    The admin keys have their own prefix, so no account name (validated at the handshake,
-    gateway/auth.py) can ever spell them."""
-    return (f"order@{ex.account}", f"order@{ex.account}:{ex.order_no}", ADMIN_ORDERS,
-            f"{ADMIN_ORDERS}:{ex.order_no}")
 
 
 async def run_router(
@@ -158,46 +146,46 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
     if isinstance(ev, Tick):
         stats.ticks += 1
         state.latest[ev.code] = ev
-        topic = "price:" + ev.code
+        topic = topics.price(ev.code)
         if has(topic):
-            hub.publish_latest(topic, Msg(protocol.price_update(ev), "price_update",
+            hub.publish_latest(topic, Msg(wire.price_update(ev), "price_update",
                                           ev.received_ns))
             stats.published += 1
     elif isinstance(ev, OrderBook):
         state.books[ev.code] = ev
-        topic = "orderbook:" + ev.code
+        topic = topics.orderbook(ev.code)
         if has(topic):
-            hub.publish_latest(topic, Msg(protocol.orderbook_update(ev), "orderbook_update",
+            hub.publish_latest(topic, Msg(wire.orderbook_update(ev), "orderbook_update",
                                           ev.received_ns))
             stats.published += 1
     elif isinstance(ev, Execution):
         order, change = state.accounts.apply(ev)
-        keys = order_keys(ev)
+        keys = topics.order_keys(ev.account, ev.order_no)
         if any(has(k) for k in keys):
-            msg = Msg(protocol.order_update(ev, order.as_dict()), "order_update", ev.received_ns)
+            msg = Msg(wire.order_update(ev, order.as_dict()), "order_update", ev.received_ns)
             for k in keys:
                 hub.publish(k, msg)
             stats.published += 1
         if change is not None and on_holding is not None:
             on_holding(change)
     elif isinstance(ev, News):
-        topics = ["news", *dict.fromkeys("news:" + t for t in ev.tickers)]
-        if any(has(t) for t in topics):
-            msg = Msg(protocol.news(ev), "news", ev.received_ns)
-            for t in topics:
+        names = [topics.NEWS, *dict.fromkeys(topics.news(t) for t in ev.tickers)]
+        if any(has(t) for t in names):
+            msg = Msg(wire.news(ev), "news", ev.received_ns)
+            for t in names:
                 hub.publish(t, msg)
             stats.published += 1
     elif isinstance(ev, IndexTick):
         _index(ev, hub, state)
     elif isinstance(ev, Alert):
-        topics = ("alert", "alert:" + ev.code)
-        if has(topics[0]) or has(topics[1]):
-            msg = Msg(protocol.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
-            for t in topics:
+        names = (topics.ALERTS, topics.alert(ev.code))
+        if has(names[0]) or has(names[1]):
+            msg = Msg(wire.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
+            for t in names:
                 hub.publish(t, msg)
             stats.published += 1
     elif isinstance(ev, FeedGap):
-        hub.broadcast(Msg(protocol.feed_gap(ev), "feed_gap"))  # silence is not a quiet market
+        hub.broadcast(Msg(wire.feed_gap(ev), "feed_gap"))  # silence is not a quiet market
 
 
 def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
@@ -205,8 +193,8 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
     gate's level changes (detect/gate.py), from KOSPI and KOSDAQ change and breadth."""
     previous = state.indexes.get(ev.index)
     state.indexes[ev.index] = ev
-    topic = "market:" + ev.index
-    msg = Msg(protocol.index_update(ev.index, {
+    topic = topics.market(ev.index)
+    msg = Msg(wire.index_update(ev.index, {
         "code": ev.code, "value": ev.value, "change": ev.change,
         "change_percent": ev.change_percent, "volume": ev.volume,
         "traded_value": ev.traded_value, "advancers": ev.advancers, "decliners": ev.decliners,
@@ -234,7 +222,7 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
         return
     if changed is not None:
         state.gate_state = changed
-        gate = Msg(protocol.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),
+        gate = Msg(wire.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),
                    "market_gate_update", ev.received_ns)
-        state.last["market-gate"] = gate
-        hub.publish_latest("market-gate", gate)
+        state.last[topics.MARKET_GATE] = gate
+        hub.publish_latest(topics.MARKET_GATE, gate)

@@ -19,8 +19,8 @@ from typing import Final
 import msgspec
 
 from tradestream.events import KST
-from tradestream.feeds.kis import H0STCNT0_FIELDS
-from tradestream.feeds.ls import NEWS_CODE_CHUNK, VALUE_UNIT_KRW, load_media_map
+from tradestream.feeds.kis.codec import H0STCNT0_FIELDS
+from tradestream.feeds.ls.codec import NEWS_CODE_CHUNK, VALUE_UNIT_KRW, load_media_map
 
 # --- news (§8.1) --------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from quart_trio import QuartTrio
 
 from tradestream.config import SimSettings
 from tradestream.events import KST
-from tradestream.gateway.serve import serve_app, ws_url
+from tradestream.serving import serve_app, ws_url
 from tradestream.sim import ls_records
 from tradestream.sim.market import (
     DEFAULT_TICKERS,
@@ -46,6 +46,16 @@ from tradestream.sim.market import (
     encrypted_frame,
     execution_notice,
 )
+from tradestream.upstream import (
+    KIS_BOOK,
+    KIS_INDEX,
+    KIS_PROGRAM,
+    LS_NEWS_KEY,
+    LS_TRADE_TRS,
+    NOTICE_TRS,
+    TRADE_TRS,
+)
+from tradestream.upstream import LS_NEWS as NEWS_TR
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +63,14 @@ MARKET_STEP_S = 0.02  # the market advances in steps; trades per step follow tic
 INDEX_INTERVAL_S = 1.0  # one H0UPCNT0 record per index this often, to its subscribers
 OUTBOX_FRAMES = 10_000  # frames queued per connection before the server gives up on it
 
-KIS_TRADE_TRS = ("H0STCNT0", "H0NXCNT0", "H0UNCNT0")
-KIS_BOOK_TR = "H0STASP0"
-KIS_PROGRAM_TR = "H0STPGM0"
-KIS_NOTICE_TRS = ("H0STCNI0", "H0STCNI9")
-KIS_INDEX_TR = "H0UPCNT0"  # tr_key: an index code ("0001" KOSPI, "1001" KOSDAQ, "2001" KOSPI200)
+KIS_TRADE_TRS = tuple(TRADE_TRS)
+KIS_BOOK_TR = KIS_BOOK
+KIS_PROGRAM_TR = KIS_PROGRAM
+KIS_NOTICE_TRS = NOTICE_TRS
+KIS_INDEX_TR = KIS_INDEX  # tr_key: an index code ("0001" KOSPI, "1001" KOSDAQ, "2001" KOSPI200)
 KIS_TRS = (*KIS_TRADE_TRS, KIS_BOOK_TR, KIS_PROGRAM_TR, *KIS_NOTICE_TRS, KIS_INDEX_TR)
-LS_MARKET_TRS = ("S3_", "K3_")
-LS_NEWS = ("NWS", "NWS001")
+LS_MARKET_TRS = tuple(sorted(LS_TRADE_TRS, reverse=True))  # S3_, K3_
+LS_NEWS = (NEWS_TR, LS_NEWS_KEY)
 
 # (rt_cd, msg_cd, msg1) per kis.md §5.2
 SUBSCRIBED = ("0", "OPSP0000", "SUBSCRIBE SUCCESS")
@@ -481,7 +491,7 @@ class Simulator:
 
     def _send_ls(self, conn: _Conn, trades: list[list[str]], news: dict[str, str] | None) -> None:
         if news is not None and LS_NEWS in conn.subs:
-            conn.send(ls_records.data_message("NWS", "NWS001", news))
+            conn.send(ls_records.data_message(*LS_NEWS, news))
             self.control.stats.news_sent += 1
         for t in trades:
             for tr_cd in LS_MARKET_TRS:

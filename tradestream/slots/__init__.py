@@ -7,7 +7,6 @@ from tradestream.slots.policy import (
     TRADES_TR_ID,
     Audit,
     Changes,
-    Op,
     PendingRecord,
     Priority,
     Rejection,
@@ -16,6 +15,7 @@ from tradestream.slots.policy import (
     Usage,
     usable_capacity,
 )
+from tradestream.upstream import Op
 
 __all__ = [
     "DEFAULT_TR_IDS",

@@ -33,21 +33,20 @@ from typing import Any, Protocol
 
 import trio
 
+from tradestream.errors import ProtocolError
 from tradestream.events import Event, IndexTick, OrderBook, ProgramTrade, Tick
-from tradestream.feeds.kis import INDEX_TR, ORDER_BOOK_TRS, PROGRAM_TRADE_TRS, TRADE_TRS
 from tradestream.feeds.session import CONNECTED, FeedStatus
-from tradestream.gateway.protocol import ProtocolError
-from tradestream.gateway.topics import Topic
 from tradestream.slots.policy import (
     ORDER_BOOK_TR_ID,
     TRADES_TR_ID,
     Audit,
     Changes,
-    Op,
     Priority,
     Rejection,
     SlotManager,
 )
+from tradestream.topics import Topic
+from tradestream.upstream import INDEX_TR, ORDER_BOOK_TRS, PROGRAM_TRADE_TRS, TRADE_TRS, Op
 
 log = logging.getLogger(__name__)
 

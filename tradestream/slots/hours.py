@@ -27,6 +27,7 @@ from collections.abc import Container
 from datetime import date, datetime, time
 
 from tradestream.events import KST
+from tradestream.upstream import ORDER_BOOK_TRS
 
 Window = tuple[time, time]  # [start, end)
 
@@ -36,7 +37,7 @@ NXT_HOURS: tuple[Window, ...] = ((time(8, 0), time(8, 50)), (time(9, 0), time(15
                                  (time(15, 30), time(20, 0)))
 UNIFIED_HOURS: tuple[Window, ...] = ((time(8, 0), time(8, 50)), (time(9, 0), time(20, 0)))
 UNIFIED_TRADE_HOURS: tuple[Window, ...] = NXT_HOURS  # KRX adds nothing outside NXT's windows
-BOOK_TRS = frozenset({"H0STASP0", "H0NXASP0", "H0UNASP0"})
+BOOK_TRS = frozenset(ORDER_BOOK_TRS)
 
 
 def venue_of(tr_id: str) -> str:

@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
-TRADES_TR_ID = "H0STCNT0"  # domestic stock executions (kis.md §7.1)
-ORDER_BOOK_TR_ID = "H0STASP0"  # 10-level order book (kis.md §7.2)
+from tradestream.upstream import KIS_BOOK, KIS_REGISTRATION_LIMIT, KIS_TRADES, Op
+
+TRADES_TR_ID = KIS_TRADES  # domestic stock executions (kis.md §7.1)
+ORDER_BOOK_TR_ID = KIS_BOOK  # 10-level order book (kis.md §7.2)
 DEFAULT_TR_IDS: tuple[str, ...] = (TRADES_TR_ID,)
 
-KIS_REGISTRATIONS_PER_SESSION = 41  # kis.md §3: per session, summed over all TR IDs
+KIS_REGISTRATIONS_PER_SESSION = KIS_REGISTRATION_LIMIT  # kis.md §3: per session, all TR IDs
 SCANNER_DWELL_S = 300.0  # a scanner find keeps its slot at least this long (anti-churn)
 STALE_S = 120.0  # no data on a slot this long while the market is open: report it
 AUDIT_MAX = 1000  # audit events kept in memory for the status endpoint
@@ -54,7 +56,6 @@ class Priority(IntEnum):
     DEMAND = 4  # a gateway client asked for it
 
 
-OpAction = Literal["subscribe", "unsubscribe"]
 AuditAction = Literal[
     "grant",  # a pending key got a slot
     "evict",  # a slot was taken for a better claim
@@ -88,16 +89,6 @@ def usable_capacity(limit: int = KIS_REGISTRATIONS_PER_SESSION, notices: int = 1
     if usable < 0 or min(limit, notices, margin) < 0:
         raise ValueError(f"no usable capacity: limit={limit} notices={notices} margin={margin}")
     return usable
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One upstream request for a session's feed to send."""
-
-    session: str
-    action: OpAction
-    tr_id: str
-    code: str
 
 
 @dataclass(frozen=True, slots=True)

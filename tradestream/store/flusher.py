@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import trio
 
-from tradestream.feeds.backoff import Backoff
+from tradestream.backoff import Backoff
 from tradestream.store.spool import Spool
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from tradestream.errors import SchemaOutOfDate
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-
-
-class SchemaOutOfDate(RuntimeError):
-    """The database is not at the code's migration head."""
 
 
 def _config(engine: Engine | None = None) -> Config:

@@ -29,7 +29,6 @@ from tradestream.events import (
 )
 from tradestream.store import schema
 
-
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_S = 30  # a hung server must fail a write, not stall the writer for ever
 

@@ -10,16 +10,16 @@ import httpx
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import LsSettings
-from tradestream.feeds.ls import (
+from tradestream.errors import CredentialRejected, TokenError
+from tradestream.feeds.ls.codec import (
     LsAck,
     LsDecoder,
-    TokenError,
     load_media_map,
     parse_token_response,
     subscribe_message,
     token_request_form,
 )
-from tradestream.feeds.session import CredentialRejected, DecoderAdapter, FeedStatus, FeedTiming
+from tradestream.feeds.session import DecoderAdapter, FeedStatus, FeedTiming
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import msgspec
 
+from tradestream.errors import AuthError, ProtocolError, TokenExpired
 from tradestream.events import Execution, FeedGap, News, OrderBook, Tick
 
 
@@ -47,16 +48,26 @@ class Auth(msgspec.Struct, tag="auth", tag_field="type"):
 
 ClientMessage = Subscribe | Unsubscribe | Ping | Pong | GetPrice | GetAccount | Auth
 _decoder = msgspec.json.Decoder(ClientMessage)
+
+# -- close codes (docs/protocol.md, "Close codes"): one meaning each ---------------------------
+CLOSE_GOING_AWAY = 1001  # server shutdown
+CLOSE_TRY_AGAIN_LATER = 1013  # server full (connections, or sockets still authenticating)
+CLOSE_HEARTBEAT = 4002  # pings unanswered
+CLOSE_SLOW_CONSUMER = 4008  # the lossless queue is full
+CLOSE_UNAUTHORIZED = 4401  # missing, malformed or badly signed token, bad claims
+CLOSE_TOO_MANY_CONNECTIONS = 4409  # this user already has max_connections_per_user
+CLOSE_TOKEN_EXPIRED = 4419  # expired at the handshake, or during the session
+CLOSE_RATE_LIMITED = 4429  # the rate limiter dropped too many messages in a row
+#: the metrics label of each close the server asks for
+CLOSE_REASONS = {CLOSE_GOING_AWAY: "shutdown", CLOSE_HEARTBEAT: "heartbeat",
+                 CLOSE_SLOW_CONSUMER: "slow_consumer", CLOSE_TOKEN_EXPIRED: "token_expired",
+                 CLOSE_RATE_LIMITED: "rate_limited"}
+
+
+def close_code_for(exc: AuthError) -> int:
+    """The close code a failed authentication gets."""
+    return CLOSE_TOKEN_EXPIRED if isinstance(exc, TokenExpired) else CLOSE_UNAUTHORIZED
 _encoder = msgspec.json.Encoder()
-
-
-class ProtocolError(ValueError):
-    """A client message we cannot act on; `code` is stable, the message is for humans."""
-
-    def __init__(self, code: str, message: str, topic: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.topic = topic  # the topic the failed request named, echoed in the error
 
 
 def decode_client_message(raw: str | bytes) -> ClientMessage:

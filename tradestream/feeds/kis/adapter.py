@@ -11,16 +11,10 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import KisSettings
-from tradestream.feeds.kis import Ack, AckResult, KisDecoder, PingPong, subscribe_message
-from tradestream.feeds.session import (
-    CONNECTED,
-    CredentialRejected,
-    DecoderAdapter,
-    FeedStatus,
-    FeedTiming,
-    KeyInUse,
-)
-from tradestream.slots.policy import Op
+from tradestream.errors import CredentialRejected, KeyInUse
+from tradestream.feeds.kis.codec import Ack, AckResult, KisDecoder, PingPong, subscribe_message
+from tradestream.feeds.session import CONNECTED, DecoderAdapter, FeedStatus, FeedTiming
+from tradestream.upstream import Op
 
 log = logging.getLogger(__name__)
 

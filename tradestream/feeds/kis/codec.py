@@ -27,7 +27,16 @@ import msgspec
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tradestream.errors import FrameError
 from tradestream.events import KST, Event, Execution, IndexTick, OrderBook, ProgramTrade, Tick
+from tradestream.upstream import (
+    INDEX_NAMES,
+    INDEX_TR,
+    KIS_TRADES,
+    NOTICE_TRS,
+    PROGRAM_TRADE_TRS,
+    TRADE_TRS,
+)
 
 # --- field layouts (kis.md §7) ---------------------------------------------------------------
 
@@ -98,28 +107,11 @@ H0UPCNT0_FIELDS: Final = (
 )  # fmt: skip
 assert len(H0UPCNT0_FIELDS) == 30
 
-#: trade TRs with the 46-field layout, and the venue each one reports (kis.md §7.1)
-TRADE_TRS: Final = {"H0STCNT0": "KRX", "H0NXCNT0": "NXT", "H0UNCNT0": "UN"}
-#: order book TRs and their venue (kis.md §7.2)
-ORDER_BOOK_TRS: Final = {"H0STASP0": "KRX", "H0NXASP0": "NXT", "H0UNASP0": "UN"}
-#: program trading TRs and their venue (kis.md §7.3)
-PROGRAM_TRADE_TRS: Final = {"H0STPGM0": "KRX", "H0NXPGM0": "NXT", "H0UNPGM0": "UN"}
-#: index TR (docs/kis-index.md); tr_key is the index code
-INDEX_TR: Final = "H0UPCNT0"
-#: index codes (업종구분코드) and the names events carry; any other code keeps its raw code
-INDEX_NAMES: Final = {"0001": "kospi", "1001": "kosdaq", "2001": "kospi200"}
-#: execution notice TRs, real and paper; their frames are encrypted (kis.md §7.4, §6.1)
-NOTICE_TRS: Final = ("H0STCNI0", "H0STCNI9")
+# The TR tables (trades, order books, program trading per venue; the index TR and its codes;
+# the execution notices, whose frames are encrypted, kis.md §7.4, §6.1) are the project's
+# shared vocabulary: tradestream/upstream.py.
 
 PINGPONG: Final = "PINGPONG"
-
-
-class FrameError(ValueError):
-    """A frame that cannot be parsed. `reason` is a short, stable counter label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 # --- client -> server ------------------------------------------------------------------------
@@ -630,7 +622,7 @@ _TRS: Final[dict[str, _Tr]] = {
        for tr in NOTICE_TRS},
     INDEX_TR: _tr("KRX", (H0UPCNT0_FIELDS,), _INDEX_NAMES, _index_tick, dated=True),
 }  # fmt: skip
-_TICK_GET: Final = _TRS["H0STCNT0"].getters[len(H0STCNT0_FIELDS)]
+_TICK_GET: Final = _TRS[KIS_TRADES].getters[len(H0STCNT0_FIELDS)]
 
 
 def tick_from_fields(

@@ -28,8 +28,9 @@ from typing import Final
 
 import msgspec
 
+from tradestream.errors import FrameError, TokenError
 from tradestream.events import KST, Event, News, OrderBook, Tick
-from tradestream.feeds.kis import FrameError
+from tradestream.upstream import LS_BOOK_TRS, LS_NEWS, LS_NEWS_KEY, LS_TRADE_TRS
 
 __all__ = [
     "ACK_OK",
@@ -57,10 +58,10 @@ __all__ = [
 
 TOKEN_PATH: Final = "/oauth2/token"  # on https://openapi.ls-sec.co.kr:8080 (§1, §2)
 ACK_OK: Final = "00000"  # the only success rsp_cd seen (§4, inferred)
-NEWS_TR: Final = "NWS"
-NEWS_TR_KEY: Final = "NWS001"  # §8.1: the one news key
-TRADE_TRS: Final = frozenset({"S3_", "K3_"})  # KOSPI, KOSDAQ trades: identical bodies (§8.2)
-BOOK_TRS: Final = frozenset({"H1_", "HA_"})  # KOSPI, KOSDAQ order books: identical (§8.3)
+NEWS_TR: Final = LS_NEWS
+NEWS_TR_KEY: Final = LS_NEWS_KEY  # §8.1: the one news key
+TRADE_TRS: Final = LS_TRADE_TRS  # KOSPI, KOSDAQ trades: identical bodies (§8.2)
+BOOK_TRS: Final = LS_BOOK_TRS  # KOSPI, KOSDAQ order books: identical (§8.3)
 BOOK_LEVELS: Final = 10
 DEFAULT_VENUE: Final = "KRX"
 MEDIA_FILE: Final = "ls_media.json"
@@ -69,10 +70,6 @@ NEWS_CODE_CHUNK: Final = 12  # §8.1: `code` is 240 chars, read as up to 20 x 12
 
 
 # --- token (§2) --------------------------------------------------------------------------------
-
-
-class TokenError(ValueError):
-    """The token endpoint answered without a usable access token or lifetime."""
 
 
 def token_request_form(app_key: str, app_secret: str) -> dict[str, str]:
@@ -536,7 +533,7 @@ def load_media_map(path: Path | None = None) -> dict[str, str]:
     OSError when it cannot be read. Called once at start-up; the decoder is pure.
     """
     if path is None:
-        data = resources.files("tradestream.feeds").joinpath(MEDIA_FILE).read_bytes()
+        data = resources.files("tradestream.feeds.ls").joinpath(MEDIA_FILE).read_bytes()
     else:
         data = path.read_bytes()
     table = msgspec.json.decode(data, type=_MediaFile).media

@@ -1,4 +1,7 @@
-"""Gateway topics: parsing, validation and the per-subscription cadence suffix (pure).
+"""Topics: every topic string is built and parsed here (bottom layer, pure).
+
+Builders (`price(code)`, `order_keys(...)`, ...) are what the pipeline publishes to; `parse_topic`
+validates what a client subscribes to, with the per-subscription cadence suffix.
 
 A client subscribes to a topic string. Valid topics (README, "Topics"):
 
@@ -16,7 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tradestream.gateway.protocol import ProtocolError
+from tradestream.errors import ProtocolError
+from tradestream.upstream import KIS_BOOK, KIS_TRADES
 
 #: every topic kind (the part before the first ':'), e.g. for topic ACLs
 KINDS = frozenset({"price", "orderbook", "news", "order", "strategy", "signal", "market",
@@ -27,6 +31,10 @@ CONFLATABLE = frozenset({"price", "orderbook", "market", "market-gate"})
 PRIVATE = frozenset({"order"})
 SIGNAL_KINDS = frozenset({"vcp", "daytrading"})
 INDEXES = frozenset({"kospi", "kosdaq"})
+MARKET_GATE = "market-gate"
+ALERTS = "alert"  # every alert
+NEWS = "news"  # every headline
+ADMIN_ORDERS = "orders-all"  # hub key of every account's orders (admin only)
 MIN_CADENCE_S = 0.1
 MAX_CADENCE_S = 300.0
 
@@ -104,3 +112,78 @@ def _done(topic: str, name: str, kind: str, arg: str | None, at: str, suffix: st
                                 "price, orderbook, market and market-gate topics")
         cadence = _cadence(topic, suffix)
     return Topic(topic, name, kind, arg, cadence)
+
+
+# -- builders: what is published -------------------------------------------------------------
+
+
+def price(code: str) -> str:
+    return "price:" + code
+
+
+def orderbook(code: str) -> str:
+    return "orderbook:" + code
+
+
+def news(code: str) -> str:
+    """Headlines that name `code` (NEWS has them all)."""
+    return "news:" + code
+
+
+def alert(code: str) -> str:
+    """Alerts on `code` (ALERTS has them all)."""
+    return "alert:" + code
+
+
+def market(index: str) -> str:
+    """An index by name: market:kospi, market:kosdaq."""
+    return "market:" + index
+
+
+def signal(kind: str) -> str:
+    """signal:vcp, signal:daytrading."""
+    return "signal:" + kind
+
+
+def strategy(strategy_id: str) -> str:
+    return "strategy:" + strategy_id
+
+
+#: the client topic kind each slot-managed registration serves
+_KIND_FOR_TR = {KIS_TRADES: "price", KIS_BOOK: "orderbook"}
+
+
+def for_registration(tr_id: str, code: str) -> str:
+    """The topic a (tr_id, code) registration serves: price:X for trades, orderbook:X for
+    books, and `{tr_id}:{code}` for a registration no client topic names."""
+    return _KIND_FOR_TR.get(tr_id, tr_id) + ":" + code
+
+
+# -- order routing: private topics become per-account hub keys ------------------------------
+
+
+def account_orders(account: str, order_no: str | None = None) -> str:
+    """The hub key of one account's orders (all of them, or one order). Account names are
+    validated at the handshake (gateway/auth.py), so none can spell another account's key
+    or ADMIN_ORDERS."""
+    return f"order@{account}" if order_no is None else f"order@{account}:{order_no}"
+
+
+def admin_orders(order_no: str | None = None) -> str:
+    """The hub key of every account's orders (all, or one order): admins only."""
+    return ADMIN_ORDERS if order_no is None else f"{ADMIN_ORDERS}:{order_no}"
+
+
+def order_keys(account: str, order_no: str) -> tuple[str, str, str, str]:
+    """Hub keys of one execution: its account's (all orders, this order), and the admin's."""
+    return (account_orders(account), account_orders(account, order_no), admin_orders(),
+            admin_orders(order_no))
+
+
+def public_key(hub_key: str) -> str:
+    """A hub key as a client topic: per-account and admin order keys become order:* or
+    order:{id} (no account named); every other key is its topic."""
+    if hub_key.startswith(("order@", ADMIN_ORDERS)):
+        _, _, order_id = hub_key.partition(":")
+        return "order:" + (order_id or "*")
+    return hub_key

@@ -5,7 +5,13 @@ One change to hypercorn's trio server: a bounded socket write. Hypercorn shields
 for ever, out of reach of any cancel scope; the app cannot even close it. `_BoundedTCPServer`
 keeps the shield (a cancelled write would corrupt the stream) but gives it a deadline per 64 KiB
 chunk: a socket that takes no chunk for `write_timeout_s` aborts the connection, and the app
-sees a disconnect. Installed once, by name, where hypercorn's trio runner looks it up.
+sees a disconnect.
+
+Hypercorn's `serve` builds its connections from a module global (`hypercorn.trio.run.
+TCPServer`), so using the subclass there would mean patching hypercorn for every user of the
+process. Instead `serve_app` runs its own copy of hypercorn's worker loop (`worker_serve` of
+hypercorn 0.18: lifespan, listeners, graceful deadline) that names our server class; nothing
+of hypercorn is changed. tests/unit/test_serving.py pins the hypercorn parts this relies on.
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 
-import hypercorn.trio.run
+from functools import partial
+
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.trio import serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.typing import Framework
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, Framework, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 64 * 1024
@@ -43,9 +53,18 @@ class WriteProbe:
 write_probe: ContextVar[WriteProbe | None] = ContextVar("write_probe", default=None)
 
 
+class ServeConfig(Config):
+    """Hypercorn's settings plus the bounded write's."""
+
+    write_timeout_s: float | None = None  # None: hypercorn's unbounded write
+    on_write_timeout: Callable[[], None] | None = None  # called when a write is aborted
+
+
 class _BoundedTCPServer(TCPServer):
+    config: ServeConfig
+
     async def protocol_send(self, event: Event) -> None:
-        timeout = getattr(self.config, "write_timeout_s", None)
+        timeout = self.config.write_timeout_s
         if not isinstance(event, RawData) or timeout is None:
             await super().protocol_send(event)
             return
@@ -65,7 +84,7 @@ class _BoundedTCPServer(TCPServer):
                 await self.protocol.handle(Closed())
                 return
             if scope.cancelled_caught:
-                hook: Callable[[], None] | None = getattr(self.config, "on_write_timeout", None)
+                hook = self.config.on_write_timeout
                 log.warning("socket write blocked for %gs: the peer stopped reading; aborting "
                             "the connection", timeout)
                 if hook is not None:
@@ -77,9 +96,6 @@ class _BoundedTCPServer(TCPServer):
                 return
             if probe is not None:
                 probe.writes += 1
-
-
-hypercorn.trio.run.TCPServer = _BoundedTCPServer  # type: ignore[misc]
 
 
 async def serve_app(
@@ -102,15 +118,48 @@ async def serve_app(
     a connection whose socket accepts nothing for that long is aborted (`on_write_timeout`
     is called first).
     """
-    config = Config()
+    config = ServeConfig()
     config.bind = [f"{host}:{port}"]
     config.graceful_timeout = graceful_s
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.websocket_max_message_size = max_message_bytes
-    config.write_timeout_s = write_timeout_s  # type: ignore[attr-defined]
-    config.on_write_timeout = on_write_timeout  # type: ignore[attr-defined]
-    await serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=task_status)
+    config.write_timeout_s = write_timeout_s
+    config.on_write_timeout = on_write_timeout
+    await _worker_serve(app, config, task_status=task_status)
+
+
+async def _worker_serve(app: Framework, config: ServeConfig, *,
+                        task_status: trio.TaskStatus[list[str]]) -> None:
+    """hypercorn.trio.run.worker_serve (0.18) for plain TCP listeners, with `_BoundedTCPServer`
+    as the connection class and no shutdown trigger (the owner cancels)."""
+    config.set_statsd_logger_class(StatsdLogger)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            sockets = config.create_sockets()
+            listeners = []
+            binds = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            task_status.started(binds)
+            try:
+                await trio.serve_listeners(
+                    partial(_BoundedTCPServer, wrapped, config, context,
+                            ConnectionState(lifespan_state.copy())),
+                    listeners, handler_nursery=server_nursery)
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
 
 
 def ws_url(http_url: str, path: str) -> str:

@@ -26,6 +26,13 @@ sim:
 test *ARGS:
     pytest {{ARGS}}
 
+# lint and format check, types (strict on the pure core) and the one-way layers (CI runs it)
+lint:
+    ruff check tradestream tests migrations
+    ruff format --check tradestream tests migrations
+    mypy
+    lint-imports
+
 # run the benchmarks (or some: just bench reconnect)
 bench *SCENARIOS:
     python -m tradestream.bench {{SCENARIOS}}

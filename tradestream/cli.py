@@ -31,7 +31,7 @@ def _setup_logging() -> None:
 
 
 def _banner(s: Settings, running: object) -> str:
-    from tradestream.service import Running
+    from tradestream.roles import Running
 
     assert isinstance(running, Running)
     lines = [
@@ -57,7 +57,7 @@ def _banner(s: Settings, running: object) -> str:
 
 async def _run(s: Settings, record: Path | None = None, replay: Path | None = None,
                speed: float = 0.0) -> None:
-    from tradestream.service import run_service
+    from tradestream.roles import run_service
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:

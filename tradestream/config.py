@@ -357,11 +357,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         positions_url=_get(env, "POSITIONS_URL") or "",
         positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
     )
-    notices = 1 if kis.hts_id else 0
-    if kis.registration_limit - kis.slot_margin - notices < 1:
+    notice_slots = 1 if kis.hts_id else 0
+    if kis.registration_limit - kis.slot_margin - notice_slots < 1:
         raise ConfigError(
             "TRADESTREAM_KIS_REGISTRATION_LIMIT minus TRADESTREAM_KIS_SLOT_MARGIN leaves no "
-            "registration for market data" + (" beside the execution notice" if notices else ""))
+            "registration for market data" + (" beside the execution notice" if notice_slots else ""))
     ls_subs = _get(env, "LS_SUBSCRIBE")
     ls = LsSettings(
         enabled=ls_ws is not None or sim.enabled and not _flag(env, "LS_DISABLED"),

@@ -19,7 +19,8 @@ from tests.e2e.test_gateway import recv_type, tok
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
 from tradestream.config import Settings
 from tradestream.events import Tick
-from tradestream.service import STRATEGY_DRAIN_S, run_service
+from tradestream.pipeline.routing import STRATEGY_DRAIN_S
+from tradestream.roles import run_service
 
 
 def audits(running: object) -> int:

@@ -15,7 +15,7 @@ from tests.e2e.test_service import open_websocket_url, recv, service, token, wai
 from tradestream.config import Settings
 from tradestream.feeds.kis.codec import subscribe_message
 from tradestream.feeds.transport import open_upstream
-from tradestream.service import run_service
+from tradestream.roles import run_service
 
 TIMEOUT_S = 30
 TABLES = {"Tick": "stock_prices_realtime", "OrderBook": "orderbook_snapshots",

@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
 from tradestream.config import Settings
 from tradestream.hub import Msg
-from tradestream.service import Running
+from tradestream.roles import Running
 
 SECRET = "test-secret-test-secret-test-secret"
 ACCOUNT = "5012345601"  # the simulator's demo account

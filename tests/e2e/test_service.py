@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tradestream.config import Settings
 from tradestream.errors import SchemaOutOfDate
 from tradestream.feeds.transport import open_upstream
-from tradestream.service import Running, run_service
+from tradestream.roles import Running, run_service
 
 TIMEOUT_S = 20
 

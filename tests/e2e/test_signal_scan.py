@@ -25,16 +25,18 @@ from tests.e2e.test_gateway import recv_type
 from tests.e2e.test_service import open_websocket_url, recv, send
 from tradestream.detect.scanners import scan_daytrading
 from tradestream.events import KST, Event, Signal, Tick
-from tradestream.gateway.app import GatewayContext, create_app
+from tradestream.gateway.app import WsServices, create_app
+from tradestream.gateway.ports import StaticDemand
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.signals_api import (
-    SignalPublisher,
     _bars,
     register_signals,
     scan,
     scan_window,
 )
 from tradestream.hub import Hub
+from tradestream.pipeline.publish import SignalPublisher
+from tradestream.pipeline.stages import MarketState
 from tradestream.serving import serve_app, ws_url
 from tradestream.store import migrate, reads
 from tradestream.store.writer import EventWriter, make_engine
@@ -181,7 +183,7 @@ def test_vcp_reads_the_last_two_hours(engine: sa.Engine) -> None:
 async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
     hub = Hub()
     auth = Authenticator(SECRET)
-    app = create_app(GatewayContext(hub=hub, auth=auth, engine=engine))
+    app = create_app(WsServices(hub, auth, MarketState(), StaticDemand()), engine=engine)
     stored: list[Event] = []  # the publisher's store edge (the service's goes to the flusher)
     register_signals(app, engine, auth, SignalPublisher(hub, stored.append), lambda: CODES,
                      clock=lambda: NOW)

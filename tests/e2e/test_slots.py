@@ -29,7 +29,7 @@ from tests.conftest import make_settings
 from tests.e2e.test_gateway import recv_type, tok
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
 from tradestream.config import Settings, from_env
-from tradestream.service import Running
+from tradestream.roles import Running
 from tradestream.sim.market import DEFAULT_TICKERS
 
 CODES = tuple(t.code for t in DEFAULT_TICKERS) + tuple(f"9000{i:02d}" for i in range(10))

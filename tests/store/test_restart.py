@@ -12,7 +12,7 @@ import trio
 from tests.conftest import make_settings
 from tests.e2e.test_service import wait_for
 from tests.store.test_outage import Outage
-from tradestream.service import run_service
+from tradestream.roles import run_service
 from tradestream.store import migrate
 from tradestream.store.writer import make_engine
 

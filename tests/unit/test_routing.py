@@ -12,12 +12,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from tradestream.errors import ProtocolError
 from tradestream import wire
 from tradestream.config import GatewaySettings
+from tradestream.errors import ProtocolError
 from tradestream.events import Alert, Execution, News, Tick
 from tradestream.gateway.auth import Authenticator, Identity
-from tradestream.gateway.ws import Connection, GatewayContext
+from tradestream.gateway.ws import Connection, WsServices
 from tradestream.hub import Hub, Msg
 from tradestream.pipeline.stages import MarketState, RouterStats, _route
 from tradestream.topics import Topic
@@ -62,8 +62,8 @@ class Tree:
         self.state = MarketState()
         self.stats = RouterStats()
         self.demand = RecordingDemand()
-        self.ctx = GatewayContext(hub=self.hub, auth=Authenticator(SECRET),
-                                  settings=GatewaySettings(), demand=self.demand)
+        self.ctx = WsServices(self.hub, Authenticator(SECRET), MarketState(), self.demand,
+                              GatewaySettings())
 
     def connect(self, user: str, *, role: str = "user", accounts: tuple[str, ...] = ()
                 ) -> Connection:

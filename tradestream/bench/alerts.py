@@ -30,7 +30,7 @@ from tradestream.config import (
     StoreSettings,
 )
 from tradestream.feeds.transport import open_upstream
-from tradestream.service import run_service
+from tradestream.roles import run_service
 from tradestream.sim.market import DEFAULT_TICKERS
 
 ALERTS = 200

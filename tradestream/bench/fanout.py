@@ -50,8 +50,9 @@ import trio
 from tradestream import topics
 from tradestream.config import PipelineSettings
 from tradestream.events import KST, Event, Tick
-from tradestream.gateway.app import GatewayContext, create_app
+from tradestream.gateway.app import WsServices, create_app
 from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.ports import StaticDemand
 from tradestream.hub import Hub
 from tradestream.pipeline.stages import MarketState, RouterStats, run_router
 from tradestream.serving import serve_app, ws_url
@@ -137,13 +138,12 @@ async def serve_tradestream(codes: list[str], events_in: trio.MemoryReceiveChann
     hub = Hub()
     state = MarketState()
     stats = RouterStats()
-    ctx = GatewayContext(hub=hub, auth=Authenticator(SECRET), streamed=frozenset(codes),
-                         latest=state.latest, books=state.books, last=state.last,
-                         accounts=state.accounts, status=lambda: {"router": stats.as_dict()})
+    ws = WsServices(hub, Authenticator(SECRET), state, StaticDemand(frozenset(codes)))
     store_out, store_in = trio.open_memory_channel[Event](PipelineSettings().store_buffer)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
-        binds = await nursery.start(serve_app, create_app(ctx), "127.0.0.1", 0)
+        binds = await nursery.start(serve_app, create_app(
+            ws, status=lambda admin: {"router": stats.as_dict()}), "127.0.0.1", 0)
         nursery.start_soon(_drain, store_in)
         await nursery.start(router, events_in, store_out, hub, state, stats)
         task_status.started(Running(ws_url(binds[0], "/api/ws"), tradestream=hub,

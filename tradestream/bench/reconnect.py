@@ -17,7 +17,7 @@ from tradestream.config import (
     SimSettings,
     StoreSettings,
 )
-from tradestream.service import run_service
+from tradestream.roles import run_service
 from tradestream.sim.market import DEFAULT_TICKERS
 
 ROUNDS = 8

@@ -2,7 +2,7 @@
 
 A recording is gzip-compressed JSON lines, one per frame received from a broker:
 ``{"t": received_ns, "s": "kis-1", "b": "kis", "m": "<frame text>"}``. Replay decodes each
-frame with a fresh decoder of its broker, in order, so acknowledgements restore the AES keys
+frame with a fresh decoder of its broker (by the tag, from feeds/registry.py), in order, so acknowledgements restore the AES keys
 of encrypted notices exactly as they did live, and the events keep their recorded receive
 times: a replay into an empty database stores the same rows as the live run.
 """
@@ -14,24 +14,18 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
 
 from tradestream.events import Event
-from tradestream.feeds.kis.codec import KisDecoder
-from tradestream.feeds.ls.codec import LsDecoder, load_media_map
+from tradestream.feeds.registry import broker
+from tradestream.feeds.session import Frame
 
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 1000  # frames per write to the file (one worker-thread call)
-
-
-class Frame(msgspec.Struct, frozen=True):
-    t: int  # received, ns since the epoch
-    s: str  # session name
-    b: str  # broker: "kis" or "ls"
-    m: str  # the frame's text, as received
 
 
 _encoder = msgspec.json.Encoder()
@@ -107,8 +101,7 @@ async def run_replay(
 ) -> None:
     """Decode a recording into `events_out`, pacing frames at `speed` times their recorded
     rate (0: as fast as the pipeline takes them). Owns `events_out`; returns at the end."""
-    decoders: dict[str, KisDecoder | LsDecoder] = {}
-    media = load_media_map()
+    decoders: dict[str, Any] = {}  # session -> its broker's decoder (feeds/registry.py)
     frames = read_frames(path)
     first_t: int | None = None
     start = trio.current_time()
@@ -122,7 +115,7 @@ async def run_replay(
             for f in chunk:
                 dec = decoders.get(f.s)
                 if dec is None:
-                    dec = decoders[f.s] = KisDecoder(f.s) if f.b == "kis" else LsDecoder(f.s, media)
+                    dec = decoders[f.s] = broker(f.b).new_decoder(f.s)
                 if speed > 0:
                     first_t = f.t if first_t is None else first_t
                     await trio.sleep_until(start + (f.t - first_t) / 1e9 / speed)

@@ -21,16 +21,25 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from tradestream.backoff import Backoff
 from tradestream.errors import CredentialRejected, FeedError
 from tradestream.events import Event, FeedGap
-from tradestream.feeds.record import Frame
 from tradestream.feeds.transport import open_upstream
 
 log = logging.getLogger(__name__)
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """One raw upstream frame as recorded (feeds/record.py)."""
+
+    t: int  # received, ns since the epoch
+    s: str  # session name
+    b: str  # broker tag (feeds/registry.py): "kis", "ls"
+    m: str  # the frame's text, as received
 
 
 DELIVER_S = 5.0  # when stopping: at most this long to hand on what one frame brought
@@ -94,7 +103,7 @@ class FeedAdapter(Protocol):
     """What run_feed needs to know about one broker's protocol."""
 
     ws_url: str
-    broker: str  # "kis" or "ls": how a recording of this session is decoded
+    broker: str  # the broker's tag (feeds/registry.py): how a recording is decoded
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         """Make sure a credential is at hand (no-op when it is); CredentialRejected if refused."""
@@ -122,7 +131,7 @@ class FeedAdapter(Protocol):
 
 
 class _Decoder(Protocol):
-    last_error: Exception | None
+    last_error: Any  # the decoder's own error type (FrameError), or None
 
     @property
     def stats(self) -> Any: ...
@@ -143,7 +152,8 @@ class DecoderAdapter:
         return exc
 
     def stats(self) -> dict[str, object]:
-        return self.decoder.stats.as_dict()  # type: ignore[no-any-return]
+        stats: dict[str, object] = self.decoder.stats.as_dict()
+        return stats
 
 
 async def run_feed(
@@ -278,6 +288,7 @@ def _log_bad_frame(name: str, adapter: FeedAdapter, text: str) -> None:
     if exc is None:
         return
     reason = getattr(exc, "reason", type(exc).__name__)
-    n = adapter.stats().get("errors", {}).get(reason, 0)  # type: ignore[union-attr]
+    errors = adapter.stats().get("errors")
+    n = errors.get(reason, 0) if isinstance(errors, dict) else 0
     if n <= 10 or n % 1000 == 0:  # count every bad frame, log the first few of each kind
         log.warning("%s: dropped bad frame #%d (%s): %.200r", name, n, exc, text)

@@ -5,24 +5,27 @@ Routes:
     /health             liveness, no auth
     /metrics            Prometheus text format, no auth (bind it to a private interface)
     /api/ws/status      connections, users, subscriptions, upstream, queues (JWT)
-    /api/...            REST reads (gateway/rest.py, JWT)
+    /api/...            REST reads (gateway/rest.py, JWT), when a store is given
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
+from sqlalchemy.engine import Engine
 
-from tradestream.errors import AuthError
-from tradestream.gateway.auth import bearer
+from tradestream.gateway.access import install, require_role
 from tradestream.gateway.metrics import CONTENT_TYPE
 from tradestream.gateway.rest import register_reads
-from tradestream.gateway.ws import GatewayContext, serve_ws
+from tradestream.gateway.ws import WsServices, serve_ws
 from tradestream.topics import public_key
 
-__all__ = ["GatewayContext", "create_app"]
+__all__ = ["WsServices", "create_app"]
+
+Status = Callable[[bool], dict[str, Any]]  # the service's status document, for an admin or not
 
 
 def _public_subscriptions(subs: dict[str, int]) -> dict[str, int]:
@@ -34,12 +37,16 @@ def _public_subscriptions(subs: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def create_app(ctx: GatewayContext) -> QuartTrio:
+def create_app(ws: WsServices, *, status: Status | None = None,
+               engine: Engine | None = None) -> QuartTrio:
+    """The app over `ws`'s hub. `status(admin)` is the service's part of /api/ws/status (the
+    gateway adds its own); `engine` serves the REST reads."""
     app = QuartTrio("tradestream")
-    ctx.metrics.attach(ctx.hub, ctx.status)
-
-    if ctx.engine is not None:
-        register_reads(app, ctx.engine, ctx.auth)
+    install(app)
+    hub, auth = ws.hub, ws.auth
+    ws.metrics.attach(hub, lambda: status(True) if status is not None else {})
+    if engine is not None:
+        register_reads(app, engine, auth)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -47,38 +54,38 @@ def create_app(ctx: GatewayContext) -> QuartTrio:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(ctx.metrics.render(), content_type=CONTENT_TYPE)
+        return Response(ws.metrics.render(), content_type=CONTENT_TYPE)
 
     @app.get("/api/ws/status")
     async def ws_status() -> Any:
-        try:
-            identity = ctx.auth.verify(bearer(request.headers, request.args))
-        except AuthError as exc:
-            return {"error": str(exc)}, 401
-        status = ctx.status()
-        status["subscriptions"] = _public_subscriptions(ctx.hub.subscriptions())
-        status["handshaking"] = ctx.hub.handshaking
-        if not identity.is_admin:
-            # who is connected, their order ids and the holdings in the slot audits are the
-            # operator's business: others get counts only
-            users = status.pop("active_users", [])
-            status["active_user_count"] = len(list(users))
-            subs = status["subscriptions"]
+        identity = require_role(auth)
+        doc = status(identity.is_admin) if status is not None else {}
+        doc.update({
+            "active_connections": len(hub.clients),
+            "outboxes": {"queued": sum(len(c.outbox) for c in hub.clients.values()),
+                         "conflated": hub.conflated_total()},
+            "subscriptions": _public_subscriptions(hub.subscriptions()),
+            "handshaking": hub.handshaking,
+        })
+        if identity.is_admin:
+            doc["active_users"] = list(hub.users())
+        else:
+            # who is connected and their order ids are the operator's business: others get
+            # counts only (the service's part already left out the holdings)
+            doc["active_user_count"] = len(list(hub.users()))
+            subs = doc["subscriptions"]
             orders = sum(n for k, n in subs.items() if k.startswith("order:"))
-            status["subscriptions"] = {k: n for k, n in subs.items()
-                                       if not k.startswith("order:")}
+            doc["subscriptions"] = {k: n for k, n in subs.items() if not k.startswith("order:")}
             if orders:
-                status["subscriptions"]["order"] = orders
-            if ctx.slots_summary is not None and "slots" in status:
-                status["slots"] = ctx.slots_summary(False)
-        return status
+                doc["subscriptions"]["order"] = orders
+        return doc
 
     @app.websocket("/api/ws")
     async def api_ws() -> None:
-        await serve_ws(ctx, presubscribe=False)
+        await serve_ws(ws, presubscribe=False)
 
     @app.websocket("/ws")
-    async def ws() -> None:
-        await serve_ws(ctx, presubscribe=True)
+    async def plain_ws() -> None:
+        await serve_ws(ws, presubscribe=True)
 
     return app

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import jwt
 
@@ -34,9 +34,15 @@ class Identity:
         return self.role == "admin"
 
 
-def bearer(headers: Mapping[str, str], args: Mapping[str, str]) -> str | None:
+class Lookup(Protocol):
+    """Headers or query arguments: anything with a `get` (quart's `Headers` is no Mapping)."""
+
+    def get(self, key: str) -> str | None: ...
+
+
+def bearer(headers: Lookup, args: Lookup) -> str | None:
     """The token from ``Authorization: Bearer ...`` or, failing that, ``?token=``."""
-    header = headers.get("Authorization", "")
+    header = headers.get("Authorization") or ""
     if header[:7].lower() == "bearer " and header[7:].strip():
         return header[7:].strip()
     return args.get("token") or None

@@ -27,6 +27,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.refusals = 0  # connections refused for lack of room (their log lines are sparse)
         r = self.registry
         self.connections_opened = Counter(
             "tradestream_ws_connections_opened", "WebSocket connections authenticated", registry=r)

@@ -17,9 +17,10 @@ from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
-from tradestream.errors import AuthError, BadRequest
+from tradestream.errors import BadRequest
 from tradestream.events import KST
-from tradestream.gateway.auth import Authenticator, bearer
+from tradestream.gateway.access import install, require_role
+from tradestream.gateway.auth import Authenticator
 from tradestream.store import reads
 
 READ_THREADS = 4
@@ -52,16 +53,14 @@ def _code(code: str) -> str:
 
 
 def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
+    install(app)
     limiter = trio.CapacityLimiter(READ_THREADS)
 
     def route(path: str) -> Callable[[Callable[..., Any]], Any]:
         def deco(fn: Callable[..., Any]) -> Any:
             @wraps(fn)
             async def handler(**kw: Any) -> Any:
-                try:
-                    auth.verify(bearer(request.headers, request.args))
-                except AuthError as exc:
-                    return {"error": str(exc)}, 401
+                require_role(auth)
                 try:
                     query = fn(**kw)
                 except (BadRequest, ValueError) as exc:

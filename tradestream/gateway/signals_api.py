@@ -5,8 +5,9 @@
     POST /api/signals/{kind}        post signals: {"signals": [{"symbol": "005930", ...}, ...]}
 
 Either way the result is broadcast as `signal_update` on `signal:{kind}` (seed 004's shape) and
-stored, one row per item. Both need role admin or producer. `SignalPublisher.publish` is also
-what the Redis bridge calls for signals arriving from external workers (seed 004's Celery path).
+stored, one row per item. Both need role admin or producer. The same publisher
+(pipeline/publish.py) takes the signals arriving from external workers over Redis (seed 004's
+Celery path).
 
 What each scan reads (`scan_window`):
 
@@ -24,31 +25,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import msgspec
 import trio
 from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
-from tradestream import topics, wire
 from tradestream.detect.scanners import Bar, scan_daytrading, scan_vcp
-from tradestream.errors import AuthError
-from tradestream.events import KST, Event, Signal
-from tradestream.gateway.auth import Authenticator, bearer
-from tradestream.hub import Hub, Msg
+from tradestream.events import KST
+from tradestream.gateway.access import WRITERS, install, require_role
+from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.ports import Signals
+from tradestream.pipeline.publish import MAX_SIGNALS, SIGNAL_KINDS
 from tradestream.store import reads
 
 log = logging.getLogger(__name__)
 
-KINDS = ("vcp", "daytrading")
-WRITERS = ("admin", "producer")
-MAX_SIGNALS = 500
+KINDS = SIGNAL_KINDS
 BAR_S = 60  # both scans run on 1-minute bars
 VCP_SCAN_MINUTES = 120  # two hours read; scan_vcp uses its last VCP_LOOKBACK_BARS (60)
 SESSION_OPEN_HOUR = 9  # the KRX regular session opens at 09:00 KST
@@ -57,41 +54,6 @@ SESSION_OPEN_HOUR = 9  # the KRX regular session opens at 09:00 KST
 DAYTRADING_MAX_BARS = 15 * 60
 assert DAYTRADING_MAX_BARS <= reads.MAX_ROWS
 SCAN_THREADS = 2
-
-
-class SignalPublisher:
-    """Broadcasts and stores a set of signals of one kind."""
-
-    def __init__(self, hub: Hub, store: Callable[[Event], None]) -> None:
-        self._hub = hub
-        self._store = store
-        self.published = 0
-
-    def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
-        now = datetime.now(KST)
-        msg = Msg(wire.signal_update(kind, list(signals), now.isoformat()), "signal_update",
-                  time.time_ns())
-        n = self._hub.publish(topics.signal(kind), msg)
-        for item in signals:
-            self._store(Signal(source, kind, kind, str(item.get("symbol", ""))[:12],
-                               dict(item), now, time.time_ns()))
-        self.published += 1
-        return n
-
-    def from_redis(self, channel: str, data: bytes) -> None:
-        """``{"signal_type": "VCP", "signals": [...]}`` from an external worker; bad input is
-        logged and dropped."""
-        try:
-            body = msgspec.json.decode(data)
-            kind = str(body["signal_type"]).lower()
-            signals = body["signals"]
-            if kind not in KINDS or not isinstance(signals, list) or not all(
-                    isinstance(s, dict) for s in signals):
-                raise ValueError("expected signal_type vcp|daytrading and a list of objects")
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
-            log.warning("redis %s: dropped a bad signal message: %s", channel, exc)
-            return
-        self.publish(kind, signals[:MAX_SIGNALS], "redis")
 
 
 def _bars(rows: Iterable[dict[str, Any]]) -> list[Bar]:
@@ -133,25 +95,17 @@ def _utc_now() -> datetime:
 
 
 def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
-                     publisher: SignalPublisher, codes: Callable[[], Sequence[str]], *,
+                     publisher: Signals, codes: Callable[[], Sequence[str]], *,
                      clock: Callable[[], datetime] = _utc_now) -> None:
     """Add the routes of the module doc. `codes()` lists the codes to scan; `clock()` is the
     scans' "now" (tz-aware; a test passes a fixed session time)."""
     limiter = trio.CapacityLimiter(SCAN_THREADS)
 
-    def check() -> tuple[dict[str, str], int] | None:
-        try:
-            ident = auth.verify(bearer(request.headers, request.args))
-        except AuthError as exc:
-            return {"error": str(exc)}, 401
-        if ident.role not in WRITERS:
-            return {"error": "needs role admin or producer"}, 403
-        return None
+    install(app)
 
     @app.post("/api/signals/<kind>/scan")
     async def run_scan(kind: str) -> Any:
-        if (denied := check()) is not None:
-            return denied
+        require_role(auth, WRITERS)
         if kind not in KINDS:
             return {"error": f"unknown scan {kind!r}; one of {', '.join(KINDS)}"}, 404
         now = clock()
@@ -164,8 +118,7 @@ def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
 
     @app.post("/api/signals/<kind>")
     async def post(kind: str) -> Any:
-        if (denied := check()) is not None:
-            return denied
+        require_role(auth, WRITERS)
         if kind not in KINDS:
             return {"error": f"unknown signal kind {kind!r}; one of {', '.join(KINDS)}"}, 404
         body = await request.get_json(force=True, silent=True)

@@ -12,11 +12,11 @@ from typing import Any
 from quart import request
 from quart_trio import QuartTrio
 
-from tradestream.errors import AuthError
-from tradestream.gateway.auth import Authenticator, bearer
-from tradestream.slots.driver import SlotDriver
+from tradestream.gateway.access import WRITERS, install, require_role
+from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.ports import ScannerInput, Slots
+from tradestream.upstream import KIS_BOOK, KIS_TRADES
 
-WRITERS = ("admin", "producer")
 MAX_CODES = 500
 
 
@@ -28,36 +28,19 @@ def _codes(body: Any, field: str) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
-def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
-                   scanner_posted: set[str], on_scanner: Any,
+def register_slots(app: QuartTrio, slots: Slots, auth: Authenticator, scanner: ScannerInput,
                    kept: tuple[tuple[str, str], ...] = ()) -> None:
     """`kept`: configured picks that are neither trades nor order books (indexes, program
     trading); a PUT of the picks keeps them."""
-    def verify(roles: tuple[str, ...] | None = None) -> Any:
-        """The caller's identity, or the error reply."""
-        try:
-            ident = auth.verify(bearer(request.headers, request.args))
-        except AuthError as exc:
-            return {"error": str(exc)}, 401
-        if roles is not None and ident.role not in roles:
-            return {"error": "needs role " + " or ".join(roles)}, 403
-        return ident
-
-    def check(roles: tuple[str, ...] | None = None) -> tuple[dict[str, str], int] | None:
-        ident = verify(roles)
-        return ident if isinstance(ident, tuple) else None
+    install(app)
 
     @app.get("/api/slots")
-    async def slots() -> Any:
-        ident = verify()
-        if isinstance(ident, tuple):
-            return ident
-        return driver.listing(admin=ident.is_admin)
+    async def listing() -> Any:
+        return slots.listing(admin=require_role(auth).is_admin)
 
     @app.put("/api/watchlist/picks")
     async def picks() -> Any:
-        if (denied := check(WRITERS)) is not None:
-            return denied
+        require_role(auth, WRITERS)
         body = await request.get_json(force=True, silent=True)
         try:
             trades = _codes(body, "codes")
@@ -65,24 +48,20 @@ def register_slots(app: QuartTrio, driver: SlotDriver, auth: Authenticator,
                 else []
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        keys = [("H0STCNT0", c) for c in trades] + [("H0STASP0", c) for c in books] + list(kept)
-        changes = driver.set_picks(keys)
-        pending = {(p["tr_id"], p["code"]) for p in driver.pending()}
+        keys = [(KIS_TRADES, c) for c in trades] + [(KIS_BOOK, c) for c in books] + list(kept)
+        changes = slots.set_picks(keys)
+        pending = {(p["tr_id"], p["code"]) for p in slots.pending()}
         ops = [op.action for op in changes.ops]
         return {"picks": len(keys), "subscribed": ops.count("subscribe"),
                 "unsubscribed": ops.count("unsubscribe"),
                 "pending": sorted(f"{t}:{c}" for t, c in keys if (t, c) in pending)}
 
     @app.post("/api/watchlist/scanner")
-    async def scanner() -> Any:
-        if (denied := check(WRITERS)) is not None:
-            return denied
+    async def scanner_finds() -> Any:
+        require_role(auth, WRITERS)
         body = await request.get_json(force=True, silent=True)
         try:
             codes = _codes(body, "codes")
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        scanner_posted.clear()
-        scanner_posted.update(codes)
-        on_scanner()
-        return {"scanner": sorted(scanner_posted)}
+        return {"scanner": scanner.post(codes)}

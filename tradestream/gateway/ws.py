@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 from quart import websocket
 from sqlalchemy.engine import Engine
 
 from tradestream import topics, wire
-from tradestream.accounts import AccountBook
 from tradestream.config import GatewaySettings
 from tradestream.errors import AuthError, ProtocolError, TokenExpired
-from tradestream.events import OrderBook, Tick
 from tradestream.gateway.auth import Authenticator, Identity, bearer
 from tradestream.gateway.limits import TokenBucket
 from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.gateway.ports import Demand, MarketView
 from tradestream.hub import (
     Client,
     CloseRequest,
@@ -53,72 +52,43 @@ log = logging.getLogger("tradestream.gateway")
 
 MAX_BATCH_MESSAGES = 256  # messages taken from an outbox per wake-up
 MAX_STORE_LOOKUPS = 2  # get_price store fallbacks in flight per connection (queued or running)
+STORE_READ_THREADS = 4  # get_price store reads of every connection together
 
 
-class Demand(Protocol):
-    """Upstream data for a client's topic: granted, or refused with a ProtocolError."""
+class StorePrices:
+    """get_price's fallback when no trade is in memory: the latest stored trade, read in a
+    worker thread. One limiter for every connection, so reads never take the writer's
+    connections (the engine's pool has 5+10)."""
 
-    def claim(self, owner: int, topic: Topic, user: str = "") -> None: ...
+    def __init__(self, engine: Engine, threads: int = STORE_READ_THREADS) -> None:
+        self._engine = engine
+        self._limiter = trio.CapacityLimiter(threads)
 
-    def release(self, owner: int, topic: Topic) -> None: ...
-
-
-@dataclass
-class StaticDemand:
-    """Fixed upstream registrations: a price or order-book topic is served only for a code
-    that is streamed (`not_streamed` otherwise)."""
-
-    prices: frozenset[str] = frozenset()
-    books: frozenset[str] = frozenset()
-
-    def claim(self, owner: int, topic: Topic, user: str = "") -> None:
-        if topic.kind == "price" and topic.arg not in self.prices:
-            raise ProtocolError("not_streamed", f"{topic.arg} is not on the watchlist")
-        if topic.kind == "orderbook" and topic.arg not in self.books:
-            raise ProtocolError("not_streamed",
-                                         f"no order-book stream for {topic.arg}")
-
-    def release(self, owner: int, topic: Topic) -> None:
-        pass
+    async def latest(self, code: str) -> dict[str, Any] | None:
+        """The latest stored trade of `code`, or None; raises what the database raises."""
+        rows = await trio.to_thread.run_sync(
+            partial(reads.recent_ticks, self._engine, code, None, 1), limiter=self._limiter)
+        return rows[-1] if rows else None
 
 
-@dataclass
-class GatewayContext:
+@dataclass(frozen=True)
+class WsServices:
+    """What a WebSocket connection uses, and nothing else."""
+
     hub: Hub
     auth: Authenticator
-    streamed: frozenset[str] = frozenset()  # codes with trades upstream (StaticDemand)
-    latest: Mapping[str, Tick] = field(default_factory=dict)  # latest trade per code
-    status: Callable[[], dict[str, Any]] = dict
-    engine: Engine | None = None  # for REST reads and get_price's fallback
-    ping_interval_s: float = 30.0  # server heartbeat (seed 004)
-    max_missed_pongs: int = 2
+    market: MarketView  # current values for new subscribers, get_price, get_account
+    demand: Demand  # upstream data for price and order-book topics
     settings: GatewaySettings = field(default_factory=GatewaySettings)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    books: Mapping[str, OrderBook] = field(default_factory=dict)  # latest book per code
-    last: Mapping[str, Msg] = field(default_factory=dict)  # latest index / gate message
-    accounts: AccountBook = field(default_factory=AccountBook)
-    demand: Demand | None = None
-    # the status endpoint's `slots` section for an admin (True) or anyone else (False)
-    slots_summary: Callable[[bool], dict[str, Any]] | None = None
-    # store reads of every connection together (get_price); the engine's pool has 5+10
-    read_limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(4))
-
-    refusals: int = 0  # connections refused for lack of room (logged sparsely)
-
-    def __post_init__(self) -> None:
-        if self.demand is None:
-            self.demand = StaticDemand(self.streamed, frozenset(self.books))
-        self._roles = dict(self.settings.topic_roles)  # kinds checked by config._topic_roles
-
-    def roles_for(self, kind: str) -> tuple[str, ...] | None:
-        return self._roles.get(kind)
+    prices: StorePrices | None = None  # get_price's store fallback (None: memory only)
 
 
 def reply(payload: str) -> Msg:
     return Msg(payload, "reply")
 
 
-async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
+async def serve_ws(ctx: WsServices, *, presubscribe: bool) -> None:
     """The body of a WebSocket route: authenticate, admit, then run the connection."""
     await websocket.accept()
     m = ctx.metrics
@@ -132,10 +102,10 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
     if full or (token is None and hub.handshaking >= s.max_pending_handshakes):
         reason = "server_full" if full else "handshakes_full"
         m.closes.labels(reason).inc()
-        ctx.refusals += 1
-        if ctx.refusals & (ctx.refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...
+        m.refusals += 1
+        if m.refusals & (m.refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...
             log.warning("ws refused reason=%s remote=%s refusals=%d", reason,
-                        websocket.remote_addr, ctx.refusals)
+                        websocket.remote_addr, m.refusals)
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
         return
     hub.handshaking += 1
@@ -176,7 +146,7 @@ async def serve_ws(ctx: GatewayContext, *, presubscribe: bool) -> None:
                  close.code if close else "client", close.reason if close else "")
 
 
-async def _auth_by_message(ctx: GatewayContext) -> Identity:
+async def _auth_by_message(ctx: WsServices) -> Identity:
     """No token in the URL or headers: the first message must be {"type": "auth", ...}."""
     timeout = ctx.settings.handshake_timeout_s
     with trio.move_on_after(timeout):
@@ -193,8 +163,9 @@ async def _auth_by_message(ctx: GatewayContext) -> Identity:
 
 
 class Connection:
-    def __init__(self, ctx: GatewayContext, client: Client, identity: Identity) -> None:
+    def __init__(self, ctx: WsServices, client: Client, identity: Identity) -> None:
         self.ctx = ctx
+        self._roles = dict(ctx.settings.topic_roles)  # kinds checked by config._topic_roles
         self.client = client
         self.identity = identity
         self.subs: dict[str, tuple[Topic, list[str]]] = {}  # as subscribed -> (topic, hub keys)
@@ -212,8 +183,8 @@ class Connection:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sender)
-            nursery.start_soon(run_heartbeat, self.client, ctx.ping_interval_s,
-                               ctx.max_missed_pongs, lambda: Msg(wire.ping(), "ping"))
+            nursery.start_soon(run_heartbeat, self.client, ctx.settings.ping_interval_s,
+                               ctx.settings.max_missed_pongs, lambda: Msg(wire.ping(), "ping"))
             nursery.start_soon(self._expiry)
             for topic in presubscribe:
                 self._guard(self._subscribe, topic)
@@ -327,9 +298,9 @@ class Connection:
         elif isinstance(msg, wire.GetPrice):
             self._get_price(msg.symbol)
         elif isinstance(msg, wire.GetAccount):
-            accounts = (self.ctx.accounts.accounts() if self.identity.is_admin
-                        else self.identity.accounts)
-            out.put(reply(wire.account(self.ctx.accounts.snapshot(accounts))))
+            market = self.ctx.market
+            accounts = market.account_names() if self.identity.is_admin else self.identity.accounts
+            out.put(reply(wire.account(market.account_snapshot(accounts))))
         elif isinstance(msg, wire.Auth):
             self._refresh(msg.token)
 
@@ -378,7 +349,6 @@ class Connection:
         revoked = self.client.revoked
         if not revoked:
             return
-        assert self.ctx.demand is not None
         for raw, (topic, _) in list(self.subs.items()):
             if topic.name in revoked:
                 del self.subs[raw]
@@ -397,12 +367,11 @@ class Connection:
                 "too_many_subscriptions",
                 f"at most {self.ctx.settings.max_subscriptions} subscriptions per connection",
                 raw_topic)
-        roles = self.ctx.roles_for(topic.kind)
+        roles = self._roles.get(topic.kind)
         if roles is not None and self.identity.role not in roles:
             raise ProtocolError("forbidden", f"{topic.kind} topics need role "
                                          + " or ".join(roles), raw_topic)
         keys = self._hub_keys(topic)
-        assert self.ctx.demand is not None
         self.ctx.demand.claim(self.client.id, topic, self.identity.user_id)
         for key in keys:
             if topic.cadence_s:
@@ -417,15 +386,15 @@ class Connection:
             out.put_latest(keys[0], snapshot)
 
     def _snapshot(self, topic: Topic) -> Msg | None:
-        ctx = self.ctx
+        market = self.ctx.market
         if topic.kind == "price":
-            tick = ctx.latest.get(str(topic.arg))
+            tick = market.tick(str(topic.arg))
             return Msg(wire.price_update(tick), "price_update") if tick else None
         if topic.kind == "orderbook":
-            book = ctx.books.get(str(topic.arg))
+            book = market.book(str(topic.arg))
             return Msg(wire.orderbook_update(book), "orderbook_update") if book else None
         if topic.conflatable:
-            return ctx.last.get(topic.name)
+            return market.last_message(topic.name)
         return None
 
     def _unsubscribe(self, raw_topic: str) -> None:
@@ -437,13 +406,11 @@ class Connection:
         topic, keys = entry
         for key in keys:
             self.ctx.hub.unsubscribe(self.client, key)
-        assert self.ctx.demand is not None
         self.ctx.demand.release(self.client.id, topic)
         log.info("ws unsubscribe client=%d topic=%s", self.client.id, raw_topic)
         self.client.outbox.put(reply(wire.unsubscribed(raw_topic)))
 
     def release_all(self) -> None:
-        assert self.ctx.demand is not None
         for topic, _ in self.subs.values():
             self.ctx.demand.release(self.client.id, topic)
         self.subs.clear()
@@ -452,11 +419,11 @@ class Connection:
     def _get_price(self, symbol: str) -> None:
         if not (isinstance(symbol, str) and len(symbol) == 6 and symbol.isalnum()):
             raise ProtocolError("invalid_message", "symbol must be a 6-char code")
-        tick = self.ctx.latest.get(symbol)
+        tick = self.ctx.market.tick(symbol)
         if tick is not None:
             self.client.outbox.put(reply(wire.price(tick, "memory")))
             return
-        if self.ctx.engine is None or self._nursery is None:
+        if self.ctx.prices is None or self._nursery is None:
             raise ProtocolError("no_data", f"no price known for {symbol}")
         if self._lookups_in_flight >= MAX_STORE_LOOKUPS:
             raise ProtocolError("busy", "too many price lookups in flight")
@@ -470,13 +437,11 @@ class Connection:
             self._lookups_in_flight -= 1
 
     async def _lookup_price(self, symbol: str) -> None:
-        assert self.ctx.engine is not None
-        out = self.client.outbox
+        prices, out = self.ctx.prices, self.client.outbox
+        if prices is None:
+            return
         try:
-            # one limiter for every connection: reads never take the writer's connections
-            rows = await trio.to_thread.run_sync(
-                partial(reads.recent_ticks, self.ctx.engine, symbol, None, 1),
-                limiter=self.ctx.read_limiter)
+            r = await prices.latest(symbol)
         except Exception as exc:  # the database is away: an answer, not a dropped connection
             log.warning("ws get_price store lookup failed: %r", exc)
             self.ctx.metrics.errors.labels("store_unavailable").inc()
@@ -484,11 +449,10 @@ class Connection:
                                          f"no price in memory for {symbol} and the store is "
                                          "unavailable")))
             return
-        if not rows:
+        if r is None:
             self.ctx.metrics.errors.labels("no_data").inc()
             out.put(reply(wire.error("no_data", f"no price known for {symbol}")))
             return
-        r = rows[-1]
         out.put(reply(wire.encode({
             "type": "price", "symbol": symbol, "source": "store",
             "data": {"price": r["price"], "change": r["change"],

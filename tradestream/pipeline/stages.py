@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import trio
 
@@ -54,6 +55,26 @@ class MarketState:
     indexes: dict[str, IndexTick] = field(default_factory=dict)  # latest per index name
     gate: MarketGate = field(default_factory=MarketGate)
     gate_state: GateState | None = None
+
+    # -- what the gateway reads (gateway/ports.py, MarketView) ---------------------------------
+    def tick(self, code: str) -> Tick | None:
+        return self.latest.get(code)
+
+    def book(self, code: str) -> OrderBook | None:
+        return self.books.get(code)
+
+    def last_message(self, topic: str) -> Msg | None:
+        return self.last.get(topic)
+
+    def account_snapshot(self, accounts: Iterable[str]) -> dict[str, Any]:
+        return self.accounts.snapshot(accounts)
+
+    def account_names(self) -> list[str]:
+        return self.accounts.accounts()
+
+    def traded_codes(self) -> list[str]:
+        """Codes with a trade seen, sorted (what the scans read)."""
+        return sorted(self.latest)
 
 
 def alert_from(move: SuddenMove, tick: Tick) -> Alert:
@@ -178,10 +199,10 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
     elif isinstance(ev, IndexTick):
         _index(ev, hub, state)
     elif isinstance(ev, Alert):
-        names = (topics.ALERTS, topics.alert(ev.code))
-        if has(names[0]) or has(names[1]):
+        pair = (topics.ALERTS, topics.alert(ev.code))
+        if has(pair[0]) or has(pair[1]):
             msg = Msg(wire.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
-            for t in names:
+            for t in pair:
                 hub.publish(t, msg)
             stats.published += 1
     elif isinstance(ev, FeedGap):

@@ -1,0 +1,46 @@
+"""KIS (Korea Investment & Securities): the sans-I/O codec (codec.py), the session adapter
+(adapter.py) and the broker's record for the registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tradestream.config import Settings
+from tradestream.feeds.broker import Broker, FeedSession
+from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
+from tradestream.feeds.kis.codec import KisDecoder
+from tradestream.feeds.session import FeedStatus
+from tradestream.upstream import ORDER_BOOK_TRS, TRADE_TRS
+
+TAG = "kis"
+
+
+def sessions(s: Settings) -> list[FeedSession]:
+    """One session per app key (kis-1, kis-2, ...): each has its own 41 registrations."""
+    out = []
+    for i, (key, secret) in enumerate(s.kis.session_keys()):
+        name = f"{TAG}-{i + 1}"
+        out.append(FeedSession(KisAdapter(s.kis, name, app_key=key, app_secret=secret),
+                               kis_timing(s.kis), s.kis.rest_url, FeedStatus(name=name)))
+    return out
+
+
+def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
+    k = s.kis
+    if k.ws_url:
+        return s
+    return replace(s, kis=replace(k, rest_url=rest_url, ws_url=ws_url,
+                                  positions_url=k.positions_url or rest_url + "/sim/positions"))
+
+
+BROKER = Broker(
+    tag=TAG,
+    new_decoder=KisDecoder,
+    sessions=sessions,
+    registrations=lambda s: s.kis.registrations(),
+    trade_trs=frozenset(TRADE_TRS),
+    book_trs=frozenset(ORDER_BOOK_TRS),
+    sim_ws_path="/tryitout",
+    use_simulator=use_simulator,
+    slotted=True,
+)

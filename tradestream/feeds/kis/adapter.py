@@ -71,6 +71,11 @@ class KisAdapter(DecoderAdapter):
         self._status: FeedStatus | None = None
         self._registered: set[tuple[str, str]] = set()  # asked for on this connection
 
+    def follow(self, desired: Callable[[], list[tuple[str, str]]]) -> None:
+        """Register what `desired()` returns at each connect (the slot driver's choice for
+        this session) instead of the settings' fixed list."""
+        self._desired = desired
+
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         if self._approval is None:
             self._approval = await request_approval_key(http, self.app_key, self.app_secret)

@@ -1,0 +1,46 @@
+"""LS Securities: the sans-I/O codec (codec.py), the session adapter (adapter.py) and the
+broker's record for the registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tradestream.config import Settings
+from tradestream.feeds.broker import Broker, FeedSession
+from tradestream.feeds.ls.adapter import LsAdapter, ls_timing
+from tradestream.feeds.ls.codec import LsDecoder, load_media_map
+from tradestream.feeds.session import FeedStatus
+from tradestream.upstream import LS_BOOK_TRS, LS_TRADE_TRS
+
+TAG = "ls"
+
+
+def sessions(s: Settings) -> list[FeedSession]:
+    """One session (ls-1) when enabled: news, and trades for codes KIS does not carry."""
+    if not s.ls.enabled:
+        return []
+    name = f"{TAG}-1"
+    return [FeedSession(LsAdapter(s.ls, name), ls_timing(s.ls), s.ls.rest_url,
+                        FeedStatus(name=name))]
+
+
+def new_decoder(session: str) -> LsDecoder:
+    return LsDecoder(session, load_media_map())
+
+
+def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
+    if not s.ls.enabled or s.ls.ws_url:
+        return s
+    return replace(s, ls=replace(s.ls, rest_url=rest_url, ws_url=ws_url))
+
+
+BROKER = Broker(
+    tag=TAG,
+    new_decoder=new_decoder,
+    sessions=sessions,
+    registrations=lambda s: list(s.ls.subscriptions) if s.ls.enabled else [],
+    trade_trs=LS_TRADE_TRS,
+    book_trs=LS_BOOK_TRS,
+    sim_ws_path="/websocket",
+    use_simulator=use_simulator,
+)

@@ -1,0 +1,263 @@
+"""The ingest role: broker sessions, slots, the router, detectors, strategies and the store.
+
+    run_ingest
+      draining    flusher, side-event forwarder, strategies, router, recorder   end on EndOfChannel
+        intake        positions sync, slot driver, scanner, feed sessions       cancelled by stop()
+                      (or a replay, which ends by itself)
+
+`stop()` cancels intake only. Each feed closes its upstream socket with 1000 and its channel
+end; the router drains, the strategies finish what they hold, the side edge closes; the
+flusher writes the tail; run_ingest returns with every received event stored. Edges and their
+back-pressure:
+
+    feeds --events (block)--> router --events (block)--> flusher --> database
+      \\--raw frames (block)--> recorder       \\--> hub (never waits: conflate / disconnect)
+    slot audits, signals --side (drop and count)--> forwarder --> flusher
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from sqlalchemy.engine import Engine
+
+from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_positions_sync
+from tradestream.config import Settings
+from tradestream.detect.movers import MoverScanner
+from tradestream.detect.sudden import SuddenMoveDetector
+from tradestream.events import KST, Event
+from tradestream.feeds.broker import FeedSession
+from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
+from tradestream.feeds.registry import BROKERS
+from tradestream.feeds.session import FeedStatus, run_feed
+from tradestream.hub import Hub
+from tradestream.pipeline.detection import TickDetectors
+from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmitter, revoke_slot
+from tradestream.pipeline.routing import StrategyStage, run_routing
+from tradestream.pipeline.side import SideEvents, run_forwarder
+from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.slots.driver import SlotDriver
+from tradestream.slots.policy import Rejection
+from tradestream.slots.scanner import ScannerSlots
+from tradestream.slots.setup import build_slot_driver
+from tradestream.store import migrate, reads
+from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
+from tradestream.store.spool import Spool
+from tradestream.store.writer import EventWriter, make_engine, transient
+from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
+from tradestream.upstream import KIS_BOOK, KIS_TRADES
+
+log = logging.getLogger("tradestream.service")
+
+REDIS_OUT_BUFFER = 1000  # alerts queued for Redis before they are dropped (and counted)
+
+
+@dataclass
+class Ingest:
+    """What run_ingest hands its caller once the intake runs: the controls and the state the
+    gateway reads, and the stats the status document shows."""
+
+    stop: Callable[[], None]
+    engine: Engine
+    state: MarketState
+    feeds: list[FeedStatus]
+    slots: SlotDriver
+    scanner: ScannerSlots
+    signals: SignalPublisher
+    strategies: StrategyHost
+    router: RouterStats
+    flusher: FlusherStats
+    recorder: RecorderStats | None
+    side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
+    positions: SyncStats
+    queues: dict[str, trio.MemorySendChannel[Event]]
+    redis: dict[str, Any]
+    kept_picks: tuple[tuple[str, str], ...]  # configured picks a PUT of trades/books keeps
+    started_at: float = field(default_factory=time.time)
+
+
+async def open_store(s: Settings) -> tuple[Engine, MarketState]:
+    """The engine, migrated or checked, and the market state with the day's orders and fills
+    so far: the account book (get_account, holdings) survives a restart. Positions older than
+    today come from the broker, not from here."""
+    engine = make_engine(s.store.url)
+    if s.store.auto_upgrade:
+        await trio.to_thread.run_sync(migrate.upgrade, engine)
+    await trio.to_thread.run_sync(migrate.check, engine)
+    today = datetime.now(KST).replace(hour=0, minute=0, second=0, microsecond=0)
+    state = MarketState()
+    for ex in await trio.to_thread.run_sync(reads.executions_since, engine, today):
+        state.accounts.apply(ex)
+    return engine, state
+
+
+async def run_ingest(
+    s: Settings,
+    hub: Hub,
+    *,
+    record: Path | None = None,
+    replay: Path | None = None,
+    replay_speed: float = 0.0,
+    strategies: Sequence[Strategy] | None = None,
+    always_open: bool = False,
+    store: tuple[Engine, MarketState] | None = None,
+    task_status: trio.TaskStatus[Ingest] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Take in the brokers' data until stop() is called, publish it to `hub` and store it.
+
+    `strategies` replaces the shipped ones (the news keyword strategy). With `record`, every
+    raw upstream frame is appended to that file. With `replay`, a recording is the intake
+    instead of the feeds; run_ingest then drains and returns by itself when it ends.
+    `always_open`: look for stale slots at any hour (the simulator trades around the clock).
+    `store`: `open_store(s)`'s result when the caller opened it (it then disposes of the
+    engine); else run_ingest opens it, so SchemaOutOfDate comes out of this task.
+
+    started(): the intake is running; returns `Ingest`. Returns once every received event is
+    stored. Closes the database engine.
+    """
+    if store is not None:
+        await _run(s, hub, *store, record, replay, replay_speed, strategies, always_open,
+                   task_status)
+        return
+    engine, state = await open_store(s)
+    try:
+        await _run(s, hub, engine, state, record, replay, replay_speed, strategies, always_open,
+                   task_status)
+    finally:
+        engine.dispose()
+
+
+async def _run(s: Settings, hub: Hub, engine: Engine, state: MarketState, record: Path | None,
+               replay: Path | None, replay_speed: float, strategies: Sequence[Strategy] | None,
+               always_open: bool, task_status: trio.TaskStatus[Ingest]) -> None:
+    d, p = s.detect, s.pipeline
+    events_out, events_in = trio.open_memory_channel[Event](p.tick_buffer)  # block
+    store_out, store_in = trio.open_memory_channel[Event](p.store_buffer)  # block
+    frames_out, frames_in = trio.open_memory_channel[Frame](p.tick_buffer)  # block
+    redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
+    side = SideEvents()
+    sessions = [] if replay is not None else [
+        fs for b in BROKERS.values() for fs in b.sessions(s)]
+    slotted = {b.tag for b in BROKERS.values() if b.slotted}
+
+    def slot_lost(r: Rejection) -> None:
+        revoke_slot(hub, r.tr_id, r.code, r.reason)
+
+    slots = build_slot_driver(
+        s, [fs for fs in sessions if fs.adapter.broker in slotted]
+        if replay is None else _replay_sessions(s), on_audit=side.put, on_dropped=slot_lost,
+        always_open=always_open)
+    if state.accounts.held_codes():
+        slots.set_positions(state.accounts.positions_by_code())
+        log.info("account book: today's notices replayed, %d codes held",
+                 len(state.accounts.held_codes()))
+
+    def holdings_changed(_: object = None) -> None:  # the account book's positions: HOLDING
+        slots.set_positions(state.accounts.positions_by_code())
+
+    movers = MoverScanner()
+    scanner = ScannerSlots(slots, movers, s.kis.scanner_slots)
+    alerts_out = AlertsOut(d.redis_alert_channel, redis_out) if d.redis_url else None
+    detectors = TickDetectors(
+        SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold, debounce_s=d.debounce_s),
+        movers, on_alert=alerts_out)
+    signals = SignalPublisher(hub, side.put)
+    host = StrategyHost(list(strategies) if strategies is not None
+                        else [NewsKeywordStrategy(prices=state.latest)], StrategyEmitter(hub, side.put))
+    # a positions answer is applied only behind the notices received before it (accounts.py)
+    progress = RouterProgress(events_out)
+    observers = (slots.on_event, progress.observe, host.offer)
+
+    def observe(ev: Event) -> None:  # after the router applied it; none of them blocks
+        for fn in observers:
+            fn(ev)
+
+    router_stats, flusher_stats = RouterStats(), FlusherStats()
+    recorder_stats = RecorderStats() if record is not None else None
+    positions = SyncStats()
+    redis: dict[str, Any] = {"configured": bool(d.redis_url), "dropped_here": 0}
+    async with trio.open_nursery() as outer:  # the Redis bridge: cancelled once drained
+        if d.redis_url:
+            from tradestream.redis_bridge import RedisStats, run_redis_bridge
+
+            bridge = RedisStats()
+            redis["bridge"] = bridge
+            await outer.start(partial(
+                run_redis_bridge, d.redis_url, redis_in, signals.from_redis,
+                subscribe=[d.redis_signal_channel], stats=bridge))
+        async with trio.open_nursery() as draining:
+            policy = FlushPolicy(max_rows=s.store.flush_rows, max_delay_s=s.store.flush_interval_s,
+                                 memory_rows=s.store.memory_rows, drain_s=s.store.drain_s,
+                                 final_write_s=s.store.final_write_s)
+            spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
+            await draining.start(partial(run_flusher, store_in, ThreadedSink(EventWriter(engine).write),
+                                         policy, flusher_stats, spool, transient=transient))
+            stage = StrategyStage(host)
+            await draining.start(run_forwarder, side, store_out.clone())
+            await draining.start(stage.run)
+            await draining.start(partial(
+                run_routing, events_in, store_out, hub, state, router_stats, strategies=stage,
+                side=side, on_holding=holdings_changed, on_tick=detectors, observe=observe))
+            if record is not None:
+                await draining.start(run_recorder, frames_in, record, recorder_stats)
+            else:
+                frames_in.close()
+            async with trio.open_nursery() as intake:
+                with events_out, frames_out:  # originals; intake tasks hold clones
+                    if replay is not None:
+                        await intake.start(partial(run_replay, replay, events_out.clone(),
+                                                   speed=replay_speed))
+                    else:
+                        k = s.kis
+                        if k.positions_url and k.positions_every_s:
+                            # first answer before the feeds register: holdings included; bounded
+                            # (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot hold them back
+                            await intake.start(partial(
+                                run_positions_sync, HttpPositions(k.positions_url,
+                                                                  k.connect_timeout_s),
+                                state.accounts, holdings_changed, k.positions_every_s, positions,
+                                routed=progress.routed))
+                        intake.start_soon(slots.run)
+                        await intake.start(scanner.run, k.scanner_every_s)
+                        await _start_feeds(intake, sessions, events_out,
+                                           frames_out if record is not None else None)
+                task_status.started(Ingest(
+                    stop=intake.cancel_scope.cancel, engine=engine, state=state,
+                    feeds=[fs.status for fs in sessions], slots=slots, scanner=scanner,
+                    signals=signals, strategies=host, router=router_stats, flusher=flusher_stats,
+                    recorder=recorder_stats, side=side.stats, positions=positions,
+                    queues={"events": events_out, "store": store_out},
+                    redis={**redis, "alerts": alerts_out},
+                    kept_picks=tuple(key for key in s.kis.pick_keys()
+                                     if key[0] not in (KIS_TRADES, KIS_BOOK))))
+            log.info("intake stopped; draining the pipeline")
+        outer.cancel_scope.cancel()
+    log.info("pipeline drained: %d events received, %d stored in %d batches (%d of them slot "
+             "audits and signals, %d of those dropped)",
+             router_stats.events + side.stats["forwarded"], flusher_stats.rows,
+             flusher_stats.batches, side.stats["forwarded"], side.stats["dropped"])
+
+
+def _replay_sessions(s: Settings) -> list[FeedSession]:
+    """A replay registers nothing upstream, but the slot driver still answers the gateway's
+    demand: it gets the configured sessions, never connected."""
+    return [fs for b in BROKERS.values() if b.slotted for fs in b.sessions(s)]
+
+
+async def _start_feeds(intake: trio.Nursery, sessions: Sequence[FeedSession],
+                       events_out: trio.MemorySendChannel[Event],
+                       frames_out: trio.MemorySendChannel[Frame] | None) -> None:
+    """Start every session in `intake` (a task per session, each holding its own clones)."""
+    for fs in sessions:
+        await intake.start(partial(
+            run_feed, fs.adapter, events_out.clone(), fs.status, fs.timing,
+            rest_url=fs.rest_url,
+            frames_out=frames_out.clone() if frames_out is not None else None))

@@ -1,0 +1,118 @@
+"""The all-in-one process (the default): the simulator, the gateway and the ingest, nested in
+shutdown order.
+
+    serving      simulator (if enabled), gateway (run_gateway)        stop last
+      ingesting      run_ingest (its own draining and intake nurseries)  stop() ends it
+
+`stop()` stops the ingest's intake; run_ingest returns once every received event is stored.
+Then the hub closes the clients with 1001 "server shutdown", and the serving scope is
+cancelled, which stops hypercorn and the simulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+from sqlalchemy.engine import Engine
+
+from tradestream.accounts import SyncStats
+from tradestream.config import Settings
+from tradestream.feeds.registry import use_simulator
+from tradestream.feeds.session import FeedStatus
+from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.hub import Hub
+from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.roles.gateway import IngestControls, run_gateway
+from tradestream.roles.ingest import open_store, run_ingest
+from tradestream.roles.status import ingest_status
+from tradestream.serving import ws_url
+from tradestream.sim.server import SimHandle, run_simulator
+from tradestream.slots.driver import SlotDriver
+from tradestream.store.flusher import FlusherStats
+from tradestream.strategies import Strategy
+
+log = logging.getLogger("tradestream.service")
+
+CLIENT_CLOSE_WAIT_S = 2.0  # how long clients get to receive their 1001 before we stop serving
+
+
+@dataclass
+class Running:
+    """What run_service hands its caller once everything is up."""
+
+    url: str  # the gateway's base URL, e.g. http://127.0.0.1:8000
+    ws_url: str
+    stop: Callable[[], None]
+    hub: Hub
+    auth: Authenticator
+    sim: SimHandle | None
+    feeds: list[FeedStatus]
+    slots: SlotDriver
+    router: RouterStats
+    flusher: FlusherStats
+    state: MarketState
+    metrics: GatewayMetrics
+    side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
+    positions: SyncStats  # reconciliation against the broker's positions
+    started_at: float = field(default_factory=time.time)
+
+
+async def run_service(
+    s: Settings,
+    *,
+    record: Path | None = None,
+    replay: Path | None = None,
+    replay_speed: float = 0.0,
+    strategies: Sequence[Strategy] | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run tradestream until stop() is called (or this task is cancelled, the hard way).
+
+    The arguments are run_ingest's. With `replay` no simulator runs and the service drains and
+    returns by itself when the recording ends.
+
+    started(): the gateway is listening and the intake is running; returns `Running`.
+    Returns once every received event is stored and the clients have been told to go away.
+    """
+    hub = Hub(outbox_max=s.gateway.outbox_max)
+    store = await open_store(s)  # before any task: an out-of-date schema is a plain error
+    try:
+        await _serve(s, hub, store, record, replay, replay_speed, strategies, task_status)
+    finally:
+        store[0].dispose()
+
+
+async def _serve(s: Settings, hub: Hub, store: tuple[Engine, MarketState], record: Path | None,
+                 replay: Path | None, replay_speed: float, strategies: Sequence[Strategy] | None,
+                 task_status: trio.TaskStatus[Running]) -> None:
+    async with trio.open_nursery() as serving:
+        sim: SimHandle | None = None
+        on_sim = s.sim.enabled and replay is None
+        kis_on_sim = on_sim and not s.kis.ws_url  # the simulator trades around the clock
+        if on_sim:
+            sim = await serving.start(run_simulator, s.sim)
+            s = use_simulator(s, sim.rest_url, ws_url(sim.rest_url, ""))
+        async with trio.open_nursery() as ingesting:
+            ing = await ingesting.start(partial(
+                run_ingest, s, hub, record=record, replay=replay, replay_speed=replay_speed,
+                strategies=strategies, always_open=kis_on_sim, store=store))
+            gw = await serving.start(partial(
+                run_gateway, s.gateway, hub, ing.state, ing.slots,
+                status=partial(ingest_status, ing), engine=ing.engine,
+                controls=IngestControls(ing.slots, ing.scanner, ing.signals, ing.kept_picks)))
+            log.info("tradestream serving on %s", gw.url)
+            task_status.started(Running(
+                url=gw.url, ws_url=gw.ws_url, stop=ing.stop, hub=hub, auth=gw.auth, sim=sim,
+                feeds=ing.feeds, slots=ing.slots, router=ing.router, flusher=ing.flusher,
+                state=ing.state, metrics=gw.metrics, side=ing.side, positions=ing.positions))
+        hub.close_all()
+        with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
+            await hub.wait_empty()
+        serving.cancel_scope.cancel()

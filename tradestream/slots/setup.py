@@ -1,0 +1,72 @@
+"""The slot driver for the sessions of the slotted brokers (KIS), as the settings describe it.
+
+Each session gets `usable_capacity` registrations (kis.md §3: 41 over all TR ids, less the
+spare margin); the execution notices ride on the first session and take one of them. Codes
+other brokers stream (LS) need no slot. Stale slots are looked for during KRX/NXT hours
+(slots/hours.py), or at any time with `always_open` (the simulator). Each session's adapter
+registers, at every connect, what the driver holds for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+
+from tradestream.config import Settings
+from tradestream.events import KST, SlotAudit
+from tradestream.feeds.broker import FeedSession
+from tradestream.feeds.kis.adapter import KisAdapter
+from tradestream.feeds.registry import streamed_codes
+from tradestream.slots import hours
+from tradestream.slots.driver import SlotDriver, SlotSession
+from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
+
+log = logging.getLogger(__name__)
+
+
+def audit_event(a: Audit) -> SlotAudit:
+    """An audit record as the event stored in `slot_audit`."""
+    return SlotAudit("slots", datetime.fromtimestamp(a.at, KST), a.action, a.session or "",
+                     a.tr_id, a.code, a.priority.name.lower(), a.reason)
+
+
+def build_slot_driver(
+    s: Settings,
+    sessions: Sequence[FeedSession],
+    *,
+    on_audit: Callable[[SlotAudit], None],
+    on_dropped: Callable[[Rejection], None],
+    always_open: bool = False,
+) -> SlotDriver:
+    """A driver over `sessions` (KIS adapters), with the configured picks claimed."""
+    k = s.kis
+    capacity = usable_capacity(k.registration_limit, 0, k.slot_margin)
+    prices, books = streamed_codes(s, slotted=False)
+    holidays = frozenset(k.market_holidays)
+
+    def market_open(tr_id: str) -> bool:
+        return always_open or hours.market_open(tr_id, datetime.now(KST), holidays)
+
+    slot_sessions = []
+    for fs in sessions:
+        assert isinstance(fs.adapter, KisAdapter), "only KIS sessions are slotted"
+        slot_sessions.append(SlotSession(fs.status.name, capacity, fs.adapter, fs.status))
+    manager = SlotManager({x.name: capacity for x in slot_sessions},
+                          scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
+    driver = SlotDriver(manager, slot_sessions, notice=k.notice_key(), static_prices=prices,
+                        static_books=books, on_dropped=on_dropped,
+                        on_audit=lambda a: on_audit(audit_event(a)),
+                        lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time,
+                        max_demand_per_user=s.gateway.max_demand_per_user)
+    for fs in sessions:
+        assert isinstance(fs.adapter, KisAdapter)
+        fs.adapter.follow(partial(driver.registrations, fs.status.name))
+    driver.set_picks(k.pick_keys())
+    if manager.pending():
+        log.warning("%d configured registrations wait for a slot (capacity %d over %d "
+                    "sessions)", len(manager.pending()),
+                    sum(u.capacity for u in manager.usage().values()), len(slot_sessions))
+    return driver

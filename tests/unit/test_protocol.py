@@ -9,9 +9,8 @@ import jwt
 import msgspec
 import pytest
 
-from tradestream.errors import ProtocolError
 from tradestream import wire
-from tradestream.errors import AuthError
+from tradestream.errors import AuthError, ProtocolError
 from tradestream.events import KST, Tick
 from tradestream.gateway.auth import Authenticator
 

@@ -12,9 +12,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from tradestream.errors import ProtocolError
 from tradestream import wire
 from tradestream.config import GatewaySettings
+from tradestream.errors import ProtocolError
 from tradestream.events import Alert, Execution, News, Tick
 from tradestream.gateway.auth import Authenticator, Identity
 from tradestream.gateway.ws import Connection, GatewayContext

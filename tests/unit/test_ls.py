@@ -785,7 +785,7 @@ def test_bundled_media_map() -> None:
     table = load_media_map()
     assert table == BUNDLED_MEDIA
     assert not any(k.startswith("_") for k in table)  # the note is not an id
-    raw = json.loads((Path(__file__).parents[2] / "tradestream/feeds/ls_media.json").read_text())
+    raw = json.loads((Path(__file__).parents[2] / "tradestream/feeds/ls/ls_media.json").read_text())
     assert "placeholder" in raw["_note"].lower()
 
 

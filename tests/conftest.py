@@ -48,7 +48,10 @@ from collections.abc import Iterator  # noqa: E402
 
 import sqlalchemy as sa  # noqa: E402
 
-BACKEND_ENV = {"postgres": "TRADESTREAM_TEST_POSTGRES_URL", "mariadb": "TRADESTREAM_TEST_MARIADB_URL"}
+BACKEND_ENV = {
+    "postgres": "TRADESTREAM_TEST_POSTGRES_URL",
+    "mariadb": "TRADESTREAM_TEST_MARIADB_URL",
+}
 
 
 def _unavailable(reason: str) -> None:
@@ -93,3 +96,29 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def server_db_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database on each database server (for what SQLite has no equivalent of)."""
     yield from _scratch_database(request.param)
+
+
+# -- a real Redis -------------------------------------------------------------------------------
+
+import socket  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+REDIS_URL_ENV = "TRADESTREAM_TEST_REDIS_URL"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis. Probed with a plain socket (sync, so that a skip stays a skip): a refused
+    coredis connect would leave ResourceWarnings for the GC to raise in some later test."""
+    url = os.environ.get(REDIS_URL_ENV) or "redis://127.0.0.1:6379/0"
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2).close()
+    except OSError as exc:
+        _unavailable(f"redis at {url} is not reachable: {exc!r}")
+    return url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"ts-test:{uuid.uuid4().hex[:12]}:"

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import coredis
@@ -117,7 +117,8 @@ async def _session(url: str, outgoing: trio.MemoryReceiveChannel[tuple[str, byte
                                     connect_timeout=CONNECT_TIMEOUT_S,
                                     stream_timeout=COMMAND_TIMEOUT_S)
     pool = client.connection_pool
-    pool.connection_class = _closing_streams(pool.connection_class)
+    base: type[coredis.BaseConnection] = pool.connection_class
+    pool.connection_class = _closing_streams(base)
     async with client, trio.open_nursery() as nursery:
         with trio.fail_after(COMMAND_TIMEOUT_S):
             await client.ping()
@@ -145,8 +146,11 @@ async def _deliver(client: coredis.Redis[bytes], channels: Sequence[str],
                 if message["type"] == "message":
                     stats.received += 1
                     channel = message["channel"]
+                    # A "message" carries the published payload: bytes, as the client does
+                    # not decode responses (the int data is for (un)subscribe replies).
+                    data = cast(bytes, message["data"])
                     on_message(channel.decode(errors="replace") if isinstance(channel, bytes)
-                               else str(channel), message["data"])
+                               else str(channel), data)
     if not stop.cancel_called:  # coredis ended the iteration: no longer subscribed
         raise RedisConnectionError("pub/sub ended")
 

@@ -47,7 +47,7 @@ class Auth(msgspec.Struct, tag="auth", tag_field="type"):
 
 
 ClientMessage = Subscribe | Unsubscribe | Ping | Pong | GetPrice | GetAccount | Auth
-_decoder = msgspec.json.Decoder(ClientMessage)
+_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
 # -- close codes (docs/protocol.md, "Close codes"): one meaning each ---------------------------
 CLOSE_GOING_AWAY = 1001  # server shutdown
@@ -76,7 +76,9 @@ def decode_client_message(raw: str | bytes) -> ClientMessage:
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "`$.type`" in text or "missing required field `type`" in text:
-            raise ProtocolError("unknown_type", f"unknown or missing message type ({text})") from None
+            raise ProtocolError(
+                "unknown_type", f"unknown or missing message type ({text})"
+            ) from None
         raise ProtocolError("invalid_message", text) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid_json", f"Invalid JSON format ({exc})") from None

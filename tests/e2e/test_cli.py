@@ -16,7 +16,8 @@ import trio
 from tradestream.feeds.transport import open_upstream
 
 
-async def read_until(stream: trio.abc.ReceiveStream, buf: bytearray, pattern: bytes) -> re.Match[bytes]:
+async def read_until(stream: trio.abc.ReceiveStream, buf: bytearray,
+                     pattern: bytes) -> re.Match[bytes]:
     while (m := re.search(pattern, bytes(buf))) is None:
         chunk = await stream.receive_some()
         assert chunk, f"process output ended before {pattern!r}:\n{buf.decode()}"
@@ -37,7 +38,8 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
     try:
         with trio.fail_after(30):
             assert proc.stdout is not None and proc.stderr is not None
-            m = await read_until(proc.stdout, out, rb"tradestream watch '(ws://[^']+)' price:005930")
+            m = await read_until(proc.stdout, out,
+                                 rb"tradestream watch '(ws://[^']+)' price:005930")
             url = m.group(1).decode()
             async with open_upstream(url, connect_timeout_s=5) as ws:
                 assert msgspec.json.decode(await ws.get_message())["type"] == "connected"

@@ -14,7 +14,7 @@ import trio
 from tests.conftest import make_settings
 from tests.e2e.test_gateway import recv_type, tok
 from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service, wait_for
-from tests.service.test_redis_bridge import listening, prefix, publish, redis_url  # noqa: F401
+from tests.service.test_redis_bridge import listening, publish
 
 SKIP = ("price_update", "ping", "orderbook_update", "index_update", "news", "order_update")
 

@@ -69,9 +69,10 @@ def stored_rows(s: Settings, code: str | None = None) -> list[sa.Row[Any]]:
     return rows
 
 
-async def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> None:
+# The service exposes counters, not events: poll them. Callers give a budget, the helper owns it.
+async def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
     with trio.fail_after(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 -- polls state that other tasks update
             await trio.sleep(0.02)
 
 

@@ -20,6 +20,7 @@ from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 
 async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -> None:
     closes: list[int] = []
+    closed = trio.Event()
     registrations: list[str] = []
     frame = data_frame("H0STCNT0", [SimMarket(DEFAULT_TICKERS[:1], seed=1).trade(
         datetime(2025, 1, 2, 9, 30, tzinfo=KST))])
@@ -33,6 +34,7 @@ async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -
                 await ws.get_message()
         except ConnectionClosed as exc:
             closes.append(exc.reason.code)
+            closed.set()
 
     server = await nursery.start(serve_websocket, broker, "127.0.0.1", 0, None)
     cfg = KisSettings(ws_url=f"ws://127.0.0.1:{server.port}/tryitout", rest_url="http://unused",
@@ -45,8 +47,7 @@ async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -
                              kis_timing(cfg))
             tick = await ticks_in.receive()
             feed.cancel_scope.cancel()
-        while not closes:
-            await trio.sleep(0.01)
+        await closed.wait()
     assert tick.code == DEFAULT_TICKERS[0].code
     assert '"approval_key":"preissued-key"' in registrations[0]
     assert closes == [1000]

@@ -105,7 +105,9 @@ async def test_silence_is_a_dead_session(autojump_clock: trio.abc.Clock, seed: i
     assert all(conn.sent[0].startswith('{"header":{"approval_key":"k"') for conn in broker.conns)
 
 
-async def test_backoff_grows_capped_while_the_broker_is_down(autojump_clock: trio.abc.Clock) -> None:
+async def test_backoff_grows_capped_while_the_broker_is_down(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     broker = Broker()
     broker.down = 5
     t0 = trio.current_time()

@@ -181,10 +181,12 @@ async def test_outage_spills_to_the_spool_and_replays_in_order(
     assert stats.pending_rows + stats.spool_rows == 1000
     sink.failures = 0  # the database is back
     with trio.fail_after(120):  # virtual; the spool's threads run in real time meanwhile
-        while len(sink.rows) < 1000 or spool.segments:
+        # The flusher signals nothing when it is done replaying: poll what it wrote.
+        while len(sink.rows) < 1000 or spool.segments:  # noqa: ASYNC110
             await trio.sleep(0.05)
     got = [int(g.reason) for g in sink.rows]
-    assert got == list(range(1000)), [(i, g) for i, g in enumerate(got) if g != i][:3]  # oldest first
+    # oldest first
+    assert got == list(range(1000)), [(i, g) for i, g in enumerate(got) if g != i][:3]
     assert spool.rows == spool.segments == 0
     assert stats.replayed_rows == stats.spooled_rows > 0
     assert list((tmp_path / "spool").iterdir()) == []
@@ -258,4 +260,5 @@ async def test_tiny_batches(autojump_clock: trio.abc.Clock, nursery: trio.Nurser
     for i in range(6):
         out.send_nowait(i)
     await trio.testing.wait_all_tasks_blocked()
-    assert [b for _, b in sink.batches] == [list(range(i, i + max_rows)) for i in range(0, 6, max_rows)]
+    expected = [list(range(i, i + max_rows)) for i in range(0, 6, max_rows)]
+    assert [b for _, b in sink.batches] == expected

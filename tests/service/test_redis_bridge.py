@@ -1,22 +1,20 @@
 """run_redis_bridge against a real Redis: publish batches, deliver subscriptions, ride out outages.
 
-Redis is `TRADESTREAM_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0); unreachable, the tests
-skip, or fail under CI. Each test uses its own channel prefix, so parallel runs do not collide.
-The reconnect test starts its own throwaway `redis-server` on a free port so that it can kill it.
-Sockets are real, so time is real: no exact-time asserts, a generous `fail_after` on each wait.
+Redis is `TRADESTREAM_TEST_REDIS_URL` (default redis://127.0.0.1:6379/0; the `redis_url` and
+`prefix` fixtures are in tests/conftest.py); unreachable, the tests skip, or fail under CI. Each
+test uses its own channel prefix, so parallel runs do not collide. The reconnect test starts its
+own throwaway `redis-server` on a free port so that it can kill it. Sockets are real, so time is
+real: no exact-time asserts, a generous `fail_after` on each wait.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from urllib.parse import urlsplit
 
 import coredis
 import pytest
@@ -25,27 +23,8 @@ import trio
 from tests.conftest import _unavailable
 from tradestream.redis_bridge import RedisStats, run_redis_bridge
 
-REDIS_URL_ENV = "TRADESTREAM_TEST_REDIS_URL"
 WAIT_S = 5.0
 FAST = {"backoff_initial_s": 0.05, "backoff_cap_s": 0.2}
-
-
-@pytest.fixture
-def redis_url() -> str:
-    """The test Redis. Probed with a plain socket (sync, so that a skip stays a skip): a refused
-    coredis connect would leave ResourceWarnings for the GC to raise in some later test."""
-    url = os.environ.get(REDIS_URL_ENV) or "redis://127.0.0.1:6379/0"
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2).close()
-    except OSError as exc:
-        _unavailable(f"redis at {url} is not reachable: {exc!r}")
-    return url
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"ts-test:{uuid.uuid4().hex[:12]}:"
 
 
 async def wait_until(cond: Callable[[], bool], what: str) -> None:

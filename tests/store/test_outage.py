@@ -73,7 +73,8 @@ class Outage:
                       f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid()")
         else:
             self._sql(f"ALTER USER '{self.user}'@'%%' ACCOUNT LOCK")
-            ids = self._sql(f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'")
+            ids = self._sql("SELECT id FROM information_schema.processlist "
+                            f"WHERE user = '{self.user}'")
             for (pid,) in ids:
                 try:
                     self._sql(f"KILL {pid}")

@@ -44,7 +44,8 @@ async def test_stop_during_an_outage_then_restart(server_db_url: str, tmp_path: 
                 await wait_for(lambda: again.flusher.spool_rows == 0, "spool replayed")
                 again.stop()
         with engine.connect() as conn:
-            stored = conn.execute(sa.text("SELECT count(*) FROM stock_prices_realtime")).scalar_one()
+            query = sa.text("SELECT count(*) FROM stock_prices_realtime")
+            stored = conn.execute(query).scalar_one()
         assert stored == ticks
         assert again.flusher.replayed_rows == first.spool_rows
     finally:

@@ -102,7 +102,8 @@ def test_round_trip_every_event_type_and_idempotency(engine: Engine) -> None:
     assert (alert.direction, alert.price, alert.reference_price) == ("up", 74700, 71000)
     assert sig.payload == {"score": 0.8, "pivot": 72000}
     assert (audit.action, audit.priority) == ("evict", "demand")
-    assert (tick.stock_code, tick.price, tick.change, tick.volume) == ("005930", 71000, -500, 1_233_600)
+    assert (tick.stock_code, tick.price, tick.change, tick.volume) == (
+        "005930", 71000, -500, 1_233_600)
     assert as_utc(tick.trade_time) == T
     assert as_utc(tick.received_at) == datetime(2025, 1, 2, 0, 30, 15, 123456, tzinfo=UTC)
     assert book.ask_prices == list(range(71100, 72100, 100)) and book.ask1 == 71100
@@ -151,9 +152,9 @@ async def test_rows_the_database_refuses_are_set_aside_not_retried_forever(
     out, rows_in = trio.open_memory_channel[Event](100)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_flusher, rows_in, ThreadedSink(EventWriter(engine).write),
-                                        FlushPolicy(max_rows=50), stats, spool,
-                                        transient=transient))
+            sink = ThreadedSink(EventWriter(engine).write)
+            await nursery.start(partial(run_flusher, rows_in, sink, FlushPolicy(max_rows=50),
+                                        stats, spool, transient=transient))
             with out:
                 for ev in [*batch[:10], poison, *batch[10:]]:
                     await out.send(ev)

@@ -187,7 +187,9 @@ def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
     @app.websocket("/api/ws")
     async def ws_endpoint() -> None:
         await websocket.accept()
-        ws = websocket._get_current_object()
+        # The subscriber sets need this connection's own object, not the context-local proxy;
+        # quart types `websocket` as the Websocket itself, so the proxy method is unknown.
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
         await ws.send(json.dumps({"type": "connected", "message": "Welcome!"}))
         try:
             while True:

@@ -51,9 +51,10 @@ async def open_upstream(url: str, connect_timeout_s: float) -> AsyncIterator[Web
     nursery.
     """
     host, port, resource, secure, host_header = split_ws_url(url)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     with trio.fail_after(connect_timeout_s):
         if secure:
-            stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+            stream = await trio.open_ssl_over_tcp_stream(
                 host, port, ssl_context=_tls(), https_compatible=True
             )
         else:

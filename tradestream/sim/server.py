@@ -28,6 +28,7 @@ import random
 import string
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import msgspec
 import trio
@@ -510,12 +511,12 @@ class Simulator:
             order_no = f"{self._next_order:010d}"
             price = o.price or self.market.price(o.code)
             name = self.names.get(o.code, o.code)
-            common = dict(customer_id=cfg.demo_hts_id, account=cfg.demo_account,
-                          order_no=order_no, code=o.code, side=o.side, order_qty=o.qty,
-                          order_price=price, now=now, name=name)
-            out.append(execution_notice(kind="order", qty=o.qty, price=price, **common))
+            notice = partial(execution_notice, customer_id=cfg.demo_hts_id,
+                             account=cfg.demo_account, order_no=order_no, code=o.code,
+                             side=o.side, order_qty=o.qty, order_price=price, now=now, name=name)
+            out.append(notice(kind="order", qty=o.qty, price=price))
             fill_price = self.market.price(o.code)
-            out.append(execution_notice(kind="fill", qty=o.qty, price=fill_price, **common))
+            out.append(notice(kind="fill", qty=o.qty, price=fill_price))
             self.control.apply_fill(o.code, o.side, o.qty, fill_price)
             self.control.stats.orders += 1
         return out

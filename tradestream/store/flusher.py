@@ -29,7 +29,6 @@ from typing import Generic, Protocol, TypeVar
 import trio
 
 from tradestream.backoff import Backoff
-from tradestream.store.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,22 @@ class BatchSink(Protocol[Row_contra]):
 
 class WriteFn(Protocol[Row_contra]):
     def __call__(self, batch: Sequence[Row_contra], /) -> None: ...
+
+
+class SpoolLike(Protocol[Row]):
+    """What the flusher needs of its on-disk spool (`tradestream.store.spool.Spool`, which
+    holds events): it stores and gives back the flusher's own rows."""
+
+    @property
+    def directory(self) -> Path: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def segments(self) -> int: ...
+    def append(self, batch: Sequence[Row], *, front: bool = False) -> None: ...
+    def oldest(self) -> tuple[Path, list[Row]] | None: ...
+    def set_aside(self, events: Sequence[Row], reason: str) -> None: ...
+    def remove(self, path: Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +103,8 @@ class ThreadedSink(Generic[Row]):
         await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
 
 
-async def collect(rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row], policy: FlushPolicy) -> bool:
+async def collect(rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row],
+                  policy: FlushPolicy) -> bool:
     """Fill `batch` by the size-or-deadline rule. False once the channel is closed and drained
     (what was collected before is still in `batch`)."""
     try:
@@ -118,7 +134,7 @@ async def run_flusher(
     sink: BatchSink[Row],
     policy: FlushPolicy,
     stats: FlusherStats | None = None,
-    spool: Spool | None = None,
+    spool: SpoolLike[Row] | None = None,
     *,
     transient: Callable[[BaseException], bool] = lambda exc: True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -187,7 +203,7 @@ async def run_flusher(
 
 
 async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats,
-                        spool: Spool | None) -> None:
+                        spool: SpoolLike[Row] | None) -> None:
     """Keep memory bounded while writes fail: move the oldest queued batches to the spool."""
     while spool is not None and q.rows > policy.memory_rows and q.batches:
         oldest = q.batches.popleft()
@@ -199,7 +215,7 @@ async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats
 
 
 async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherStats,
-                spool: Spool | None, *, front: bool = False) -> None:
+                spool: SpoolLike[Row] | None, *, front: bool = False) -> None:
     """What is left when the flusher ends early (the database was too slow or away, or a hard
     stop): the spool, which is local and quick, for the next start to write. Without a spool
     (tests), one attempt at the database."""
@@ -240,7 +256,7 @@ async def _isolate(batch: list[Row], sink: BatchSink[Row],
 
 
 async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
-                  stats: FlusherStats, spool: Spool | None, done: trio.Event,
+                  stats: FlusherStats, spool: SpoolLike[Row] | None, done: trio.Event,
                   transient: Callable[[BaseException], bool]) -> None:
     """Write the spool's segments, then the queued batches, in order; retry until it works."""
     backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
@@ -256,7 +272,7 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
                 found = await trio.to_thread.run_sync(spool.oldest)
                 if found is None:
                     continue
-                segment, batch = found  # type: ignore[assignment]
+                segment, batch = found
             elif q.batches:
                 batch = q.inflight = q.batches.popleft()
             elif q.closed:

@@ -49,7 +49,8 @@ def _bound(dt: datetime) -> datetime:
     return _utc(dt).replace(tzinfo=None)
 
 
-def recent_ticks(engine: Engine, code: str, since: datetime | None, limit: int) -> list[dict[str, Any]]:
+def recent_ticks(engine: Engine, code: str, since: datetime | None,
+                 limit: int) -> list[dict[str, Any]]:
     """Trades of `code` from `since` on (oldest first), or the latest `limit` ones."""
     t = schema.stock_prices_realtime
     q = sa.select(t.c.trade_time, t.c.price, t.c.change, t.c.change_percent, t.c.trade_volume,
@@ -191,7 +192,7 @@ def bars(engine: Engine, code: str, interval_s: int, since: datetime | None,
                    sa.func.count().label("trades"))
          .group_by(inner.c.b).order_by(inner.c.b.desc()).limit(limit))
     with engine.connect() as conn:
-        rows = conn.execute(q).all()
+        rows = list(conn.execute(q))
     rows.reverse()
     return [{"time": datetime.fromtimestamp(int(r.b) - KST_OFFSET_S, KST).isoformat(),
              "open": int(r.open), "high": int(r.high), "low": int(r.low),

@@ -1,8 +1,8 @@
 """Synchronous SQL writes through SQLAlchemy Core; called from a worker thread.
 
 Inserts are idempotent on each table's natural key (ON CONFLICT DO NOTHING on SQLite and
-PostgreSQL, ON DUPLICATE KEY UPDATE id = id on MariaDB/MySQL), so a batch may be written twice safely: after a
-reconnect that re-sends trades, or a retry whose first attempt did commit.
+PostgreSQL, ON DUPLICATE KEY UPDATE id = id on MariaDB/MySQL), so a batch may be written twice
+safely: after a reconnect that re-sends trades, or a retry whose first attempt did commit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from tradestream.events import (
     Alert,
@@ -52,7 +54,7 @@ def make_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -52,6 +52,8 @@ class KisAdapter(DecoderAdapter):
     connection has asked for: the connect's list, then every queued op.
     """
 
+    decoder: KisDecoder
+
     def __init__(self, cfg: KisSettings, name: str,
                  on_ack: Callable[[Ack], None] | None = None, *,
                  app_key: str = "", app_secret: str = "",
@@ -158,6 +160,5 @@ class KisAdapter(DecoderAdapter):
             raise CredentialRejected(f"{msg.msg_cd} {msg.msg1}")
         if msg.result is AckResult.KEY_IN_USE:
             raise KeyInUse(f"{msg.msg_cd} {msg.msg1}")
-        if msg.result is not AckResult.UNSUBSCRIBED:
-            log.warning("%s: %s refused: %s %s", status.name, key, msg.msg_cd, msg.msg1)
+        log.warning("%s: %s refused: %s %s", status.name, key, msg.msg_cd, msg.msg1)
         return False

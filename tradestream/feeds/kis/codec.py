@@ -331,7 +331,9 @@ def _int(s: str) -> int:
 
 def _req_int(s: str) -> int:
     """An integer field that must be present (a price, an accumulated volume)."""
-    if len(s) <= MAX_DIGITS + 1 and s.isascii() and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit())):
+    if len(s) <= MAX_DIGITS + 1 and s.isascii() and (
+        s.isdigit() or (s[:1] == "-" and s[1:].isdigit())
+    ):
         return int(s)
     raise FrameError("bad_value", f"integer {s!r}")
 
@@ -685,7 +687,9 @@ class KisDecoder:
     def __init__(self, source: str) -> None:
         self.source = source
         self.stats = DecoderStats()
-        self.last_error: FrameError | None = None
+        # Always a FrameError; typed as the session's decoder protocol declares it (a
+        # writable attribute must match exactly).
+        self.last_error: Exception | None = None
         self._ciphers: dict[str, Cipher[modes.CBC]] = {}
 
     def forget_keys(self) -> None:

@@ -33,6 +33,8 @@ def ls_timing(cfg: LsSettings) -> FeedTiming:
 class LsAdapter(DecoderAdapter):
     """Drives one LS session for run_feed."""
 
+    decoder: LsDecoder
+
     def __init__(self, cfg: LsSettings, name: str) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url

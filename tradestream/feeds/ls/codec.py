@@ -357,7 +357,9 @@ class LsDecoder:
         self.media = dict(media)
         self.min_title_chars = min_title_chars
         self.stats = LsDecoderStats()
-        self.last_error: FrameError | None = None
+        # Always a FrameError; typed as the session's decoder protocol declares it (a
+        # writable attribute must match exactly).
+        self.last_error: Exception | None = None
 
     def decode(self, text: str, received_ns: int) -> list[Event] | LsAck:
         """Decode one WebSocket text message (ls.md §4, §5).

@@ -13,7 +13,10 @@ if engine is None:  # plain `alembic` command line: the URL comes from -x url=..
     engine = create_engine(context.get_x_argument(as_dictionary=True)["url"])
 
 with engine.begin() as connection:
-    context.configure(connection=connection, target_metadata=metadata,
-                      render_as_batch=engine.dialect.name == "sqlite")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=engine.dialect.name == "sqlite",
+    )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,20 +18,33 @@ from tradestream.config import (
 from tradestream.sim.market import DEFAULT_TICKERS
 
 
-def make_settings(tmp_path: Path, *, ls: bool | tuple[tuple[str, str], ...] = False,
-                  sim: dict[str, object] | None = None, **kis: object) -> Settings:
+def make_settings(
+    tmp_path: Path,
+    *,
+    ls: bool | tuple[tuple[str, str], ...] = False,
+    sim: dict[str, object] | None = None,
+    **kis: object,
+) -> Settings:
     """A whole tree on ephemeral ports against the simulator: KIS trades for 10 codes; LS
     (news) only when asked, so most tests see one feed."""
     codes = tuple(t.code for t in DEFAULT_TICKERS)
     return Settings(
         gateway=GatewaySettings(port=0, jwt_secret="test-secret-test-secret-test-secret"),
-        store=StoreSettings(url=f"sqlite:///{tmp_path / 'ts.db'}", auto_upgrade=True,
-                            spool_dir=str(tmp_path / "spool")),
+        store=StoreSettings(
+            url=f"sqlite:///{tmp_path / 'ts.db'}",
+            auto_upgrade=True,
+            spool_dir=str(tmp_path / "spool"),
+        ),
         kis=replace(KisSettings(watchlist=codes[:10], stale_s=5.0), **kis),
-        ls=LsSettings(enabled=bool(ls), stale_s=5.0,
-                      **({"subscriptions": ls} if isinstance(ls, tuple) else {})),
-        sim=replace(SimSettings(port=0, tick_rate=400.0, ping_interval_s=0.5,
-                                order_rate_per_min=0.0), **(sim or {})),
+        ls=LsSettings(
+            enabled=bool(ls),
+            stale_s=5.0,
+            **({"subscriptions": ls} if isinstance(ls, tuple) else {}),
+        ),
+        sim=replace(
+            SimSettings(port=0, tick_rate=400.0, ping_interval_s=0.5, order_rate_per_min=0.0),
+            **(sim or {}),
+        ),
     )
 
 

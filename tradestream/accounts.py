@@ -55,12 +55,19 @@ class Order:
         return self.filled_value / self.filled_qty if self.filled_qty else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"order_id": self.order_no, "account": self.account, "symbol": self.code,
-                "side": self.side, "status": self.status, "quantity": self.order_qty,
-                "price": self.order_price, "filled_quantity": self.filled_qty,
-                "filled_price": self.last_fill_price,
-                "avg_fill_price": round(self.avg_fill_price, 2),
-                "updated_at": self.updated_at.isoformat() if self.updated_at else None}
+        return {
+            "order_id": self.order_no,
+            "account": self.account,
+            "symbol": self.code,
+            "side": self.side,
+            "status": self.status,
+            "quantity": self.order_qty,
+            "price": self.order_price,
+            "filled_quantity": self.filled_qty,
+            "filled_price": self.last_fill_price,
+            "avg_fill_price": round(self.avg_fill_price, 2),
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
 
 
 @dataclass(slots=True)
@@ -74,8 +81,11 @@ class Position:
         return self.cost / self.quantity if self.quantity else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"symbol": self.code, "quantity": self.quantity,
-                "avg_price": round(self.avg_price, 2)}
+        return {
+            "symbol": self.code,
+            "quantity": self.quantity,
+            "avg_price": round(self.avg_price, 2),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +139,28 @@ class AccountBook:
             self._seen.move_to_end(key)
             self.duplicates += 1
             known = orders.get(ex.order_no)  # None once forgotten (MAX_ORDERS_PER_ACCOUNT)
-            return known or Order(ex.account, ex.order_no, ex.code, ex.side,
-                                  ex.order_qty or ex.quantity, ex.order_price or ex.price), None
+            return known or Order(
+                ex.account,
+                ex.order_no,
+                ex.code,
+                ex.side,
+                ex.order_qty or ex.quantity,
+                ex.order_price or ex.price,
+            ), None
         else:
             self._seen[key] = None
             if len(self._seen) > SEEN_NOTICES_MAX:
                 self._seen.popitem(last=False)
         order = orders.get(ex.order_no)
         if order is None:
-            order = Order(ex.account, ex.order_no, ex.code, ex.side, ex.order_qty or ex.quantity,
-                          ex.order_price or ex.price)
+            order = Order(
+                ex.account,
+                ex.order_no,
+                ex.code,
+                ex.side,
+                ex.order_qty or ex.quantity,
+                ex.order_price or ex.price,
+            )
             orders[ex.order_no] = order
             if len(orders) > MAX_ORDERS_PER_ACCOUNT:
                 orders.popitem(last=False)
@@ -148,8 +170,11 @@ class AccountBook:
             order.filled_qty += ex.quantity
             order.filled_value += ex.quantity * ex.price
             order.last_fill_price = ex.price
-            order.status = ("filled" if order.order_qty and order.filled_qty >= order.order_qty
-                            else "partially_filled")
+            order.status = (
+                "filled"
+                if order.order_qty and order.filled_qty >= order.order_qty
+                else "partially_filled"
+            )
             change = self._fill(ex)
         elif ex.rejected:
             order.status = "rejected"
@@ -197,8 +222,9 @@ class AccountBook:
         else:
             positions[code] = Position(code, quantity, round(quantity * avg_price))
 
-    def reconcile(self, account: str, positions: Mapping[str, BrokerPosition], *,
-                  asked_ns: int | None = None) -> list[Correction]:
+    def reconcile(
+        self, account: str, positions: Mapping[str, BrokerPosition], *, asked_ns: int | None = None
+    ) -> list[Correction]:
         """Make `account`'s positions the broker's: codes it reports are set to its quantity
         and average price, codes it does not report (or with quantity <= 0) are removed.
 
@@ -240,8 +266,11 @@ class AccountBook:
     def snapshot(self, accounts: Iterable[str], *, max_orders: int = 200) -> dict[str, Any]:
         """Positions and the latest orders of `accounts` (the caller's own, and only those)."""
         accounts = sorted(set(accounts))
-        positions = [dict(p.as_dict(), account=a) for a in accounts
-                     for p in self._positions.get(a, {}).values()]
+        positions = [
+            dict(p.as_dict(), account=a)
+            for a in accounts
+            for p in self._positions.get(a, {}).values()
+        ]
         orders: list[dict[str, Any]] = []
         for a in accounts:
             orders.extend(o.as_dict() for o in list(self._orders.get(a, {}).values())[-max_orders:])
@@ -279,8 +308,13 @@ def parse_positions(body: object) -> dict[str, dict[str, BrokerPosition]]:
             held: dict[str, BrokerPosition] = {}
             for p in acct["positions"]:
                 code, qty, avg = p["code"], p["quantity"], p.get("avg_price", 0)
-                if not (isinstance(code, str) and len(code) == 6 and isinstance(qty, int)
-                        and not isinstance(qty, bool) and isinstance(avg, int | float)):
+                if not (
+                    isinstance(code, str)
+                    and len(code) == 6
+                    and isinstance(qty, int)
+                    and not isinstance(qty, bool)
+                    and isinstance(avg, int | float)
+                ):
                     raise PositionsError(f"bad position {p!r}")
                 held[code] = BrokerPosition(code, qty, float(avg))
             out[name] = held
@@ -434,19 +468,30 @@ async def run_positions_sync(
             if snapshot is not None and not first:
                 await trio.sleep(settle_s)  # notices still upstream of the feeds
                 if not await _wait_routed(routed, now_ns(), routed_wait_s):
-                    _failed(stats, source, "the router did not catch up within "
-                                           f"{routed_wait_s:g}s: answer dropped")
+                    _failed(
+                        stats,
+                        source,
+                        f"the router did not catch up within {routed_wait_s:g}s: answer dropped",
+                    )
                     snapshot = None
             if snapshot is not None:
-                fixed = [c for account, held in snapshot.items()
-                         for c in book.reconcile(account, held, asked_ns=asked_ns)]
+                fixed = [
+                    c
+                    for account, held in snapshot.items()
+                    for c in book.reconcile(account, held, asked_ns=asked_ns)
+                ]
                 stats.syncs += 1
                 stats.corrected += len(fixed)
                 stats.last_at = trio.current_time()
                 stats.last_error = ""
                 for c in fixed:
-                    log.warning("position %s %s: %d in the book, %d at the broker: corrected",
-                                c.account, c.code, c.before, c.after)
+                    log.warning(
+                        "position %s %s: %d in the book, %d at the broker: corrected",
+                        c.account,
+                        c.code,
+                        c.before,
+                        c.after,
+                    )
                 if fixed or first:
                     on_change()
             if first:
@@ -458,8 +503,7 @@ async def run_positions_sync(
             await source.aclose()
 
 
-async def _wait_routed(routed: Callable[[int], bool] | None, cutoff_ns: int,
-                       wait_s: float) -> bool:
+async def _wait_routed(routed: Callable[[int], bool] | None, cutoff_ns: int, wait_s: float) -> bool:
     if routed is None:
         return True
     with trio.move_on_after(wait_s):

@@ -26,8 +26,10 @@ log = logging.getLogger("tradestream")
 
 
 def _setup_logging() -> None:
-    logs.setup(os.environ.get("TRADESTREAM_LOG_LEVEL", "INFO"),
-               os.environ.get("TRADESTREAM_LOG_FORMAT", "text").lower())
+    logs.setup(
+        os.environ.get("TRADESTREAM_LOG_LEVEL", "INFO"),
+        os.environ.get("TRADESTREAM_LOG_FORMAT", "text").lower(),
+    )
 
 
 def _banner(s: Settings, running: object) -> str:
@@ -38,8 +40,12 @@ def _banner(s: Settings, running: object) -> str:
         f"tradestream is up: {running.url}",
         f"  WebSocket  {running.ws_url}?token=<JWT>",
         f"  status     {running.url}/api/ws/status",
-        "  upstream   " + (f"built-in broker simulator at {running.sim.rest_url}" if running.sim
-                             else ", ".join(u for u in (s.kis.ws_url, s.ls.ws_url) if u)),
+        "  upstream   "
+        + (
+            f"built-in broker simulator at {running.sim.rest_url}"
+            if running.sim
+            else ", ".join(u for u in (s.kis.ws_url, s.ls.ws_url) if u)
+        ),
         f"  database   {s.store.url}",
     ]
     if s.gateway.jwt_secret_generated:
@@ -55,16 +61,20 @@ def _banner(s: Settings, running: object) -> str:
     return "\n".join(lines)
 
 
-async def _run(s: Settings, record: Path | None = None, replay: Path | None = None,
-               speed: float = 0.0) -> None:
+async def _run(
+    s: Settings, record: Path | None = None, replay: Path | None = None, speed: float = 0.0
+) -> None:
     from tradestream.roles import run_service
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
 
-            async def service(task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED) -> None:
-                await run_service(s, record=record, replay=replay, replay_speed=speed,
-                                  task_status=task_status)
+            async def service(
+                task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                await run_service(
+                    s, record=record, replay=replay, replay_speed=speed, task_status=task_status
+                )
                 root.cancel_scope.cancel()  # done: stop the signal watcher
 
             running = await root.start(service)
@@ -93,8 +103,11 @@ async def _sim(s: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
             handle = await root.start(run_simulator, s.sim)
-            print(f"broker simulator: REST {handle.rest_url}  KIS {handle.ws_url}  "
-                  f"LS {handle.ls_ws_url}", flush=True)
+            print(
+                f"broker simulator: REST {handle.rest_url}  KIS {handle.ws_url}  "
+                f"LS {handle.ls_ws_url}",
+                flush=True,
+            )
             async for _ in signals:
                 root.cancel_scope.cancel()
 
@@ -107,7 +120,9 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> None:
 
     async with open_upstream(url, connect_timeout_s=10) as ws:
         for topic in topics:
-            await ws.send_message(msgspec.json.encode({"type": "subscribe", "topic": topic}).decode())
+            await ws.send_message(
+                msgspec.json.encode({"type": "subscribe", "topic": topic}).decode()
+            )
         n = 0
         try:
             while count <= 0 or n < count:
@@ -120,21 +135,35 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradestream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)")
-    run.add_argument("--record", type=Path, metavar="FILE",
-                     help="append every raw upstream frame to FILE (gzip JSON lines)")
+    run = sub.add_parser(
+        "run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)"
+    )
+    run.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="append every raw upstream frame to FILE (gzip JSON lines)",
+    )
     replay = sub.add_parser("replay", help="feed a recording through the pipeline, then exit")
     replay.add_argument("file", type=Path)
-    replay.add_argument("--speed", type=float, default=0.0,
-                        help="times the recorded pace (default 0: as fast as possible)")
+    replay.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="times the recorded pace (default 0: as fast as possible)",
+    )
     sub.add_parser("sim", help="run the broker simulator alone")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
     tok = sub.add_parser("token", help="issue a client JWT (needs TRADESTREAM_JWT_SECRET)")
     tok.add_argument("--user", default="demo")
     tok.add_argument("--role", default="user", choices=["user", "producer", "admin"])
-    tok.add_argument("--account", action="append", default=[],
-                     help="a broker account this user may see (repeatable)")
+    tok.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        help="a broker account this user may see (repeatable)",
+    )
     tok.add_argument("--ttl", type=float, default=86400.0, help="seconds")
     watch = sub.add_parser("watch", help="subscribe to topics and print what arrives")
     watch.add_argument("url", help="ws://host:port/api/ws?token=...")
@@ -172,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = make_engine(s.store.url)
         if args.action == "upgrade":
             migrate.upgrade(engine)
-        print(f"{s.store.url}: schema at {migrate.current_revision(engine)} "
-              f"(head {migrate.head_revision()})")
+        print(
+            f"{s.store.url}: schema at {migrate.current_revision(engine)} "
+            f"(head {migrate.head_revision()})"
+        )
         return 0
     if args.cmd == "token":
         if s.gateway.jwt_secret_generated:
@@ -184,8 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if s.gateway.jwt_algorithm != "HS256":
             print("tokens for RS256 are issued by the key holder, not here", file=sys.stderr)
             return 2
-        print(Authenticator(s.gateway.jwt_secret).issue(args.user, ttl_s=args.ttl, role=args.role,
-                                                        accounts=tuple(args.account)))
+        print(
+            Authenticator(s.gateway.jwt_secret).issue(
+                args.user, ttl_s=args.ttl, role=args.role, accounts=tuple(args.account)
+            )
+        )
         return 0
     if args.cmd == "watch":
         try:

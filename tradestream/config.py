@@ -111,7 +111,9 @@ class KisSettings:
     def notice_key(self) -> tuple[str, str] | None:
         """The execution-notice registration (H0STCNI0, or H0STCNI9 when paper) for the HTS
         id, if one is configured."""
-        return (KIS_NOTICE_PAPER if self.paper else KIS_NOTICE, self.hts_id) if self.hts_id else None
+        return (
+            (KIS_NOTICE_PAPER if self.paper else KIS_NOTICE, self.hts_id) if self.hts_id else None
+        )
 
     def registrations(self) -> list[tuple[str, str]]:
         regs = [(KIS_TRADES, code) for code in self.watchlist]
@@ -194,8 +196,12 @@ class Settings:
         """Point the feeds that have no broker URL at the built-in simulator."""
         kis, ls = self.kis, self.ls
         if not kis.ws_url:
-            kis = replace(kis, rest_url=rest_url, ws_url=kis_ws_url,
-                          positions_url=kis.positions_url or rest_url + "/sim/positions")
+            kis = replace(
+                kis,
+                rest_url=rest_url,
+                ws_url=kis_ws_url,
+                positions_url=kis.positions_url or rest_url + "/sim/positions",
+            )
         if ls.enabled and not ls.ws_url:
             ls = replace(ls, rest_url=rest_url, ws_url=ls_ws_url)
         return replace(self, kis=kis, ls=ls)
@@ -246,8 +252,9 @@ def _positions(raw: str, name: str) -> tuple[tuple[str, int, float], ...]:
         try:
             code, qty, avg = parts[0], int(parts[1]), float(parts[2])
         except (IndexError, ValueError):
-            raise ConfigError(f"TRADESTREAM_{name}: expected CODE:QTY:AVG_PRICE, got {item!r}"
-                              ) from None
+            raise ConfigError(
+                f"TRADESTREAM_{name}: expected CODE:QTY:AVG_PRICE, got {item!r}"
+            ) from None
         if len(code) != 6 or qty <= 0 or avg < 0:
             raise ConfigError(f"TRADESTREAM_{name}: bad position {item!r}")
         out.append((code, qty, avg))
@@ -271,13 +278,16 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
             raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: expected kind=role|role, got {item!r}")
         unknown = [r for r in names if r not in ("user", "producer", "admin")]
         if unknown:
-            raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown roles {unknown} (user, "
-                              "producer, admin)")
+            raise ConfigError(
+                f"TRADESTREAM_WS_TOPIC_ROLES: unknown roles {unknown} (user, producer, admin)"
+            )
         from tradestream.topics import KINDS  # the gateway's topic kinds
 
         if kind.strip() not in KINDS:  # a misspelt kind would leave that topic open to all
-            raise ConfigError(f"TRADESTREAM_WS_TOPIC_ROLES: unknown topic kind {kind.strip()!r} "
-                              f"({', '.join(sorted(KINDS))})")
+            raise ConfigError(
+                f"TRADESTREAM_WS_TOPIC_ROLES: unknown topic kind {kind.strip()!r} "
+                f"({', '.join(sorted(KINDS))})"
+            )
         out.append((kind.strip(), names))
     return tuple(out)
 
@@ -291,8 +301,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     ws_url, rest_url = _get(env, "KIS_WS_URL"), _get(env, "KIS_REST_URL")
     if (ws_url is None) != (rest_url is None):
-        raise ConfigError("set both TRADESTREAM_KIS_WS_URL and TRADESTREAM_KIS_REST_URL, "
-                          "or neither")
+        raise ConfigError(
+            "set both TRADESTREAM_KIS_WS_URL and TRADESTREAM_KIS_REST_URL, or neither"
+        )
     ls_ws, ls_rest = _get(env, "LS_WS_URL"), _get(env, "LS_REST_URL")
     if (ls_ws is None) != (ls_rest is None):
         raise ConfigError("set both TRADESTREAM_LS_WS_URL and TRADESTREAM_LS_REST_URL, or neither")
@@ -320,17 +331,27 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         # stream, KOSPI and KOSDAQ, and the demo account's notices: 56 registrations, which
         # the slot manager spreads over two KIS sessions.
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers
-        extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else (
-            (KIS_BOOK, "005930"), (KIS_BOOK, "000660"), (KIS_PROGRAM, "005930"),
-            (KIS_INDEX, "0001"), (KIS_INDEX, "1001"))
+        extra = (
+            _pairs(extra_raw, "KIS_EXTRA")
+            if extra_raw
+            else (
+                (KIS_BOOK, "005930"),
+                (KIS_BOOK, "000660"),
+                (KIS_PROGRAM, "005930"),
+                (KIS_INDEX, "0001"),
+                (KIS_INDEX, "1001"),
+            )
+        )
         hts_id = hts_id if hts_id is not None else sim.demo_hts_id
     else:
         watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
     notices = [f"{t}:{c}" for t, c in extra if t in NOTICE_TR_IDS]
     if notices:  # the driver registers the notices itself; a pick too would double every fill
-        raise ConfigError(f"TRADESTREAM_KIS_EXTRA: {', '.join(notices)}: execution notices "
-                          "are registered from TRADESTREAM_KIS_HTS_ID, not as picks")
+        raise ConfigError(
+            f"TRADESTREAM_KIS_EXTRA: {', '.join(notices)}: execution notices "
+            "are registered from TRADESTREAM_KIS_HTS_ID, not as picks"
+        )
     k = KisSettings
     kis = KisSettings(
         ws_url=ws_url or "",
@@ -361,7 +382,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if kis.registration_limit - kis.slot_margin - notice_slots < 1:
         raise ConfigError(
             "TRADESTREAM_KIS_REGISTRATION_LIMIT minus TRADESTREAM_KIS_SLOT_MARGIN leaves no "
-            "registration for market data" + (" beside the execution notice" if notice_slots else ""))
+            "registration for market data"
+            + (" beside the execution notice" if notice_slots else "")
+        )
     ls_subs = _get(env, "LS_SUBSCRIBE")
     ls = LsSettings(
         enabled=ls_ws is not None or sim.enabled and not _flag(env, "LS_DISABLED"),
@@ -403,17 +426,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         rate_burst=int(_num(env, "WS_RATE_BURST", g.rate_burst, int)) or 1,
         max_subscriptions=int(_num(env, "WS_MAX_SUBSCRIPTIONS", g.max_subscriptions, int)),
         max_message_bytes=int(_num(env, "WS_MAX_MESSAGE_BYTES", g.max_message_bytes, int)),
-        max_connections_per_user=int(_num(env, "WS_MAX_CONNECTIONS_PER_USER",
-                                          g.max_connections_per_user, int)),
+        max_connections_per_user=int(
+            _num(env, "WS_MAX_CONNECTIONS_PER_USER", g.max_connections_per_user, int)
+        ),
         max_connections=int(_num(env, "WS_MAX_CONNECTIONS", g.max_connections, int)),
         send_timeout_s=_num(env, "WS_SEND_TIMEOUT_S", g.send_timeout_s) or g.send_timeout_s,
         handshake_timeout_s=_num(env, "WS_HANDSHAKE_TIMEOUT_S", g.handshake_timeout_s)
         or g.handshake_timeout_s,
         outbox_max=int(_num(env, "WS_OUTBOX_MAX", g.outbox_max, int)) or g.outbox_max,
-        max_pending_handshakes=int(_num(env, "WS_MAX_PENDING_HANDSHAKES",
-                                        g.max_pending_handshakes, int)),
-        max_demand_per_user=int(_num(env, "WS_MAX_DEMAND_PER_USER", g.max_demand_per_user,
-                                     int)),
+        max_pending_handshakes=int(
+            _num(env, "WS_MAX_PENDING_HANDSHAKES", g.max_pending_handshakes, int)
+        ),
+        max_demand_per_user=int(_num(env, "WS_MAX_DEMAND_PER_USER", g.max_demand_per_user, int)),
         rate_close_after=int(_num(env, "WS_RATE_CLOSE_AFTER", g.rate_close_after, int))
         or g.rate_close_after,
         topic_roles=_topic_roles(_get(env, "WS_TOPIC_ROLES") or ""),

@@ -65,8 +65,16 @@ class OrderBook(msgspec.Struct, frozen=True, gc=False, tag=True):
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.venue, self.code, self.quote_time, self.volume, self.total_ask_size,
-                self.total_bid_size, self.ask_prices[0], self.bid_prices[0])
+        return (
+            self.venue,
+            self.code,
+            self.quote_time,
+            self.volume,
+            self.total_ask_size,
+            self.total_bid_size,
+            self.ask_prices[0],
+            self.bid_prices[0],
+        )
 
 
 class ProgramTrade(msgspec.Struct, frozen=True, gc=False, tag=True):
@@ -233,5 +241,15 @@ class SlotAudit(msgspec.Struct, frozen=True, gc=False, tag=True):
         return (self.at, self.action, self.tr_id, self.code)
 
 
-Event = (Tick | OrderBook | ProgramTrade | Execution | News | FeedGap | IndexTick | Alert
-         | Signal | SlotAudit)
+Event = (
+    Tick
+    | OrderBook
+    | ProgramTrade
+    | Execution
+    | News
+    | FeedGap
+    | IndexTick
+    | Alert
+    | Signal
+    | SlotAudit
+)

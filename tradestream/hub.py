@@ -152,8 +152,9 @@ class _Cadence:
         self.due = now + period
 
 
-async def run_heartbeat(client: Client, interval_s: float, max_missed: int,
-                        ping: Callable[[], Msg]) -> None:
+async def run_heartbeat(
+    client: Client, interval_s: float, max_missed: int, ping: Callable[[], Msg]
+) -> None:
     """Send `ping()` every `interval_s`; close the client (4002) once `max_missed` pings in a
     row went unanswered. Returns when it closes the client; the caller cancels it otherwise."""
     while True:
@@ -216,8 +217,7 @@ class Hub:
         await self._empty.wait()
 
     # -- subscriptions ----------------------------------------------------------------------
-    def subscribe(self, client: Client, topic: str, *, key: str = "",
-                  period: float = 0.0) -> bool:
+    def subscribe(self, client: Client, topic: str, *, key: str = "", period: float = 0.0) -> bool:
         """Add a subscription; False if the client already had it.
 
         With `period` > 0 the client gets `topic`'s conflatable messages at most once per
@@ -265,8 +265,9 @@ class Hub:
     def has_subscribers(self, topic: str) -> bool:
         return topic in self._topics or topic in self._cadences
 
-    async def run_cadence(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                          ) -> None:
+    async def run_cadence(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Hand each cadence group's latest message to its subscribers once per period.
 
         Sleeps while there is no group; one task serves every group (their count is the

@@ -51,8 +51,12 @@ class JsonFormatter(logging.Formatter):
         event, extra = fields(message)
         doc: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "event": event, **extra,
-            "msg": message}
+            "level": record.levelname,
+            "logger": record.name,
+            "event": event,
+            **extra,
+            "msg": message,
+        }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(doc).decode()

@@ -32,8 +32,14 @@ COMMAND_TIMEOUT_S = 5.0  # a PING or one pipeline; longer means the server is lo
 # Lost connection, refused connect, protocol/handshake error, a hung server, a subscribe that
 # is never acknowledged (builtin TimeoutError from coredis), and coredis's anyio streams closed
 # under it when its connection dies.
-REDIS_LOST = (RedisError, OSError, TimeoutError, trio.TooSlowError,
-              anyio.ClosedResourceError, anyio.BrokenResourceError)
+REDIS_LOST = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    trio.TooSlowError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+)
 
 
 @dataclass
@@ -108,14 +114,22 @@ async def run_redis_bridge(
                 return  # outgoing closed while down
 
 
-async def _session(url: str, outgoing: trio.MemoryReceiveChannel[tuple[str, bytes]],
-                   on_message: Callable[[str, bytes], None], subscribe: Sequence[str],
-                   stats: RedisStats, on_ready: Callable[[], None]) -> None:
+async def _session(
+    url: str,
+    outgoing: trio.MemoryReceiveChannel[tuple[str, bytes]],
+    on_message: Callable[[str, bytes], None],
+    subscribe: Sequence[str],
+    stats: RedisStats,
+    on_ready: Callable[[], None],
+) -> None:
     """One client's life: connect, subscribe, publish until `outgoing` ends or Redis fails."""
     # Retries are ours (with backoff); a coredis retry of a pipeline could publish twice.
-    client = coredis.Redis.from_url(url, retry_policy=NoRetryPolicy(),
-                                    connect_timeout=CONNECT_TIMEOUT_S,
-                                    stream_timeout=COMMAND_TIMEOUT_S)
+    client = coredis.Redis.from_url(
+        url,
+        retry_policy=NoRetryPolicy(),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        stream_timeout=COMMAND_TIMEOUT_S,
+    )
     pool = client.connection_pool
     base: type[coredis.BaseConnection] = pool.connection_class
     pool.connection_class = _closing_streams(base)
@@ -131,15 +145,20 @@ async def _session(url: str, outgoing: trio.MemoryReceiveChannel[tuple[str, byte
         unsubscribe.cancel()  # outgoing ended: the subscriber goes with it
 
 
-async def _deliver(client: coredis.Redis[bytes], channels: Sequence[str],
-                   on_message: Callable[[str, bytes], None], stats: RedisStats, *,
-                   task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
-                   ) -> None:
+async def _deliver(
+    client: coredis.Redis[bytes],
+    channels: Sequence[str],
+    on_message: Callable[[str, bytes], None],
+    stats: RedisStats,
+    *,
+    task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Subscribe and hand on messages. started(scope): subscribed; cancel `scope` to leave
     cleanly (the pub/sub block must end normally for coredis to unsubscribe in order)."""
     # retry_policy=None: coredis would otherwise resubscribe forever on its own, unseen by us.
-    async with client.pubsub(channels=list(channels), ignore_subscribe_messages=True,
-                             retry_policy=None) as pubsub:  # subscriptions acknowledged here
+    async with client.pubsub(
+        channels=list(channels), ignore_subscribe_messages=True, retry_policy=None
+    ) as pubsub:  # subscriptions acknowledged here
         with trio.CancelScope() as stop:
             task_status.started(stop)
             async for message in pubsub:
@@ -149,15 +168,21 @@ async def _deliver(client: coredis.Redis[bytes], channels: Sequence[str],
                     # A "message" carries the published payload: bytes, as the client does
                     # not decode responses (the int data is for (un)subscribe replies).
                     data = cast(bytes, message["data"])
-                    on_message(channel.decode(errors="replace") if isinstance(channel, bytes)
-                               else str(channel), data)
+                    on_message(
+                        channel.decode(errors="replace")
+                        if isinstance(channel, bytes)
+                        else str(channel),
+                        data,
+                    )
     if not stop.cancel_called:  # coredis ended the iteration: no longer subscribed
         raise RedisConnectionError("pub/sub ended")
 
 
-async def _publish(client: coredis.Redis[bytes],
-                   outgoing: trio.MemoryReceiveChannel[tuple[str, bytes]],
-                   stats: RedisStats) -> None:
+async def _publish(
+    client: coredis.Redis[bytes],
+    outgoing: trio.MemoryReceiveChannel[tuple[str, bytes]],
+    stats: RedisStats,
+) -> None:
     async for first in outgoing:
         batch = [first]
         while len(batch) < MAX_BATCH:  # take what is already queued; never wait for more

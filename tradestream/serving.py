@@ -76,7 +76,7 @@ class _BoundedTCPServer(TCPServer):
                 with trio.CancelScope(shield=True) as scope:
                     for i in range(0, len(data), WRITE_CHUNK):
                         scope.deadline = trio.current_time() + timeout
-                        await self.stream.send_all(data[i:i + WRITE_CHUNK])
+                        await self.stream.send_all(data[i : i + WRITE_CHUNK])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 if probe is not None:
                     probe.aborted()
@@ -84,8 +84,11 @@ class _BoundedTCPServer(TCPServer):
                 return
             if scope.cancelled_caught:
                 hook = self.config.on_write_timeout
-                log.warning("socket write blocked for %gs: the peer stopped reading; aborting "
-                            "the connection", timeout)
+                log.warning(
+                    "socket write blocked for %gs: the peer stopped reading; aborting "
+                    "the connection",
+                    timeout,
+                )
                 if hook is not None:
                     hook()
                 if probe is not None:
@@ -128,8 +131,9 @@ async def serve_app(
     await _worker_serve(app, config, task_status=task_status)
 
 
-async def _worker_serve(app: Framework, config: ServeConfig, *,
-                        task_status: trio.TaskStatus[list[str]]) -> None:
+async def _worker_serve(
+    app: Framework, config: ServeConfig, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
     """hypercorn.trio.run.worker_serve (0.18) for plain TCP listeners, with `_BoundedTCPServer`
     as the connection class and no shutdown trigger (the owner cancels)."""
     config.set_statsd_logger_class(StatsdLogger)
@@ -151,9 +155,16 @@ async def _worker_serve(app: Framework, config: ServeConfig, *,
             task_status.started(binds)
             try:
                 await trio.serve_listeners(
-                    partial(_BoundedTCPServer, wrapped, config, context,
-                            ConnectionState(lifespan_state.copy())),
-                    listeners, handler_nursery=server_nursery)
+                    partial(
+                        _BoundedTCPServer,
+                        wrapped,
+                        config,
+                        context,
+                        ConnectionState(lifespan_state.copy()),
+                    ),
+                    listeners,
+                    handler_nursery=server_nursery,
+                )
             finally:
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout

@@ -23,8 +23,9 @@ from tradestream.errors import ProtocolError
 from tradestream.upstream import KIS_BOOK, KIS_TRADES
 
 #: every topic kind (the part before the first ':'), e.g. for topic ACLs
-KINDS = frozenset({"price", "orderbook", "news", "order", "strategy", "signal", "market",
-                   "market-gate", "alert"})
+KINDS = frozenset(
+    {"price", "orderbook", "news", "order", "strategy", "signal", "market", "market-gate", "alert"}
+)
 #: kinds whose subscribers only need the latest value (the outbox conflates them)
 CONFLATABLE = frozenset({"price", "orderbook", "market", "market-gate"})
 #: kinds that carry one user's data: routed per account, never to other users
@@ -62,8 +63,11 @@ def _cadence(topic: str, suffix: str) -> float:
         raise ProtocolError("invalid_topic", f"{topic!r}: cadence must look like @1s or @500ms")
     value = float(m.group(1)) / (1000.0 if m.group(2) == "ms" else 1.0)
     if not MIN_CADENCE_S <= value <= MAX_CADENCE_S:
-        raise ProtocolError("invalid_topic", f"{topic!r}: cadence must be between "
-                            f"{MIN_CADENCE_S * 1000:.0f}ms and {MAX_CADENCE_S:.0f}s")
+        raise ProtocolError(
+            "invalid_topic",
+            f"{topic!r}: cadence must be between "
+            f"{MIN_CADENCE_S * 1000:.0f}ms and {MAX_CADENCE_S:.0f}s",
+        )
     return value
 
 
@@ -79,8 +83,9 @@ def parse_topic(topic: str) -> Topic:
                 return _done(topic, name, kind, None, at, suffix)
             raise ProtocolError("invalid_topic", f"{topic!r}: expected {kind}:{{6-char code}}")
         if not _CODE.fullmatch(arg):
-            raise ProtocolError("invalid_topic",
-                                f"{topic!r}: {arg!r} is not a 6-character stock code")
+            raise ProtocolError(
+                "invalid_topic", f"{topic!r}: {arg!r} is not a 6-character stock code"
+            )
     elif kind == "order":
         if not (arg == "*" or _ID.fullmatch(arg)):
             raise ProtocolError("invalid_topic", f"{topic!r}: expected order:* or order:{{id}}")
@@ -89,12 +94,16 @@ def parse_topic(topic: str) -> Topic:
             raise ProtocolError("invalid_topic", f"{topic!r}: expected strategy:{{id}}")
     elif kind == "signal":
         if arg not in SIGNAL_KINDS:
-            raise ProtocolError("invalid_topic", f"{topic!r}: signal kinds are "
-                                + ", ".join(f"signal:{k}" for k in sorted(SIGNAL_KINDS)))
+            raise ProtocolError(
+                "invalid_topic",
+                f"{topic!r}: signal kinds are "
+                + ", ".join(f"signal:{k}" for k in sorted(SIGNAL_KINDS)),
+            )
     elif kind == "market":
         if arg not in INDEXES:
-            raise ProtocolError("invalid_topic", f"{topic!r}: expected market:kospi or "
-                                "market:kosdaq")
+            raise ProtocolError(
+                "invalid_topic", f"{topic!r}: expected market:kospi or market:kosdaq"
+            )
     elif kind == "market-gate":
         if colon:
             raise ProtocolError("invalid_topic", f"{topic!r}: market-gate takes no argument")
@@ -108,8 +117,11 @@ def _done(topic: str, name: str, kind: str, arg: str | None, at: str, suffix: st
     cadence = 0.0
     if at:
         if kind not in CONFLATABLE:
-            raise ProtocolError("invalid_topic", f"{topic!r}: a cadence applies only to "
-                                "price, orderbook, market and market-gate topics")
+            raise ProtocolError(
+                "invalid_topic",
+                f"{topic!r}: a cadence applies only to "
+                "price, orderbook, market and market-gate topics",
+            )
         cadence = _cadence(topic, suffix)
     return Topic(topic, name, kind, arg, cadence)
 
@@ -176,8 +188,12 @@ def admin_orders(order_no: str | None = None) -> str:
 
 def order_keys(account: str, order_no: str) -> tuple[str, str, str, str]:
     """Hub keys of one execution: its account's (all orders, this order), and the admin's."""
-    return (account_orders(account), account_orders(account, order_no), admin_orders(),
-            admin_orders(order_no))
+    return (
+        account_orders(account),
+        account_orders(account, order_no),
+        admin_orders(),
+        admin_orders(order_no),
+    )
 
 
 def public_key(hub_key: str) -> str:

@@ -29,8 +29,7 @@ KIS_NOTICE_PAPER: Final = "H0STCNI9"  # ... paper-trading account
 #: trade TRs -> the venue their records are (KRX, NXT, or UN: the two combined)
 TRADE_TRS: Final = {KIS_TRADES: "KRX", KIS_TRADES_NXT: "NXT", KIS_TRADES_UNIFIED: "UN"}
 ORDER_BOOK_TRS: Final = {KIS_BOOK: "KRX", KIS_BOOK_NXT: "NXT", KIS_BOOK_UNIFIED: "UN"}
-PROGRAM_TRADE_TRS: Final = {KIS_PROGRAM: "KRX", KIS_PROGRAM_NXT: "NXT",
-                            KIS_PROGRAM_UNIFIED: "UN"}
+PROGRAM_TRADE_TRS: Final = {KIS_PROGRAM: "KRX", KIS_PROGRAM_NXT: "NXT", KIS_PROGRAM_UNIFIED: "UN"}
 INDEX_TR: Final = KIS_INDEX
 #: index codes (tr_key of H0UPCNT0) -> the index's name in `market:{name}` topics
 INDEX_NAMES: Final = {"0001": "kospi", "1001": "kosdaq", "2001": "kospi200"}

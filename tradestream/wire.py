@@ -59,14 +59,20 @@ CLOSE_TOO_MANY_CONNECTIONS = 4409  # this user already has max_connections_per_u
 CLOSE_TOKEN_EXPIRED = 4419  # expired at the handshake, or during the session
 CLOSE_RATE_LIMITED = 4429  # the rate limiter dropped too many messages in a row
 #: the metrics label of each close the server asks for
-CLOSE_REASONS = {CLOSE_GOING_AWAY: "shutdown", CLOSE_HEARTBEAT: "heartbeat",
-                 CLOSE_SLOW_CONSUMER: "slow_consumer", CLOSE_TOKEN_EXPIRED: "token_expired",
-                 CLOSE_RATE_LIMITED: "rate_limited"}
+CLOSE_REASONS = {
+    CLOSE_GOING_AWAY: "shutdown",
+    CLOSE_HEARTBEAT: "heartbeat",
+    CLOSE_SLOW_CONSUMER: "slow_consumer",
+    CLOSE_TOKEN_EXPIRED: "token_expired",
+    CLOSE_RATE_LIMITED: "rate_limited",
+}
 
 
 def close_code_for(exc: AuthError) -> int:
     """The close code a failed authentication gets."""
     return CLOSE_TOKEN_EXPIRED if isinstance(exc, TokenExpired) else CLOSE_UNAUTHORIZED
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -134,8 +140,19 @@ def encode(obj: object) -> str:
 
 
 def _price_data(t: Tick) -> PriceData:
-    return PriceData(t.price, t.change, t.change_percent, t.volume, t.trade_time.isoformat(),
-                     t.open, t.high, t.low, t.ask, t.bid, t.trade_volume)
+    return PriceData(
+        t.price,
+        t.change,
+        t.change_percent,
+        t.volume,
+        t.trade_time.isoformat(),
+        t.open,
+        t.high,
+        t.low,
+        t.ask,
+        t.bid,
+        t.trade_volume,
+    )
 
 
 def price_update(t: Tick) -> str:
@@ -148,26 +165,56 @@ def price(t: Tick, source: str) -> str:
 
 
 def orderbook_update(b: OrderBook) -> str:
-    return encode(OrderBookUpdate(b.code, BookData(
-        list(zip(b.ask_prices, b.ask_sizes, strict=True)),
-        list(zip(b.bid_prices, b.bid_sizes, strict=True)),
-        b.total_ask_size, b.total_bid_size, b.expected_price, b.expected_volume,
-        b.quote_time.isoformat())))
+    return encode(
+        OrderBookUpdate(
+            b.code,
+            BookData(
+                list(zip(b.ask_prices, b.ask_sizes, strict=True)),
+                list(zip(b.bid_prices, b.bid_sizes, strict=True)),
+                b.total_ask_size,
+                b.total_bid_size,
+                b.expected_price,
+                b.expected_volume,
+                b.quote_time.isoformat(),
+            ),
+        )
+    )
 
 
 def order_update(ex: Execution, order: dict[str, object]) -> str:
     """A notice about one of the caller's orders (seed 003's shape, with the notice itself):
     `data` is the order as it now stands, `event` what this notice said."""
-    return encode({"type": "order_update", "order_id": ex.order_no, "data": order,
-                   "event": {"kind": ex.kind, "correction": ex.correction,
-                             "rejected": ex.rejected, "quantity": ex.quantity,
-                             "price": ex.price, "time": ex.time.isoformat()}})
+    return encode(
+        {
+            "type": "order_update",
+            "order_id": ex.order_no,
+            "data": order,
+            "event": {
+                "kind": ex.kind,
+                "correction": ex.correction,
+                "rejected": ex.rejected,
+                "quantity": ex.quantity,
+                "price": ex.price,
+                "time": ex.time.isoformat(),
+            },
+        }
+    )
 
 
 def news(n: News) -> str:
-    return encode({"type": "news", "data": {
-        "id": n.realkey, "title": n.title, "tickers": n.tickers, "ticker": n.ticker,
-        "media": n.media, "published_at": n.published_at.isoformat()}})
+    return encode(
+        {
+            "type": "news",
+            "data": {
+                "id": n.realkey,
+                "title": n.title,
+                "tickers": n.tickers,
+                "ticker": n.ticker,
+                "media": n.media,
+                "published_at": n.published_at.isoformat(),
+            },
+        }
+    )
 
 
 def account(snapshot: dict[str, object]) -> str:
@@ -180,9 +227,17 @@ def strategy_signal(strategy_id: str, data: dict[str, object]) -> str:
 
 def signal_update(signal_type: str, signals: list[dict[str, object]], timestamp: str) -> str:
     """Seed 004's shape: topic signal:{signal_type.lower()}."""
-    return encode({"type": "signal_update", "data": {
-        "signal_type": signal_type.upper(), "signals": signals, "count": len(signals),
-        "timestamp": timestamp}})
+    return encode(
+        {
+            "type": "signal_update",
+            "data": {
+                "signal_type": signal_type.upper(),
+                "signals": signals,
+                "count": len(signals),
+                "timestamp": timestamp,
+            },
+        }
+    )
 
 
 def market_gate_update(data: dict[str, object]) -> str:
@@ -202,18 +257,30 @@ def now_iso() -> str:
 
 
 def connected(client_id: int, user_id: str) -> str:
-    return encode({"type": "connected", "client_id": client_id, "user_id": user_id,
-                   "message": f"Welcome {user_id}!"})
+    return encode(
+        {
+            "type": "connected",
+            "client_id": client_id,
+            "user_id": user_id,
+            "message": f"Welcome {user_id}!",
+        }
+    )
 
 
 def subscribed(topic: str) -> str:
-    return encode({"type": "subscribed", "topic": topic,
-                   "message": f"Successfully subscribed to {topic}"})
+    return encode(
+        {"type": "subscribed", "topic": topic, "message": f"Successfully subscribed to {topic}"}
+    )
 
 
 def unsubscribed(topic: str) -> str:
-    return encode({"type": "unsubscribed", "topic": topic,
-                   "message": f"Successfully unsubscribed from {topic}"})
+    return encode(
+        {
+            "type": "unsubscribed",
+            "topic": topic,
+            "message": f"Successfully unsubscribed from {topic}",
+        }
+    )
 
 
 def ping() -> str:
@@ -237,5 +304,12 @@ def authenticated(user_id: str, expires_at: float | None) -> str:
 
 def feed_gap(g: FeedGap) -> str:
     """Sent to every client when an upstream session streams again after a gap."""
-    return encode({"type": "feed_gap", "source": g.source, "start": g.start.isoformat(),
-                   "end": g.end.isoformat(), "reason": g.reason})
+    return encode(
+        {
+            "type": "feed_gap",
+            "source": g.source,
+            "start": g.start.isoformat(),
+            "end": g.end.isoformat(),
+            "reason": g.reason,
+        }
+    )

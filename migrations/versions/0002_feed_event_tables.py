@@ -21,8 +21,10 @@ Timestamp = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysq
 
 
 def _meta() -> list[sa.Column]:
-    return [sa.Column("source", sa.String(32), nullable=False),
-            sa.Column("received_at", Timestamp, nullable=False)]
+    return [
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("received_at", Timestamp, nullable=False),
+    ]
 
 
 def upgrade() -> None:
@@ -44,8 +46,17 @@ def upgrade() -> None:
         sa.Column("expected_volume", sa.BigInteger, nullable=False),
         sa.Column("volume", sa.BigInteger, nullable=False),
         *_meta(),
-        sa.UniqueConstraint("venue", "stock_code", "quote_time", "volume", "total_ask_size",
-                            "total_bid_size", "ask1", "bid1", name="uq_obs_natural"),
+        sa.UniqueConstraint(
+            "venue",
+            "stock_code",
+            "quote_time",
+            "volume",
+            "total_ask_size",
+            "total_bid_size",
+            "ask1",
+            "bid1",
+            name="uq_obs_natural",
+        ),
     )
     op.create_index("ix_obs_code_time", "orderbook_snapshots", ["stock_code", "quote_time"])
 
@@ -55,12 +66,24 @@ def upgrade() -> None:
         sa.Column("stock_code", sa.String(12), nullable=False),
         sa.Column("venue", sa.String(8), nullable=False),
         sa.Column("trade_time", Timestamp, nullable=False),
-        *(sa.Column(n, sa.BigInteger, nullable=False) for n in (
-            "sell_qty", "sell_value", "buy_qty", "buy_value", "net_qty", "net_value",
-            "sell_rest", "buy_rest", "net_rest")),
+        *(
+            sa.Column(n, sa.BigInteger, nullable=False)
+            for n in (
+                "sell_qty",
+                "sell_value",
+                "buy_qty",
+                "buy_value",
+                "net_qty",
+                "net_value",
+                "sell_rest",
+                "buy_rest",
+                "net_rest",
+            )
+        ),
         *_meta(),
-        sa.UniqueConstraint("venue", "stock_code", "trade_time", "sell_qty", "buy_qty",
-                            name="uq_pgm_natural"),
+        sa.UniqueConstraint(
+            "venue", "stock_code", "trade_time", "sell_qty", "buy_qty", name="uq_pgm_natural"
+        ),
     )
     op.create_index("ix_pgm_code_time", "program_trades", ["stock_code", "trade_time"])
 
@@ -83,8 +106,9 @@ def upgrade() -> None:
         sa.Column("event_time", Timestamp, nullable=False),
         sa.Column("name", sa.String(80), nullable=False),
         *_meta(),
-        sa.UniqueConstraint("account", "order_no", "kind", "event_time", "quantity", "price",
-                            name="uq_exe_natural"),
+        sa.UniqueConstraint(
+            "account", "order_no", "kind", "event_time", "quantity", "price", name="uq_exe_natural"
+        ),
     )
     op.create_index("ix_exe_account_time", "executions", ["account", "event_time"])
 

@@ -48,7 +48,9 @@ def upgrade() -> None:
         sa.Column("payload", sa.JSON, nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("source", sa.String(32), nullable=False),
-        sa.UniqueConstraint("kind", "strategy", "stock_code", "created_at", name="uq_signal_natural"),
+        sa.UniqueConstraint(
+            "kind", "strategy", "stock_code", "created_at", name="uq_signal_natural"
+        ),
     )
     op.create_index("ix_signal_kind_time", "signals", ["kind", "created_at"])
 

@@ -56,8 +56,9 @@ def upgrade() -> None:
     # An up and a down alert of one code can fall in the same second.
     with op.batch_alter_table("alerts") as batch:
         batch.drop_constraint("uq_alert_natural", type_="unique")
-        batch.create_unique_constraint("uq_alert_natural",
-                                       ["stock_code", "kind", "direction", "triggered_at"])
+        batch.create_unique_constraint(
+            "uq_alert_natural", ["stock_code", "kind", "direction", "triggered_at"]
+        )
 
 
 def downgrade() -> None:

@@ -6,9 +6,17 @@ from tradestream.bench import fanout
 
 
 async def test_fanout_tiny_run_reports_both_servers() -> None:
-    result = await fanout.main(clients=5, topics_per_client=2, tickers=10, rate=200.0,
-                               duration_s=1.0, warmup_s=0.3, client_procs=1, unbatched=False,
-                               calibrate_s=0.3)
+    result = await fanout.main(
+        clients=5,
+        topics_per_client=2,
+        tickers=10,
+        rate=200.0,
+        duration_s=1.0,
+        warmup_s=0.3,
+        client_procs=1,
+        unbatched=False,
+        calibrate_s=0.3,
+    )
     for kind in ("tradestream_batch", "seed"):
         run = result[kind]
         assert isinstance(run, dict)

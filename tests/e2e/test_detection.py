@@ -45,15 +45,23 @@ async def test_sudden_move_alert_reaches_subscribers_and_the_store(tmp_path: Pat
         async with service(s) as running:
             assert running.sim is not None
             url = f"{running.ws_url}?token={tok(running)}"
-            async with open_websocket_url(url) as all_alerts, open_websocket_url(url) as mine, \
-                    open_websocket_url(url) as other:
-                for ws, topic in ((all_alerts, "alert"), (mine, f"alert:{code}"),
-                                  (other, "alert:000000")):
+            async with (
+                open_websocket_url(url) as all_alerts,
+                open_websocket_url(url) as mine,
+                open_websocket_url(url) as other,
+            ):
+                for ws, topic in (
+                    (all_alerts, "alert"),
+                    (mine, f"alert:{code}"),
+                    (other, "alert:000000"),
+                ):
                     await recv(ws)
                     await send(ws, type="subscribe", topic=topic)
                     await recv_type(ws, "subscribed")
-                await wait_for(lambda: all(c in running.state.latest for c in codes),
-                               "a first trade of each code")
+                await wait_for(
+                    lambda: all(c in running.state.latest for c in codes),
+                    "a first trade of each code",
+                )
                 for c in codes:  # +6% on five codes: five alerts
                     jumped_ns = time.time_ns()
                     running.sim.control.jump(c, 0.06)
@@ -126,8 +134,10 @@ async def test_signals_scan_and_post(tmp_path: Path) -> None:
             producer = {"Authorization": f"Bearer {tok(running, 'bot', role='producer')}"}
             user = {"Authorization": f"Bearer {tok(running)}"}
             url = f"{running.ws_url}?token={tok(running)}"
-            async with open_websocket_url(url) as ws, httpx.AsyncClient(
-                    base_url=running.url, timeout=10) as http:
+            async with (
+                open_websocket_url(url) as ws,
+                httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+            ):
                 await recv(ws)
                 for topic in ("signal:vcp", "signal:daytrading"):
                     await send(ws, type="subscribe", topic=topic)
@@ -141,24 +151,34 @@ async def test_signals_scan_and_post(tmp_path: Path) -> None:
                 msg = await recv_type(ws, "signal_update", skip=SKIP)
                 assert msg["data"]["signal_type"] == "VCP"
                 assert msg["data"]["count"] == body["count"] == len(msg["data"]["signals"])
-                posted = await http.post("/api/signals/daytrading", headers=producer, json={
-                    "signals": [{"symbol": "005930", "score": 1.5, "reason": "gap up"},
-                                {"symbol": "000660", "score": 1.1, "reason": "volume"}]})
+                posted = await http.post(
+                    "/api/signals/daytrading",
+                    headers=producer,
+                    json={
+                        "signals": [
+                            {"symbol": "005930", "score": 1.5, "reason": "gap up"},
+                            {"symbol": "000660", "score": 1.1, "reason": "volume"},
+                        ]
+                    },
+                )
                 assert posted.status_code == 200
                 msg = await recv_type(ws, "signal_update", skip=SKIP)
                 assert msg["data"]["signal_type"] == "DAYTRADING"
                 assert [x["symbol"] for x in msg["data"]["signals"]] == ["005930", "000660"]
-                bad = await http.post("/api/signals/daytrading", headers=producer,
-                                      json={"signals": "nope"})
+                bad = await http.post(
+                    "/api/signals/daytrading", headers=producer, json={"signals": "nope"}
+                )
                 assert bad.status_code == 400
                 unknown = await http.post("/api/signals/momentum", headers=producer, json={})
                 assert unknown.status_code == 404
-            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 2,
-                           "signals stored")
+            await wait_for(
+                lambda: running.side["forwarded"] - audits(running) >= 2, "signals stored"
+            )
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT kind, stock_code FROM signals WHERE source = 'rest'"
-                                    )).all()
+        rows = conn.execute(
+            sa.text("SELECT kind, stock_code FROM signals WHERE source = 'rest'")
+        ).all()
     engine.dispose()
     assert sorted(rows) == [("daytrading", "000660"), ("daytrading", "005930")]
 
@@ -194,8 +214,9 @@ async def test_news_strategy_signals_reach_subscribers_and_the_store(tmp_path: P
             assert data["reason"].split(" in ")[0] in data["headline"]
             status = running.router  # the strategy saw the news the router routed
             assert status.by_type["News"] >= 1
-            await wait_for(lambda: running.side["forwarded"] - audits(running) >= 1,
-                           "signal stored")
+            await wait_for(
+                lambda: running.side["forwarded"] - audits(running) >= 1, "signal stored"
+            )
 
 
 class EveryTick:
@@ -235,6 +256,7 @@ async def test_a_hung_strategy_does_not_stop_the_feed_or_the_store(tmp_path: Pat
             running = await nursery.start(partial(run_service, s, strategies=[Hangs()]))
             admin = {"Authorization": f"Bearer {tok(running, 'ops', role='admin')}"}
             async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+
                 async def hung() -> dict[str, object]:
                     r = await http.get("/api/ws/status", headers=admin)
                     return r.json()["strategies"]["hangs"]  # type: ignore[no-any-return]
@@ -267,8 +289,9 @@ async def test_signals_made_while_draining_are_stored(tmp_path: Path) -> None:
     status = running.side
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT count(*) FROM signals WHERE strategy = 'every-tick'")).scalar_one()
+        stored = conn.execute(
+            sa.text("SELECT count(*) FROM signals WHERE strategy = 'every-tick'")
+        ).scalar_one()
     engine.dispose()
     assert stored > 0 and status["dropped"] == 0
     # every signal the strategy made, during the run and the drain, is in the table

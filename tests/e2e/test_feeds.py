@@ -18,16 +18,23 @@ from tradestream.feeds.transport import open_upstream
 from tradestream.roles import run_service
 
 TIMEOUT_S = 30
-TABLES = {"Tick": "stock_prices_realtime", "OrderBook": "orderbook_snapshots",
-          "ProgramTrade": "program_trades", "Execution": "executions", "News": "news",
-          "FeedGap": "feed_gaps"}
+TABLES = {
+    "Tick": "stock_prices_realtime",
+    "OrderBook": "orderbook_snapshots",
+    "ProgramTrade": "program_trades",
+    "Execution": "executions",
+    "News": "news",
+    "FeedGap": "feed_gaps",
+}
 
 
 def table_counts(s: Settings) -> dict[str, int]:
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        out = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-               for t in TABLES.values()}
+        out = {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in TABLES.values()
+        }
     engine.dispose()
     return out
 
@@ -36,8 +43,10 @@ def all_types_settings(tmp_path: Path, **sim: object) -> Settings:
     # LS: news, and trades of a code KIS does not stream (the same trade from two brokers is
     # one row: its natural key is the venue's, not the broker's).
     return make_settings(
-        tmp_path, ls=(("NWS", "NWS001"), ("K3_", "293490")),
-        extra=(("H0STASP0", "005930"), ("H0STPGM0", "005930")), hts_id="demo",
+        tmp_path,
+        ls=(("NWS", "NWS001"), ("K3_", "293490")),
+        extra=(("H0STASP0", "005930"), ("H0STPGM0", "005930")),
+        hts_id="demo",
         sim={"orderbook_rate": 20.0, "program_rate": 20.0, "news_rate": 20.0, **sim},
     )
 
@@ -52,10 +61,14 @@ async def test_every_message_type_is_stored_once(tmp_path: Path) -> None:
             running.sim.control.place_order("000660", "sell", 3, 180000)
             needed = {"Tick", "OrderBook", "ProgramTrade", "News"}
             router = running.router
-            await wait_for(lambda: needed <= set(router.by_type)
-                           and router.by_type["Execution"] >= 4
-                           and router.by_source["ls-1"] > router.by_type["News"],  # LS trades
-                           "all types")
+            await wait_for(
+                lambda: (
+                    needed <= set(router.by_type)
+                    and router.by_type["Execution"] >= 4
+                    and router.by_source["ls-1"] > router.by_type["News"]
+                ),  # LS trades
+                "all types",
+            )
             kis, ls = running.feeds
             assert (kis.name, ls.name) == ("kis-1", "ls-1")
             assert kis.subscriptions["H0STCNI0:demo"] == "subscribed"
@@ -66,18 +79,23 @@ async def test_every_message_type_is_stored_once(tmp_path: Path) -> None:
         assert counts[table] == by_type.get(name, 0), (name, counts, by_type)
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT kind, side, stock_code, quantity FROM executions ORDER BY id")).all()
+        rows = conn.execute(
+            sa.text("SELECT kind, side, stock_code, quantity FROM executions ORDER BY id")
+        ).all()
         news = conn.execute(sa.text("SELECT title, media, tickers FROM news LIMIT 1")).one()
     engine.dispose()
     assert [tuple(r) for r in rows[:4]] == [
-        ("order", "buy", "005930", 10), ("fill", "buy", "005930", 10),
-        ("order", "sell", "000660", 3), ("fill", "sell", "000660", 3)]
+        ("order", "buy", "005930", 10),
+        ("fill", "buy", "005930", 10),
+        ("order", "sell", "000660", 3),
+        ("fill", "sell", "000660", 3),
+    ]
     assert news.title and not news.media.startswith("unknown")
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        ls_ticks = conn.execute(sa.text(
-            "SELECT count(*) FROM stock_prices_realtime WHERE source = 'ls-1'")).scalar_one()
+        ls_ticks = conn.execute(
+            sa.text("SELECT count(*) FROM stock_prices_realtime WHERE source = 'ls-1'")
+        ).scalar_one()
     engine.dispose()
     assert ls_ticks > 0
 
@@ -87,12 +105,15 @@ async def test_malformed_frames_are_counted_and_the_session_survives(tmp_path: P
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             feed = running.feeds[0]
-            await wait_for(lambda: sum(feed.decoder.get("errors", {}).values()) >= 20,
-                           "bad frames")
+            await wait_for(lambda: sum(feed.decoder.get("errors", {}).values()) >= 20, "bad frames")
             assert feed.reconnects == 0
             assert feed.state == "streaming"
-            assert set(feed.decoder["errors"]) <= {"field_count", "bad_value", "unknown_tr",
-                                                   "bad_frame"}
+            assert set(feed.decoder["errors"]) <= {
+                "field_count",
+                "bad_value",
+                "unknown_tr",
+                "bad_frame",
+            }
             assert running.router.ticks > 0
     assert table_counts(s)["stock_prices_realtime"] == running.router.ticks
 
@@ -103,8 +124,9 @@ async def test_rejected_credentials_then_recovery(tmp_path: Path) -> None:
         async with service(s) as running:
             assert running.sim is not None
             kis, ls = running.feeds
-            await wait_for(lambda: "HTTP 403" in kis.last_error and "HTTP 403" in ls.last_error,
-                           "refusals")
+            await wait_for(
+                lambda: "HTTP 403" in kis.last_error and "HTTP 403" in ls.last_error, "refusals"
+            )
             assert running.router.events == 0
             running.sim.control.reject_credentials = False
             await wait_for(lambda: kis.state == ls.state == "streaming", "recovery")
@@ -120,8 +142,10 @@ async def test_revoked_approval_key_is_reissued(tmp_path: Path) -> None:
             assert control.stats.approvals == 1
             control.revoke_credentials()
             control.drop_all()
-            await wait_for(lambda: control.stats.approvals == 2 and feed.state == "streaming",
-                           "new approval key")
+            await wait_for(
+                lambda: control.stats.approvals == 2 and feed.state == "streaming",
+                "new approval key",
+            )
             assert "OPSP0011" in feed.last_error
 
 
@@ -174,8 +198,14 @@ async def test_fault_switches_over_http(tmp_path: Path) -> None:
                 bad = await http.post("/sim/faults", json={"stall_s": "soon"})
             assert ok.status_code == 200 and bad.status_code == 400
             assert running.sim.control.malformed_rate == 0.5
-            await wait_for(lambda: feed.reconnects >= 1 and feed.state == "streaming"
-                           and sum(feed.decoder.get("errors", {}).values()) > 0, "faults felt")
+            await wait_for(
+                lambda: (
+                    feed.reconnects >= 1
+                    and feed.state == "streaming"
+                    and sum(feed.decoder.get("errors", {}).values()) > 0
+                ),
+                "faults felt",
+            )
 
 
 async def test_one_session_per_app_key(tmp_path: Path) -> None:
@@ -202,16 +232,23 @@ async def test_replay_reproduces_the_live_rows(tmp_path: Path) -> None:
             assert running.sim is not None
             await wait_for(lambda: all(f.state == "streaming" for f in running.feeds), "up")
             running.sim.control.place_order("005930", "buy", 7)
-            await wait_for(lambda: running.router.by_type["Execution"] >= 2
-                           and running.router.by_type["News"] >= 3, "some of everything")
+            await wait_for(
+                lambda: (
+                    running.router.by_type["Execution"] >= 2 and running.router.by_type["News"] >= 3
+                ),
+                "some of everything",
+            )
             running.stop()
     (tmp_path / "replay").mkdir()
     replayed = make_settings(tmp_path / "replay")
     with trio.fail_after(TIMEOUT_S):
         await run_service(replayed, replay=recording)  # returns when the recording ends
     got, want = dump(replayed), dump(live)
-    diff = {t: (sorted(set(got[t]) - set(want[t]))[:2], sorted(set(want[t]) - set(got[t]))[:2])
-            for t in want if got[t] != want[t]}
+    diff = {
+        t: (sorted(set(got[t]) - set(want[t]))[:2], sorted(set(want[t]) - set(got[t]))[:2])
+        for t in want
+        if got[t] != want[t]
+    }
     assert got == want, diff
     assert table_counts(live)["executions"] >= 2
 
@@ -219,6 +256,7 @@ async def test_replay_reproduces_the_live_rows(tmp_path: Path) -> None:
 def partial_service(s: Settings, **kw: Any) -> Any:
     async def start(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         await run_service(s, task_status=task_status, **kw)
+
     return start
 
 
@@ -230,8 +268,9 @@ def dump(s: Settings) -> dict[str, list[tuple[Any, ...]]]:
             if table == "feed_gaps":
                 continue
             cols = [c["name"] for c in sa.inspect(conn).get_columns(table) if c["name"] != "id"]
-            out[table] = sorted(tuple(r) for r in conn.execute(
-                sa.text(f"SELECT {', '.join(cols)} FROM {table}")))
+            out[table] = sorted(
+                tuple(r) for r in conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {table}"))
+            )
     engine.dispose()
     return out
 
@@ -254,12 +293,25 @@ async def test_two_kis_sessions_side_by_side(tmp_path: Path) -> None:
             out, events_in = trio.open_memory_channel[Ev](10_000)
             statuses = []
             for i, codes in enumerate((("005930", "000660"), ("035420", "005380"))):
-                cfg = dc_replace(s.kis, ws_url=sim.ws_url, rest_url=sim.rest_url,
-                                 app_key=f"app-{i}", watchlist=codes)
+                cfg = dc_replace(
+                    s.kis,
+                    ws_url=sim.ws_url,
+                    rest_url=sim.rest_url,
+                    app_key=f"app-{i}",
+                    watchlist=codes,
+                )
                 status = FeedStatus(f"kis-{i + 1}")
                 statuses.append(status)
-                await nursery.start(partial(run_feed, KisAdapter(cfg, status.name), out.clone(),
-                                            status, kis_timing(cfg), rest_url=sim.rest_url))
+                await nursery.start(
+                    partial(
+                        run_feed,
+                        KisAdapter(cfg, status.name),
+                        out.clone(),
+                        status,
+                        kis_timing(cfg),
+                        rest_url=sim.rest_url,
+                    )
+                )
             seen: dict[str, set[str]] = {"kis-1": set(), "kis-2": set()}
             async for ev in events_in:
                 seen[ev.source].add(getattr(ev, "code", ""))

@@ -33,8 +33,12 @@ def gw(s: Settings, **changes: object) -> Settings:
     return replace(s, gateway=replace(s.gateway, **changes))
 
 
-async def recv_type(ws: WebSocketConnection, kind: str, *, skip: tuple[str, ...] = (
-        "price_update", "orderbook_update", "ping", "news", "order_update")) -> dict[str, Any]:
+async def recv_type(
+    ws: WebSocketConnection,
+    kind: str,
+    *,
+    skip: tuple[str, ...] = ("price_update", "orderbook_update", "ping", "news", "order_update"),
+) -> dict[str, Any]:
     """The next message of type `kind`, skipping streaming updates (fails on anything else)."""
     while True:
         msg = await recv(ws)
@@ -63,10 +67,12 @@ async def test_auth_paths_and_close_codes(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             base = running.ws_url
-            expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 10}, SECRET,
-                                 algorithm="HS256")
-            forged = jwt.encode({"sub": "alice"}, "another-secret-another-secret-xx",
-                                algorithm="HS256")
+            expired = jwt.encode(
+                {"sub": "alice", "exp": int(time.time()) - 10}, SECRET, algorithm="HS256"
+            )
+            forged = jwt.encode(
+                {"sub": "alice"}, "another-secret-another-secret-xx", algorithm="HS256"
+            )
             for url, code, reason in (
                 (f"{base}?token={expired}", 4419, "token expired"),
                 (f"{base}?token={forged}", 4401, "Signature verification failed"),
@@ -76,8 +82,9 @@ async def test_auth_paths_and_close_codes(tmp_path: Path) -> None:
                     got = await closed_with(ws)
                     assert got[0] == code and reason in got[1], got
             # the Authorization header
-            async with raw_open(base, extra_headers=[
-                    (b"Authorization", f"Bearer {tok(running)}".encode())]) as ws:
+            async with raw_open(
+                base, extra_headers=[(b"Authorization", f"Bearer {tok(running)}".encode())]
+            ) as ws:
                 assert (await recv(ws))["type"] == "connected"
             # a token in the first message (browsers cannot set headers)
             async with open_websocket_url(base) as ws:
@@ -94,10 +101,13 @@ async def test_connection_closes_when_its_token_expires_unless_refreshed(tmp_pat
         async with service(s) as running:
             # 2 s of life, to the microsecond (issue() rounds to whole seconds): room for
             # the refresh below on a loaded machine, and still a real expiry mid-session
-            short = jwt.encode({"sub": "alice", "exp": time.time() + 2.0}, SECRET,
-                               algorithm="HS256")
-            async with open_websocket_url(f"{running.ws_url}?token={short}") as doomed, \
-                    open_websocket_url(f"{running.ws_url}?token={short}") as refreshed:
+            short = jwt.encode(
+                {"sub": "alice", "exp": time.time() + 2.0}, SECRET, algorithm="HS256"
+            )
+            async with (
+                open_websocket_url(f"{running.ws_url}?token={short}") as doomed,
+                open_websocket_url(f"{running.ws_url}?token={short}") as refreshed,
+            ):
                 await recv(doomed)
                 await recv(refreshed)
                 await send(refreshed, type="auth", token=tok(running, ttl_s=3600))
@@ -107,8 +117,7 @@ async def test_connection_closes_when_its_token_expires_unless_refreshed(tmp_pat
                 assert (await recv_type(refreshed, "error"))["code"] == "auth_failed"
                 # other grants than the connection was authorised with: refused
                 await send(refreshed, type="auth", token=tok(running, accounts=("9999999901",)))
-                assert "same role and accounts" in (await recv_type(refreshed, "error"))[
-                    "message"]
+                assert "same role and accounts" in (await recv_type(refreshed, "error"))["message"]
                 await send(refreshed, type="auth", token=tok(running, role="admin"))
                 assert (await recv_type(refreshed, "error"))["code"] == "auth_failed"
                 code, reason = await closed_with(doomed)
@@ -129,10 +138,12 @@ async def test_orders_and_accounts_are_isolated_per_user(tmp_path: Path) -> None
             stranger = tok(running, "bob", accounts=("9999999901",))
             admin = tok(running, "root", role="admin")
             nobody = tok(running, "eve")
-            async with open_websocket_url(f"{running.ws_url}?token={owner}") as a, \
-                    open_websocket_url(f"{running.ws_url}?token={stranger}") as b, \
-                    open_websocket_url(f"{running.ws_url}?token={admin}") as r, \
-                    open_websocket_url(f"{running.ws_url}?token={nobody}") as e:
+            async with (
+                open_websocket_url(f"{running.ws_url}?token={owner}") as a,
+                open_websocket_url(f"{running.ws_url}?token={stranger}") as b,
+                open_websocket_url(f"{running.ws_url}?token={admin}") as r,
+                open_websocket_url(f"{running.ws_url}?token={nobody}") as e,
+            ):
                 for ws in (a, b, r, e):
                     await recv(ws)
                     await send(ws, type="subscribe", topic="order:*")
@@ -141,8 +152,10 @@ async def test_orders_and_accounts_are_isolated_per_user(tmp_path: Path) -> None
                 err = await recv_type(e, "error")
                 assert (err["code"], err["topic"]) == ("forbidden", "order:*")
                 assert running.sim is not None
-                await wait_for(lambda: running.feeds[0].subscriptions.get(
-                    "H0STCNI0:demo") == "subscribed", "notices registered")
+                await wait_for(
+                    lambda: running.feeds[0].subscriptions.get("H0STCNI0:demo") == "subscribed",
+                    "notices registered",
+                )
                 running.sim.control.place_order("005930", "buy", 10)
                 mine = await recv_type(a, "order_update", skip=("ping",))
                 assert mine["data"]["account"] == ACCOUNT
@@ -152,15 +165,23 @@ async def test_orders_and_accounts_are_isolated_per_user(tmp_path: Path) -> None
                 # the order notice, then its fill
                 m = await recv_type(a, "order_update", skip=("ping",))
                 assert (m["order_id"], m["data"]["status"], m["event"]["kind"]) == (
-                    mine["order_id"], "filled", "fill")
+                    mine["order_id"],
+                    "filled",
+                    "fill",
+                )
                 await send(a, type="subscribe", topic=f"order:{mine['order_id']}")
                 await recv_type(a, "subscribed", skip=("ping",))
                 await send(a, type="get_account")
                 acct = (await recv_type(a, "account"))["data"]
                 assert acct["accounts"] == [ACCOUNT]
-                assert acct["positions"] == [{"symbol": "005930", "quantity": 10,
-                                              "avg_price": acct["positions"][0]["avg_price"],
-                                              "account": ACCOUNT}]
+                assert acct["positions"] == [
+                    {
+                        "symbol": "005930",
+                        "quantity": 10,
+                        "avg_price": acct["positions"][0]["avg_price"],
+                        "account": ACCOUNT,
+                    }
+                ]
                 assert acct["orders"][0]["order_id"] == mine["order_id"]
                 await send(b, type="get_account")
                 other = (await recv_type(b, "account"))["data"]
@@ -175,9 +196,12 @@ async def test_topic_roles(tmp_path: Path) -> None:
     s = gw(make_settings(tmp_path), topic_roles=(("strategy", ("admin", "producer")),))
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
-            async with open_websocket_url(f"{running.ws_url}?token={tok(running)}") as u, \
-                    open_websocket_url(
-                        f"{running.ws_url}?token={tok(running, 'p', role='producer')}") as p:
+            async with (
+                open_websocket_url(f"{running.ws_url}?token={tok(running)}") as u,
+                open_websocket_url(
+                    f"{running.ws_url}?token={tok(running, 'p', role='producer')}"
+                ) as p,
+            ):
                 await recv(u)
                 await recv(p)
                 await send(u, type="subscribe", topic="strategy:news-1")
@@ -200,10 +224,23 @@ async def test_every_topic_and_message(tmp_path: Path) -> None:
                 hello = await recv(ws)
                 assert hello["type"] == "connected" and hello["user_id"] == "root"
                 assert isinstance(hello["client_id"], int)
-                topics = ["price:005930", "orderbook:005930", "news", "news:005930", "order:*",
-                          "order:123", "strategy:demo", "signal:vcp", "signal:daytrading",
-                          "market-gate", "market:kospi", "market:kosdaq", "alert",
-                          "alert:005930", "price:000660@1s"]
+                topics = [
+                    "price:005930",
+                    "orderbook:005930",
+                    "news",
+                    "news:005930",
+                    "order:*",
+                    "order:123",
+                    "strategy:demo",
+                    "signal:vcp",
+                    "signal:daytrading",
+                    "market-gate",
+                    "market:kospi",
+                    "market:kosdaq",
+                    "alert",
+                    "alert:005930",
+                    "price:000660@1s",
+                ]
                 for t in topics:
                     await send(ws, type="subscribe", topic=t)
                 got = set()
@@ -215,14 +252,23 @@ async def test_every_topic_and_message(tmp_path: Path) -> None:
                     seen.add((await recv(ws))["type"])
                 # a message published on each hub topic reaches this client once
                 hub = running.hub
-                for key, kind in (("strategy:demo", "strategy_signal"),
-                                  ("signal:vcp", "signal_update"), ("alert", "alert"),
-                                  ("alert:005930", "alert")):
+                for key, kind in (
+                    ("strategy:demo", "strategy_signal"),
+                    ("signal:vcp", "signal_update"),
+                    ("alert", "alert"),
+                    ("alert:005930", "alert"),
+                ):
                     assert hub.publish(key, Msg(f'{{"type":"{kind}","key":"{key}"}}', kind)) == 1
-                assert hub.publish_latest(
-                    "market:kospi", Msg('{"type":"index_update","index":"kospi"}', "x")) == 1
-                assert hub.publish_latest(
-                    "market-gate", Msg('{"type":"market_gate_update"}', "x")) == 1
+                assert (
+                    hub.publish_latest(
+                        "market:kospi", Msg('{"type":"index_update","index":"kospi"}', "x")
+                    )
+                    == 1
+                )
+                assert (
+                    hub.publish_latest("market-gate", Msg('{"type":"market_gate_update"}', "x"))
+                    == 1
+                )
                 want = {"strategy:demo", "signal:vcp", "alert", "alert:005930", "kospi", "gate"}
                 while want:
                     m = await recv(ws)
@@ -271,8 +317,11 @@ async def test_ws_endpoint_presubscribes(settings: Settings) -> None:
                 assert (await recv(ws))["type"] == "connected"
                 assert (await recv(ws))["topic"] == "price:005930"
                 err = await recv(ws)
-                assert (err["type"], err["code"], err["topic"]) == ("error", "unknown_topic",
-                                                                   "bogus:1")
+                assert (err["type"], err["code"], err["topic"]) == (
+                    "error",
+                    "unknown_topic",
+                    "bogus:1",
+                )
                 assert (await recv_type(ws, "subscribed"))["topic"] == "price:000660@500ms"
                 await recv_type(ws, "price_update")
 
@@ -340,8 +389,13 @@ async def test_rate_limit_drops_then_closes(tmp_path: Path) -> None:
 
 
 async def test_subscription_message_and_connection_limits(tmp_path: Path) -> None:
-    s = gw(make_settings(tmp_path), max_subscriptions=2, max_message_bytes=1024,
-           max_connections_per_user=2, max_connections=3)
+    s = gw(
+        make_settings(tmp_path),
+        max_subscriptions=2,
+        max_message_bytes=1024,
+        max_connections_per_user=2,
+        max_connections=3,
+    )
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             url = f"{running.ws_url}?token={tok(running)}"
@@ -355,13 +409,13 @@ async def test_subscription_message_and_connection_limits(tmp_path: Path) -> Non
                 err = await recv_type(ws, "error")
                 assert (err["code"], err["topic"]) == ("too_many_subscriptions", "signal:vcp")
                 async with open_websocket_url(url) as third:  # alice's third connection
-                    assert await closed_with(third) == (4409,
-                                                        "at most 2 connections per user")
+                    assert await closed_with(third) == (4409, "at most 2 connections per user")
                 bob = f"{running.ws_url}?token={tok(running, 'bob')}"
                 async with open_websocket_url(bob) as b:
                     await recv(b)
                     async with open_websocket_url(
-                            f"{running.ws_url}?token={tok(running, 'carl')}") as full:
+                        f"{running.ws_url}?token={tok(running, 'carl')}"
+                    ) as full:
                         assert (await closed_with(full))[0] == 1013
                 await ws2.send_message("x" * 2000)  # over max_message_bytes
                 code, _ = await closed_with(ws2)
@@ -374,14 +428,17 @@ async def test_subscription_message_and_connection_limits(tmp_path: Path) -> Non
 
 
 async def test_sockets_still_authenticating_count_against_the_connection_limit(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # long enough for the whole exchange below on a loaded machine
     s = gw(make_settings(tmp_path), max_connections=2, handshake_timeout_s=5.0)
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             url = f"{running.ws_url}?token={tok(running)}"
-            async with open_websocket_url(running.ws_url) as silent1, \
-                    open_websocket_url(running.ws_url) as silent2:
+            async with (
+                open_websocket_url(running.ws_url) as silent1,
+                open_websocket_url(running.ws_url) as silent2,
+            ):
                 await wait_for(lambda: running.hub.handshaking == 2, "pending")
                 async with open_websocket_url(url) as late:  # the two silent ones hold it
                     assert (await closed_with(late))[0] == 1013
@@ -392,8 +449,7 @@ async def test_sockets_still_authenticating_count_against_the_connection_limit(
             assert running.hub.handshaking == 0
 
 
-async def test_sockets_waiting_for_an_auth_message_have_a_pool_of_their_own(
-        tmp_path: Path) -> None:
+async def test_sockets_waiting_for_an_auth_message_have_a_pool_of_their_own(tmp_path: Path) -> None:
     """Silent sockets fill their own pool (one here), never the room of clients that bring
     a token: one client without credentials cannot lock everybody out."""
     s = gw(make_settings(tmp_path), max_pending_handshakes=1, handshake_timeout_s=5.0)
@@ -411,8 +467,7 @@ async def test_sockets_waiting_for_an_auth_message_have_a_pool_of_their_own(
     assert running.metrics.closes.labels("handshakes_full")._value.get() == 1
 
 
-async def test_malformed_and_mistyped_messages_get_errors_not_a_crash(settings: Settings
-                                                                       ) -> None:
+async def test_malformed_and_mistyped_messages_get_errors_not_a_crash(settings: Settings) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with service(settings) as running:
             async with open_websocket_url(f"{running.ws_url}?token={tok(running)}") as ws:
@@ -452,8 +507,10 @@ async def test_batch_clients_get_what_is_queued_in_one_frame(settings: Settings)
     with trio.fail_after(TIMEOUT_S):
         async with service(settings) as running:
             url = f"{running.ws_url}?token={tok(running)}"
-            async with open_websocket_url(url + "&batch=1") as batched, \
-                    open_websocket_url(url) as plain:
+            async with (
+                open_websocket_url(url + "&batch=1") as batched,
+                open_websocket_url(url) as plain,
+            ):
                 for ws in (batched, plain):
                     await recv(ws)
                     await send(ws, type="subscribe", topic="alert")
@@ -464,15 +521,17 @@ async def test_batch_clients_get_what_is_queued_in_one_frame(settings: Settings)
                 assert frame == [{"type": "alert", "i": i} for i in range(5)]
                 for i in range(5):
                     assert msgspec.json.decode(await plain.get_message()) == {
-                        "type": "alert", "i": i}
+                        "type": "alert",
+                        "i": i,
+                    }
                 # a lone message is a plain object even for a batch client
                 running.hub.publish("alert", Msg('{"type":"alert","i":5}', "alert"))
-                assert msgspec.json.decode(await batched.get_message()) == {
-                    "type": "alert", "i": 5}
+                assert msgspec.json.decode(await batched.get_message()) == {"type": "alert", "i": 5}
 
 
 async def test_lossless_messages_that_cannot_be_queued_close_as_slow_consumer(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     s = gw(make_settings(tmp_path), outbox_max=20)
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
@@ -514,9 +573,14 @@ async def test_a_client_that_stops_reading_never_delays_the_others(tmp_path: Pat
                 async def publish_and_time(n: int) -> None:
                     for i in range(n):
                         t0 = time.perf_counter()
-                        running.hub.publish("alert", Msg(
-                            f'{{"type":"alert","i":{i},"pad":"{blob}"}}', "alert",
-                            time.time_ns()))
+                        running.hub.publish(
+                            "alert",
+                            Msg(
+                                f'{{"type":"alert","i":{i},"pad":"{blob}"}}',
+                                "alert",
+                                time.time_ns(),
+                            ),
+                        )
                         while True:
                             msg = await good.get_message()
                             batch = msgspec.json.decode(msg)
@@ -556,8 +620,9 @@ async def test_a_backlog_left_by_a_reset_counts_as_discarded_not_written(tmp_pat
                 (client,) = running.hub.clients.values()
                 published = 0
                 while len(client.outbox) < 300:  # stop reading until a backlog builds up
-                    running.hub.publish("alert", Msg(
-                        f'{{"type":"alert","i":{published},"p":"{blob}"}}', "alert"))
+                    running.hub.publish(
+                        "alert", Msg(f'{{"type":"alert","i":{published},"p":"{blob}"}}', "alert")
+                    )
                     published += 1
                     await trio.sleep(0.001)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -27,18 +27,25 @@ from tradestream.errors import ConfigError
 
 
 def test_gateway_limits_from_the_environment() -> None:
-    g = from_env({
-        "TRADESTREAM_WS_RATE_PER_S": "7.5", "TRADESTREAM_WS_RATE_BURST": "9",
-        "TRADESTREAM_WS_RATE_CLOSE_AFTER": "33", "TRADESTREAM_WS_MAX_SUBSCRIPTIONS": "12",
-        "TRADESTREAM_WS_MAX_MESSAGE_BYTES": "2048",
-        "TRADESTREAM_WS_MAX_CONNECTIONS_PER_USER": "3", "TRADESTREAM_WS_MAX_CONNECTIONS": "99",
-        "TRADESTREAM_WS_HANDSHAKE_TIMEOUT_S": "2.5", "TRADESTREAM_WS_SEND_TIMEOUT_S": "4",
-        "TRADESTREAM_WS_OUTBOX_MAX": "256", "TRADESTREAM_WS_PING_INTERVAL_S": "15",
-        "TRADESTREAM_WS_MAX_PENDING_HANDSHAKES": "8",
-        "TRADESTREAM_WS_MAX_DEMAND_PER_USER": "4",
-        "TRADESTREAM_WS_MAX_MISSED_PONGS": "3",
-        "TRADESTREAM_WS_TOPIC_ROLES": "strategy=admin|producer; order=admin",
-    }).gateway
+    g = from_env(
+        {
+            "TRADESTREAM_WS_RATE_PER_S": "7.5",
+            "TRADESTREAM_WS_RATE_BURST": "9",
+            "TRADESTREAM_WS_RATE_CLOSE_AFTER": "33",
+            "TRADESTREAM_WS_MAX_SUBSCRIPTIONS": "12",
+            "TRADESTREAM_WS_MAX_MESSAGE_BYTES": "2048",
+            "TRADESTREAM_WS_MAX_CONNECTIONS_PER_USER": "3",
+            "TRADESTREAM_WS_MAX_CONNECTIONS": "99",
+            "TRADESTREAM_WS_HANDSHAKE_TIMEOUT_S": "2.5",
+            "TRADESTREAM_WS_SEND_TIMEOUT_S": "4",
+            "TRADESTREAM_WS_OUTBOX_MAX": "256",
+            "TRADESTREAM_WS_PING_INTERVAL_S": "15",
+            "TRADESTREAM_WS_MAX_PENDING_HANDSHAKES": "8",
+            "TRADESTREAM_WS_MAX_DEMAND_PER_USER": "4",
+            "TRADESTREAM_WS_MAX_MISSED_PONGS": "3",
+            "TRADESTREAM_WS_TOPIC_ROLES": "strategy=admin|producer; order=admin",
+        }
+    ).gateway
     assert (g.rate_per_s, g.rate_burst, g.rate_close_after) == (7.5, 9, 33)
     assert (g.max_subscriptions, g.max_message_bytes) == (12, 2048)
     assert (g.max_connections_per_user, g.max_connections) == (3, 99)
@@ -48,18 +55,24 @@ def test_gateway_limits_from_the_environment() -> None:
     assert g.topic_roles == (("strategy", ("admin", "producer")), ("order", ("admin",)))
     defaults = from_env({}).gateway  # safe defaults when nothing is set
     assert (defaults.rate_per_s, defaults.max_subscriptions, defaults.max_connections) == (
-        20.0, 200, 10_000)
+        20.0,
+        200,
+        10_000,
+    )
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"TRADESTREAM_WS_TOPIC_ROLES": "stratgy=admin"}, "unknown topic kind 'stratgy'"),
-    ({"TRADESTREAM_WS_TOPIC_ROLES": "signal=root"}, "unknown roles"),
-    ({"TRADESTREAM_WS_MAX_CONNECTIONS": "many"}, "is not a int"),
-    ({"TRADESTREAM_WS_RATE_PER_S": "-1"}, "must not be negative"),
-    ({"TRADESTREAM_JWT_ALGORITHM": "none"}, "HS256 or RS256"),
-    ({"TRADESTREAM_JWT_ALGORITHM": "RS256"}, "needs TRADESTREAM_JWT_PUBLIC_KEY_FILE"),
-    ({"TRADESTREAM_JWT_SECRET": "short"}, "at least 32 bytes"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"TRADESTREAM_WS_TOPIC_ROLES": "stratgy=admin"}, "unknown topic kind 'stratgy'"),
+        ({"TRADESTREAM_WS_TOPIC_ROLES": "signal=root"}, "unknown roles"),
+        ({"TRADESTREAM_WS_MAX_CONNECTIONS": "many"}, "is not a int"),
+        ({"TRADESTREAM_WS_RATE_PER_S": "-1"}, "must not be negative"),
+        ({"TRADESTREAM_JWT_ALGORITHM": "none"}, "HS256 or RS256"),
+        ({"TRADESTREAM_JWT_ALGORITHM": "RS256"}, "needs TRADESTREAM_JWT_PUBLIC_KEY_FILE"),
+        ({"TRADESTREAM_JWT_SECRET": "short"}, "at least 32 bytes"),
+    ],
+)
 def test_bad_gateway_settings_are_refused_at_start(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_env(env)
@@ -68,29 +81,39 @@ def test_bad_gateway_settings_are_refused_at_start(env: dict[str, str], message:
 async def test_rs256_tokens_from_the_configured_public_key(tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    private_pem = key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     key_file = tmp_path / "issuer.pub.pem"
     key_file.write_bytes(public_pem)
-    g = from_env({"TRADESTREAM_JWT_ALGORITHM": "RS256",
-                  "TRADESTREAM_JWT_PUBLIC_KEY_FILE": str(key_file)}).gateway
+    g = from_env(
+        {"TRADESTREAM_JWT_ALGORITHM": "RS256", "TRADESTREAM_JWT_PUBLIC_KEY_FILE": str(key_file)}
+    ).gateway
     assert g.jwt_algorithm == "RS256" and not g.jwt_secret_generated
     base = make_settings(tmp_path)
-    s = replace(base, gateway=replace(base.gateway, jwt_algorithm="RS256",
-                                      jwt_public_key=g.jwt_public_key))
+    s = replace(
+        base, gateway=replace(base.gateway, jwt_algorithm="RS256", jwt_public_key=g.jwt_public_key)
+    )
     exp = time.time() + 600
     good = jwt.encode({"sub": "issuer-user", "exp": exp}, private_pem, algorithm="RS256")
+
     # the classic confusion: an HS256 token whose HMAC key is the server's own public key
     # (PyJWT refuses to sign with a PEM as an HMAC secret, so build it by hand)
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(
-        json.dumps({"sub": "mallory", "exp": int(exp)}).encode())
-    confused = signing_input + "." + b64(
-        hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())
+    signing_input = (
+        b64(b'{"alg":"HS256","typ":"JWT"}')
+        + "."
+        + b64(json.dumps({"sub": "mallory", "exp": int(exp)}).encode())
+    )
+    confused = (
+        signing_input
+        + "."
+        + b64(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())
+    )
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode({"sub": "mallory", "exp": exp}, other_key, algorithm="RS256")
     with trio.fail_after(TIMEOUT_S):
@@ -106,8 +129,9 @@ async def test_rs256_tokens_from_the_configured_public_key(tmp_path: Path) -> No
                     assert code == 4401 and reason.startswith("invalid token"), reason
 
 
-async def test_connection_events_are_logged_as_fields(tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_connection_events_are_logged_as_fields(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     s = make_settings(tmp_path)
     caplog.set_level(logging.INFO, logger="tradestream.gateway")
     with trio.fail_after(TIMEOUT_S):
@@ -131,8 +155,12 @@ async def test_connection_events_are_logged_as_fields(tmp_path: Path,
     assert by_event["ws subscribe"][0]["topic"] == "news"
     assert by_event["ws error"][0]["code"] == "unknown_topic"
     assert by_event["ws auth_failure"][0]["reason"].startswith("invalid token")
-    assert by_event["ws disconnect"][0] == {"client": by_event["ws connect"][0]["client"],
-                                            "user": "alice", "close": "client", "reason": ""}
+    assert by_event["ws disconnect"][0] == {
+        "client": by_event["ws connect"][0]["client"],
+        "user": "alice",
+        "close": "client",
+        "reason": "",
+    }
     # and the JSON form of one of them
     line = msgspec.json.decode(logs.JsonFormatter().format(records[0]))
     assert line["level"] == "INFO" and line["logger"] == "tradestream.gateway"

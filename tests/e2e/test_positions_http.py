@@ -10,13 +10,17 @@ import trio
 
 from tradestream.accounts import AccountBook, HttpPositions, SyncStats, run_positions_sync
 
-BODY = b'{"accounts": [{"account": "5012345601", "positions": [' \
-       b'{"code": "005930", "quantity": 3, "avg_price": 70000}]}]}'
+BODY = (
+    b'{"accounts": [{"account": "5012345601", "positions": ['
+    b'{"code": "005930", "quantity": 3, "avg_price": 70000}]}]}'
+)
 
 
 def response(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
 
 
 async def serve(handler: object, nursery: trio.Nursery) -> str:
@@ -31,14 +35,23 @@ async def test_a_trickled_body_is_bounded_by_the_fetch_deadline(nursery: trio.Nu
         await stream.send_all(data[:60])
         for i in range(60, len(data)):  # one byte every 0.2 s: each read is within 1 s
             await trio.sleep(0.2)
-            await stream.send_all(data[i:i + 1])
+            await stream.send_all(data[i : i + 1])
 
     url = await serve(trickle, nursery)
     stats = SyncStats()
     with trio.fail_after(10):
         t0 = trio.current_time()
-        await nursery.start(partial(run_positions_sync, HttpPositions(url, 1.0), AccountBook(),
-                                    lambda: None, 60.0, stats, fetch_timeout_s=1.5))
+        await nursery.start(
+            partial(
+                run_positions_sync,
+                HttpPositions(url, 1.0),
+                AccountBook(),
+                lambda: None,
+                60.0,
+                stats,
+                fetch_timeout_s=1.5,
+            )
+        )
         took = trio.current_time() - t0
     assert 1.4 < took < 4.0  # the body alone takes ~20 s
     assert stats.failures == 1 and stats.last_error == "no answer within 1.5s"

@@ -21,9 +21,15 @@ SKIP = ("price_update", "ping", "orderbook_update", "index_update", "news", "ord
 
 async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix: str) -> None:
     s = make_settings(tmp_path)
-    s = replace(s, detect=replace(s.detect, redis_url=redis_url,
-                                  redis_alert_channel=f"{prefix}alerts",
-                                  redis_signal_channel=f"{prefix}signals"))
+    s = replace(
+        s,
+        detect=replace(
+            s.detect,
+            redis_url=redis_url,
+            redis_alert_channel=f"{prefix}alerts",
+            redis_signal_channel=f"{prefix}signals",
+        ),
+    )
     code = s.kis.watchlist[0]
     with trio.fail_after(TIMEOUT_S):
         async with listening(redis_url, f"{prefix}alerts") as got, service(s) as running:
@@ -33,7 +39,10 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
             await wait_for(lambda: len(got) == 1, "the alert on Redis")
             alert = msgspec.json.decode(got[0][1])
             assert (alert["symbol"], alert["direction"], alert["kind"]) == (
-                code, "up", "sudden_move")
+                code,
+                "up",
+                "sudden_move",
+            )
             url = f"{running.ws_url}?token={tok(running)}"
             async with open_websocket_url(url) as ws:
                 await recv(ws)
@@ -41,19 +50,29 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
                 await recv_type(ws, "subscribed")
                 await wait_for(lambda: running.hub.has_subscribers("signal:vcp"), "subscribed")
                 await publish(redis_url, f"{prefix}signals", b"not json")  # dropped, logged
-                await publish(redis_url, f"{prefix}signals", msgspec.json.encode(
-                    {"signal_type": "VCP", "signals": [{"symbol": "000660", "score": 0.9}]}))
+                await publish(
+                    redis_url,
+                    f"{prefix}signals",
+                    msgspec.json.encode(
+                        {"signal_type": "VCP", "signals": [{"symbol": "000660", "score": 0.9}]}
+                    ),
+                )
                 msg = await recv_type(ws, "signal_update", skip=SKIP)
     assert msg["data"]["signal_type"] == "VCP"
     assert msg["data"]["signals"] == [{"symbol": "000660", "score": 0.9}]
     # and stored, once the stop has drained: one row per item, the bad message none
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT source, kind, strategy, stock_code, payload FROM signals "
-            "WHERE source = 'redis'")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT source, kind, strategy, stock_code, payload FROM signals "
+                "WHERE source = 'redis'"
+            )
+        ).all()
     engine.dispose()
     assert [tuple(r[:4]) for r in rows] == [("redis", "vcp", "vcp", "000660")]
     payload = rows[0][4]
     assert (payload if isinstance(payload, dict) else json.loads(payload)) == {
-        "symbol": "000660", "score": 0.9}
+        "symbol": "000660",
+        "score": 0.9,
+    }

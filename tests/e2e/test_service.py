@@ -153,8 +153,11 @@ async def test_stalled_upstream_is_treated_as_dead(tmp_path: Path) -> None:
             await wait_for(lambda: feed.reconnects >= 1, "stale detection", timeout=5)
             assert "TooSlowError" in feed.last_error
             before = running.router.ticks
-            await wait_for(lambda: running.router.ticks > before and feed.state == "streaming",
-                           "data after the stall", timeout=8)
+            await wait_for(
+                lambda: running.router.ticks > before and feed.state == "streaming",
+                "data after the stall",
+                timeout=8,
+            )
 
 
 async def test_auth_failures_close_with_4401(settings: Settings) -> None:
@@ -201,8 +204,11 @@ async def test_client_protocol_errors_and_replies(settings: Settings) -> None:
                 await send(ws, type="unsubscribe", topic="price:000660")
                 while (msg := await recv(ws))["type"] == "price_update":
                     pass
-                assert msg == {"type": "unsubscribed", "topic": "price:000660",
-                               "message": "Successfully unsubscribed from price:000660"}
+                assert msg == {
+                    "type": "unsubscribed",
+                    "topic": "price:000660",
+                    "message": "Successfully unsubscribed from price:000660",
+                }
                 # the connection survived every bad message
                 await send(ws, type="ping")
                 assert (await recv(ws))["type"] == "pong"
@@ -218,8 +224,9 @@ async def test_status_endpoint(settings: Settings) -> None:
                 await wait_for(lambda: running.feeds[0].state == "streaming", "streaming")
                 async with httpx.AsyncClient(base_url=running.url) as http:
                     anonymous = await http.get("/api/ws/status")
-                    status = (await http.get("/api/ws/status",
-                                             params={"token": token(running)})).json()
+                    status = (
+                        await http.get("/api/ws/status", params={"token": token(running)})
+                    ).json()
                     admin = running.auth.issue("root", role="admin")
                     full = (await http.get("/api/ws/status", params={"token": admin})).json()
     assert anonymous.status_code == 401
@@ -270,8 +277,9 @@ async def test_rest_reads(settings: Settings) -> None:
 async def test_server_heartbeat_keeps_answering_clients_and_drops_silent_ones(
     settings: Settings,
 ) -> None:
-    s = replace(settings, gateway=replace(settings.gateway, ping_interval_s=0.2,
-                                          max_missed_pongs=2))
+    s = replace(
+        settings, gateway=replace(settings.gateway, ping_interval_s=0.2, max_missed_pongs=2)
+    )
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             url = f"{running.ws_url}?token={token(running)}"

@@ -26,8 +26,8 @@ from tests.e2e.test_service import open_websocket_url, recv, send
 from tradestream.detect.scanners import scan_daytrading
 from tradestream.events import KST, Event, Signal, Tick
 from tradestream.gateway.app import WsServices, create_app
-from tradestream.gateway.ports import StaticDemand
 from tradestream.gateway.auth import Authenticator
+from tradestream.gateway.ports import StaticDemand
 from tradestream.gateway.signals_api import (
     _bars,
     register_signals,
@@ -62,22 +62,40 @@ class Prints:
 
     def bar(self, start: datetime, o: int, h: int, low: int, c: int, volume: int) -> None:
         qty = volume // 4
-        for second, price, q in ((0, o, qty), (10, h, qty), (20, low, qty),
-                                 (30, c, volume - 3 * qty)):
+        for second, price, q in (
+            (0, o, qty),
+            (10, h, qty),
+            (20, low, qty),
+            (30, c, volume - 3 * qty),
+        ):
             self.volume += q
-            self.ticks.append(Tick(
-                source="test", venue="KRX", code=self.code,
-                trade_time=start + timedelta(seconds=second), price=price, change=0,
-                change_percent=0.0, open=o, high=h, low=low, ask=price, bid=price,
-                trade_volume=q, volume=self.volume, value=0, strength=100.0, received_ns=0))
+            self.ticks.append(
+                Tick(
+                    source="test",
+                    venue="KRX",
+                    code=self.code,
+                    trade_time=start + timedelta(seconds=second),
+                    price=price,
+                    change=0,
+                    change_percent=0.0,
+                    open=o,
+                    high=h,
+                    low=low,
+                    ask=price,
+                    bid=price,
+                    trade_volume=q,
+                    volume=self.volume,
+                    value=0,
+                    strength=100.0,
+                    received_ns=0,
+                )
+            )
 
-    def walk(self, start: datetime, closes: list[int], first_open: int,
-             volumes: list[int]) -> None:
+    def walk(self, start: datetime, closes: list[int], first_open: int, volumes: list[int]) -> None:
         """One bar a minute from `start`: each opens at the previous close."""
         for i, (close, vol) in enumerate(zip(closes, volumes, strict=True)):
             o = first_open if i == 0 else closes[i - 1]
-            self.bar(start + timedelta(minutes=i), o, max(o, close), min(o, close) - 5, close,
-                     vol)
+            self.bar(start + timedelta(minutes=i), o, max(o, close), min(o, close) - 5, close, vol)
 
 
 def line(a: int, b: int, n: int) -> list[int]:
@@ -89,8 +107,9 @@ def market() -> Iterator[Tick]:
     riser = Prints(RISER)  # 09:00-12:59, 240 bars, 10,000 -> 10,400; last bar 3x volume
     riser.walk(OPEN, line(10_000, 10_400, 240), 10_000, [1_000] * 239 + [3_000])
     fader = Prints(FADER)  # 10,000 -> 9,000 by 11:00, then up to 9,300; last bar 3x volume
-    fader.walk(OPEN, line(10_000, 9_000, 120) + line(9_000, 9_300, 120), 10_000,
-               [1_000] * 239 + [3_000])
+    fader.walk(
+        OPEN, line(10_000, 9_000, 120) + line(9_000, 9_300, 120), 10_000, [1_000] * 239 + [3_000]
+    )
     vcp = Prints(VCP)  # 12:00-12:59: depths 20%, 12%, 6% under a 10,000 pivot; volume dries up
     t = NOW - timedelta(minutes=60)
     for depth, vol in ((0.20, 1_000), (0.12, 800), (0.06, 500)):
@@ -102,8 +121,7 @@ def market() -> Iterator[Tick]:
     # the last bar closes at 9,800, 2% under the pivot
     vcp.ticks[-1] = msgspec.structs.replace(vcp.ticks[-1], price=9_800)
     night = Prints(NIGHT)  # 07:00-08:29: +10% with a 5x burst, before the open
-    night.walk(OPEN - timedelta(hours=2), line(10_000, 11_000, 90), 10_000,
-               [1_000] * 89 + [5_000])
+    night.walk(OPEN - timedelta(hours=2), line(10_000, 11_000, 90), 10_000, [1_000] * 89 + [5_000])
     for p in (riser, fader, vcp, night):
         yield from p.ticks
 
@@ -125,7 +143,8 @@ def test_scan_windows() -> None:
     assert scan_window("daytrading", early)[0] > early
     # 00:30 KST is still the previous UTC day: the KST date counts
     assert scan_window("daytrading", datetime(2026, 2, 3, 15, 30, tzinfo=UTC))[0] == datetime(
-        2026, 2, 4, 9, 0, tzinfo=KST)
+        2026, 2, 4, 9, 0, tzinfo=KST
+    )
     assert scan_window("vcp", NOW) == (NOW - timedelta(hours=2), 120)
     with pytest.raises(ValueError):
         scan_window("momentum", NOW)
@@ -140,8 +159,7 @@ def test_daytrading_reads_today_from_the_open(engine: sa.Engine) -> None:
     assert "from the 10000 open" in hit["reason"]
     # The data does exercise the bug: over the last two hours only, the fader's "open" is
     # 11:00's 9,000 and it passes (+3.3%); from 09:00 it is 7% down on the day.
-    two_hours = {c: reads.bars(engine, c, 60, NOW - timedelta(hours=2), NOW, 120)
-                 for c in CODES}
+    two_hours = {c: reads.bars(engine, c, 60, NOW - timedelta(hours=2), NOW, 120) for c in CODES}
     stale = scan_daytrading({c: _bars(rows) for c, rows in two_hours.items()})
     assert FADER in [s.code for s in stale]
 
@@ -151,12 +169,12 @@ def test_daytrading_after_hours_still_starts_at_the_open(engine: sa.Engine) -> N
     # Kept to its newest 400 bars, this code's "open" would be 14:20's ~9,110 and it would
     # pass (+3.2%); the whole day from 09:00 says -6%.
     late = Prints("100050")
-    late.walk(OPEN, line(10_000, 9_000, 360) + line(9_000, 9_400, 360), 10_000,
-              [1_000] * 719 + [3_000])
+    late.walk(
+        OPEN, line(10_000, 9_000, 360) + line(9_000, 9_400, 360), 10_000, [1_000] * 719 + [3_000]
+    )
     EventWriter(engine).write(late.ticks)
     evening = NOW.replace(hour=21)
-    assert [s["symbol"] for s in scan(engine, "daytrading", (*CODES, "100050"), evening)] == [
-        RISER]
+    assert [s["symbol"] for s in scan(engine, "daytrading", (*CODES, "100050"), evening)] == [RISER]
     newest_400 = _bars(reads.bars(engine, "100050", 60, OPEN, evening, 400))
     assert [s.code for s in scan_daytrading({"100050": newest_400})] == ["100050"]
 
@@ -185,8 +203,9 @@ async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
     auth = Authenticator(SECRET)
     app = create_app(WsServices(hub, auth, MarketState(), StaticDemand()), engine=engine)
     stored: list[Event] = []  # the publisher's store edge (the service's goes to the flusher)
-    register_signals(app, engine, auth, SignalPublisher(hub, stored.append), lambda: CODES,
-                     clock=lambda: NOW)
+    register_signals(
+        app, engine, auth, SignalPublisher(hub, stored.append), lambda: CODES, clock=lambda: NOW
+    )
     producer = {"Authorization": f"Bearer {auth.issue('bot', role='producer')}"}
     got: dict[str, dict[str, Any]] = {}
     bodies: dict[str, dict[str, Any]] = {}
@@ -194,8 +213,10 @@ async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
         async with trio.open_nursery() as nursery:
             base = (await nursery.start(serve_app, app, "127.0.0.1", 0))[0]
             url = ws_url(base, "/api/ws") + f"?token={auth.issue('alice')}"
-            async with open_websocket_url(url) as ws, httpx.AsyncClient(
-                    base_url=base, timeout=10) as http:
+            async with (
+                open_websocket_url(url) as ws,
+                httpx.AsyncClient(base_url=base, timeout=10) as http,
+            ):
                 await recv(ws)  # connected
                 for kind in ("vcp", "daytrading"):
                     await send(ws, type="subscribe", topic=f"signal:{kind}")
@@ -227,10 +248,12 @@ async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
     assert all(isinstance(ev, Signal) for ev in stored)
     await trio.to_thread.run_sync(EventWriter(engine).write, stored)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT kind, strategy, stock_code, source, payload FROM signals ORDER BY kind"
-        )).all()
-    assert [r[:4] for r in rows] == [("daytrading", "daytrading", RISER, "scanner"),
-                                     ("vcp", "vcp", VCP, "scanner")]
+        rows = conn.execute(
+            sa.text("SELECT kind, strategy, stock_code, source, payload FROM signals ORDER BY kind")
+        ).all()
+    assert [r[:4] for r in rows] == [
+        ("daytrading", "daytrading", RISER, "scanner"),
+        ("vcp", "vcp", VCP, "scanner"),
+    ]
     payloads = [r[4] if isinstance(r[4], dict) else json.loads(r[4]) for r in rows]
     assert payloads == [got["daytrading"]["signals"][0], got["vcp"]["signals"][0]]

@@ -42,9 +42,16 @@ ACCOUNT = "5012345601"
 
 
 def two_sessions(tmp_path: Path, **kis: Any) -> Settings:
-    s = make_settings(tmp_path, sim={"tickers": CODES, "registration_limit": LIMIT},
-                      hts_id="demo", app_keys=((KEY_2, "secret-2"),), slot_margin=MARGIN,
-                      registration_limit=LIMIT, scanner_slots=0, **kis)
+    s = make_settings(
+        tmp_path,
+        sim={"tickers": CODES, "registration_limit": LIMIT},
+        hts_id="demo",
+        app_keys=((KEY_2, "secret-2"),),
+        slot_margin=MARGIN,
+        registration_limit=LIMIT,
+        scanner_slots=0,
+        **kis,
+    )
     return replace(s, gateway=replace(s.gateway, max_subscriptions=50))
 
 
@@ -62,19 +69,24 @@ def desired(running: Running, names: Any = None) -> dict[str, set[tuple[str, str
     return {n: set(running.slots.registrations(n)) for n in names or SESSIONS.values()}
 
 
-async def in_sync(running: Running, what: str, keys: dict[str, str] = SESSIONS,
-                  only: str | None = None) -> None:
+async def in_sync(
+    running: Running, what: str, keys: dict[str, str] = SESSIONS, only: str | None = None
+) -> None:
     """Wait until the simulator holds the driver's state (of session `only`, if given)."""
+
     def same() -> bool:
         up, want = upstream(running, keys), desired(running, keys.values())
         return up == want if only is None else up[only] == want[only]
+
     try:
         await wait_for(same, what)
     except trio.TooSlowError:
         up, want = upstream(running, keys), desired(running, keys.values())
-        raise AssertionError(f"{what}: upstream - desired {[(n, up[n] - want[n]) for n in up]}; "
-                             f"desired - upstream {[(n, want[n] - up[n]) for n in up]}; "
-                             f"feeds {[f.subscriptions for f in running.feeds]}") from None
+        raise AssertionError(
+            f"{what}: upstream - desired {[(n, up[n] - want[n]) for n in up]}; "
+            f"desired - upstream {[(n, want[n] - up[n]) for n in up]}; "
+            f"feeds {[f.subscriptions for f in running.feeds]}"
+        ) from None
 
 
 def streaming(running: Running) -> bool:
@@ -118,9 +130,15 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
     all 50 codes, two order books, program trading, two indexes and the demo account's notices
     over two sessions) fit with nothing pending, every slot gets data, and status, /api/slots
     and /metrics report the same numbers."""
-    s = from_env({"TRADESTREAM_PORT": "0", "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
-                  "TRADESTREAM_DB_AUTO_UPGRADE": "1", "TRADESTREAM_SPOOL_DIR": str(tmp_path),
-                  "TRADESTREAM_JWT_SECRET": "out-of-the-box-secret-out-of-the-box"})
+    s = from_env(
+        {
+            "TRADESTREAM_PORT": "0",
+            "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
+            "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+            "TRADESTREAM_SPOOL_DIR": str(tmp_path),
+            "TRADESTREAM_JWT_SECRET": "out-of-the-box-secret-out-of-the-box",
+        }
+    )
     assert (s.kis.registration_limit, s.sim.registration_limit, s.kis.slot_margin) == (41, 41, 1)
     assert len(s.kis.watchlist) == 50 and len(s.kis.extra) == 5
     assert len(s.kis.session_keys()) == 2 and s.kis.hts_id == "demo"
@@ -219,15 +237,17 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
                 # a buy fill of a code nobody watches: a holding, which evicts the oldest demand
                 held = CODES[45]
                 control.place_order(held, "buy", 10)
-                lost = await recv_type(ws, "error", skip=("price_update", "ping", "order_update",
-                                                          "subscribed"))
+                lost = await recv_type(
+                    ws, "error", skip=("price_update", "ping", "order_update", "subscribed")
+                )
                 assert (lost["code"], lost["topic"]) == ("slot_lost", f"price:{granted[0]}")
                 # the subscription ended with its slot: asking again is a new claim, which
                 # the full pool refuses (not an echo of "subscribed" with no data behind it)
                 assert f"price:{granted[0]}" not in running.hub.subscriptions()
                 await send(ws, type="subscribe", topic=f"price:{granted[0]}")
-                again = await recv_type(ws, "error", skip=("price_update", "ping",
-                                                           "order_update", "subscribed"))
+                again = await recv_type(
+                    ws, "error", skip=("price_update", "ping", "order_update", "subscribed")
+                )
                 assert (again["code"], again["topic"]) == ("no_slot", f"price:{granted[0]}")
                 await in_sync(running, "holding registered")
                 slot = running.slots.manager.slot("H0STCNT0", held)
@@ -235,10 +255,12 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
                 listing = await get_json(running, "/api/slots")
                 row = next(r for r in listing["slots"] if r["code"] == held)
                 assert (row["session"], row["priority"], row["claims"]) == (
-                    slot.session, "holding", ["holding"])
+                    slot.session,
+                    "holding",
+                    ["holding"],
+                )
                 assert row["subscribed_at"] == slot.subscribed_at > 0
-                assert row["last_data_at"] is None or row["last_data_at"] >= row[
-                    "subscribed_at"]
+                assert row["last_data_at"] is None or row["last_data_at"] >= row["subscribed_at"]
                 demand_rows = [r for r in listing["slots"] if r["priority"] == "demand"]
                 assert sorted(r["code"] for r in demand_rows) == sorted(granted[1:])
                 assert listing["pending"] == [] and len(listing["recent"]) == 20
@@ -251,15 +273,20 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
                 held_on = slot.session
                 assert public["usage"] == {
                     n: {**u, "used": u["used"] - (n == held_on)}
-                    for n, u in listing["usage"].items()}
+                    for n, u in listing["usage"].items()
+                }
                 assert public["slots"] == sorted(
-                    public["slots"], key=lambda r: (r["session"], r["tr_id"], r["code"]))
+                    public["slots"], key=lambda r: (r["session"], r["tr_id"], r["code"])
+                )
 
                 # kis-2's account is suspended: lost for good after 1 s, its holding and picks
                 # move to kis-1, evicting demand; what does not fit waits
                 control.refuse_app_key(KEY_2)
-                await wait_for(lambda: "kis-2" in running.slots.as_dict()["lost_sessions"],
-                               "kis-2 lost", timeout=10)
+                await wait_for(
+                    lambda: "kis-2" in running.slots.as_dict()["lost_sessions"],
+                    "kis-2 lost",
+                    timeout=10,
+                )
                 await in_sync(running, "moved to kis-1")
                 mine = running.slots.manager.registrations("kis-1")
                 assert ("H0STCNT0", held) in mine
@@ -270,8 +297,9 @@ async def test_two_sessions_sixty_codes(tmp_path: Path) -> None:
 
                 # the account reopens: kis-2 is back, the waiting picks are registered again
                 control.refuse_app_key(KEY_2, refused=False)
-                await wait_for(lambda: running.slots.as_dict()["lost_sessions"] == [],
-                               "kis-2 back", timeout=10)
+                await wait_for(
+                    lambda: running.slots.as_dict()["lost_sessions"] == [], "kis-2 back", timeout=10
+                )
                 await in_sync(running, "back in sync")
                 assert running.slots.manager.pending() == []
                 picks = {("H0STCNT0", c) for c in CODES[:15]}
@@ -357,8 +385,9 @@ async def test_notice_moves_to_the_surviving_session_and_back(tmp_path: Path) ->
             assert driver.manager.usage()["kis-2"].capacity == 11
 
             control.place_order(held, "buy", 5)  # the fill notice comes over kis-2
-            await wait_for(lambda: running.state.accounts.positions_by_code().get(held) == 5,
-                           "fill followed")
+            await wait_for(
+                lambda: running.state.accounts.positions_by_code().get(held) == 5, "fill followed"
+            )
             slot = driver.manager.slot("H0STCNT0", held)
             assert slot is not None and (slot.session, slot.priority.name) == ("kis-2", "HOLDING")
             await in_sync(running, "holding registered")
@@ -368,14 +397,18 @@ async def test_notice_moves_to_the_surviving_session_and_back(tmp_path: Path) ->
             await in_sync(running, "notice back on kis-1")
             assert NOTICE not in upstream(running)["kis-2"]
             assert {n: u.capacity for n, u in driver.manager.usage().items()} == {
-                "kis-1": 11, "kis-2": 12}
+                "kis-1": 11,
+                "kis-2": 12,
+            }
             assert driver.stats["notice_moves"] == 2
 
             control.place_order(held, "sell", 5)  # over kis-1 again: sold out
-            await wait_for(lambda: held not in running.state.accounts.positions_by_code(),
-                           "sell followed")
-            await wait_for(lambda: driver.manager.slot("H0STCNT0", held) is None,
-                           "holding released")
+            await wait_for(
+                lambda: held not in running.state.accounts.positions_by_code(), "sell followed"
+            )
+            await wait_for(
+                lambda: driver.manager.slot("H0STCNT0", held) is None, "holding released"
+            )
             await in_sync(running, "released upstream")
             assert driver.manager.pending() == []  # the pick it evicted is back
 
@@ -385,8 +418,13 @@ async def test_notice_moves_to_the_surviving_session_and_back(tmp_path: Path) ->
 
 async def test_holdings_from_positions_at_start_and_drift_corrected(tmp_path: Path) -> None:
     before_today, elsewhere = "293490", "263750"  # not on the test watchlist
-    s = make_settings(tmp_path, hts_id="demo", scanner_slots=0, positions_every_s=0.3,
-                      sim={"demo_positions": ((before_today, 9, 20_000.0),)})
+    s = make_settings(
+        tmp_path,
+        hts_id="demo",
+        scanner_slots=0,
+        positions_every_s=0.3,
+        sim={"demo_positions": ((before_today, 9, 20_000.0),)},
+    )
     assert {before_today, elsewhere}.isdisjoint(s.kis.watchlist)
     keys = {KEY_1: "kis-1"}
     with trio.fail_after(TIMEOUT_S):
@@ -402,10 +440,14 @@ async def test_holdings_from_positions_at_start_and_drift_corrected(tmp_path: Pa
             # drift: a trade made elsewhere, and the old position sold elsewhere
             control.set_position(elsewhere, 4, 35_000.0)
             control.set_position(before_today, 0)
-            await wait_for(lambda: running.state.accounts.positions_by_code() == {elsewhere: 4},
-                           "drift corrected")
-            await wait_for(lambda: running.slots.manager.slot("H0STCNT0", before_today) is None,
-                           "old holding released")
+            await wait_for(
+                lambda: running.state.accounts.positions_by_code() == {elsewhere: 4},
+                "drift corrected",
+            )
+            await wait_for(
+                lambda: running.slots.manager.slot("H0STCNT0", before_today) is None,
+                "old holding released",
+            )
             assert running.slots.manager.slot("H0STCNT0", elsewhere) is not None
             await in_sync(running, "holdings follow", keys)
             url = f"{running.ws_url}?token={tok(running, 'alice', accounts=(ACCOUNT,))}"
@@ -414,7 +456,8 @@ async def test_holdings_from_positions_at_start_and_drift_corrected(tmp_path: Pa
                 await send(ws, type="get_account")
                 acct = (await recv_type(ws, "account"))["data"]
             assert [(p["symbol"], p["quantity"], p["avg_price"]) for p in acct["positions"]] == [
-                (elsewhere, 4, 35_000.0)]
+                (elsewhere, 4, 35_000.0)
+            ]
             assert running.positions.corrected == 3 and running.positions.failures == 0
             status = await get_json(running, "/api/ws/status")
     assert status["positions"]["source"].endswith("/sim/positions")
@@ -430,13 +473,17 @@ async def test_holdings_and_account_survive_a_restart(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
             assert running.sim is not None
-            await wait_for(lambda: running.feeds[0].subscriptions.get("H0STCNI0:demo")
-                           == "subscribed", "notices registered")
+            await wait_for(
+                lambda: running.feeds[0].subscriptions.get("H0STCNI0:demo") == "subscribed",
+                "notices registered",
+            )
             running.sim.control.place_order(held, "buy", 7)
-            await wait_for(lambda: running.state.accounts.positions_by_code() == {held: 7},
-                           "the fill")
-            await wait_for(lambda: running.slots.manager.slot("H0STCNT0", held) is not None,
-                           "holding slot")
+            await wait_for(
+                lambda: running.state.accounts.positions_by_code() == {held: 7}, "the fill"
+            )
+            await wait_for(
+                lambda: running.slots.manager.slot("H0STCNT0", held) is not None, "holding slot"
+            )
         async with service(s) as again:
             assert again.state.accounts.positions_by_code() == {held: 7}
             slot = again.slots.manager.slot("H0STCNT0", held)
@@ -463,8 +510,11 @@ async def test_movers_become_scanner_claims(tmp_path: Path) -> None:
             manager = running.slots.manager
 
             def scanner_keys() -> set[tuple[str, str]]:
-                return {(r.tr_id, r.code) for r in manager.slots() if "SCANNER" in {
-                    c.name for c in r.claims}}
+                return {
+                    (r.tr_id, r.code)
+                    for r in manager.slots()
+                    if "SCANNER" in {c.name for c in r.claims}
+                }
 
             await wait_for(lambda: len(scanner_keys()) == 2, "two movers claimed")
             movers = scanner_keys()
@@ -473,8 +523,9 @@ async def test_movers_become_scanner_claims(tmp_path: Path) -> None:
                 assert manager.claims(*key)[0].name == "PICK"  # joined in place: no churn
             admin = {"Authorization": f"Bearer {tok(running, 'ops', role='admin')}"}
             async with httpx.AsyncClient(base_url=running.url) as http:
-                r = await http.post("/api/watchlist/scanner", headers=admin,
-                                    json={"codes": [posted]})
+                r = await http.post(
+                    "/api/watchlist/scanner", headers=admin, json={"codes": [posted]}
+                )
             assert r.json() == {"scanner": [posted]}
             rec = manager.slot("H0STCNT0", posted)
             assert rec is not None and rec.priority.name == "SCANNER"
@@ -490,23 +541,37 @@ async def test_picks_and_scanner_over_rest(tmp_path: Path) -> None:
             admin = {"Authorization": f"Bearer {tok(running, 'ops', role='admin')}"}
             user = {"Authorization": f"Bearer {tok(running)}"}
             async with httpx.AsyncClient(base_url=running.url) as http:
-                assert (await http.put("/api/watchlist/picks", headers=user,
-                                       json={"codes": ["005930"]})).status_code == 403
-                bad = await http.put("/api/watchlist/picks", headers=admin,
-                                     json={"codes": ["5930"]})
+                assert (
+                    await http.put("/api/watchlist/picks", headers=user, json={"codes": ["005930"]})
+                ).status_code == 403
+                bad = await http.put(
+                    "/api/watchlist/picks", headers=admin, json={"codes": ["5930"]}
+                )
                 assert bad.status_code == 400
-                ok = await http.put("/api/watchlist/picks", headers=admin, json={
-                    "codes": ["005930", "000660"], "orderbook": ["005930"]})
+                ok = await http.put(
+                    "/api/watchlist/picks",
+                    headers=admin,
+                    json={"codes": ["005930", "000660"], "orderbook": ["005930"]},
+                )
                 # of the 10 watched codes, 005930 and 000660 stay; the book is new
                 assert ok.status_code == 200 and ok.json() == {
-                    "picks": 4, "subscribed": 1, "unsubscribed": 8, "pending": []}
-                scan = await http.post("/api/watchlist/scanner", headers=admin,
-                                       json={"codes": ["035720"]})
+                    "picks": 4,
+                    "subscribed": 1,
+                    "unsubscribed": 8,
+                    "pending": [],
+                }
+                scan = await http.post(
+                    "/api/watchlist/scanner", headers=admin, json={"codes": ["035720"]}
+                )
                 assert scan.json() == {"scanner": ["035720"]}
                 listing = (await http.get("/api/slots", headers=user)).json()
             held = {(r["tr_id"], r["code"]): r["priority"] for r in listing["slots"]}
-            assert held == {("H0STCNT0", "005930"): "pick", ("H0STCNT0", "000660"): "pick",
-                            ("H0STASP0", "005930"): "pick", ("H0UPCNT0", "0001"): "pick",
-                            ("H0STCNT0", "035720"): "scanner"}
+            assert held == {
+                ("H0STCNT0", "005930"): "pick",
+                ("H0STCNT0", "000660"): "pick",
+                ("H0STASP0", "005930"): "pick",
+                ("H0UPCNT0", "0001"): "pick",
+                ("H0STCNT0", "035720"): "scanner",
+            }
             assert listing["pending"] == []
             await in_sync(running, "upstream equals the manager", {KEY_1: "kis-1"})

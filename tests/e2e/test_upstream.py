@@ -22,8 +22,10 @@ async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -
     closes: list[int] = []
     closed = trio.Event()
     registrations: list[str] = []
-    frame = data_frame("H0STCNT0", [SimMarket(DEFAULT_TICKERS[:1], seed=1).trade(
-        datetime(2025, 1, 2, 9, 30, tzinfo=KST))])
+    frame = data_frame(
+        "H0STCNT0",
+        [SimMarket(DEFAULT_TICKERS[:1], seed=1).trade(datetime(2025, 1, 2, 9, 30, tzinfo=KST))],
+    )
 
     async def broker(request: WebSocketRequest) -> None:
         ws = await request.accept()
@@ -37,14 +39,19 @@ async def test_cancelled_feed_closes_upstream_with_1000(nursery: trio.Nursery) -
             closed.set()
 
     server = await nursery.start(serve_websocket, broker, "127.0.0.1", 0, None)
-    cfg = KisSettings(ws_url=f"ws://127.0.0.1:{server.port}/tryitout", rest_url="http://unused",
-                      approval_key="preissued-key", watchlist=("005930",))
+    cfg = KisSettings(
+        ws_url=f"ws://127.0.0.1:{server.port}/tryitout",
+        rest_url="http://unused",
+        approval_key="preissued-key",
+        watchlist=("005930",),
+    )
     ticks_out, ticks_in = trio.open_memory_channel[Event](10)
     status = FeedStatus("kis-test")
     with trio.fail_after(10):
         async with trio.open_nursery() as feed:
-            await feed.start(run_feed, KisAdapter(cfg, "kis-test"), ticks_out, status,
-                             kis_timing(cfg))
+            await feed.start(
+                run_feed, KisAdapter(cfg, "kis-test"), ticks_out, status, kis_timing(cfg)
+            )
             tick = await ticks_in.receive()
             feed.cancel_scope.cancel()
         await closed.wait()

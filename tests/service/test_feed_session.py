@@ -23,9 +23,11 @@ from tradestream.feeds.session import FeedStatus, FeedTiming, run_feed
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 
 TIMING = FeedTiming(stale_s=10.0, connect_timeout_s=5.0, backoff_initial_s=1.0, backoff_cap_s=4.0)
-ACK = ('{"header":{"tr_id":"H0STCNT0","tr_key":"005930","encrypt":"N"},"body":{"rt_cd":"0",'
-       '"msg_cd":"OPSP0000","msg1":"SUBSCRIBE SUCCESS","output":{"iv":"0123456789abcdef",'
-       '"key":"abcdefghijklmnopqrstuvwxyz012345"}}}')
+ACK = (
+    '{"header":{"tr_id":"H0STCNT0","tr_key":"005930","encrypt":"N"},"body":{"rt_cd":"0",'
+    '"msg_cd":"OPSP0000","msg1":"SUBSCRIBE SUCCESS","output":{"iv":"0123456789abcdef",'
+    '"key":"abcdefghijklmnopqrstuvwxyz012345"}}}'
+)
 
 
 class FakeUpstream:
@@ -67,14 +69,23 @@ class Broker:
 
 
 async def run(broker: Broker, seed: int, until: float) -> tuple[list[Event], FeedStatus]:
-    cfg = KisSettings(ws_url="ws://broker.invalid/tryitout", approval_key="k",
-                      watchlist=("005930",))
+    cfg = KisSettings(
+        ws_url="ws://broker.invalid/tryitout", approval_key="k", watchlist=("005930",)
+    )
     events_out, events_in = trio.open_memory_channel[Event](100)
     status = FeedStatus("kis-1")
     async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_feed(
-            KisAdapter(cfg, "kis-1"), events_out, status, TIMING, rng=random.Random(seed),
-            connect=broker.connect, task_status=task_status))
+        await nursery.start(
+            lambda task_status: run_feed(
+                KisAdapter(cfg, "kis-1"),
+                events_out,
+                status,
+                TIMING,
+                rng=random.Random(seed),
+                connect=broker.connect,
+                task_status=task_status,
+            )
+        )
         await trio.sleep(until)
         nursery.cancel_scope.cancel()
     return [e async for e in events_in], status

@@ -36,8 +36,10 @@ def gap(i: int) -> FeedGap:
     t = datetime(2025, 1, 2, tzinfo=UTC)
     return FeedGap("kis-1", t, t, str(i))
 
-POLICY = FlushPolicy(max_rows=100, max_delay_s=0.1, final_write_s=1.0,
-                     retry_initial_s=0.1, retry_cap_s=0.4)
+
+POLICY = FlushPolicy(
+    max_rows=100, max_delay_s=0.1, final_write_s=1.0, retry_initial_s=0.1, retry_cap_s=0.4
+)
 
 
 class RecordingSink:
@@ -63,8 +65,9 @@ class RecordingSink:
         return [r for _, b in self.batches for r in b]
 
 
-async def test_flush_by_deadline_counts_from_first_row(autojump_clock: trio.abc.Clock,
-                                                       nursery: trio.Nursery) -> None:
+async def test_flush_by_deadline_counts_from_first_row(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
     out, rows_in = trio.open_memory_channel[int](1000)
     sink = RecordingSink()
     await nursery.start(run_flusher, rows_in, sink, POLICY)
@@ -78,8 +81,9 @@ async def test_flush_by_deadline_counts_from_first_row(autojump_clock: trio.abc.
     assert sink.batches == [(t0 + 0.1, [0, 1, 2, 3, 4])]
 
 
-async def test_flush_by_size_is_immediate(autojump_clock: trio.abc.Clock,
-                                          nursery: trio.Nursery) -> None:
+async def test_flush_by_size_is_immediate(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
     out, rows_in = trio.open_memory_channel[int](1000)
     sink = RecordingSink()
     await nursery.start(run_flusher, rows_in, sink, POLICY)
@@ -222,8 +226,9 @@ async def test_hard_cancel_during_an_outage_spools_what_it_holds(
     out, rows_in = trio.open_memory_channel[Event](100)
     spool = Spool(tmp_path / "s")
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_flusher, rows_in, RecordingSink(failures=10**9), POLICY, None,
-                            spool)
+        await nursery.start(
+            run_flusher, rows_in, RecordingSink(failures=10**9), POLICY, None, spool
+        )
         for i in range(150):
             await out.send(gap(i))
         await trio.sleep(0.5)
@@ -251,8 +256,9 @@ def test_spool_survives_a_crash_and_sets_aside_bad_segments(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("max_rows", [1, 3])
-async def test_tiny_batches(autojump_clock: trio.abc.Clock, nursery: trio.Nursery,
-                            max_rows: int) -> None:
+async def test_tiny_batches(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery, max_rows: int
+) -> None:
     out, rows_in = trio.open_memory_channel[int](100)
     sink = RecordingSink()
     policy = FlushPolicy(max_rows=max_rows, max_delay_s=1.0)

@@ -53,12 +53,30 @@ def vnow_ns() -> int:
 
 def fill(code: str, qty: int, order_no: str, side: str = "buy") -> Execution:
     """A fill notice received now (virtual time)."""
-    return Execution("kis-1", "demo", ACCT, order_no, "0", side, "fill", "new", False, code,
-                     qty, 1000, qty, 1000, datetime.now(KST), code, vnow_ns())
+    return Execution(
+        "kis-1",
+        "demo",
+        ACCT,
+        order_no,
+        "0",
+        side,
+        "fill",
+        "new",
+        False,
+        code,
+        qty,
+        1000,
+        qty,
+        1000,
+        datetime.now(KST),
+        code,
+        vnow_ns(),
+    )
 
 
 async def test_first_answer_before_started_then_periodic_with_settle(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     book = AccountBook()
     book.apply(fill("005930", 1, "1"))  # replayed from today's notices
     seen: list[dict[str, int]] = []
@@ -66,9 +84,17 @@ async def test_first_answer_before_started_then_periodic_with_settle(
     source = Source(before, before, before, {**before, "000660": 4})
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_positions_sync, source, book,
-                                    lambda: seen.append(book.positions_by_code()), 60.0, stats,
-                                    now_ns=vnow_ns))
+        await nursery.start(
+            partial(
+                run_positions_sync,
+                source,
+                book,
+                lambda: seen.append(book.positions_by_code()),
+                60.0,
+                stats,
+                now_ns=vnow_ns,
+            )
+        )
         # started(): the holdings from before today are in, and the slot manager was told
         assert seen == [{"005930": 1, "035720": 7}]
         assert stats.syncs == 1 and stats.corrected == 1 and stats.source == "scripted"
@@ -99,8 +125,14 @@ async def test_failures_are_counted_and_retried(autojump_clock: trio.testing.Moc
     source = Source(PositionsError("HTTP 503"), {"005930": 4})
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_positions_sync, source, book,
-                            lambda: seen.append(book.positions_by_code()), 10.0, stats)
+        await nursery.start(
+            run_positions_sync,
+            source,
+            book,
+            lambda: seen.append(book.positions_by_code()),
+            10.0,
+            stats,
+        )
         assert seen == [] and stats.failures == 1 and stats.last_error == "HTTP 503"
         await trio.sleep(10.0 + 2.0 + 0.1)
         assert seen == [{"005930": 4}] and stats.syncs == 1
@@ -120,13 +152,17 @@ class SlowSource(Source):
 
 
 async def test_a_slow_fetch_is_bounded_and_does_not_hold_up_the_start(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     book = AccountBook()
     source = SlowSource(30.0, {"005930": 4})
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
-                                    fetch_timeout_s=3.0))
+        await nursery.start(
+            partial(
+                run_positions_sync, source, book, lambda: None, 60.0, stats, fetch_timeout_s=3.0
+            )
+        )
         assert trio.current_time() == 3.0  # started() at the deadline, not after 30 s
         assert stats.failures == 1 and stats.syncs == 0
         assert stats.last_error == "no answer within 3s" and book.positions_by_code() == {}
@@ -142,8 +178,7 @@ async def test_last_error_is_cleared_by_an_answer(autojump_clock: trio.testing.M
     stats = SyncStats()
     source = Source(PositionsError("HTTP 503"), {"005930": 4})
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_positions_sync, source, AccountBook(), lambda: None, 10.0,
-                            stats)
+        await nursery.start(run_positions_sync, source, AccountBook(), lambda: None, 10.0, stats)
         assert stats.last_error == "HTTP 503"
         await trio.sleep(10.0 + 2.0 + 0.1)
         assert stats.syncs == 1 and stats.last_error == ""
@@ -155,8 +190,14 @@ async def test_an_invalid_url_is_a_counted_failure(autojump_clock: trio.testing.
     # httpx.InvalidURL is not an httpx.HTTPError: it once escaped and stopped the service
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
-        await nursery.start(run_positions_sync, HttpPositions("http://[::1/x", 1.0),
-                            AccountBook(), lambda: None, 10.0, stats)
+        await nursery.start(
+            run_positions_sync,
+            HttpPositions("http://[::1/x", 1.0),
+            AccountBook(),
+            lambda: None,
+            10.0,
+            stats,
+        )
         assert stats.failures == 1 and "InvalidURL" in stats.last_error
         nursery.cancel_scope.cancel()
 
@@ -171,8 +212,12 @@ def test_the_source_shows_no_credentials() -> None:
     assert safe_source("http://[::1/x") == "?"
 
 
-async def slow_router(events_in: trio.MemoryReceiveChannel[Execution], book: AccountBook,
-                      progress: RouterProgress, per_event_s: float) -> None:
+async def slow_router(
+    events_in: trio.MemoryReceiveChannel[Execution],
+    book: AccountBook,
+    progress: RouterProgress,
+    per_event_s: float,
+) -> None:
     """Stands in for run_router far behind: applies each notice `per_event_s` after taking
     it, then tells `progress`, as service.py's observe() does."""
     with events_in:
@@ -183,7 +228,8 @@ async def slow_router(events_in: trio.MemoryReceiveChannel[Execution], book: Acc
 
 
 async def test_an_answer_waits_for_the_notices_received_before_it(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     # held 10; a sell of 4 is received at 59 and reaches the book only at 69 (the router is
     # behind); the broker's answer to the question at 60 already has it: 6, not 6 - 4
     book = AccountBook()
@@ -194,8 +240,18 @@ async def test_an_answer_waits_for_the_notices_received_before_it(
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow_router, events_in, book, progress, 10.0)
-        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
-                                    routed=progress.routed, now_ns=vnow_ns))
+        await nursery.start(
+            partial(
+                run_positions_sync,
+                source,
+                book,
+                lambda: None,
+                60.0,
+                stats,
+                routed=progress.routed,
+                now_ns=vnow_ns,
+            )
+        )
         await trio.sleep(59.0)
         await events_out.send(fill("005930", 4, "2", side="sell"))
         await trio.sleep(62.5 - trio.current_time())
@@ -207,7 +263,8 @@ async def test_an_answer_waits_for_the_notices_received_before_it(
 
 
 async def test_an_answer_is_dropped_if_the_router_does_not_catch_up(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     book = AccountBook()
     book.apply(fill("005930", 10, "1"))
     events_out, events_in = trio.open_memory_channel[Execution](10)
@@ -216,9 +273,19 @@ async def test_an_answer_is_dropped_if_the_router_does_not_catch_up(
     stats = SyncStats()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(slow_router, events_in, book, progress, 30.0)
-        await nursery.start(partial(run_positions_sync, source, book, lambda: None, 60.0, stats,
-                                    routed=progress.routed, routed_wait_s=10.0,
-                                    now_ns=vnow_ns))
+        await nursery.start(
+            partial(
+                run_positions_sync,
+                source,
+                book,
+                lambda: None,
+                60.0,
+                stats,
+                routed=progress.routed,
+                routed_wait_s=10.0,
+                now_ns=vnow_ns,
+            )
+        )
         await trio.sleep(59.0)
         await events_out.send(fill("005930", 4, "2", side="sell"))
         await trio.sleep(72.5 - trio.current_time())  # settle 2 s, then 10 s for the router
@@ -235,8 +302,27 @@ def test_router_progress() -> None:
     events_out, events_in = trio.open_memory_channel[Execution](10)
     progress = RouterProgress(events_out)
     assert not progress.routed(5)  # nobody waiting on the edge: a router may hold one
-    progress.observe(Execution("kis-1", "demo", ACCT, "1", "0", "buy", "fill", "new", False,
-                               "005930", 1, 1000, 1, 1000, datetime.now(KST), "x", 7))
+    progress.observe(
+        Execution(
+            "kis-1",
+            "demo",
+            ACCT,
+            "1",
+            "0",
+            "buy",
+            "fill",
+            "new",
+            False,
+            "005930",
+            1,
+            1000,
+            1,
+            1000,
+            datetime.now(KST),
+            "x",
+            7,
+        )
+    )
     assert progress.routed(7) and not progress.routed(8)
     events_out.close()
     events_in.close()

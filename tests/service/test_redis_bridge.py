@@ -42,9 +42,10 @@ async def listening(url: str, *channels: str) -> AsyncIterator[list[tuple[str, b
     got: list[tuple[str, bytes]] = []
 
     async def listen(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        async with coredis.Redis.from_url(url) as client, client.pubsub(
-            channels=list(channels), ignore_subscribe_messages=True
-        ) as pubsub:
+        async with (
+            coredis.Redis.from_url(url) as client,
+            client.pubsub(channels=list(channels), ignore_subscribe_messages=True) as pubsub,
+        ):
             with trio.CancelScope() as stop:  # leave the pub/sub block normally (coredis 6.9)
                 task_status.started(stop)
                 async for msg in pubsub:
@@ -66,8 +67,9 @@ async def test_publishes_in_order(redis_url: str, prefix: str, nursery: trio.Nur
     stats = RedisStats()
     items = [(f"{prefix}a", b"1"), (f"{prefix}b", b"2"), (f"{prefix}a", b"3"), (f"{prefix}a", b"4")]
     async with listening(redis_url, f"{prefix}a", f"{prefix}b") as got:
-        await nursery.start(partial(run_redis_bridge, redis_url, out_in, lambda c, d: None,
-                                    stats=stats))
+        await nursery.start(
+            partial(run_redis_bridge, redis_url, out_in, lambda c, d: None, stats=stats)
+        )
         for item in items:
             out.send_nowait(item)  # queued together: one pipeline
         await wait_until(lambda: len(got) == len(items), "all published")
@@ -84,20 +86,29 @@ async def test_returns_when_outgoing_closes(redis_url: str, prefix: str) -> None
         out.send_nowait((f"{prefix}x", b"last"))
         out.close()
         with trio.fail_after(WAIT_S):  # drains, publishes, returns, subscriber and all
-            await run_redis_bridge(redis_url, out_in, lambda c, d: None, stats=stats,
-                                   subscribe=[f"{prefix}in"])
+            await run_redis_bridge(
+                redis_url, out_in, lambda c, d: None, stats=stats, subscribe=[f"{prefix}in"]
+            )
         await wait_until(lambda: len(got) == 1, "tail published")
     assert got == [(f"{prefix}x", b"last")] and stats.published == 1
 
 
-async def test_delivers_subscribed_messages(redis_url: str, prefix: str,
-                                            nursery: trio.Nursery) -> None:
+async def test_delivers_subscribed_messages(
+    redis_url: str, prefix: str, nursery: trio.Nursery
+) -> None:
     out, out_in = trio.open_memory_channel[tuple[str, bytes]](10)
     stats = RedisStats()
     seen: list[tuple[str, bytes]] = []
-    await nursery.start(partial(run_redis_bridge, redis_url, out_in,
-                                lambda c, d: seen.append((c, d)),
-                                subscribe=[f"{prefix}sig", f"{prefix}other"], stats=stats))
+    await nursery.start(
+        partial(
+            run_redis_bridge,
+            redis_url,
+            out_in,
+            lambda c, d: seen.append((c, d)),
+            subscribe=[f"{prefix}sig", f"{prefix}other"],
+            stats=stats,
+        )
+    )
     await wait_until(lambda: stats.connected, "connected and subscribed")
     assert await publish(redis_url, f"{prefix}sig", b'{"k":1}') == 1
     await publish(redis_url, f"{prefix}other", b"\x00\xff")
@@ -114,9 +125,17 @@ async def test_unreachable_keeps_running_and_drops() -> None:
     caller_drops = 0
     with trio.fail_after(WAIT_S):
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_redis_bridge, "redis://127.0.0.1:1/0", out_in,
-                                        lambda c, d: None, subscribe=["x"], stats=stats,
-                                        **FAST))
+            await nursery.start(
+                partial(
+                    run_redis_bridge,
+                    "redis://127.0.0.1:1/0",
+                    out_in,
+                    lambda c, d: None,
+                    subscribe=["x"],
+                    stats=stats,
+                    **FAST,
+                )
+            )
             for i in range(200):  # the caller's edge: never awaits Redis
                 try:
                     out.send_nowait(("x", b"%d" % i))
@@ -140,9 +159,16 @@ async def test_cancel_is_clean_while_subscribed(redis_url: str, prefix: str) -> 
         stats = RedisStats()
         with trio.fail_after(WAIT_S):
             async with trio.open_nursery() as nursery:
-                await nursery.start(partial(run_redis_bridge, redis_url, out_in,
-                                            lambda c, d: None, subscribe=[f"{prefix}in"],
-                                            stats=stats))
+                await nursery.start(
+                    partial(
+                        run_redis_bridge,
+                        redis_url,
+                        out_in,
+                        lambda c, d: None,
+                        subscribe=[f"{prefix}in"],
+                        stats=stats,
+                    )
+                )
                 await wait_until(lambda s=stats: s.connected, "connected")
                 out.send_nowait((f"{prefix}out", b"x"))
                 await trio.sleep(0.002 * (i % 5))
@@ -160,11 +186,24 @@ def _free_port() -> int:
 async def redis_server(binary: str, port: int) -> AsyncIterator[trio.Process]:
     """A throwaway redis-server (no persistence) on `port`, killed on exit."""
     async with trio.open_nursery() as nursery:
-        proc: trio.Process = await nursery.start(partial(
-            trio.run_process,
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, check=False))
+        proc: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
+        )
         with trio.fail_after(WAIT_S):
             while True:
                 try:
@@ -195,9 +234,17 @@ async def test_reconnects_after_server_restart(redis_server_bin: str, prefix: st
     with trio.fail_after(4 * WAIT_S):
         async with trio.open_nursery() as nursery:
             async with redis_server(redis_server_bin, port) as proc:
-                await nursery.start(partial(run_redis_bridge, url, out_in,
-                                            lambda c, d: seen.append((c, d)),
-                                            subscribe=[f"{prefix}in"], stats=stats, **FAST))
+                await nursery.start(
+                    partial(
+                        run_redis_bridge,
+                        url,
+                        out_in,
+                        lambda c, d: seen.append((c, d)),
+                        subscribe=[f"{prefix}in"],
+                        stats=stats,
+                        **FAST,
+                    )
+                )
                 await wait_until(lambda: stats.connected, "first session")
                 async with listening(url, f"{prefix}out") as got:
                     out.send_nowait((f"{prefix}out", b"before"))
@@ -217,7 +264,9 @@ async def test_reconnects_after_server_restart(redis_server_bin: str, prefix: st
                     await wait_until(lambda: got == [(f"{prefix}out", b"after")], "resumed")
                 await wait_until(lambda: stats.connected, "still connected")
                 await publish(url, f"{prefix}in", b"resubscribed")
-                await wait_until(lambda: seen == [(f"{prefix}in", b"resubscribed")],
-                                 "subscription re-established")
+                await wait_until(
+                    lambda: seen == [(f"{prefix}in", b"resubscribed")],
+                    "subscription re-established",
+                )
                 nursery.cancel_scope.cancel()
     assert stats.published == 2

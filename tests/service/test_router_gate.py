@@ -23,20 +23,48 @@ T0 = datetime(2025, 1, 2, 9, 30, tzinfo=KST)
 
 
 def index(name: str, advancers: int, n: int, pct: float = 0.2) -> IndexTick:
-    return IndexTick(source="test", index=name, code={"kospi": "0001", "kosdaq": "1001"}[name],
-                     time=T0, value=1000.0, change=2.0, change_percent=pct, volume=n,
-                     traded_value=0, advancers=advancers, decliners=400, unchanged=50,
-                     received_ns=n)
+    return IndexTick(
+        source="test",
+        index=name,
+        code={"kospi": "0001", "kosdaq": "1001"}[name],
+        time=T0,
+        value=1000.0,
+        change=2.0,
+        change_percent=pct,
+        volume=n,
+        traded_value=0,
+        advancers=advancers,
+        decliners=400,
+        unchanged=50,
+        received_ns=n,
+    )
 
 
 def tick(n: int) -> Tick:
-    return Tick(source="test", venue="KRX", code="005930", trade_time=T0, price=71_000,
-                change=0, change_percent=0.0, open=71_000, high=71_000, low=71_000, ask=71_000,
-                bid=71_000, trade_volume=1, volume=n, value=0, strength=100.0, received_ns=n)
+    return Tick(
+        source="test",
+        venue="KRX",
+        code="005930",
+        trade_time=T0,
+        price=71_000,
+        change=0,
+        change_percent=0.0,
+        open=71_000,
+        high=71_000,
+        low=71_000,
+        ask=71_000,
+        bid=71_000,
+        trade_volume=1,
+        volume=n,
+        value=0,
+        strength=100.0,
+        received_ns=n,
+    )
 
 
 async def test_a_refused_gate_update_is_counted_and_the_router_goes_on(
-        autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     events_out, events_in = trio.open_memory_channel[Event](100)
     store_out, store_in = trio.open_memory_channel[Event](100)
     state, stats = MarketState(), RouterStats()
@@ -61,19 +89,27 @@ async def test_a_refused_gate_update_is_counted_and_the_router_goes_on(
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     # logged at the 1st, 2nd and 4th refusal: a bad feed cannot flood the log
     assert [m.split(" refused")[0] for m in refused] == [
-        "market gate: update 1", "market gate: update 2", "market gate: update 4"]
+        "market gate: update 1",
+        "market gate: update 2",
+        "market gate: update 4",
+    ]
     assert "negative breadth counts" in refused[0]
 
 
 async def test_a_refused_update_does_not_poison_the_other_index(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     events_out, events_in = trio.open_memory_channel[Event](100)
     store_out, store_in = trio.open_memory_channel[Event](100)
     state, stats = MarketState(), RouterStats()
     good_kosdaq = index("kosdaq", 900, 1)
     # a bad KOSDAQ, then three KOSPI updates: each is read with the last good KOSDAQ
-    sent: list[Event] = [good_kosdaq, index("kospi", 1000, 2), index("kosdaq", -2000, 3),
-                         *(index("kospi", 1000, n) for n in (4, 5, 6))]
+    sent: list[Event] = [
+        good_kosdaq,
+        index("kospi", 1000, 2),
+        index("kosdaq", -2000, 3),
+        *(index("kospi", 1000, n) for n in (4, 5, 6)),
+    ]
     async with trio.open_nursery() as nursery:
         await nursery.start(run_router, events_in, store_out, Hub(), state, stats)
         with events_out:

@@ -28,11 +28,11 @@ class LiveSink:
         return frozenset(self.regs)
 
 
-async def test_run_reregisters_a_silent_slot_once(autojump_clock: trio.testing.MockClock
-                                                  ) -> None:
+async def test_run_reregisters_a_silent_slot_once(autojump_clock: trio.testing.MockClock) -> None:
     sink, status = LiveSink(), FeedStatus("kis-1", state="streaming")
-    driver = SlotDriver(SlotManager({"kis-1": 3}, stale_s=10.0),
-                        [SlotSession("kis-1", 3, sink, status)])
+    driver = SlotDriver(
+        SlotManager({"kis-1": 3}, stale_s=10.0), [SlotSession("kis-1", 3, sink, status)]
+    )
     driver.set_picks([("H0STCNT0", "000001"), ("H0STCNT0", "000002")])
     assert [op[1:] for op in sink.ops] == [("subscribe", "000001"), ("subscribe", "000002")]
     async with trio.open_nursery() as nursery:

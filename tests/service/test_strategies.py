@@ -25,15 +25,40 @@ T0 = datetime(2025, 1, 2, 9, 0, tzinfo=KST)
 
 
 def tick(code: str = "005930", price: int = 71_000, n: int = 0) -> Tick:
-    return Tick(source="test", venue="KRX", code=code, trade_time=T0, price=price, change=0,
-                change_percent=0.0, open=price, high=price, low=price, ask=price, bid=price,
-                trade_volume=1, volume=n, value=0, strength=100.0, received_ns=n)
+    return Tick(
+        source="test",
+        venue="KRX",
+        code=code,
+        trade_time=T0,
+        price=price,
+        change=0,
+        change_percent=0.0,
+        open=price,
+        high=price,
+        low=price,
+        ask=price,
+        bid=price,
+        trade_volume=1,
+        volume=n,
+        value=0,
+        strength=100.0,
+        received_ns=n,
+    )
 
 
 def news(realkey: str, title: str, tickers: tuple[str, ...] = ("005930",)) -> News:
-    return News(source="test", realkey=realkey, title=title, tickers=tickers,
-                ticker=tickers[0] if tickers else None, media_id="01", media="연합뉴스",
-                published_at=T0, body_size=0, received_ns=0)
+    return News(
+        source="test",
+        realkey=realkey,
+        title=title,
+        tickers=tickers,
+        ticker=tickers[0] if tickers else None,
+        media_id="01",
+        media="연합뉴스",
+        published_at=T0,
+        body_size=0,
+        received_ns=0,
+    )
 
 
 class Emitted:
@@ -59,15 +84,23 @@ class Recorder:
 
     async def handle(self, event: Any) -> Iterable[dict[str, Any]]:
         self.seen.append((trio.current_time(), event))
-        return [{"signal": "watch", "symbol": getattr(event, "code", ""), "quantity": None,
-                 "reason": "seen", "n": len(self.seen)}]
+        return [
+            {
+                "signal": "watch",
+                "symbol": getattr(event, "code", ""),
+                "quantity": None,
+                "reason": "seen",
+                "n": len(self.seen),
+            }
+        ]
 
 
 class Hangs(Recorder):
     """Hangs forever on every event for which `hang(event)` is true; records the rest."""
 
-    def __init__(self, id: str = "hangs", wants: tuple[type, ...] = (Tick,),
-                 hang: Any = lambda e: True) -> None:
+    def __init__(
+        self, id: str = "hangs", wants: tuple[type, ...] = (Tick,), hang: Any = lambda e: True
+    ) -> None:
         super().__init__(id, wants)
         self.hang = hang
         self.resets: list[float] = []
@@ -112,19 +145,51 @@ async def test_signals_reach_emit_with_strategy_id(nursery: trio.Nursery) -> Non
         host.offer(tick(n=i))
     host.offer(object())  # nobody wants it: ignored, counted nowhere
     await trio.testing.wait_all_tasks_blocked()
-    assert out.items == [("rec", {"signal": "watch", "symbol": "005930", "quantity": None,
-                                  "reason": "seen", "n": i + 1}) for i in range(3)]
+    assert out.items == [
+        (
+            "rec",
+            {"signal": "watch", "symbol": "005930", "quantity": None, "reason": "seen", "n": i + 1},
+        )
+        for i in range(3)
+    ]
     st = host.status()
-    assert {k: st["rec"][k] for k in ("state", "handled", "emitted", "dropped", "errors",
-                                      "restarts", "last_error", "queue_depth")} == {
-        "state": "running", "handled": 3, "emitted": 3, "dropped": 0, "errors": 0,
-        "restarts": 0, "last_error": None, "queue_depth": 0}
+    assert {
+        k: st["rec"][k]
+        for k in (
+            "state",
+            "handled",
+            "emitted",
+            "dropped",
+            "errors",
+            "restarts",
+            "last_error",
+            "queue_depth",
+        )
+    } == {
+        "state": "running",
+        "handled": 3,
+        "emitted": 3,
+        "dropped": 0,
+        "errors": 0,
+        "restarts": 0,
+        "last_error": None,
+        "queue_depth": 0,
+    }
     assert st["news-only"]["handled"] == 0 and st["news-only"]["wants"] == ["News"]
 
 
 def test_restart_delay_doubles_to_the_cap() -> None:
     assert [restart_delay(0.5, 30.0, n) for n in range(1, 10)] == [
-        0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        30.0,
+        30.0,
+        30.0,
+    ]
     assert restart_delay(0.5, 30.0, 10_000) == 30.0
 
 
@@ -139,14 +204,19 @@ def test_bad_arguments_are_refused() -> None:
 
 
 async def test_hung_and_crashing_strategies_do_not_touch_the_healthy_one(
-        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     queue_size, burst, bursts = 100, 90, 30
     out = Emitted()
     healthy, flaky = Recorder("healthy"), Flaky("flaky", every=7)
     hung = Hangs("hung", wants=(Tick, News))
-    host = StrategyHost([hung, flaky, healthy], out, queue_size=queue_size, event_timeout_s=1.0,
-                        restart_backoff_s=(0.01, 0.08))
+    host = StrategyHost(
+        [hung, flaky, healthy],
+        out,
+        queue_size=queue_size,
+        event_timeout_s=1.0,
+        restart_backoff_s=(0.01, 0.08),
+    )
     await nursery.start(host.run)
     sent = 0
     for _ in range(bursts):
@@ -177,8 +247,11 @@ async def test_hung_and_crashing_strategies_do_not_touch_the_healthy_one(
     assert h["dropped"] + h["errors"] + h["queue_depth"] + in_flight == sent
     assert len(hung.resets) == h["errors"]
     # errors are logged with their tracebacks
-    logged = [r for r in caplog.records if r.name == "tradestream.strategies"
-              and r.levelno == logging.ERROR and r.exc_info]
+    logged = [
+        r
+        for r in caplog.records
+        if r.name == "tradestream.strategies" and r.levelno == logging.ERROR and r.exc_info
+    ]
     assert {r.exc_info[0] for r in logged if r.exc_info} == {RuntimeError, trio.TooSlowError}
 
     # Thousands of synchronous offers while the hung queue is full: only the hung one drops
@@ -196,7 +269,8 @@ async def test_hung_and_crashing_strategies_do_not_touch_the_healthy_one(
 
 
 async def test_timeout_is_an_error_and_the_strategy_resumes_after_backoff(
-        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     out = Emitted()
     s = Hangs("s", hang=lambda e: e.code == "HANG")
     host = StrategyHost([s], out, event_timeout_s=5.0, restart_backoff_s=(0.5, 30.0))
@@ -207,7 +281,12 @@ async def test_timeout_is_an_error_and_the_strategy_resumes_after_backoff(
     await trio.sleep(5.2)
     st = host.status()["s"]
     assert (st["state"], st["errors"], st["timeouts"], st["restarts"], st["queue_depth"]) == (
-        "backoff", 1, 1, 0, 1)
+        "backoff",
+        1,
+        1,
+        0,
+        1,
+    )
     assert st["last_error"] == "timeout: handle took over 5s"
     assert s.resets == [t0 + 5.0]  # reset before the restart, right at the timeout
     await trio.testing.wait_all_tasks_blocked()
@@ -220,16 +299,24 @@ async def test_timeout_is_an_error_and_the_strategy_resumes_after_backoff(
     for code in ("HANG", "HANG", "B", "HANG", "C"):
         host.offer(tick(code))
     await trio.sleep(100)
-    assert s.seen[1:] == [(t1 + 5 + 0.5 + 5 + 1.0, tick("B")),
-                          (t1 + 5 + 0.5 + 5 + 1.0 + 5 + 0.5, tick("C"))]
+    assert s.seen[1:] == [
+        (t1 + 5 + 0.5 + 5 + 1.0, tick("B")),
+        (t1 + 5 + 0.5 + 5 + 1.0 + 5 + 0.5, tick("C")),
+    ]
     st = host.status()["s"]
     assert (st["errors"], st["timeouts"], st["restarts"], st["handled"], st["emitted"]) == (
-        4, 4, 4, 3, 3)
+        4,
+        4,
+        4,
+        3,
+        3,
+    )
     assert [p["symbol"] for p in out.of("s")] == ["A", "B", "C"]
 
 
 async def test_max_restarts_leaves_the_strategy_failed_and_the_rest_running(
-        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     bad, good = Flaky("bad", every=1), Recorder("good")
     host = StrategyHost([bad, good], Emitted(), restart_backoff_s=(1.0, 1.0), max_restarts=2)
     await nursery.start(host.run)
@@ -246,8 +333,7 @@ async def test_max_restarts_leaves_the_strategy_failed_and_the_rest_running(
     assert st["bad"]["dropped"] == 1 and st["good"]["handled"] == 6
 
 
-async def test_a_failing_emit_is_counted_not_blamed_on_the_strategy(
-        nursery: trio.Nursery) -> None:
+async def test_a_failing_emit_is_counted_not_blamed_on_the_strategy(nursery: trio.Nursery) -> None:
     def emit(strategy_id: str, payload: dict[str, Any]) -> None:
         if payload["n"] == 2:
             raise ValueError("sink bug")
@@ -262,9 +348,10 @@ async def test_a_failing_emit_is_counted_not_blamed_on_the_strategy(
     assert len(rec.seen) == 3
 
 
-async def test_a_non_dict_payload_is_a_strategy_error(nursery: trio.Nursery,
-                                                      autojump_clock: trio.testing.MockClock,
-                                                      ) -> None:
+async def test_a_non_dict_payload_is_a_strategy_error(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     class Bad(Recorder):
         async def handle(self, event: Any) -> Iterable[dict[str, Any]]:
             return ["not a dict"]  # type: ignore[list-item]
@@ -296,7 +383,10 @@ async def test_cancelling_the_host_is_clean(autojump_clock: trio.testing.MockClo
     assert trio.current_time() == pytest.approx(3.0)
     st = host.status()
     assert {sid: s["state"] for sid, s in st.items()} == {
-        "hung": "stopped", "flaky": "stopped", "idle": "stopped"}
+        "hung": "stopped",
+        "flaky": "stopped",
+        "idle": "stopped",
+    }
     assert st["hung"]["errors"] == 0 and st["flaky"]["errors"] == 1
     host.offer(tick())  # after run: no exception, a counted drop
     assert host.status()["hung"]["dropped"] == 1
@@ -341,10 +431,17 @@ async def test_news_strategy_signals_dedupes_and_prices() -> None:
     latest["005930"] = tick("005930", 70_000)
     latest["005930"] = tick("005930", 71_500)  # read when the headline is handled
     n = news("R1", "삼성전자, 美 업체와 1조 공급계약 체결", ("005930", "000660"))
-    assert await s.handle(n) == [{
-        "signal": "watch_long", "symbol": "005930", "quantity": None,
-        "reason": "공급계약 in headline", "headline": n.title, "price": 71_500,
-        "news_id": "R1"}]
+    assert await s.handle(n) == [
+        {
+            "signal": "watch_long",
+            "symbol": "005930",
+            "quantity": None,
+            "reason": "공급계약 in headline",
+            "headline": n.title,
+            "price": 71_500,
+            "news_id": "R1",
+        }
+    ]
     assert await s.handle(n) == []  # same realkey: deduplicated
     assert await s.handle(tick("005930", 1)) == []  # not wanted; ignored if handed one
     with pytest.raises(TypeError):
@@ -352,7 +449,8 @@ async def test_news_strategy_signals_dedupes_and_prices() -> None:
     # a ticker with no trade yet: price None
     assert (await s.handle(news("R2", "SK하이닉스 최대 실적", ("000660",))))[0]["price"] is None
     assert (await s.handle(news("R3", "AA 대표 횡령 혐의 피소", ("123456",))))[0][
-        "signal"] == "watch_short"
+        "signal"
+    ] == "watch_short"
     # no ticker, no keyword: nothing
     assert await s.handle(news("R4", "코스피 공급계약 관련 시황", ())) == []
     assert await s.handle(news("R5", "삼성전자 주가 보합", ("005930",))) == []
@@ -374,12 +472,14 @@ async def test_news_strategy_under_the_host(nursery: trio.Nursery) -> None:
     host.offer(news("R1", "삼성전자 자사주 소각 결정"))  # re-sent on resubscribe
     await trio.testing.wait_all_tasks_blocked()
     assert [(sid, p["signal"], p["price"], p["reason"]) for sid, p in out.items] == [
-        ("news-keywords", "watch_long", 72_000, "자사주 소각 in headline")]
+        ("news-keywords", "watch_long", 72_000, "자사주 소각 in headline")
+    ]
     assert host.status()["news-keywords"]["handled"] == 2
 
 
-async def test_news_is_not_lost_in_a_tick_flood(nursery: trio.Nursery,
-                                                autojump_clock: trio.testing.MockClock) -> None:
+async def test_news_is_not_lost_in_a_tick_flood(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     """The router's order of work: each tick updates the latest prices, then is offered to
     the strategies. 1023 ticks (more than the queue holds) and then one headline, all in one
     synchronous burst: the news still arrives, with the price of the last tick."""
@@ -399,7 +499,8 @@ async def test_news_is_not_lost_in_a_tick_flood(nursery: trio.Nursery,
     assert trio.current_time() == now  # one burst: nothing ran in between
     await trio.testing.wait_all_tasks_blocked()
     assert [(p["signal"], p["price"], p["news_id"]) for p in out.of("news-keywords")] == [
-        ("watch_long", 71_022, "R1")]
+        ("watch_long", 71_022, "R1")
+    ]
     st = host.status()
     assert (st["news-keywords"]["handled"], st["news-keywords"]["dropped"]) == (1, 0)
     # its queue did overflow (one more fits: a waiting receiver takes the first at once)

@@ -25,8 +25,14 @@ from tradestream.store.writer import EventWriter, make_engine
 
 RATE = 2000  # ticks per second
 SECONDS = 3.0
-POLICY = FlushPolicy(max_rows=200, max_delay_s=0.05, memory_rows=1000, drain_s=10.0,
-                     retry_initial_s=0.05, retry_cap_s=0.3)
+POLICY = FlushPolicy(
+    max_rows=200,
+    max_delay_s=0.05,
+    memory_rows=1000,
+    drain_s=10.0,
+    retry_initial_s=0.05,
+    retry_cap_s=0.3,
+)
 
 
 def ticks(n: int) -> list[Tick]:
@@ -53,10 +59,13 @@ class Outage:
         self.app_url = db_url
         if self.backend in ("mysql", "mariadb"):
             self.user = f"u_{self.db}"[:32]
-            self._sql(f"CREATE USER '{self.user}'@'%%' IDENTIFIED BY 'pw'",
-                      f"GRANT ALL ON {self.db}.* TO '{self.user}'@'%%'")
+            self._sql(
+                f"CREATE USER '{self.user}'@'%%' IDENTIFIED BY 'pw'",
+                f"GRANT ALL ON {self.db}.* TO '{self.user}'@'%%'",
+            )
             self.app_url = url.set(username=self.user, password="pw").render_as_string(
-                hide_password=False)
+                hide_password=False
+            )
 
     def _sql(self, *statements: str) -> list[Any]:
         rows: list[Any] = []
@@ -68,13 +77,16 @@ class Outage:
 
     def begin(self) -> None:
         if self.backend == "postgresql":
-            self._sql(f"ALTER DATABASE {self.db} ALLOW_CONNECTIONS false",
-                      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid()")
+            self._sql(
+                f"ALTER DATABASE {self.db} ALLOW_CONNECTIONS false",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{self.db}' AND pid <> pg_backend_pid()",
+            )
         else:
             self._sql(f"ALTER USER '{self.user}'@'%%' ACCOUNT LOCK")
-            ids = self._sql("SELECT id FROM information_schema.processlist "
-                            f"WHERE user = '{self.user}'")
+            ids = self._sql(
+                f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"
+            )
             for (pid,) in ids:
                 try:
                     self._sql(f"KILL {pid}")
@@ -120,6 +132,7 @@ async def test_outage_mid_stream_loses_nothing_and_doubles_nothing(
                 with lock_engine.connect() as conn:
                     conn.exec_driver_sql("BEGIN EXCLUSIVE")
                     import time
+
                     time.sleep(1.5)
                     conn.exec_driver_sql("COMMIT")
 
@@ -127,8 +140,14 @@ async def test_outage_mid_stream_loses_nothing_and_doubles_nothing(
 
     with trio.fail_after(60):
         async with trio.open_nursery() as inner:
-            await inner.start(run_flusher, events_in, ThreadedSink(EventWriter(engine).write),
-                              POLICY, stats, spool)
+            await inner.start(
+                run_flusher,
+                events_in,
+                ThreadedSink(EventWriter(engine).write),
+                POLICY,
+                stats,
+                spool,
+            )
             inner.start_soon(outage)
             with events_out:
                 start = trio.current_time()
@@ -141,9 +160,12 @@ async def test_outage_mid_stream_loses_nothing_and_doubles_nothing(
                     max_send_s = max(max_send_s, trio.current_time() - t0)
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT count(*) FROM stock_prices_realtime")).scalar_one()
-        distinct = conn.execute(sa.text(
-            "SELECT count(*) FROM (SELECT DISTINCT venue, stock_code, trade_time, volume "
-            "FROM stock_prices_realtime) d")).scalar_one()
+        distinct = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT DISTINCT venue, stock_code, trade_time, volume "
+                "FROM stock_prices_realtime) d"
+            )
+        ).scalar_one()
     engine.dispose()
     if lock_engine is not None:
         lock_engine.dispose()

@@ -28,18 +28,33 @@ def engine(db_url: str) -> Iterator[Engine]:
 def trade(i: int, seconds: float, price: int, qty: int) -> Tick:
     base = events()[0]
     assert isinstance(base, Tick)
-    return msgspec.structs.replace(base, trade_time=T0 + timedelta(seconds=seconds), price=price,
-                                   trade_volume=qty, volume=1000 + i)
+    return msgspec.structs.replace(
+        base,
+        trade_time=T0 + timedelta(seconds=seconds),
+        price=price,
+        trade_volume=qty,
+        volume=1000 + i,
+    )
 
 
-TRADES = [trade(0, 5, 100, 1), trade(1, 30, 120, 2), trade(2, 59, 90, 3),  # 09:00 bar
-          trade(3, 61, 95, 4), trade(4, 119, 97, 5),  # 09:01 bar
-          trade(5, 185, 110, 6)]  # 09:03 bar
+TRADES = [
+    trade(0, 5, 100, 1),
+    trade(1, 30, 120, 2),
+    trade(2, 59, 90, 3),  # 09:00 bar
+    trade(3, 61, 95, 4),
+    trade(4, 119, 97, 5),  # 09:01 bar
+    trade(5, 185, 110, 6),
+]  # 09:03 bar
 
 
 def test_parse_interval() -> None:
-    assert [reads.parse_interval(x) for x in ("30s", "1m", "5m", "1h", "1d")] == \
-        [30, 60, 300, 3600, 86400]
+    assert [reads.parse_interval(x) for x in ("30s", "1m", "5m", "1h", "1d")] == [
+        30,
+        60,
+        300,
+        3600,
+        86400,
+    ]
     for bad in ("", "0m", "1w", "m", "1.5m"):
         with pytest.raises(ValueError):
             reads.parse_interval(bad)
@@ -48,12 +63,33 @@ def test_parse_interval() -> None:
 def test_ohlcv_is_pure_arithmetic() -> None:
     bars = reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in TRADES), 60)
     assert bars == [
-        {"time": "2025-01-02T09:00:00+09:00", "open": 100, "high": 120, "low": 90, "close": 90,
-         "volume": 6, "trades": 3},
-        {"time": "2025-01-02T09:01:00+09:00", "open": 95, "high": 97, "low": 95, "close": 97,
-         "volume": 9, "trades": 2},
-        {"time": "2025-01-02T09:03:00+09:00", "open": 110, "high": 110, "low": 110,
-         "close": 110, "volume": 6, "trades": 1},
+        {
+            "time": "2025-01-02T09:00:00+09:00",
+            "open": 100,
+            "high": 120,
+            "low": 90,
+            "close": 90,
+            "volume": 6,
+            "trades": 3,
+        },
+        {
+            "time": "2025-01-02T09:01:00+09:00",
+            "open": 95,
+            "high": 97,
+            "low": 95,
+            "close": 97,
+            "volume": 9,
+            "trades": 2,
+        },
+        {
+            "time": "2025-01-02T09:03:00+09:00",
+            "open": 110,
+            "high": 110,
+            "low": 110,
+            "close": 110,
+            "volume": 6,
+            "trades": 1,
+        },
     ]
     day = reads.bucket_start(datetime(2025, 1, 2, 0, 30, tzinfo=UTC), 86400)  # 09:30 KST
     assert day.isoformat() == "2025-01-02T00:00:00+09:00"
@@ -64,26 +100,53 @@ def test_reads_on_every_backend(engine: Engine) -> None:
     writer.write(TRADES)
     news = events()[4]
     assert isinstance(news, News)
-    writer.write([news, msgspec.structs.replace(news, realkey="k2", ticker="035420",
-                                                tickers=("035420",),
-                                                published_at=news.published_at + timedelta(1))])
+    writer.write(
+        [
+            news,
+            msgspec.structs.replace(
+                news,
+                realkey="k2",
+                ticker="035420",
+                tickers=("035420",),
+                published_at=news.published_at + timedelta(1),
+            ),
+        ]
+    )
     with engine.begin() as conn:
-        conn.execute(schema.alerts.insert(), [{
-            "stock_code": "005930", "kind": "sudden_move", "direction": "up",
-            "change_percent": 5.2, "price": 105, "reference_price": 100, "window_s": 60.0,
-            "triggered_at": T0.astimezone(UTC), "message": "005930 +5.2% in 60s",
-            "source": "detector", "received_at": T0.astimezone(UTC)}])
+        conn.execute(
+            schema.alerts.insert(),
+            [
+                {
+                    "stock_code": "005930",
+                    "kind": "sudden_move",
+                    "direction": "up",
+                    "change_percent": 5.2,
+                    "price": 105,
+                    "reference_price": 100,
+                    "window_s": 60.0,
+                    "triggered_at": T0.astimezone(UTC),
+                    "message": "005930 +5.2% in 60s",
+                    "source": "detector",
+                    "received_at": T0.astimezone(UTC),
+                }
+            ],
+        )
 
     latest = reads.recent_ticks(engine, "005930", None, 2)
     assert [(r["price"], r["time"]) for r in latest] == [
-        (97, "2025-01-02T09:01:59+09:00"), (110, "2025-01-02T09:03:05+09:00")]
+        (97, "2025-01-02T09:01:59+09:00"),
+        (110, "2025-01-02T09:03:05+09:00"),
+    ]
     since = reads.recent_ticks(engine, "005930", T0 + timedelta(seconds=30), 3)
     assert [r["price"] for r in since] == [120, 90, 95]
     assert reads.recent_ticks(engine, "000660", None, 10) == []
 
     bars = reads.bars(engine, "005930", 60, T0, T0 + timedelta(minutes=10), 100)
     assert [(b["open"], b["high"], b["low"], b["close"], b["volume"]) for b in bars] == [
-        (100, 120, 90, 90, 6), (95, 97, 95, 97, 9), (110, 110, 110, 110, 6)]
+        (100, 120, 90, 90, 6),
+        (95, 97, 95, 97, 9),
+        (110, 110, 110, 110, 6),
+    ]
     # without `since`: the `limit` intervals before `until` (09:02-09:04 holds one bar)
     (last,) = reads.bars(engine, "005930", 60, None, T0 + timedelta(minutes=4), 2)
     assert (last["time"], last["close"]) == ("2025-01-02T09:03:00+09:00", 110)
@@ -106,10 +169,12 @@ def test_database_bars_equal_the_pure_arithmetic(engine: Engine) -> None:
     when = start
     for i in range(3000):
         when += timedelta(seconds=rng.choice((0.0, 0.4, 0.6, 1.0, 7.3, 59.6, 600.0)))
-        trades.append(trade(100 + i, (when - T0).total_seconds(), rng.randint(90, 130),
-                            rng.randint(1, 50)))
-    trades.append(trade(9999, (start + timedelta(minutes=1, seconds=59.999999) - T0)
-                        .total_seconds(), 77, 1))  # one microsecond before a bar edge
+        trades.append(
+            trade(100 + i, (when - T0).total_seconds(), rng.randint(90, 130), rng.randint(1, 50))
+        )
+    trades.append(
+        trade(9999, (start + timedelta(minutes=1, seconds=59.999999) - T0).total_seconds(), 77, 1)
+    )  # one microsecond before a bar edge
     EventWriter(engine).write(trades)
     stored = sorted(trades, key=lambda t: (t.trade_time, t.volume))
     until = when + timedelta(seconds=1)
@@ -119,5 +184,4 @@ def test_database_bars_equal_the_pure_arithmetic(engine: Engine) -> None:
         assert got == want[-1000:], interval
     # the newest bars when more are asked for than `limit`
     newest = reads.bars(engine, "005930", 30, start, until, 5)
-    assert newest == reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in stored),
-                                 30)[-5:]
+    assert newest == reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in stored), 30)[-5:]

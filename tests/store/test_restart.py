@@ -39,8 +39,9 @@ async def test_stop_during_an_outage_then_restart(server_db_url: str, tmp_path: 
             await trio.to_thread.run_sync(server.end)
             # the next start replays the spool before anything else
             async with trio.open_nursery() as nursery:
-                again = await nursery.start(run_service, replace(
-                    s, sim=replace(s.sim, tick_rate=0.0)))  # no new trades: count only the old
+                again = await nursery.start(
+                    run_service, replace(s, sim=replace(s.sim, tick_rate=0.0))
+                )  # no new trades: count only the old
                 await wait_for(lambda: again.flusher.spool_rows == 0, "spool replayed")
                 again.stop()
         with engine.connect() as conn:

@@ -34,25 +34,118 @@ NS = 1_735_777_815_123_456_000  # 2025-01-02 00:30:15.123456 UTC
 
 def events() -> list[object]:
     return [
-        Tick("kis-1", "KRX", "005930", T, 71000, -500, -0.7, 71500, 72000, 70900, 71100, 71000,
-             12, 1_233_600, 87_654_321_000, 112.35, NS),
-        OrderBook("kis-1", "KRX", "005930", T, tuple(range(71100, 72100, 100)),
-                  tuple(range(71000, 70000, -100)), tuple(range(1, 11)), tuple(range(11, 21)),
-                  55, 155, 0, 0, 1_233_600, NS),
+        Tick(
+            "kis-1",
+            "KRX",
+            "005930",
+            T,
+            71000,
+            -500,
+            -0.7,
+            71500,
+            72000,
+            70900,
+            71100,
+            71000,
+            12,
+            1_233_600,
+            87_654_321_000,
+            112.35,
+            NS,
+        ),
+        OrderBook(
+            "kis-1",
+            "KRX",
+            "005930",
+            T,
+            tuple(range(71100, 72100, 100)),
+            tuple(range(71000, 70000, -100)),
+            tuple(range(1, 11)),
+            tuple(range(11, 21)),
+            55,
+            155,
+            0,
+            0,
+            1_233_600,
+            NS,
+        ),
         ProgramTrade("kis-1", "KRX", "005930", T, 1, 2, 3, 4, 5, 6, 7, 8, 9, NS),
-        Execution("kis-1", "testuser01", "1234567801", "0000012345", "0000000000", "buy",
-                  "fill", "new", False, "005930", 10, 71000, 10, 71000, T, "삼성전자", NS),
-        News("ls-1", "202501020930151234000101", "삼성전자, 3분기 영업이익 12% 증가",
-             ("005930", "000660"), "005930", "01", "연합뉴스", T, 2048, NS),
-        FeedGap("kis-1", datetime(2025, 1, 2, 0, 30, 10, tzinfo=UTC),
-                datetime(2025, 1, 2, 0, 30, 11, 500000, tzinfo=UTC), "ConnectionClosed"),
-        IndexTick("kis-1", "kospi", "0001", T, 2650.12, -12.5, -0.47, 312_345, 8_765_432,
-                  412, 389, 120, NS),
-        Alert("sudden-move", "005930", "sudden_move", "up", 5.2, 74700, 71000, 60.0, T,
-              "005930 +5.20% in 60s", NS),
+        Execution(
+            "kis-1",
+            "testuser01",
+            "1234567801",
+            "0000012345",
+            "0000000000",
+            "buy",
+            "fill",
+            "new",
+            False,
+            "005930",
+            10,
+            71000,
+            10,
+            71000,
+            T,
+            "삼성전자",
+            NS,
+        ),
+        News(
+            "ls-1",
+            "202501020930151234000101",
+            "삼성전자, 3분기 영업이익 12% 증가",
+            ("005930", "000660"),
+            "005930",
+            "01",
+            "연합뉴스",
+            T,
+            2048,
+            NS,
+        ),
+        FeedGap(
+            "kis-1",
+            datetime(2025, 1, 2, 0, 30, 10, tzinfo=UTC),
+            datetime(2025, 1, 2, 0, 30, 11, 500000, tzinfo=UTC),
+            "ConnectionClosed",
+        ),
+        IndexTick(
+            "kis-1",
+            "kospi",
+            "0001",
+            T,
+            2650.12,
+            -12.5,
+            -0.47,
+            312_345,
+            8_765_432,
+            412,
+            389,
+            120,
+            NS,
+        ),
+        Alert(
+            "sudden-move",
+            "005930",
+            "sudden_move",
+            "up",
+            5.2,
+            74700,
+            71000,
+            60.0,
+            T,
+            "005930 +5.20% in 60s",
+            NS,
+        ),
         Signal("scanner", "vcp", "vcp", "005930", {"score": 0.8, "pivot": 72000}, T, NS),
-        SlotAudit("slots", T, "evict", "kis-1", "H0STCNT0", "005930", "demand",
-                  "evicted by holding 000660"),
+        SlotAudit(
+            "slots",
+            T,
+            "evict",
+            "kis-1",
+            "H0STCNT0",
+            "005930",
+            "demand",
+            "evicted by holding 000660",
+        ),
     ]
 
 
@@ -64,15 +157,26 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-EVENT_TABLES = (schema.stock_prices_realtime, schema.orderbook_snapshots, schema.program_trades,
-                schema.executions, schema.news, schema.feed_gaps, schema.index_ticks,
-                schema.alerts, schema.signals, schema.slot_audit)
+EVENT_TABLES = (
+    schema.stock_prices_realtime,
+    schema.orderbook_snapshots,
+    schema.program_trades,
+    schema.executions,
+    schema.news,
+    schema.feed_gaps,
+    schema.index_ticks,
+    schema.alerts,
+    schema.signals,
+    schema.slot_audit,
+)
 
 
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                for t in EVENT_TABLES}
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in EVENT_TABLES
+        }
 
 
 def as_utc(dt: datetime) -> datetime:
@@ -103,14 +207,19 @@ def test_round_trip_every_event_type_and_idempotency(engine: Engine) -> None:
     assert sig.payload == {"score": 0.8, "pivot": 72000}
     assert (audit.action, audit.priority) == ("evict", "demand")
     assert (tick.stock_code, tick.price, tick.change, tick.volume) == (
-        "005930", 71000, -500, 1_233_600)
+        "005930",
+        71000,
+        -500,
+        1_233_600,
+    )
     assert as_utc(tick.trade_time) == T
     assert as_utc(tick.received_at) == datetime(2025, 1, 2, 0, 30, 15, 123456, tzinfo=UTC)
     assert book.ask_prices == list(range(71100, 72100, 100)) and book.ask1 == 71100
     assert (exe.side, exe.kind, exe.rejected, exe.name) == ("buy", "fill", False, "삼성전자")
     assert item.tickers == ["005930", "000660"] and item.title.startswith("삼성전자")
     assert as_utc(gap.ended_at) - as_utc(gap.started_at) == (
-        datetime(2025, 1, 2, 0, 30, 11, 500000) - datetime(2025, 1, 2, 0, 30, 10))
+        datetime(2025, 1, 2, 0, 30, 11, 500000) - datetime(2025, 1, 2, 0, 30, 10)
+    )
 
 
 def test_distinct_trades_in_one_second_are_all_kept(engine: Engine) -> None:
@@ -118,8 +227,9 @@ def test_distinct_trades_in_one_second_are_all_kept(engine: Engine) -> None:
     assert isinstance(base, Tick)
     import msgspec
 
-    trades = [msgspec.structs.replace(base, volume=base.volume + i, trade_volume=1)
-              for i in range(500)]
+    trades = [
+        msgspec.structs.replace(base, volume=base.volume + i, trade_volume=1) for i in range(500)
+    ]
     EventWriter(engine).write(trades)
     EventWriter(engine).write(trades[250:])
     assert counts(engine)["stock_prices_realtime"] == 500
@@ -153,8 +263,17 @@ async def test_rows_the_database_refuses_are_set_aside_not_retried_forever(
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             sink = ThreadedSink(EventWriter(engine).write)
-            await nursery.start(partial(run_flusher, rows_in, sink, FlushPolicy(max_rows=50),
-                                        stats, spool, transient=transient))
+            await nursery.start(
+                partial(
+                    run_flusher,
+                    rows_in,
+                    sink,
+                    FlushPolicy(max_rows=50),
+                    stats,
+                    spool,
+                    transient=transient,
+                )
+            )
             with out:
                 for ev in [*batch[:10], poison, *batch[10:]]:
                     await out.send(ev)

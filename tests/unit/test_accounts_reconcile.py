@@ -21,10 +21,34 @@ from tradestream.events import KST, Execution
 ACCT = "5012345601"
 
 
-def fill(code: str, side: str, qty: int, price: int = 1000, account: str = ACCT,
-         order_no: str = "1", received_ns: int = 0) -> Execution:
-    return Execution("kis-1", "demo", account, order_no, "0", side, "fill", "new", False, code,
-                     qty, price, qty, price, datetime.now(KST), code, received_ns)
+def fill(
+    code: str,
+    side: str,
+    qty: int,
+    price: int = 1000,
+    account: str = ACCT,
+    order_no: str = "1",
+    received_ns: int = 0,
+) -> Execution:
+    return Execution(
+        "kis-1",
+        "demo",
+        account,
+        order_no,
+        "0",
+        side,
+        "fill",
+        "new",
+        False,
+        code,
+        qty,
+        price,
+        qty,
+        price,
+        datetime.now(KST),
+        code,
+        received_ns,
+    )
 
 
 def held(*items: tuple[str, int, float]) -> dict[str, BrokerPosition]:
@@ -38,12 +62,17 @@ def test_reconcile_corrects_drift_both_ways() -> None:
     # the broker: 005930 is 12 (a fill missed), 000660 gone (sold elsewhere), 035720 held
     # from before today
     fixed = book.reconcile(ACCT, held(("005930", 12, 70_000.0), ("035720", 3, 45_000.0)))
-    assert fixed == [Correction(ACCT, "000660", 5, 0), Correction(ACCT, "005930", 10, 12),
-                     Correction(ACCT, "035720", 0, 3)]
+    assert fixed == [
+        Correction(ACCT, "000660", 5, 0),
+        Correction(ACCT, "005930", 10, 12),
+        Correction(ACCT, "035720", 0, 3),
+    ]
     assert book.positions_by_code() == {"005930": 12, "035720": 3}
     snap = book.snapshot([ACCT])["positions"]
     assert {(p["symbol"], p["quantity"], p["avg_price"]) for p in snap} == {
-        ("005930", 12, 70_000.0), ("035720", 3, 45_000.0)}
+        ("005930", 12, 70_000.0),
+        ("035720", 3, 45_000.0),
+    }
     assert book.reconcile(ACCT, held(("005930", 12, 70_000.0), ("035720", 3, 45_000.0))) == []
     # fills go on from the broker's figures
     _, change = book.apply(fill("035720", "sell", 3, order_no="3"))
@@ -58,7 +87,8 @@ def test_reconcile_leaves_codes_filled_since_the_question_alone() -> None:
     fixed = book.reconcile(ACCT, held(("005930", 10, 1000.0)), asked_ns=asked)
     assert fixed == [] and book.positions_by_code() == {"005930": 10, "000660": 5}
     assert book.reconcile(ACCT, held(("005930", 10, 1000.0)), asked_ns=300) == [
-        Correction(ACCT, "000660", 5, 0)]
+        Correction(ACCT, "000660", 5, 0)
+    ]
 
 
 def test_a_notice_received_before_the_question_but_applied_late_is_corrected_once() -> None:
@@ -84,18 +114,32 @@ def test_reconcile_touches_only_the_account_given() -> None:
 
 
 def test_positions_document() -> None:
-    doc = {"accounts": [{"account": ACCT, "positions": [
-        {"code": "005930", "quantity": 10, "avg_price": 71000},
-        {"code": "000660", "quantity": 1, "avg_price": 180000.5}]},
-        {"account": "other", "positions": []}]}
+    doc = {
+        "accounts": [
+            {
+                "account": ACCT,
+                "positions": [
+                    {"code": "005930", "quantity": 10, "avg_price": 71000},
+                    {"code": "000660", "quantity": 1, "avg_price": 180000.5},
+                ],
+            },
+            {"account": "other", "positions": []},
+        ]
+    }
     assert parse_positions(doc) == {
-        ACCT: held(("005930", 10, 71000.0), ("000660", 1, 180000.5)), "other": {}}
+        ACCT: held(("005930", 10, 71000.0), ("000660", 1, 180000.5)),
+        "other": {},
+    }
     bad: object
-    for bad in ({}, {"accounts": [{"positions": []}]}, {"accounts": "x"},
-                {"accounts": [{"account": ACCT, "positions": [{"code": "5930", "quantity": 1}]}]},
-                {"accounts": [{"account": ACCT, "positions": [{"code": "005930",
-                                                                "quantity": True}]}]},
-                {"accounts": [{"account": "", "positions": []}]}, [1, 2]):
+    for bad in (
+        {},
+        {"accounts": [{"positions": []}]},
+        {"accounts": "x"},
+        {"accounts": [{"account": ACCT, "positions": [{"code": "5930", "quantity": 1}]}]},
+        {"accounts": [{"account": ACCT, "positions": [{"code": "005930", "quantity": True}]}]},
+        {"accounts": [{"account": "", "positions": []}]},
+        [1, 2],
+    ):
         with pytest.raises(PositionsError):
             parse_positions(bad)
 

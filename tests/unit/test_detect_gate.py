@@ -32,22 +32,27 @@ RED = (-2.5, -0.5, 60, 40)
         (3.0, 3.0, 10, 0, "open"),
     ],
 )
-def test_raw_levels_at_the_boundaries(kospi: float, kosdaq: float, adv: int, dec: int,
-                                      level: str) -> None:
+def test_raw_levels_at_the_boundaries(
+    kospi: float, kosdaq: float, adv: int, dec: int, level: str
+) -> None:
     assert MarketGate().classify(kospi, kosdaq, adv, dec)[0] == level
 
 
 def test_first_update_sets_the_level_at_once() -> None:
     state = MarketGate().update(*RED, ts=1.0)
-    assert state == GateState("closed", "red", -2.5, -0.5, 60, 40, 0.6,
-                              ("KOSPI -2.50% <= -2.00%",), 1.0)
+    assert state == GateState(
+        "closed", "red", -2.5, -0.5, 60, 40, 0.6, ("KOSPI -2.50% <= -2.00%",), 1.0
+    )
 
 
 def test_reasons_list_every_crossed_threshold() -> None:
     state = MarketGate().update(-1.5, -2.0, 20, 80, ts=0.0)
     assert state is not None and state.level == "closed"
-    assert state.reasons == ("KOSDAQ -2.00% <= -2.00%", "breadth 0.20 < 0.30",
-                             "KOSPI -1.50% <= -1.00%")
+    assert state.reasons == (
+        "KOSDAQ -2.00% <= -2.00%",
+        "breadth 0.20 < 0.30",
+        "KOSPI -1.50% <= -1.00%",
+    )
     ok = MarketGate().update(*GREEN, ts=0.0)
     assert ok is not None and (ok.color, ok.reasons) == ("green", ())
 
@@ -109,8 +114,7 @@ def test_a_reversal_restarts_the_count() -> None:
 def test_confirm_one_disables_hysteresis() -> None:
     g = MarketGate(confirm_updates=1)
     levels = [g.update(*obs, ts=i) for i, obs in enumerate([GREEN, RED, YELLOW, YELLOW, GREEN])]
-    assert [s.level if s else None for s in levels] == ["open", "closed", "caution", None,
-                                                        "open"]
+    assert [s.level if s else None for s in levels] == ["open", "closed", "caution", None, "open"]
 
 
 def test_bad_input_raises_and_changes_nothing() -> None:
@@ -127,8 +131,15 @@ def test_bad_input_raises_and_changes_nothing() -> None:
     assert g.rejected == 2  # good updates are not counted
 
 
-@pytest.mark.parametrize("kwargs", [{"red_index_pct": -0.5}, {"red_breadth": 0.5},
-                                    {"yellow_breadth": 1.5}, {"confirm_updates": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"red_index_pct": -0.5},
+        {"red_breadth": 0.5},
+        {"yellow_breadth": 1.5},
+        {"confirm_updates": 0},
+    ],
+)
 def test_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         MarketGate(**kwargs)  # type: ignore[arg-type]

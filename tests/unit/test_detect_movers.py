@@ -14,8 +14,15 @@ from tradestream.detect.movers import Mover, MoverScanner
 T0 = 36_000.0  # a multiple of every bucket size used below
 
 
-def steady(s: MoverScanner, code: str, start: float, end: float, price: int,
-           volume: int, every_s: float = 10.0) -> None:
+def steady(
+    s: MoverScanner,
+    code: str,
+    start: float,
+    end: float,
+    price: int,
+    volume: int,
+    every_s: float = 10.0,
+) -> None:
     """One trade of `volume` at `price` every `every_s` seconds in [start, end)."""
     ts = start
     while ts < end:
@@ -128,8 +135,16 @@ def test_bad_input_rules() -> None:
     assert len(s) == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"window_s": 0.0}, {"min_trades": 0}, {"buckets": 0},
-                                    {"ratio_cap": 0.0}, {"min_expected_volume": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_s": 0.0},
+        {"min_trades": 0},
+        {"buckets": 0},
+        {"ratio_cap": 0.0},
+        {"min_expected_volume": 0.0},
+    ],
+)
 def test_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         MoverScanner(**kwargs)  # type: ignore[arg-type]
@@ -144,8 +159,13 @@ def test_memory_per_code_is_bounded_by_buckets() -> None:
 # --- property test against a reference that keeps every trade ---------------------------------
 
 
-def reference(trades: list[tuple[str, float, int, int]], now: float, window_s: float,
-              buckets: int, min_trades: int) -> list[Mover]:
+def reference(
+    trades: list[tuple[str, float, int, int]],
+    now: float,
+    window_s: float,
+    buckets: int,
+    min_trades: int,
+) -> list[Mover]:
     bucket_s = window_s / buckets
     by_code: dict[str, list[tuple[float, int, int]]] = {}
     for code, ts, price, vol in trades:
@@ -160,28 +180,35 @@ def reference(trades: list[tuple[str, float, int, int]], now: float, window_s: f
         live = [r for r in rows if math.floor(r[0] / bucket_s) >= oldest]
         if len(live) < min_trades:
             continue
-        before = rows[:len(rows) - len(live)]  # rows are in ts order, so live is a suffix
+        before = rows[: len(rows) - len(live)]  # rows are in ts order, so live is a suffix
         base = before[-1][1] if before else live[0][1]
         change = (rows[-1][1] - base) / base
         rate = sum(r[2] for r in rows) / max(t_now - rows[0][0], window_s)
         ratio = sum(r[2] for r in live) / max(rate * window_s, 1.0)
-        out.append(Mover(code, abs(change) * min(ratio, 10.0), change, ratio, rows[-1][1],
-                         len(live)))
+        out.append(
+            Mover(code, abs(change) * min(ratio, 10.0), change, ratio, rows[-1][1], len(live))
+        )
     out.sort(key=lambda m: (-m.score, m.code))
     return out
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    steps=st.lists(st.tuples(st.sampled_from(["A", "B", "C", "D"]),
-                             st.integers(min_value=-5, max_value=60),
-                             st.integers(min_value=-1, max_value=50),
-                             st.integers(min_value=0, max_value=1000)), max_size=80),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B", "C", "D"]),
+            st.integers(min_value=-5, max_value=60),
+            st.integers(min_value=-1, max_value=50),
+            st.integers(min_value=0, max_value=1000),
+        ),
+        max_size=80,
+    ),
     query_gap=st.integers(min_value=0, max_value=400),
     min_trades=st.integers(min_value=1, max_value=4),
 )
-def test_matches_reference(steps: list[tuple[str, int, int, int]], query_gap: int,
-                           min_trades: int) -> None:
+def test_matches_reference(
+    steps: list[tuple[str, int, int, int]], query_gap: int, min_trades: int
+) -> None:
     s = MoverScanner(window_s=120.0, min_trades=min_trades, buckets=12)
     trades = []
     ts = T0

@@ -26,9 +26,12 @@ def run(high: float, low: float, volume: float, n: int = 20) -> list[Bar]:
     return [Bar(0.0, mid, high, low, mid, volume) for _ in range(n)]
 
 
-def vcp_bars(depths: tuple[float, float, float] = (0.20, 0.12, 0.06),
-             volumes: tuple[float, float, float] = (1_000, 800, 500),
-             last_close: float = 9_800, pivot: float = 10_000) -> list[Bar]:
+def vcp_bars(
+    depths: tuple[float, float, float] = (0.20, 0.12, 0.06),
+    volumes: tuple[float, float, float] = (1_000, 800, 500),
+    last_close: float = 9_800,
+    pivot: float = 10_000,
+) -> list[Bar]:
     """Three 20-bar runs under a common `pivot` high, with the given depths and volumes; the
     last bar closes at `last_close`. Dated days apart, oldest first."""
     bars: list[Bar] = []
@@ -36,8 +39,10 @@ def vcp_bars(depths: tuple[float, float, float] = (0.20, 0.12, 0.06),
         bars += run(pivot, pivot * (1 - depth), vol)
     last = bars[-1]
     bars[-1] = Bar(last.start, last.open, last.high, last.low, last_close, last.volume)
-    return [Bar(DAY0 + timedelta(days=i), b.open, b.high, b.low, b.close, b.volume)
-            for i, b in enumerate(bars)]
+    return [
+        Bar(DAY0 + timedelta(days=i), b.open, b.high, b.low, b.close, b.volume)
+        for i, b in enumerate(bars)
+    ]
 
 
 # --- VCP -------------------------------------------------------------------------------------
@@ -103,9 +108,18 @@ def test_vcp_sorted_by_score_then_code() -> None:
     assert scan_vcp({"ZZZ": good, "BBB": ok, "AAA": ok}) == found  # deterministic
 
 
-@pytest.mark.parametrize("kwargs", [{"lookback": 5}, {"segments": 1}, {"contraction": 0.0},
-                                    {"contraction": 1.5}, {"min_base_depth": 1.0},
-                                    {"max_volume_ratio": 0.0}, {"near_high": 1.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lookback": 5},
+        {"segments": 1},
+        {"contraction": 0.0},
+        {"contraction": 1.5},
+        {"min_base_depth": 1.0},
+        {"max_volume_ratio": 0.0},
+        {"near_high": 1.0},
+    ],
+)
 def test_vcp_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         scan_vcp({}, **kwargs)  # type: ignore[arg-type]
@@ -114,14 +128,20 @@ def test_vcp_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
 # --- day trading -----------------------------------------------------------------------------
 
 
-def session(closes: Sequence[float], volumes: Sequence[float], first_open: float = 10_000,
-            highs: Sequence[float] | None = None) -> list[Bar]:
+def session(
+    closes: Sequence[float],
+    volumes: Sequence[float],
+    first_open: float = 10_000,
+    highs: Sequence[float] | None = None,
+) -> list[Bar]:
     """Minute bars from 09:00: each opens at the previous close; high defaults to the close."""
     highs = highs or [max(c, o) for c, o in zip(closes, [first_open, *closes], strict=False)]
     start = DAY0.replace(hour=9)
     opens = [first_open, *closes[:-1]]
-    return [Bar((start + timedelta(minutes=i)).timestamp(), o, h, min(o, c) - 10, c, v)
-            for i, (o, h, c, v) in enumerate(zip(opens, highs, closes, volumes, strict=True))]
+    return [
+        Bar((start + timedelta(minutes=i)).timestamp(), o, h, min(o, c) - 10, c, v)
+        for i, (o, h, c, v) in enumerate(zip(opens, highs, closes, volumes, strict=True))
+    ]
 
 
 CLOSES = [10_050, 10_100, 10_150, 10_200, 10_250, 10_300, 10_350, 10_380, 10_400]
@@ -131,8 +151,7 @@ VOLUMES = [1_000] * 8 + [3_000]
 def test_daytrading_constructed_pattern_passes() -> None:
     [sig] = scan_daytrading({"035420": session(CLOSES, VOLUMES)})
     assert isinstance(sig, DaytradingSignal)
-    assert (sig.code, sig.kind, sig.price, sig.day_high) == ("035420", "daytrading", 10_400,
-                                                             10_400)
+    assert (sig.code, sig.kind, sig.price, sig.day_high) == ("035420", "daytrading", 10_400, 10_400)
     assert sig.change == pytest.approx(0.04) and sig.volume_ratio == pytest.approx(3.0)
     assert sig.score == pytest.approx(0.12)
     assert "+4.0%" in sig.reason
@@ -154,13 +173,18 @@ def test_daytrading_fails_without_a_volume_burst() -> None:
 def test_daytrading_fails_when_the_close_is_off_the_high() -> None:
     highs = [*CLOSES[:-2], 10_700, 10_400]  # spiked to 10,700, now 2.8% below
     assert scan_daytrading({"A": session(CLOSES, VOLUMES, highs=highs)}) == []
-    assert len(scan_daytrading({"A": session(CLOSES, VOLUMES, highs=highs)},
-                               near_high=0.03)) == 1
+    assert len(scan_daytrading({"A": session(CLOSES, VOLUMES, highs=highs)}, near_high=0.03)) == 1
     at_edge = [*CLOSES[:-2], 10_612, 10_400]  # (10,612 - 10,400) / 10,612 = 1.9977%
     assert len(scan_daytrading({"A": session(CLOSES, VOLUMES, highs=at_edge)})) == 1
     exact = [*CLOSES[:-2], 10_500, 10_290]  # exactly 2% below, +2.9%
-    assert len(scan_daytrading({"A": session([*CLOSES[:-1], 10_290], VOLUMES, highs=exact)},
-                               min_change=0.029)) == 1
+    assert (
+        len(
+            scan_daytrading(
+                {"A": session([*CLOSES[:-1], 10_290], VOLUMES, highs=exact)}, min_change=0.029
+            )
+        )
+        == 1
+    )
 
 
 def test_daytrading_short_and_empty_input() -> None:
@@ -187,8 +211,9 @@ def test_daytrading_sorted_by_score_then_code() -> None:
     assert [s.code for s in found] == ["ZZZ", "AAA", "BBB"]
 
 
-@pytest.mark.parametrize("kwargs", [{"min_bars": 1}, {"volume_multiple": 0.0},
-                                    {"near_high": 1.0}, {"ratio_cap": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"min_bars": 1}, {"volume_multiple": 0.0}, {"near_high": 1.0}, {"ratio_cap": 0.0}]
+)
 def test_daytrading_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         scan_daytrading({}, **kwargs)  # type: ignore[arg-type]

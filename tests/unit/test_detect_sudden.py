@@ -135,8 +135,10 @@ def test_forget_and_sweep() -> None:
     assert d.update("B", T0 + 51, 10_500) is None  # B starts fresh
 
 
-@pytest.mark.parametrize(("window_s", "threshold", "debounce_s"),
-                         [(0.0, 0.05, 1.0), (60.0, 0.0, 1.0), (60.0, 0.05, -1.0)])
+@pytest.mark.parametrize(
+    ("window_s", "threshold", "debounce_s"),
+    [(0.0, 0.05, 1.0), (60.0, 0.0, 1.0), (60.0, 0.05, -1.0)],
+)
 def test_rejects_bad_parameters(window_s: float, threshold: float, debounce_s: float) -> None:
     with pytest.raises(ValueError):
         SuddenMoveDetector(window_s, threshold, debounce_s)
@@ -191,8 +193,18 @@ class ReferenceDetector:
         ):
             last = self.alerts.get((code, direction))
             if size >= self.threshold and (last is None or ts >= last + self.debounce_s):
-                found.append(SuddenMove(code, direction, ref, price, change, ref_ts, ts,  # type: ignore[arg-type]
-                                        self.window_s))
+                found.append(
+                    SuddenMove(
+                        code,
+                        direction,
+                        ref,
+                        price,
+                        change,
+                        ref_ts,
+                        ts,  # type: ignore[arg-type]
+                        self.window_s,
+                    )
+                )
         if not found:
             return None
         if len(found) == 2:
@@ -216,8 +228,10 @@ ticks = st.lists(
         st.one_of(st.sampled_from([0, 0, 1, 2, 5, -3]), st.integers(min_value=-2, max_value=70)),
         # Few distinct prices, so equal extremes and two-sided windows are common; <= 0 is a
         # bad print.
-        st.one_of(st.sampled_from([-1, 0, 80, 90, 95, 100, 105, 110, 125]),
-                  st.integers(min_value=1, max_value=200)),
+        st.one_of(
+            st.sampled_from([-1, 0, 80, 90, 95, 100, 105, 110, 125]),
+            st.integers(min_value=1, max_value=200),
+        ),
     ),
     min_size=5,
     max_size=150,
@@ -225,12 +239,15 @@ ticks = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(ticks=ticks,
-       window_s=st.sampled_from([5.0, 30.0, 60.0, 60.0]),
-       threshold=st.sampled_from([0.01, 0.05, 0.2]),
-       debounce_s=st.sampled_from([0.0, 0.0, 5.0, 10.0, 60.0]))
-def test_matches_brute_force_reference(ticks: list[tuple[str, int, int]], window_s: float,
-                                       threshold: float, debounce_s: float) -> None:
+@given(
+    ticks=ticks,
+    window_s=st.sampled_from([5.0, 30.0, 60.0, 60.0]),
+    threshold=st.sampled_from([0.01, 0.05, 0.2]),
+    debounce_s=st.sampled_from([0.0, 0.0, 5.0, 10.0, 60.0]),
+)
+def test_matches_brute_force_reference(
+    ticks: list[tuple[str, int, int]], window_s: float, threshold: float, debounce_s: float
+) -> None:
     fast = SuddenMoveDetector(window_s, threshold, debounce_s)
     slow = ReferenceDetector(window_s, threshold, debounce_s)
     ts = T0

@@ -19,55 +19,68 @@ from tradestream.topics import Topic, parse_topic
 from tradestream.wire import CLOSE_TOKEN_EXPIRED, CLOSE_UNAUTHORIZED, close_code_for
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("price:005930", Topic("price:005930", "price:005930", "price", "005930")),
-    ("price:005930@1s", Topic("price:005930@1s", "price:005930", "price", "005930", 1.0)),
-    ("orderbook:00088K@250ms",
-     Topic("orderbook:00088K@250ms", "orderbook:00088K", "orderbook", "00088K", 0.25)),
-    ("news", Topic("news", "news", "news", None)),
-    ("news:005930", Topic("news:005930", "news:005930", "news", "005930")),
-    ("order:*", Topic("order:*", "order:*", "order", "*")),
-    ("order:0000123", Topic("order:0000123", "order:0000123", "order", "0000123")),
-    ("strategy:ma-cross_1", Topic("strategy:ma-cross_1", "strategy:ma-cross_1", "strategy",
-                                  "ma-cross_1")),
-    ("signal:vcp", Topic("signal:vcp", "signal:vcp", "signal", "vcp")),
-    ("signal:daytrading", Topic("signal:daytrading", "signal:daytrading", "signal", "daytrading")),
-    ("market-gate", Topic("market-gate", "market-gate", "market-gate", None)),
-    ("market-gate@5s", Topic("market-gate@5s", "market-gate", "market-gate", None, 5.0)),
-    ("market:kospi", Topic("market:kospi", "market:kospi", "market", "kospi")),
-    ("market:kosdaq@1s", Topic("market:kosdaq@1s", "market:kosdaq", "market", "kosdaq", 1.0)),
-    ("alert", Topic("alert", "alert", "alert", None)),
-    ("alert:005930", Topic("alert:005930", "alert:005930", "alert", "005930")),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("price:005930", Topic("price:005930", "price:005930", "price", "005930")),
+        ("price:005930@1s", Topic("price:005930@1s", "price:005930", "price", "005930", 1.0)),
+        (
+            "orderbook:00088K@250ms",
+            Topic("orderbook:00088K@250ms", "orderbook:00088K", "orderbook", "00088K", 0.25),
+        ),
+        ("news", Topic("news", "news", "news", None)),
+        ("news:005930", Topic("news:005930", "news:005930", "news", "005930")),
+        ("order:*", Topic("order:*", "order:*", "order", "*")),
+        ("order:0000123", Topic("order:0000123", "order:0000123", "order", "0000123")),
+        (
+            "strategy:ma-cross_1",
+            Topic("strategy:ma-cross_1", "strategy:ma-cross_1", "strategy", "ma-cross_1"),
+        ),
+        ("signal:vcp", Topic("signal:vcp", "signal:vcp", "signal", "vcp")),
+        (
+            "signal:daytrading",
+            Topic("signal:daytrading", "signal:daytrading", "signal", "daytrading"),
+        ),
+        ("market-gate", Topic("market-gate", "market-gate", "market-gate", None)),
+        ("market-gate@5s", Topic("market-gate@5s", "market-gate", "market-gate", None, 5.0)),
+        ("market:kospi", Topic("market:kospi", "market:kospi", "market", "kospi")),
+        ("market:kosdaq@1s", Topic("market:kosdaq@1s", "market:kosdaq", "market", "kosdaq", 1.0)),
+        ("alert", Topic("alert", "alert", "alert", None)),
+        ("alert:005930", Topic("alert:005930", "alert:005930", "alert", "005930")),
+    ],
+)
 def test_valid_topics(raw: str, expected: Topic) -> None:
     assert parse_topic(raw) == expected
 
 
-@pytest.mark.parametrize(("raw", "code"), [
-    ("orders", "unknown_topic"),
-    ("quote:005930", "unknown_topic"),
-    ("", "invalid_topic"),
-    ("x" * 200, "invalid_topic"),
-    ("price", "invalid_topic"),
-    ("price:", "invalid_topic"),
-    ("price:5930", "invalid_topic"),
-    ("price:0059301", "invalid_topic"),
-    ("price:00593a", "invalid_topic"),
-    ("orderbook:*", "invalid_topic"),
-    ("order:", "invalid_topic"),
-    ("order:a b", "invalid_topic"),
-    ("strategy:", "invalid_topic"),
-    ("signal:momentum", "invalid_topic"),
-    ("market:nasdaq", "invalid_topic"),
-    ("market-gate:x", "invalid_topic"),
-    ("price:005930@", "invalid_topic"),
-    ("price:005930@1m", "invalid_topic"),
-    ("price:005930@10ms", "invalid_topic"),  # below the 100 ms floor
-    ("price:005930@1000s", "invalid_topic"),
-    ("order:*@1s", "invalid_topic"),  # lossless topics take no cadence
-    ("alert@1s", "invalid_topic"),
-    ("signal:vcp@5s", "invalid_topic"),
-])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("orders", "unknown_topic"),
+        ("quote:005930", "unknown_topic"),
+        ("", "invalid_topic"),
+        ("x" * 200, "invalid_topic"),
+        ("price", "invalid_topic"),
+        ("price:", "invalid_topic"),
+        ("price:5930", "invalid_topic"),
+        ("price:0059301", "invalid_topic"),
+        ("price:00593a", "invalid_topic"),
+        ("orderbook:*", "invalid_topic"),
+        ("order:", "invalid_topic"),
+        ("order:a b", "invalid_topic"),
+        ("strategy:", "invalid_topic"),
+        ("signal:momentum", "invalid_topic"),
+        ("market:nasdaq", "invalid_topic"),
+        ("market-gate:x", "invalid_topic"),
+        ("price:005930@", "invalid_topic"),
+        ("price:005930@1m", "invalid_topic"),
+        ("price:005930@10ms", "invalid_topic"),  # below the 100 ms floor
+        ("price:005930@1000s", "invalid_topic"),
+        ("order:*@1s", "invalid_topic"),  # lossless topics take no cadence
+        ("alert@1s", "invalid_topic"),
+        ("signal:vcp@5s", "invalid_topic"),
+    ],
+)
 def test_bad_topics_have_stable_codes(raw: str, code: str) -> None:
     with pytest.raises(ProtocolError) as info:
         parse_topic(raw)
@@ -95,10 +108,14 @@ def test_bearer_prefers_the_header() -> None:
 
 def test_rs256_tokens_verify_with_the_public_key_only() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     issuer = Authenticator(algorithm="RS256", public_key=public, private_key=private)
     verifier = Authenticator(algorithm="RS256", public_key=public)
     ident = verifier.verify(issuer.issue("7", role="admin", accounts=("A1", "A2")))
@@ -131,14 +148,40 @@ def test_auth_errors_carry_distinct_close_codes() -> None:
         auth.verify(jwt.encode({"sub": "1", "accounts": "A1"}, secret, algorithm="HS256"))
 
 
-def _ex(order_no: str, kind: str, side: str, qty: int, price: int, *, oqty: int = 10,
-        correction: str = "new", rejected: bool = False, orig: str = "",
-        account: str = "A1", code: str = "005930", minute: int = 0) -> Execution:
-    return Execution(source="kis-1", customer_id="demo", account=account, order_no=order_no,
-                     original_order_no=orig, side=side, kind=kind, correction=correction,
-                     rejected=rejected, code=code, quantity=qty, price=price, order_qty=oqty,
-                     order_price=price, time=datetime(2025, 1, 2, 9, minute, tzinfo=KST),
-                     name="", received_ns=1)
+def _ex(
+    order_no: str,
+    kind: str,
+    side: str,
+    qty: int,
+    price: int,
+    *,
+    oqty: int = 10,
+    correction: str = "new",
+    rejected: bool = False,
+    orig: str = "",
+    account: str = "A1",
+    code: str = "005930",
+    minute: int = 0,
+) -> Execution:
+    return Execution(
+        source="kis-1",
+        customer_id="demo",
+        account=account,
+        order_no=order_no,
+        original_order_no=orig,
+        side=side,
+        kind=kind,
+        correction=correction,
+        rejected=rejected,
+        code=code,
+        quantity=qty,
+        price=price,
+        order_qty=oqty,
+        order_price=price,
+        time=datetime(2025, 1, 2, 9, minute, tzinfo=KST),
+        name="",
+        received_ns=1,
+    )
 
 
 def test_account_book_orders_positions_and_holding_changes() -> None:
@@ -152,8 +195,9 @@ def test_account_book_orders_positions_and_holding_changes() -> None:
     assert (order.status, order.filled_qty, change) == ("filled", 10, None)
     assert order.avg_fill_price == pytest.approx(70600.0)
     snap = book.snapshot(["A1"])
-    assert snap["positions"] == [{"symbol": "005930", "quantity": 10, "avg_price": 70600.0,
-                                  "account": "A1"}]
+    assert snap["positions"] == [
+        {"symbol": "005930", "quantity": 10, "avg_price": 70600.0, "account": "A1"}
+    ]
     book.apply(_ex("2", "order", "sell", 10, 72000, minute=3))
     _, change = book.apply(_ex("2", "fill", "sell", 10, 72000, minute=4))
     assert change == HoldingChange("A1", "005930", False, 0)
@@ -161,8 +205,9 @@ def test_account_book_orders_positions_and_holding_changes() -> None:
     assert book.held_codes() == set()
     # cancels and rejections
     book.apply(_ex("3", "order", "buy", 5, 1000, code="000660"))
-    order, _ = book.apply(_ex("4", "order", "buy", 5, 1000, correction="cancel", orig="3",
-                              code="000660"))
+    order, _ = book.apply(
+        _ex("4", "order", "buy", 5, 1000, correction="cancel", orig="3", code="000660")
+    )
     assert order.status == "cancelled"
     statuses = {o["order_id"]: o["status"] for o in book.snapshot(["A1"])["orders"]}
     assert statuses == {"1": "filled", "2": "filled", "3": "cancelled", "4": "cancelled"}

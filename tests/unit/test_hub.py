@@ -131,7 +131,8 @@ async def test_heartbeat_pings_and_closes_a_silent_client(autojump_clock: trio.a
 
 
 async def test_cadence_delivers_at_most_one_latest_per_period(
-        autojump_clock: trio.abc.Clock) -> None:
+    autojump_clock: trio.abc.Clock,
+) -> None:
     hub = Hub()
     fast, slow = hub.connect("u1"), hub.connect("u2")
     hub.subscribe(fast, "price:005930")
@@ -161,7 +162,8 @@ async def test_cadence_delivers_at_most_one_latest_per_period(
 
 
 async def test_cadence_groups_start_and_stop_with_their_subscribers(
-        autojump_clock: trio.abc.Clock) -> None:
+    autojump_clock: trio.abc.Clock,
+) -> None:
     hub = Hub()
     a = hub.connect("u1")
     assert not hub.has_subscribers("price:005930")

@@ -81,8 +81,9 @@ def frame(*records: list[str], count: str | None = None) -> str:
     return f"0|H0UPCNT0|{n}|" + "^".join("^".join(r) for r in records)
 
 
-def decode_ok(text: str, dec: KisDecoder | None = None,
-              received_ns: int = RECEIVED_NS) -> list[IndexTick]:
+def decode_ok(
+    text: str, dec: KisDecoder | None = None, received_ns: int = RECEIVED_NS
+) -> list[IndexTick]:
     dec = dec or KisDecoder(SOURCE)
     out = dec.decode(text, received_ns)
     assert dec.stats.errors == {}, dec.last_error
@@ -137,11 +138,23 @@ def test_record_by_name() -> None:
 
 
 def test_multi_record_frame() -> None:
-    kospi = record(BSTP_CLS_CODE="0001", PRPR_NMIX="2650.12", PRDY_VRSS_SIGN="2",
-                   BSTP_NMIX_PRDY_VRSS="12.40", PRDY_CTRT="0.47", ACML_VOL="400100")
-    k200 = record(BSTP_CLS_CODE="2001", PRPR_NMIX="351.00", PRDY_VRSS_SIGN="3",
-                  BSTP_NMIX_PRDY_VRSS="0.00", PRDY_CTRT="0.00", ACML_VOL="90000",
-                  BSOP_HOUR="093016")
+    kospi = record(
+        BSTP_CLS_CODE="0001",
+        PRPR_NMIX="2650.12",
+        PRDY_VRSS_SIGN="2",
+        BSTP_NMIX_PRDY_VRSS="12.40",
+        PRDY_CTRT="0.47",
+        ACML_VOL="400100",
+    )
+    k200 = record(
+        BSTP_CLS_CODE="2001",
+        PRPR_NMIX="351.00",
+        PRDY_VRSS_SIGN="3",
+        BSTP_NMIX_PRDY_VRSS="0.00",
+        PRDY_CTRT="0.00",
+        ACML_VOL="90000",
+        BSOP_HOUR="093016",
+    )
     out = decode_ok(frame(kospi, record(), k200))
     assert [(e.index, e.code, e.value, e.change, e.change_percent, e.volume) for e in out] == [
         ("kospi", "0001", 2650.12, 12.40, 0.47, 400100),
@@ -173,8 +186,7 @@ def test_an_unknown_index_code_keeps_its_raw_code(code: str) -> None:
     ],
 )
 def test_change_sign(sign: str, change: str, pct: str, expected: tuple[float, float]) -> None:
-    (e,) = decode_ok(frame(record(PRDY_VRSS_SIGN=sign, BSTP_NMIX_PRDY_VRSS=change,
-                                  PRDY_CTRT=pct)))
+    (e,) = decode_ok(frame(record(PRDY_VRSS_SIGN=sign, BSTP_NMIX_PRDY_VRSS=change, PRDY_CTRT=pct)))
     assert (e.change, e.change_percent) == expected
 
 
@@ -186,9 +198,19 @@ def test_the_date_is_the_kst_receive_date() -> None:
 
 
 def test_empty_optional_numbers_read_as_zero() -> None:
-    (e,) = decode_ok(frame(record(BSTP_NMIX_PRDY_VRSS="", PRDY_CTRT="", ACML_TR_PBMN="",
-                                  ASCN_ISSU_CNT="", DOWN_ISSU_CNT="", STNR_ISSU_CNT="",
-                                  PRDY_VRSS_SIGN="3")))
+    (e,) = decode_ok(
+        frame(
+            record(
+                BSTP_NMIX_PRDY_VRSS="",
+                PRDY_CTRT="",
+                ACML_TR_PBMN="",
+                ASCN_ISSU_CNT="",
+                DOWN_ISSU_CNT="",
+                STNR_ISSU_CNT="",
+                PRDY_VRSS_SIGN="3",
+            )
+        )
+    )
     assert (e.change, e.change_percent, e.traded_value, e.advancers, e.decliners,
             e.unchanged) == (0.0, 0.0, 0, 0, 0, 0)  # fmt: skip
 
@@ -241,7 +263,9 @@ def test_too_short(n_fields: int) -> None:
 def test_appended_fields_are_drift() -> None:
     dec = KisDecoder(SOURCE)
     assert decode_ok(frame(record() + ["1", "2"], record() + ["3", "4"]), dec) == [
-        KOSDAQ_TICK, KOSDAQ_TICK]
+        KOSDAQ_TICK,
+        KOSDAQ_TICK,
+    ]
     assert (dec.stats.drift, dec.stats.layouts) == (1, {"H0UPCNT0:32": 1})
 
 
@@ -255,8 +279,9 @@ def centi(x: str) -> int:
     return round(float(x) * 100)
 
 
-def expected_level(m: SimMarket, market: str, prior_close: int,
-                   tickers: tuple[SimTicker, ...] = DEFAULT_TICKERS) -> float:
+def expected_level(
+    m: SimMarket, market: str, prior_close: int, tickers: tuple[SimTicker, ...] = DEFAULT_TICKERS
+) -> float:
     codes = [t.code for t in tickers if t.market == market]
     closes = sum(t.base_price for t in tickers if t.market == market)
     prices = sum(m.price(c) for c in codes)
@@ -265,7 +290,10 @@ def expected_level(m: SimMarket, market: str, prior_close: int,
 
 def test_sim_indexes() -> None:
     assert [(i.code, i.market, i.prior_close) for i in SIM_INDEXES] == [
-        ("0001", "KOSPI", 265000), ("1001", "KOSDAQ", 87000), ("2001", "KOSPI", 35000)]
+        ("0001", "KOSPI", 265000),
+        ("1001", "KOSDAQ", 87000),
+        ("2001", "KOSPI", 35000),
+    ]
     assert {t.code for t in DEFAULT_TICKERS if t.market == "KOSDAQ"} == KOSDAQ_CODES
     assert SimMarket(DEFAULT_TICKERS, 1).index_codes == ["0001", "1001", "2001"]
 
@@ -274,10 +302,15 @@ def test_index_starts_at_its_prior_close() -> None:
     m = SimMarket(DEFAULT_TICKERS, 3)
     r = m.index_record("0001", NOW)
     assert len(r) == 30
-    assert (r[IX["PRPR_NMIX"]], r[IX["PRDY_VRSS_SIGN"]], r[IX["BSTP_NMIX_PRDY_VRSS"]],
-            r[IX["PRDY_CTRT"]], r[IX["ACML_VOL"]]) == ("2650.00", "3", "0.00", "0.00", "0")
+    assert (
+        r[IX["PRPR_NMIX"]],
+        r[IX["PRDY_VRSS_SIGN"]],
+        r[IX["BSTP_NMIX_PRDY_VRSS"]],
+        r[IX["PRDY_CTRT"]],
+        r[IX["ACML_VOL"]],
+    ) == ("2650.00", "3", "0.00", "0.00", "0")
     n_kospi = sum(t.market == "KOSPI" for t in DEFAULT_TICKERS)
-    assert r[IX["UPLM_ISSU_CNT"]:IX["LSLM_ISSU_CNT"] + 1] == ["0", "0", str(n_kospi), "0", "0"]
+    assert r[IX["UPLM_ISSU_CNT"] : IX["LSLM_ISSU_CNT"] + 1] == ["0", "0", str(n_kospi), "0", "0"]
     assert m.index_level("1001") == 870.00
 
 
@@ -290,8 +323,7 @@ def test_index_level_moves_with_its_stocks(seed: int) -> None:
             m.trade(NOW)
         for ix in SIM_INDEXES:
             level = m.index_level(ix.code)
-            assert level == pytest.approx(expected_level(m, ix.market, ix.prior_close),
-                                          abs=0.006)
+            assert level == pytest.approx(expected_level(m, ix.market, ix.prior_close), abs=0.006)
             # up when the members' summed price is up, and only then
             members = [t for t in DEFAULT_TICKERS if t.market == ix.market]
             moved = sum(m.price(t.code) - t.base_price for t in members)
@@ -343,14 +375,17 @@ def test_index_record_fields_are_consistent() -> None:
         assert change == level - base
         assert r[IX["PRDY_VRSS_SIGN"]] == ("2" if change > 0 else "5" if change < 0 else "3")
         assert float(r[IX["PRDY_CTRT"]]) == pytest.approx(change / base * 100, abs=0.005)
-        assert (centi(r[IX["OPRC_NMIX"]]), centi(r[IX["NMIX_HGPR"]]),
-                centi(r[IX["NMIX_LWPR"]])) == (levels[0], max(levels), min(levels))
+        assert (
+            centi(r[IX["OPRC_NMIX"]]),
+            centi(r[IX["NMIX_HGPR"]]),
+            centi(r[IX["NMIX_LWPR"]]),
+        ) == (levels[0], max(levels), min(levels))
         # the "vs" fields are versus the prior close, as in KIS's example
         assert centi(r[IX["HGPR_VRSS_NMIX_PRPR"]]) == max(levels) - base
         vol = int(r[IX["ACML_VOL"]])
         assert int(r[IX["PCAS_VOL"]]) == vol - last_vol >= 0
         last_vol = vol
-        counts = [int(x) for x in r[IX["UPLM_ISSU_CNT"]:IX["LSLM_ISSU_CNT"] + 1]]
+        counts = [int(x) for x in r[IX["UPLM_ISSU_CNT"] : IX["LSLM_ISSU_CNT"] + 1]]
         assert sum(counts) == sum(t.market == "KOSPI" for t in DEFAULT_TICKERS)
     assert last_vol > 0
 
@@ -413,8 +448,9 @@ def drain(conn: object) -> list[str]:
 
 def sim_session(**settings: object) -> tuple[Simulator, object, str]:
     sim = Simulator(SimSettings(**settings), SimControl())  # type: ignore[arg-type]
-    body, status = sim.approval({"grant_type": "client_credentials", "appkey": "a",
-                                 "secretkey": "s"})
+    body, status = sim.approval(
+        {"grant_type": "client_credentials", "appkey": "a", "secretkey": "s"}
+    )
     assert status == 200
     return sim, sim.open_conn("kis"), body["approval_key"]
 
@@ -425,7 +461,9 @@ def test_sim_server_sends_index_frames_once_per_interval() -> None:
     sim.handle_kis(conn, subscribe_message(key, KIS_INDEX_TR, "1001"))  # type: ignore[arg-type]
     acks = [parse_control(t) for t in drain(conn)]
     assert [(a.tr_id, a.tr_key, a.result) for a in acks] == [  # type: ignore[union-attr]
-        (KIS_INDEX_TR, "0001", AckResult.SUBSCRIBED), (KIS_INDEX_TR, "1001", AckResult.SUBSCRIBED)]
+        (KIS_INDEX_TR, "0001", AckResult.SUBSCRIBED),
+        (KIS_INDEX_TR, "1001", AckResult.SUBSCRIBED),
+    ]
     dec = KisDecoder(SOURCE)
     step = 0.02
     seconds = 5
@@ -449,23 +487,32 @@ def test_sim_server_sends_index_frames_once_per_interval() -> None:
 def test_sim_server_index_keys_and_the_limit() -> None:
     sim, conn, key = sim_session(registration_limit=3)
     codes = [t.code for t in DEFAULT_TICKERS[:2]]
-    msgs = [subscribe_message(key, KIS_INDEX_TR, "9999"),  # not an index code
-            subscribe_message(key, KIS_INDEX_TR, codes[0]),  # a stock code is not either
-            subscribe_message(key, "H0STCNT0", codes[0]),
-            subscribe_message(key, "H0STCNT0", codes[1]),
-            subscribe_message(key, KIS_INDEX_TR, "2001"),
-            subscribe_message(key, KIS_INDEX_TR, "0001")]  # the 4th registration
+    msgs = [
+        subscribe_message(key, KIS_INDEX_TR, "9999"),  # not an index code
+        subscribe_message(key, KIS_INDEX_TR, codes[0]),  # a stock code is not either
+        subscribe_message(key, "H0STCNT0", codes[0]),
+        subscribe_message(key, "H0STCNT0", codes[1]),
+        subscribe_message(key, KIS_INDEX_TR, "2001"),
+        subscribe_message(key, KIS_INDEX_TR, "0001"),
+    ]  # the 4th registration
     for msg in msgs:
         sim.handle_kis(conn, msg)  # type: ignore[arg-type]
     results = [parse_control(t).result for t in drain(conn)]  # type: ignore[union-attr]
-    assert results == [AckResult.INVALID_TR_KEY, AckResult.INVALID_TR_KEY,
-                       AckResult.SUBSCRIBED, AckResult.SUBSCRIBED, AckResult.SUBSCRIBED,
-                       AckResult.LIMIT_EXCEEDED]
+    assert results == [
+        AckResult.INVALID_TR_KEY,
+        AckResult.INVALID_TR_KEY,
+        AckResult.SUBSCRIBED,
+        AckResult.SUBSCRIBED,
+        AckResult.SUBSCRIBED,
+        AckResult.LIMIT_EXCEEDED,
+    ]
     # unregistering frees a slot
     sim.handle_kis(conn, subscribe_message(key, KIS_INDEX_TR, "2001", subscribe=False))  # type: ignore[arg-type]
     sim.handle_kis(conn, subscribe_message(key, KIS_INDEX_TR, "0001"))  # type: ignore[arg-type]
     assert [parse_control(t).result for t in drain(conn)] == [  # type: ignore[union-attr]
-        AckResult.UNSUBSCRIBED, AckResult.SUBSCRIBED]
+        AckResult.UNSUBSCRIBED,
+        AckResult.SUBSCRIBED,
+    ]
 
 
 def test_sim_server_sends_no_index_frames_unasked() -> None:

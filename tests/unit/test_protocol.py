@@ -18,16 +18,19 @@ SECRET = "unit-test-secret-of-at-least-32-bytes"
 
 
 def test_decode_client_messages() -> None:
-    assert wire.decode_client_message('{"type":"subscribe","topic":"price:005930"}') == \
-        wire.Subscribe("price:005930")
-    assert wire.decode_client_message(b'{"type":"unsubscribe","topic":"x"}') == \
-        wire.Unsubscribe("x")
+    assert wire.decode_client_message(
+        '{"type":"subscribe","topic":"price:005930"}'
+    ) == wire.Subscribe("price:005930")
+    assert wire.decode_client_message(b'{"type":"unsubscribe","topic":"x"}') == wire.Unsubscribe(
+        "x"
+    )
     assert wire.decode_client_message('{"type":"ping"}') == wire.Ping(None)
     assert wire.decode_client_message(
         '{"type":"ping","timestamp":"2024-01-01T00:00:00","extra":1}'
     ) == wire.Ping("2024-01-01T00:00:00")
-    assert wire.decode_client_message('{"type":"get_price","symbol":"005930"}') == \
-        wire.GetPrice("005930")
+    assert wire.decode_client_message('{"type":"get_price","symbol":"005930"}') == wire.GetPrice(
+        "005930"
+    )
     assert wire.decode_client_message('{"type":"get_account"}') == wire.GetAccount()
     assert wire.decode_client_message('{"type":"auth","token":"t"}') == wire.Auth("t")
 
@@ -54,16 +57,41 @@ def test_bad_client_messages_have_stable_codes(raw: str, code: str) -> None:
 
 
 def test_price_update_shape() -> None:
-    t = Tick(source="kis-1", venue="KRX", code="005930",
-             trade_time=datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST), price=71000, change=-500,
-             change_percent=-0.7, open=1, high=2, low=1, ask=71100, bid=71000, trade_volume=3,
-             volume=1233600, value=9, strength=1.0, received_ns=1)
+    t = Tick(
+        source="kis-1",
+        venue="KRX",
+        code="005930",
+        trade_time=datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST),
+        price=71000,
+        change=-500,
+        change_percent=-0.7,
+        open=1,
+        high=2,
+        low=1,
+        ask=71100,
+        bid=71000,
+        trade_volume=3,
+        volume=1233600,
+        value=9,
+        strength=1.0,
+        received_ns=1,
+    )
     assert msgspec.json.decode(wire.price_update(t)) == {
         "type": "price_update",
         "symbol": "005930",
-        "data": {"price": 71000, "change": -500, "change_percent": -0.7, "volume": 1233600,
-                 "timestamp": "2025-01-02T09:30:15+09:00", "open": 1, "high": 2, "low": 1,
-                 "ask": 71100, "bid": 71000, "trade_volume": 3},
+        "data": {
+            "price": 71000,
+            "change": -500,
+            "change_percent": -0.7,
+            "volume": 1233600,
+            "timestamp": "2025-01-02T09:30:15+09:00",
+            "open": 1,
+            "high": 2,
+            "low": 1,
+            "ask": 71100,
+            "bid": 71000,
+            "trade_volume": 3,
+        },
     }
 
 

@@ -27,19 +27,62 @@ SECRET = "unit-secret-unit-secret-unit-secret!"
 
 
 def tick(code: str, price: int = 70_000, volume: int = 1) -> Tick:
-    return Tick("kis-1", "KRX", code, datetime(2026, 12, 1, 10, 0, tzinfo=KST), price, 0, 0.0,
-                price, price, price, price, price, 1, volume, price, 100.0, 1)
+    return Tick(
+        "kis-1",
+        "KRX",
+        code,
+        datetime(2026, 12, 1, 10, 0, tzinfo=KST),
+        price,
+        0,
+        0.0,
+        price,
+        price,
+        price,
+        price,
+        price,
+        1,
+        volume,
+        price,
+        100.0,
+        1,
+    )
 
 
 def execution(account: str, order_no: str, kind: str = "order") -> Execution:
-    return Execution("kis-1", "demo", account, order_no, "", "buy", kind, "new", False,
-                     "005930", 10, 70_000, 10, 70_000, datetime(2026, 12, 1, 10, 0, tzinfo=KST),
-                     "", 1)
+    return Execution(
+        "kis-1",
+        "demo",
+        account,
+        order_no,
+        "",
+        "buy",
+        kind,
+        "new",
+        False,
+        "005930",
+        10,
+        70_000,
+        10,
+        70_000,
+        datetime(2026, 12, 1, 10, 0, tzinfo=KST),
+        "",
+        1,
+    )
 
 
 def news(realkey: str, tickers: tuple[str, ...]) -> News:
-    return News("ls-1", realkey, "headline", tickers, tickers[0] if tickers else None, "01",
-                "media", datetime(2026, 12, 1, 10, 0, tzinfo=KST), 0, 1)
+    return News(
+        "ls-1",
+        realkey,
+        "headline",
+        tickers,
+        tickers[0] if tickers else None,
+        "01",
+        "media",
+        datetime(2026, 12, 1, 10, 0, tzinfo=KST),
+        0,
+        1,
+    )
 
 
 class RecordingDemand:
@@ -62,11 +105,13 @@ class Tree:
         self.state = MarketState()
         self.stats = RouterStats()
         self.demand = RecordingDemand()
-        self.ctx = WsServices(self.hub, Authenticator(SECRET), MarketState(), self.demand,
-                              GatewaySettings())
+        self.ctx = WsServices(
+            self.hub, Authenticator(SECRET), MarketState(), self.demand, GatewaySettings()
+        )
 
-    def connect(self, user: str, *, role: str = "user", accounts: tuple[str, ...] = ()
-                ) -> Connection:
+    def connect(
+        self, user: str, *, role: str = "user", accounts: tuple[str, ...] = ()
+    ) -> Connection:
         client = self.hub.connect(user)
         return Connection(self.ctx, client, Identity(user, role, None, frozenset(accounts)))
 
@@ -89,8 +134,9 @@ async def payloads(conn: Connection, kind: str) -> list[dict[str, Any]]:
     return [m for m in await drain(conn) if m["type"] == kind]
 
 
-async def test_nothing_is_encoded_for_a_topic_nobody_watches(monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
+async def test_nothing_is_encoded_for_a_topic_nobody_watches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls: dict[str, int] = {}
     for name in ("price_update", "order_update", "news", "alert"):
         real = getattr(wire, name)
@@ -101,8 +147,19 @@ async def test_nothing_is_encoded_for_a_topic_nobody_watches(monkeypatch: pytest
 
         monkeypatch.setattr(wire, name, counting)
     t = Tree()
-    move = Alert("sudden-move", "005930", "sudden_move", "up", 5.1, 73_570, 70_000, 60.0,
-                 datetime(2026, 12, 1, 10, 0, tzinfo=KST), "005930 +5.10%", 1)
+    move = Alert(
+        "sudden-move",
+        "005930",
+        "sudden_move",
+        "up",
+        5.1,
+        73_570,
+        70_000,
+        60.0,
+        datetime(2026, 12, 1, 10, 0, tzinfo=KST),
+        "005930 +5.10%",
+        1,
+    )
     t.route(tick("005930"), execution("5012345601", "1"), news("k1", ("005930",)), move)
     assert calls == {}  # nobody watches: nothing encoded
     assert t.stats.published == 0
@@ -132,12 +189,19 @@ async def test_order_topics_carry_only_the_callers_accounts_and_that_order() -> 
     admin_one._subscribe("order:9")
     for c in (alice, alice_one, bob, admin, admin_one):
         await drain(c)
-    t.route(execution("A1", "7"), execution("A1", "8"), execution("B1", "9"),
-            execution("B1", "7"))  # an order number of bob's that equals one of alice's
-    got = {name: [(m["data"]["account"], m["order_id"])
-                  for m in await payloads(c, "order_update")]
-           for name, c in (("alice", alice), ("alice_one", alice_one), ("bob", bob),
-                           ("admin", admin), ("admin_one", admin_one))}
+    t.route(
+        execution("A1", "7"), execution("A1", "8"), execution("B1", "9"), execution("B1", "7")
+    )  # an order number of bob's that equals one of alice's
+    got = {
+        name: [(m["data"]["account"], m["order_id"]) for m in await payloads(c, "order_update")]
+        for name, c in (
+            ("alice", alice),
+            ("alice_one", alice_one),
+            ("bob", bob),
+            ("admin", admin),
+            ("admin_one", admin_one),
+        )
+    }
     assert got["alice"] == [("A1", "7"), ("A1", "8")]
     assert got["alice_one"] == [("A1", "7")]
     assert got["bob"] == [("B1", "9"), ("B1", "7")]
@@ -160,7 +224,9 @@ def test_account_claims_cannot_spell_routing_keys() -> None:
         with pytest.raises(Exception, match="account numbers"):
             auth.verify(token)
     assert auth.verify(auth.issue("ok", accounts=("5012345601", "ACC-1"))).accounts == {
-        "5012345601", "ACC-1"}
+        "5012345601",
+        "ACC-1",
+    }
 
 
 async def test_news_goes_to_news_and_each_listed_code() -> None:
@@ -194,6 +260,7 @@ async def test_a_lost_slot_ends_the_subscription_and_a_new_subscribe_claims_agai
     c._subscribe("price:005930")
     assert t.demand.claims.count((c.client.id, "price:005930")) == 2
     assert ("price:005930", "price:005930@1s") == tuple(
-        raw for _, raw in t.demand.releases)  # the lost ones were let go
+        raw for _, raw in t.demand.releases
+    )  # the lost ones were let go
     assert t.hub.subscriptions() == {"news": 1, "price:005930": 1}
     assert set(c.subs) == {"price:005930", "news"}

@@ -19,9 +19,14 @@ def test_hypercorn_is_the_version_whose_worker_loop_we_copied() -> None:
     assert version("hypercorn").startswith("0.18."), "re-check serving._worker_serve"
     # the parts of worker_serve that _worker_serve repeats
     src = inspect.getsource(hypercorn.trio.run.worker_serve)
-    for part in ("Lifespan(app, config, lifespan_state)", "WorkerContext(max_requests)",
-                 "ConnectionState(lifespan_state.copy())", "handler_nursery=server_nursery",
-                 "config.graceful_timeout", "lifespan.wait_for_shutdown()"):
+    for part in (
+        "Lifespan(app, config, lifespan_state)",
+        "WorkerContext(max_requests)",
+        "ConnectionState(lifespan_state.copy())",
+        "handler_nursery=server_nursery",
+        "config.graceful_timeout",
+        "lifespan.wait_for_shutdown()",
+    ):
         assert part in src, part
     # protocol_send is the one method the bounded server overrides
     assert "protocol_send" in TCPServer.__dict__

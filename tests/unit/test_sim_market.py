@@ -16,7 +16,18 @@ NOW = datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST)
 BASE = {t.code: t.base_price for t in DEFAULT_TICKERS}
 # H0STCNT0 indices (kis.md §7.1)
 CODE, HOUR, PRICE, SIGN, CHANGE, PCT, OPEN, HIGH, LOW, CNTG_VOL, ACML_VOL, DATE = (
-    0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 33,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    7,
+    8,
+    9,
+    12,
+    13,
+    33,
 )
 TIME_FIELDS = (1, 24, 27, 30)  # STCK_CNTG_HOUR, OPRC_HOUR, HGPR_HOUR, LWPR_HOUR
 

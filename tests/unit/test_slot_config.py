@@ -9,34 +9,55 @@ import pytest
 from tradestream.config import Settings, from_env
 from tradestream.errors import ConfigError
 
-BROKER = {"TRADESTREAM_KIS_WS_URL": "ws://broker.example:21000/tryitout",
-          "TRADESTREAM_KIS_REST_URL": "https://broker.example:9443"}
+BROKER = {
+    "TRADESTREAM_KIS_WS_URL": "ws://broker.example:21000/tryitout",
+    "TRADESTREAM_KIS_REST_URL": "https://broker.example:9443",
+}
 
 
 def test_slot_settings_from_the_environment() -> None:
-    k = from_env({"TRADESTREAM_KIS_REGISTRATION_LIMIT": "20", "TRADESTREAM_KIS_SLOT_MARGIN": "2",
-                  "TRADESTREAM_SCANNER_DWELL_S": "60", "TRADESTREAM_SCANNER_EVERY_S": "5",
-                  "TRADESTREAM_KIS_SLOT_STALE_S": "30",
-                  "TRADESTREAM_MARKET_HOLIDAYS": "2026-09-25, 2026-01-01",
-                  "TRADESTREAM_POSITIONS_URL": "http://bridge.example/positions",
-                  "TRADESTREAM_POSITIONS_EVERY_S": "15"}).kis
-    assert (k.registration_limit, k.slot_margin, k.scanner_dwell_s, k.scanner_every_s,
-            k.slot_stale_s) == (20, 2, 60.0, 5.0, 30.0)
+    k = from_env(
+        {
+            "TRADESTREAM_KIS_REGISTRATION_LIMIT": "20",
+            "TRADESTREAM_KIS_SLOT_MARGIN": "2",
+            "TRADESTREAM_SCANNER_DWELL_S": "60",
+            "TRADESTREAM_SCANNER_EVERY_S": "5",
+            "TRADESTREAM_KIS_SLOT_STALE_S": "30",
+            "TRADESTREAM_MARKET_HOLIDAYS": "2026-09-25, 2026-01-01",
+            "TRADESTREAM_POSITIONS_URL": "http://bridge.example/positions",
+            "TRADESTREAM_POSITIONS_EVERY_S": "15",
+        }
+    ).kis
+    assert (
+        k.registration_limit,
+        k.slot_margin,
+        k.scanner_dwell_s,
+        k.scanner_every_s,
+        k.slot_stale_s,
+    ) == (20, 2, 60.0, 5.0, 30.0)
     assert k.market_holidays == (date(2026, 1, 1), date(2026, 9, 25))
     assert (k.positions_url, k.positions_every_s) == ("http://bridge.example/positions", 15.0)
     d = from_env({}).kis
-    assert (d.registration_limit, d.scanner_dwell_s, d.scanner_every_s, d.slot_stale_s,
-            d.positions_every_s, d.market_holidays) == (41, 300.0, 10.0, 120.0, 60.0, ())
+    assert (
+        d.registration_limit,
+        d.scanner_dwell_s,
+        d.scanner_every_s,
+        d.slot_stale_s,
+        d.positions_every_s,
+        d.market_holidays,
+    ) == (41, 300.0, 10.0, 120.0, 60.0, ())
 
 
 def test_positions_come_from_the_simulator_only_when_kis_is_simulated() -> None:
-    sim = from_env({}).with_sim_urls("http://127.0.0.1:1234", "ws://127.0.0.1:1234/tryitout",
-                                     "ws://127.0.0.1:1234/websocket")
+    sim = from_env({}).with_sim_urls(
+        "http://127.0.0.1:1234", "ws://127.0.0.1:1234/tryitout", "ws://127.0.0.1:1234/websocket"
+    )
     assert sim.kis.positions_url == "http://127.0.0.1:1234/sim/positions"
     broker = from_env(BROKER)
     assert broker.kis.positions_url == "" and not broker.sim.enabled  # nothing documented
     kept = from_env({"TRADESTREAM_POSITIONS_URL": "http://bridge.example/p"}).with_sim_urls(
-        "http://127.0.0.1:1", "ws://127.0.0.1:1/tryitout", "ws://127.0.0.1:1/websocket")
+        "http://127.0.0.1:1", "ws://127.0.0.1:1/tryitout", "ws://127.0.0.1:1/websocket"
+    )
     assert kept.kis.positions_url == "http://bridge.example/p"
 
 
@@ -46,17 +67,28 @@ def test_simulated_positions_at_start() -> None:
     assert Settings().sim.demo_positions == ()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"TRADESTREAM_KIS_REGISTRATION_LIMIT": "2", "TRADESTREAM_KIS_SLOT_MARGIN": "1"},
-     "beside the execution notice"),  # the simulator's demo has an HTS id
-    ({**BROKER, "TRADESTREAM_KIS_REGISTRATION_LIMIT": "1", "TRADESTREAM_KIS_SLOT_MARGIN": "1"},
-     "no registration for market data"),
-    ({"TRADESTREAM_KIS_REGISTRATION_LIMIT": "many"}, "KIS_REGISTRATION_LIMIT"),
-    ({"TRADESTREAM_SCANNER_DWELL_S": "-1"}, "SCANNER_DWELL_S must not be negative"),
-    ({"TRADESTREAM_MARKET_HOLIDAYS": "2026-13-01"}, "MARKET_HOLIDAYS"),
-    ({"TRADESTREAM_SIM_POSITIONS": "005930:ten:1"}, "SIM_POSITIONS"),
-    ({"TRADESTREAM_SIM_POSITIONS": "5930:1:1"}, "SIM_POSITIONS"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TRADESTREAM_KIS_REGISTRATION_LIMIT": "2", "TRADESTREAM_KIS_SLOT_MARGIN": "1"},
+            "beside the execution notice",
+        ),  # the simulator's demo has an HTS id
+        (
+            {
+                **BROKER,
+                "TRADESTREAM_KIS_REGISTRATION_LIMIT": "1",
+                "TRADESTREAM_KIS_SLOT_MARGIN": "1",
+            },
+            "no registration for market data",
+        ),
+        ({"TRADESTREAM_KIS_REGISTRATION_LIMIT": "many"}, "KIS_REGISTRATION_LIMIT"),
+        ({"TRADESTREAM_SCANNER_DWELL_S": "-1"}, "SCANNER_DWELL_S must not be negative"),
+        ({"TRADESTREAM_MARKET_HOLIDAYS": "2026-13-01"}, "MARKET_HOLIDAYS"),
+        ({"TRADESTREAM_SIM_POSITIONS": "005930:ten:1"}, "SIM_POSITIONS"),
+        ({"TRADESTREAM_SIM_POSITIONS": "5930:1:1"}, "SIM_POSITIONS"),
+    ],
+)
 def test_bad_slot_settings_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_env(env)

@@ -18,23 +18,27 @@ def at(hhmm: str, day: date = MONDAY) -> datetime:
     return datetime(day.year, day.month, day.day, h, m, tzinfo=KST)
 
 
-@pytest.mark.parametrize(("hhmm", "krx_trades", "krx_book", "nxt", "un_trades", "un_book"), [
-    ("0759", False, False, False, False, False),
-    ("0800", False, False, True, True, True),
-    ("0849", False, False, True, True, True),
-    ("0850", False, False, False, False, False),  # NXT's gap before the main session
-    ("0859", False, False, False, False, False),
-    ("0900", True, True, True, True, True),
-    ("1519", True, True, True, True, True),
-    # NXT pauses; KRX's closing auction to 15:30 prints no trade, only expected prices
-    ("1520", False, True, False, False, True),
-    ("1529", False, True, False, False, True),
-    ("1530", False, False, True, True, True),  # KRX closed; NXT's after-market
-    ("1959", False, False, True, True, True),
-    ("2000", False, False, False, False, False),
-])
-def test_hours_per_venue(hhmm: str, krx_trades: bool, krx_book: bool, nxt: bool,
-                         un_trades: bool, un_book: bool) -> None:
+@pytest.mark.parametrize(
+    ("hhmm", "krx_trades", "krx_book", "nxt", "un_trades", "un_book"),
+    [
+        ("0759", False, False, False, False, False),
+        ("0800", False, False, True, True, True),
+        ("0849", False, False, True, True, True),
+        ("0850", False, False, False, False, False),  # NXT's gap before the main session
+        ("0859", False, False, False, False, False),
+        ("0900", True, True, True, True, True),
+        ("1519", True, True, True, True, True),
+        # NXT pauses; KRX's closing auction to 15:30 prints no trade, only expected prices
+        ("1520", False, True, False, False, True),
+        ("1529", False, True, False, False, True),
+        ("1530", False, False, True, True, True),  # KRX closed; NXT's after-market
+        ("1959", False, False, True, True, True),
+        ("2000", False, False, False, False, False),
+    ],
+)
+def test_hours_per_venue(
+    hhmm: str, krx_trades: bool, krx_book: bool, nxt: bool, un_trades: bool, un_book: bool
+) -> None:
     t = at(hhmm)
     assert market_open("H0STCNT0", t) is krx_trades
     assert market_open("H0STPGM0", t) is krx_trades
@@ -67,4 +71,8 @@ def test_any_time_zone_is_read_as_kst() -> None:
 
 def test_venues() -> None:
     assert [venue_of(t) for t in ("H0STCNT0", "H0NXASP0", "H0UNPGM0", "H0UPCNT0")] == [
-        "KRX", "NXT", "UN", "KRX"]
+        "KRX",
+        "NXT",
+        "UN",
+        "KRX",
+    ]

@@ -222,8 +222,9 @@ def test_never_evicts_equal_or_higher_priority() -> None:
     assert ch.ops == () and len(ch.refused) == 1 and m.claims(T, "newD") == ()
     ch = m.claim(H, T, "newH", 11.0)
     assert ch.ops == (unsub("kis", "000000"), sub("kis", "newH"))
-    assert ch.audit[0] == Audit(11.0, "evict", "kis", T, "000000", P,
-                                "for H0STCNT0/newH at HOLDING")
+    assert ch.audit[0] == Audit(
+        11.0, "evict", "kis", T, "000000", P, "for H0STCNT0/newH at HOLDING"
+    )
     # full of holdings: even a holding waits
     m2 = SlotManager({"kis": 2})
     fill(m2, 2, H)
@@ -260,7 +261,11 @@ def test_pending_is_granted_best_priority_then_oldest_claim() -> None:
     m.claim(P, T, "p0", 9.0)  # claimed last, but the claim time orders
     m.claim(D, T, "d", 13.0)  # refused, not kept
     assert [(p.code, p.priority) for p in m.pending()] == [
-        ("p0", P), ("p1", P), ("s1", S), ("s2", S)]
+        ("p0", P),
+        ("p1", P),
+        ("s1", S),
+        ("s2", S),
+    ]
     assert m.release(H, T, "000000", 20.0).ops == (unsub("kis", "000000"), sub("kis", "p0"))
     assert m.release(H, T, "000001", 21.0).ops == (unsub("kis", "000001"), sub("kis", "p1"))
     assert m.release(P, T, "p0", 22.0).ops == (unsub("kis", "p0"), sub("kis", "s1"))
@@ -304,8 +309,7 @@ def test_set_picks_replaces_the_set_and_counts_each_tr_id() -> None:
     assert ch.ops == (sub("kis", "A"), sub("kis", "A", B), sub("kis", "B"), sub("kis", "B", B))
     assert m.usage()["kis"] == Usage(4, 4)
     ch = m.set_picks(["B", "C"], 2.0, tr_ids=(T, B))  # full: A's two go before C's two come
-    assert ch.ops == (unsub("kis", "A"), unsub("kis", "A", B), sub("kis", "C"),
-                      sub("kis", "C", B))
+    assert ch.ops == (unsub("kis", "A"), unsub("kis", "A", B), sub("kis", "C"), sub("kis", "C", B))
     ch = m.set_picks(["B"], 3.0)  # trades only now
     assert set(ch.ops) == {unsub("kis", "B", B), unsub("kis", "C"), unsub("kis", "C", B)}
     assert m.registrations("kis") == {(T, "B")}
@@ -431,7 +435,9 @@ def test_new_slots_prefer_up_sessions_and_a_down_one_keeps_its_own() -> None:
     m.set_session_up("b", False)  # reconnecting: not lost
     assert m.registrations("b") == {(T, "p2")} and not m.is_up("b") and m.is_up("a")
     assert [m.claim(D, T, c, 1.0).ops for c in ("d1", "d2")] == [
-        (sub("a", "d1"),), (sub("a", "d2"),)]  # b has more room, but a is up
+        (sub("a", "d1"),),
+        (sub("a", "d2"),),
+    ]  # b has more room, but a is up
     ch = m.claim(H, T, "h", 2.0)  # a is full: the holding evicts demand on the up session,
     assert ch.ops == (unsub("a", "d1"), sub("a", "h"), sub("b", "d1"))  # which moves to b
     assert actions(ch) == [("evict", "d1"), ("grant", "h"), ("grant", "d1")]
@@ -454,8 +460,14 @@ def test_set_capacity_shrinks_in_eviction_order_and_grows_into_pending() -> None
     m.claim(S, T, "s2", 5.0)  # b
     ch = m.set_capacity("a", 1, 6.0)  # keeps h; s, then p, must go: p evicts d on b, s waits
     assert ch.ops == (unsub("a", "s"), unsub("a", "p"), unsub("b", "d"), sub("b", "p"))
-    assert actions(ch) == [("shrink", "s"), ("shrink", "p"), ("evict", "d"), ("move", "p"),
-                           ("pending", "s"), ("drop", "d")]
+    assert actions(ch) == [
+        ("shrink", "s"),
+        ("shrink", "p"),
+        ("evict", "d"),
+        ("move", "p"),
+        ("pending", "s"),
+        ("drop", "d"),
+    ]
     assert ch.audit[0].reason == "capacity of a now 1" and ch.audit[3].session == "b"
     assert [r.code for r in ch.dropped] == ["d"]
     assert m.usage() == {"a": Usage(1, 1), "b": Usage(2, 2)}
@@ -562,7 +574,8 @@ def test_introspection_records() -> None:
     [x] = [r for r in m.slots() if r.code == "Z"]
     assert (x.session, x.priority, x.claims, x.subscribed_at) == ("a", P, (P,), 5.0)
     assert [(p.code, p.priority, p.claims, p.claimed_at) for p in m.pending()] == [
-        ("X", S, (S,), 1.0)]
+        ("X", S, (S,), 1.0)
+    ]
     assert m.usage() == {"a": Usage(1, 1), "b": Usage(1, 1)}
     assert m.usage()["a"].free == 0
     log = m.audit_log
@@ -608,8 +621,10 @@ class SlotMachine(RuleBasedStateMachine):
     """Random sequences of every call; a model upstream applies only the emitted ops (and
     replaces a session's registrations on a simulated reconnect)."""
 
-    @initialize(caps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
-                dwell=st.sampled_from([0.0, 5.0, 30.0]))
+    @initialize(
+        caps=st.lists(st.integers(0, 4), min_size=1, max_size=3),
+        dwell=st.sampled_from([0.0, 5.0, 30.0]),
+    )
     def start(self, caps: list[int], dwell: float) -> None:
         capacity = dict(zip(SESSIONS, caps, strict=False))
         self.m = SlotManager(capacity, scanner_dwell_s=dwell, stale_s=10.0)
@@ -631,7 +646,7 @@ class SlotMachine(RuleBasedStateMachine):
             self.demand.discard((r.tr_id, r.code))
         for i, a in enumerate(ch.audit):
             if a.action == "evict":  # the next grant is the newcomer: strictly better
-                nxt = next(b for b in ch.audit[i + 1:] if b.action in ("grant", "move"))
+                nxt = next(b for b in ch.audit[i + 1 :] if b.action in ("grant", "move"))
                 assert nxt.priority < a.priority and nxt.session == a.session
 
     @rule(priority=priorities, key=keys, dt=st.sampled_from([0.0, 1.0]))
@@ -665,8 +680,12 @@ class SlotMachine(RuleBasedStateMachine):
         self.apply(self.m.set_scanner(finds, self.now, trs))
         self.scanner = {(tr, c) for c in finds for tr in trs}
 
-    @rule(code=st.sampled_from(CODES), side=st.sampled_from(["buy", "sell"]),
-          qty=st.integers(1, 3), trs=st.sampled_from([None, *TR_SETS]))
+    @rule(
+        code=st.sampled_from(CODES),
+        side=st.sampled_from(["buy", "sell"]),
+        qty=st.integers(1, 3),
+        trs=st.sampled_from([None, *TR_SETS]),
+    )
     def on_fill(self, code: str, side: str, qty: int, trs: tuple[str, ...] | None) -> None:
         held = self.m.positions.get(code, 0)
         self.apply(self.m.on_fill(code, side, qty, self.now, trs))  # type: ignore[arg-type]
@@ -682,8 +701,10 @@ class SlotMachine(RuleBasedStateMachine):
             self.model[H] = {k for k in self.model[H] if k[1] != code}
             assert code not in self.m.positions
 
-    @rule(positions=st.dictionaries(st.sampled_from(CODES), st.integers(-1, 3), max_size=4),
-          trs=st.sampled_from([None, *TR_SETS]))
+    @rule(
+        positions=st.dictionaries(st.sampled_from(CODES), st.integers(-1, 3), max_size=4),
+        trs=st.sampled_from([None, *TR_SETS]),
+    )
     def set_positions(self, positions: dict[str, int], trs: tuple[str, ...] | None) -> None:
         self.apply(self.m.set_positions(positions, self.now, trs))
         held = [c for c, q in positions.items() if q > 0]
@@ -802,19 +823,28 @@ class SlotMachine(RuleBasedStateMachine):
 
 
 SlotMachine.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=30, deadline=None, database=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=150,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestSlotMachine = SlotMachine.TestCase
 
 
 def test_set_pick_keys_replaces_picks_by_pairs_without_churn() -> None:
     m = SlotManager({"s1": 5})
     first = m.set_pick_keys([("H0STCNT0", "005930"), ("H0STASP0", "005930")], 0.0)
-    assert sorted((o.action, o.tr_id) for o in first.ops) == [("subscribe", "H0STASP0"),
-                                                             ("subscribe", "H0STCNT0")]
-    again = m.set_pick_keys([("H0STCNT0", "005930"), ("H0STASP0", "005930"),
-                             ("H0STCNT0", "000660")], 1.0)
-    assert [(o.action, o.tr_id, o.code) for o in again.ops] == [
-        ("subscribe", "H0STCNT0", "000660")]
-    assert m.registrations("s1") == {("H0STCNT0", "005930"), ("H0STASP0", "005930"),
-                                     ("H0STCNT0", "000660")}
+    assert sorted((o.action, o.tr_id) for o in first.ops) == [
+        ("subscribe", "H0STASP0"),
+        ("subscribe", "H0STCNT0"),
+    ]
+    again = m.set_pick_keys(
+        [("H0STCNT0", "005930"), ("H0STASP0", "005930"), ("H0STCNT0", "000660")], 1.0
+    )
+    assert [(o.action, o.tr_id, o.code) for o in again.ops] == [("subscribe", "H0STCNT0", "000660")]
+    assert m.registrations("s1") == {
+        ("H0STCNT0", "005930"),
+        ("H0STASP0", "005930"),
+        ("H0STCNT0", "000660"),
+    }

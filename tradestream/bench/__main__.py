@@ -11,14 +11,22 @@ import trio
 
 from tradestream.bench import alerts, fanout, reconnect, store
 
-SCENARIOS = {"store": store.main, "reconnect": reconnect.main, "fanout": fanout.main,
-             "alerts": alerts.main}
+SCENARIOS = {
+    "store": store.main,
+    "reconnect": reconnect.main,
+    "fanout": fanout.main,
+    "alerts": alerts.main,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tradestream.bench")
-    parser.add_argument("scenarios", nargs="*", metavar="scenario",
-                        help=f"one of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="scenario",
+        help=f"one of {', '.join(SCENARIOS)} (default: all)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
     unknown = set(args.scenarios) - set(SCENARIOS)

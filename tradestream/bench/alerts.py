@@ -41,10 +41,14 @@ async def main(alerts: int = ALERTS, tick_rate: float = 2000.0) -> dict[str, obj
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(
             gateway=GatewaySettings(port=0, jwt_secret="bench-secret-bench-secret-bench-secret"),
-            store=StoreSettings(url=f"sqlite:///{Path(tmp) / 'bench.db'}", auto_upgrade=True,
-                                spool_dir=str(Path(tmp) / "spool")),
-            kis=KisSettings(watchlist=codes, app_keys=(("bench-key-2", "bench-secret-2"),),
-                            scanner_slots=0),
+            store=StoreSettings(
+                url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+                auto_upgrade=True,
+                spool_dir=str(Path(tmp) / "spool"),
+            ),
+            kis=KisSettings(
+                watchlist=codes, app_keys=(("bench-key-2", "bench-secret-2"),), scanner_slots=0
+            ),
             ls=LsSettings(enabled=False),
             sim=SimSettings(port=0, tick_rate=tick_rate),
             detect=DetectSettings(debounce_s=0.5),  # one code may alert again soon
@@ -73,8 +77,9 @@ async def main(alerts: int = ALERTS, tick_rate: float = 2000.0) -> dict[str, obj
                             if msg.get("type") != "alert":
                                 continue
                             data = msg["data"]
-                            if (msg["symbol"], data["direction"]) == (code, direction) and \
-                                    data["received_ns"] >= jumped_ns:
+                            if (msg["symbol"], data["direction"]) == (code, direction) and data[
+                                "received_ns"
+                            ] >= jumped_ns:
                                 break
                             skipped += 1
                     latencies.append(time.time_ns() - data["received_ns"])

@@ -97,14 +97,23 @@ class Producer:
                 now_ns = time.time_ns()
                 prev = base.get(code, 10_000)
                 tick = Tick(
-                    source="bench", venue="KRX", code=code,
+                    source="bench",
+                    venue="KRX",
+                    code=code,
                     trade_time=datetime.fromtimestamp(now_ns / 1e9, KST),
-                    price=price, change=price - prev,
+                    price=price,
+                    change=price - prev,
                     change_percent=round((price - prev) * 100 / prev, 2),
-                    open=prev, high=max(prev, price), low=min(prev, price),
-                    ask=price + 100, bid=price, trade_volume=rng.randint(1, 500),
+                    open=prev,
+                    high=max(prev, price),
+                    low=min(prev, price),
+                    ask=price + 100,
+                    bid=price,
+                    trade_volume=rng.randint(1, 500),
                     volume=now_ns // 1000,  # carries "upstream receive" (µs) to the clients
-                    value=0, strength=100.0, received_ns=now_ns,
+                    value=0,
+                    strength=100.0,
+                    received_ns=now_ns,
                 )
                 try:  # a feed hands over a frame's records at once; no checkpoint each
                     out.send_nowait(tick)
@@ -131,10 +140,13 @@ class Running:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-async def serve_tradestream(codes: list[str], events_in: trio.MemoryReceiveChannel[Event],
-                            router: Any = run_router, *,
-                            task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED
-                            ) -> None:
+async def serve_tradestream(
+    codes: list[str],
+    events_in: trio.MemoryReceiveChannel[Event],
+    router: Any = run_router,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
     hub = Hub()
     state = MarketState()
     stats = RouterStats()
@@ -142,12 +154,17 @@ async def serve_tradestream(codes: list[str], events_in: trio.MemoryReceiveChann
     store_out, store_in = trio.open_memory_channel[Event](PipelineSettings().store_buffer)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
-        binds = await nursery.start(serve_app, create_app(
-            ws, status=lambda admin: {"router": stats.as_dict()}), "127.0.0.1", 0)
+        binds = await nursery.start(
+            serve_app,
+            create_app(ws, status=lambda admin: {"router": stats.as_dict()}),
+            "127.0.0.1",
+            0,
+        )
         nursery.start_soon(_drain, store_in)
         await nursery.start(router, events_in, store_out, hub, state, stats)
-        task_status.started(Running(ws_url(binds[0], "/api/ws"), tradestream=hub,
-                                    stats={"router": stats}))
+        task_status.started(
+            Running(ws_url(binds[0], "/api/ws"), tradestream=hub, stats={"router": stats})
+        )
 
 
 def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
@@ -177,12 +194,20 @@ def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
             async for t in events_in:
                 if not isinstance(t, Tick):
                     continue
-                await broadcast({"type": "price_update", "symbol": t.code,
-                                 "data": {"price": t.price, "change": t.change,
-                                          "change_percent": t.change_percent,
-                                          "volume": t.volume,
-                                          "timestamp": t.trade_time.isoformat()}},
-                                topic=topics.price(t.code))
+                await broadcast(
+                    {
+                        "type": "price_update",
+                        "symbol": t.code,
+                        "data": {
+                            "price": t.price,
+                            "change": t.change,
+                            "change_percent": t.change_percent,
+                            "volume": t.volume,
+                            "timestamp": t.trade_time.isoformat(),
+                        },
+                    },
+                    topic=topics.price(t.code),
+                )
 
     @app.websocket("/api/ws")
     async def ws_endpoint() -> None:
@@ -196,9 +221,15 @@ def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
                 msg = json.loads(await ws.receive())
                 if msg.get("type") == "subscribe":
                     subscriptions.setdefault(msg["topic"], set()).add(ws)
-                    await ws.send(json.dumps({"type": "subscribed", "topic": msg["topic"],
-                                              "message": f"Successfully subscribed to "
-                                                         f"{msg['topic']}"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "subscribed",
+                                "topic": msg["topic"],
+                                "message": f"Successfully subscribed to {msg['topic']}",
+                            }
+                        )
+                    )
                 elif msg.get("type") == "ping":
                     await ws.send(json.dumps({"type": "pong"}))
         finally:
@@ -208,8 +239,11 @@ def seed_app(events_in: trio.MemoryReceiveChannel[Event]) -> tuple[Any, Any]:
     return app, price_streamer
 
 
-async def serve_seed(events_in: trio.MemoryReceiveChannel[Event], *,
-                     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_seed(
+    events_in: trio.MemoryReceiveChannel[Event],
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
     app, price_streamer = seed_app(events_in)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve_app, app, "127.0.0.1", 0)
@@ -242,8 +276,13 @@ class _ClientStats:
         self.errors: list[str] = []
 
 
-async def _one_client(url: str, topics: list[str], st: _ClientStats, ready: trio.Semaphore,
-                      limiter: trio.CapacityLimiter) -> None:
+async def _one_client(
+    url: str,
+    topics: list[str],
+    st: _ClientStats,
+    ready: trio.Semaphore,
+    limiter: trio.CapacityLimiter,
+) -> None:
     from trio_websocket import open_websocket_url
 
     decode = msgspec.json.decode
@@ -312,9 +351,18 @@ async def _client_process(cfg: dict[str, Any]) -> None:
         await trio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9))
         cpu1 = time.process_time()
         nursery.cancel_scope.cancel()
-    sys.stdout.write(json.dumps({"messages": st.messages, "frames": st.frames,
-                                 "cpu_s": cpu1 - cpu0, "errors": st.errors[:5],
-                                 "latencies_us": st.latencies_us.tolist()}) + "\n")
+    sys.stdout.write(
+        json.dumps(
+            {
+                "messages": st.messages,
+                "frames": st.frames,
+                "cpu_s": cpu1 - cpu0,
+                "errors": st.errors[:5],
+                "latencies_us": st.latencies_us.tolist(),
+            }
+        )
+        + "\n"
+    )
     sys.stdout.flush()
 
 
@@ -344,12 +392,24 @@ def _pct(sorted_values: list[int], q: float) -> float:
     return sorted_values[i]
 
 
-async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: list[str],
-                   rate: float, warmup_s: float, duration_s: float, client_procs: int,
-                   channel: int, calibrate_s: float) -> dict[str, Any]:
+async def _run_one(
+    kind: str,
+    *,
+    clients: int,
+    topics_per_client: int,
+    codes: list[str],
+    rate: float,
+    warmup_s: float,
+    duration_s: float,
+    client_procs: int,
+    channel: int,
+    calibrate_s: float,
+) -> dict[str, Any]:
     # client i watches codes i*k .. i*k+k-1 (mod n): every code gets the same audience
-    assignment = [[codes[(i * topics_per_client + j) % len(codes)]
-                   for j in range(topics_per_client)] for i in range(clients)]
+    assignment = [
+        [codes[(i * topics_per_client + j) % len(codes)] for j in range(topics_per_client)]
+        for i in range(clients)
+    ]
     subscribers: dict[str, int] = {}
     for watch in assignment:
         for code in set(watch):
@@ -367,8 +427,9 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
         else:
             running = await nursery.start(serve_tradestream, codes, events_in, run_router)
             query = "" if kind == "tradestream_unbatched" else "&batch=1"
-            urls = [f"{running.url}?token={auth.issue(f'bench-{i}')}{query}"
-                    for i in range(clients)]
+            urls = [
+                f"{running.url}?token={auth.issue(f'bench-{i}')}{query}" for i in range(clients)
+            ]
         nursery.start_soon(producer.run, events_out)
         # the server's CPU with the producer running and nobody subscribed yet
         await trio.sleep(0.5)
@@ -379,13 +440,23 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
         procs, bufs = [], []
         for p in range(client_procs):
             mine = list(range(p, clients, client_procs))
-            cfg = {"urls": [urls[i] for i in mine], "topics": [[topics.price(c) for c in
-                                                               assignment[i]] for i in mine],
-                   "stride": stride}
-            procs.append(await trio.lowlevel.open_process(
-                [sys.executable, "-c",
-                 "from tradestream.bench.fanout import client_main; client_main()",
-                 json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+            cfg = {
+                "urls": [urls[i] for i in mine],
+                "topics": [[topics.price(c) for c in assignment[i]] for i in mine],
+                "stride": stride,
+            }
+            procs.append(
+                await trio.lowlevel.open_process(
+                    [
+                        sys.executable,
+                        "-c",
+                        "from tradestream.bench.fanout import client_main; client_main()",
+                        json.dumps(cfg),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            )
             bufs.append(bytearray())
         try:
             with trio.fail_after(60):
@@ -402,8 +473,14 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
             def snapshot() -> tuple[float, int, int, int, int, float]:
                 hub = running.tradestream
                 conflated = hub.conflated_total() if hub else 0
-                return (time.process_time(), producer.emitted, producer.offered,
-                        producer.skipped, conflated, _machine_busy_s())
+                return (
+                    time.process_time(),
+                    producer.emitted,
+                    producer.offered,
+                    producer.skipped,
+                    conflated,
+                    _machine_busy_s(),
+                )
 
             await trio.sleep((start_ns - time.time_ns()) / 1e9)
             s0 = snapshot()
@@ -442,12 +519,14 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
         "server_cpu_pct": round(100 * cpu / duration_s, 1),
         "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,
         "server_idle_cpu_pct": round(100 * idle_cpu_s / duration_s, 1),
-        "server_cpu_us_per_delivery_net_of_idle":
-            round((cpu - idle_cpu_s) * 1e6 / delivered, 2) if delivered else None,
+        "server_cpu_us_per_delivery_net_of_idle": round((cpu - idle_cpu_s) * 1e6 / delivered, 2)
+        if delivered
+        else None,
         "client_cpu_pct": [round(100 * r["cpu_s"] / duration_s, 1) for r in results],
         # other processes on the machine during the window (noise), % of one core
-        "other_processes_cpu_pct": round(100 * (busy - cpu - sum(r["cpu_s"] for r in results))
-                                         / duration_s, 1),
+        "other_processes_cpu_pct": round(
+            100 * (busy - cpu - sum(r["cpu_s"] for r in results)) / duration_s, 1
+        ),
     }
     if running.tradestream is not None:
         out["conflated_per_s"] = round(conflated / duration_s)
@@ -456,11 +535,18 @@ async def _run_one(kind: str, *, clients: int, topics_per_client: int, codes: li
     return out
 
 
-async def main(clients: int = 200, topics_per_client: int = 5, tickers: int = 50,
-               rate: float = 2000.0, duration_s: float = 10.0, warmup_s: float = 2.0,
-               client_procs: int = 2, unbatched: bool = True,
-               channel: int = PipelineSettings().tick_buffer,
-               calibrate_s: float = 2.0) -> dict[str, object]:
+async def main(
+    clients: int = 200,
+    topics_per_client: int = 5,
+    tickers: int = 50,
+    rate: float = 2000.0,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    client_procs: int = 2,
+    unbatched: bool = True,
+    channel: int = PipelineSettings().tick_buffer,
+    calibrate_s: float = 2.0,
+) -> dict[str, object]:
     """Run the scenario for tradestream (batch=1; without batching if `unbatched`) and the
     seed-style baseline; figures per server, and tradestream/baseline ratios."""
     codes = [t.code for t in DEFAULT_TICKERS[:tickers]]
@@ -470,15 +556,23 @@ async def main(clients: int = 200, topics_per_client: int = 5, tickers: int = 50
     results: dict[str, object] = {
         "cores": os.cpu_count(),
         "setup": f"{clients} clients x {topics_per_client} topics over {tickers} tickers, "
-                 f"{rate:g} ticks/s, {duration_s:g} s after {warmup_s:g} s warm-up, "
-                 f"{client_procs} client processes, channel {channel}",
+        f"{rate:g} ticks/s, {duration_s:g} s after {warmup_s:g} s warm-up, "
+        f"{client_procs} client processes, channel {channel}",
     }
     runs: dict[str, dict[str, Any]] = {}
     for kind in kinds:
-        runs[kind] = await _run_one(kind, clients=clients, topics_per_client=topics_per_client,
-                                    codes=codes, rate=rate, warmup_s=warmup_s,
-                                    duration_s=duration_s, client_procs=client_procs,
-                                    channel=channel, calibrate_s=calibrate_s)
+        runs[kind] = await _run_one(
+            kind,
+            clients=clients,
+            topics_per_client=topics_per_client,
+            codes=codes,
+            rate=rate,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            client_procs=client_procs,
+            channel=channel,
+            calibrate_s=calibrate_s,
+        )
         results[kind] = runs[kind]
     base = runs["seed"]
 
@@ -491,7 +585,8 @@ async def main(clients: int = 200, topics_per_client: int = 5, tickers: int = 50
             "deliveries_per_s": ratio(r["deliveries_per_s"], base["deliveries_per_s"]),
             "latency_p50": ratio(r["latency_ms_p50"], base["latency_ms_p50"]),
             "latency_p99": ratio(r["latency_ms_p99"], base["latency_ms_p99"]),
-            "cpu_per_delivery": ratio(r["server_cpu_us_per_delivery"],
-                                      base["server_cpu_us_per_delivery"]),
+            "cpu_per_delivery": ratio(
+                r["server_cpu_us_per_delivery"], base["server_cpu_us_per_delivery"]
+            ),
         }
     return results

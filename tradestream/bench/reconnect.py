@@ -28,8 +28,11 @@ async def main(rounds: int = ROUNDS, down_s: float = DOWN_S) -> dict[str, object
     with tempfile.TemporaryDirectory() as tmp:
         s = Settings(
             gateway=GatewaySettings(port=0, jwt_secret="bench-secret-bench-secret-bench-secret"),
-            store=StoreSettings(url=f"sqlite:///{Path(tmp) / 'bench.db'}", auto_upgrade=True,
-                              spool_dir=str(Path(tmp) / "spool")),
+            store=StoreSettings(
+                url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+                auto_upgrade=True,
+                spool_dir=str(Path(tmp) / "spool"),
+            ),
             kis=KisSettings(watchlist=tuple(t.code for t in DEFAULT_TICKERS[:40]), stale_s=15.0),
             ls=LsSettings(enabled=False),
             sim=SimSettings(port=0, tick_rate=500.0),

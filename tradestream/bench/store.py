@@ -28,8 +28,9 @@ from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, r
 from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, tick_row
 
-PG_URL = os.environ.get("TRADESTREAM_BENCH_POSTGRES_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "TRADESTREAM_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 BASELINE_ROWS = 2_000
 THROUGHPUT_ROWS = 100_000
 LATENCY_RATE = 5_000  # ticks/s
@@ -91,8 +92,9 @@ class TimedSink:
         self.latencies_ms += [(now - e.received_ns) / 1e6 for e in batch if isinstance(e, Tick)]
 
 
-async def through_flusher(url: str, ticks: Sequence[Tick], tmp: Path,
-                          rate: float | None = None) -> tuple[float, list[float], FlusherStats]:
+async def through_flusher(
+    url: str, ticks: Sequence[Tick], tmp: Path, rate: float | None = None
+) -> tuple[float, list[float], FlusherStats]:
     """Push ticks through run_flusher (as fast as possible, or at `rate`/s with fresh receive
     times). Returns (rows/s, per-row latencies in ms, stats)."""
     engine = make_engine(url)
@@ -129,14 +131,16 @@ async def main() -> dict[str, object]:
         tmp = Path(tmpdir)
         for backend in backends:
             with scratch(backend, tmp) as url:
-                base = await trio.to_thread.run_sync(per_row_commit, url,
-                                                     make_ticks(BASELINE_ROWS, seed=1))
+                base = await trio.to_thread.run_sync(
+                    per_row_commit, url, make_ticks(BASELINE_ROWS, seed=1)
+                )
             with scratch(backend, tmp) as url:
                 fast, _, st = await through_flusher(url, make_ticks(THROUGHPUT_ROWS, seed=2), tmp)
             with scratch(backend, tmp) as url:
                 n = int(LATENCY_RATE * LATENCY_S)
-                _, lat, _ = await through_flusher(url, make_ticks(n, seed=3), tmp,
-                                                  rate=LATENCY_RATE)
+                _, lat, _ = await through_flusher(
+                    url, make_ticks(n, seed=3), tmp, rate=LATENCY_RATE
+                )
             results[backend] = {
                 "per_row_commit_rows_per_s": round(base),
                 "flusher_rows_per_s": round(fast),

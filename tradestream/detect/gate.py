@@ -70,14 +70,24 @@ class MarketGate:
     hysteresis off.
     """
 
-    def __init__(self, *, red_index_pct: float = RED_INDEX_PCT,
-                 yellow_index_pct: float = YELLOW_INDEX_PCT, red_breadth: float = RED_BREADTH,
-                 yellow_breadth: float = YELLOW_BREADTH,
-                 confirm_updates: int = CONFIRM_UPDATES) -> None:
-        if not (red_index_pct <= yellow_index_pct and 0 <= red_breadth <= yellow_breadth <= 1
-                and confirm_updates >= 1):
-            raise ValueError("need red_index_pct <= yellow_index_pct, "
-                             "0 <= red_breadth <= yellow_breadth <= 1, confirm_updates >= 1")
+    def __init__(
+        self,
+        *,
+        red_index_pct: float = RED_INDEX_PCT,
+        yellow_index_pct: float = YELLOW_INDEX_PCT,
+        red_breadth: float = RED_BREADTH,
+        yellow_breadth: float = YELLOW_BREADTH,
+        confirm_updates: int = CONFIRM_UPDATES,
+    ) -> None:
+        if not (
+            red_index_pct <= yellow_index_pct
+            and 0 <= red_breadth <= yellow_breadth <= 1
+            and confirm_updates >= 1
+        ):
+            raise ValueError(
+                "need red_index_pct <= yellow_index_pct, "
+                "0 <= red_breadth <= yellow_breadth <= 1, confirm_updates >= 1"
+            )
         self.red_index_pct = red_index_pct
         self.yellow_index_pct = yellow_index_pct
         self.red_breadth = red_breadth
@@ -89,8 +99,9 @@ class MarketGate:
         self._side = 0  # +1 worse, -1 better, 0 none
         self._nearest = 0  # severity nearest the current level reached by the whole streak
 
-    def classify(self, kospi_pct: float, kosdaq_pct: float, advancers: int,
-                 decliners: int) -> tuple[Level, float | None, tuple[str, ...]]:
+    def classify(
+        self, kospi_pct: float, kosdaq_pct: float, advancers: int, decliners: int
+    ) -> tuple[Level, float | None, tuple[str, ...]]:
         """The raw level of one update (no hysteresis), its breadth and the reasons."""
         if not (math.isfinite(kospi_pct) and math.isfinite(kosdaq_pct)):
             raise ValueError(f"index change must be finite: {kospi_pct}, {kosdaq_pct}")
@@ -113,8 +124,9 @@ class MarketGate:
         level: Level = "closed" if red else "caution" if yellow else "open"
         return level, breadth, tuple(red + yellow)
 
-    def update(self, kospi_pct: float, kosdaq_pct: float, advancers: int, decliners: int,
-               ts: float) -> GateState | None:
+    def update(
+        self, kospi_pct: float, kosdaq_pct: float, advancers: int, decliners: int, ts: float
+    ) -> GateState | None:
         """Feed one observation; return the new state if the level changed, else None.
 
         Rules in the class doc. Raises ValueError on a non-finite percent or a negative
@@ -131,8 +143,9 @@ class MarketGate:
             target = self._confirm(SEVERITY[raw], SEVERITY[self.state.level])
         if target is None:
             return None
-        self.state = GateState(target, COLOR[target], kospi_pct, kosdaq_pct, advancers,
-                               decliners, breadth, reasons, ts)
+        self.state = GateState(
+            target, COLOR[target], kospi_pct, kosdaq_pct, advancers, decliners, breadth, reasons, ts
+        )
         self._streak = self._side = 0
         return self.state
 

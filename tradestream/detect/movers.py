@@ -48,8 +48,16 @@ class _Bucket:
 
 
 class _CodeState:
-    __slots__ = ("base_price", "buckets", "first_ts", "last_price", "last_ts", "total_volume",
-                 "win_trades", "win_volume")
+    __slots__ = (
+        "base_price",
+        "buckets",
+        "first_ts",
+        "last_price",
+        "last_ts",
+        "total_volume",
+        "win_trades",
+        "win_volume",
+    )
 
     def __init__(self, ts: float, price: int) -> None:
         self.first_ts = ts
@@ -90,13 +98,26 @@ class MoverScanner:
     (the universe is bounded: a few thousand listed codes).
     """
 
-    def __init__(self, window_s: float = WINDOW_S, min_trades: int = MIN_TRADES, *,
-                 buckets: int = BUCKETS, ratio_cap: float = RATIO_CAP,
-                 min_expected_volume: float = MIN_EXPECTED_VOLUME) -> None:
-        if not (window_s > 0 and buckets >= 1 and min_trades >= 1 and ratio_cap > 0
-                and min_expected_volume > 0):
-            raise ValueError("need window_s > 0, buckets >= 1, min_trades >= 1, ratio_cap > 0 "
-                             "and min_expected_volume > 0")
+    def __init__(
+        self,
+        window_s: float = WINDOW_S,
+        min_trades: int = MIN_TRADES,
+        *,
+        buckets: int = BUCKETS,
+        ratio_cap: float = RATIO_CAP,
+        min_expected_volume: float = MIN_EXPECTED_VOLUME,
+    ) -> None:
+        if not (
+            window_s > 0
+            and buckets >= 1
+            and min_trades >= 1
+            and ratio_cap > 0
+            and min_expected_volume > 0
+        ):
+            raise ValueError(
+                "need window_s > 0, buckets >= 1, min_trades >= 1, ratio_cap > 0 "
+                "and min_expected_volume > 0"
+            )
         self.window_s = window_s
         self.min_trades = min_trades
         self.buckets = buckets
@@ -169,7 +190,7 @@ class MoverScanner:
         O(codes * buckets) at worst: call it on a timer, not per tick."""
         ranked = [m for code in self._codes if (m := self.score(code, now)) is not None]
         ranked.sort(key=lambda m: (-m.score, m.code))
-        return ranked[:max(n, 0)]
+        return ranked[: max(n, 0)]
 
     def forget(self, code: str) -> None:
         """Drop everything known about a code; a later trade starts its baseline afresh."""

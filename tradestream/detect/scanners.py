@@ -80,11 +80,16 @@ class DaytradingSignal(SignalItem):
     day_high: float
 
 
-def scan_vcp(bars_by_code: Mapping[str, Sequence[Bar]], *,
-             lookback: int = VCP_LOOKBACK_BARS, segments: int = VCP_SEGMENTS,
-             contraction: float = VCP_CONTRACTION, min_base_depth: float = VCP_MIN_BASE_DEPTH,
-             max_volume_ratio: float = VCP_MAX_VOLUME_RATIO,
-             near_high: float = VCP_NEAR_HIGH) -> list[VcpSignal]:
+def scan_vcp(
+    bars_by_code: Mapping[str, Sequence[Bar]],
+    *,
+    lookback: int = VCP_LOOKBACK_BARS,
+    segments: int = VCP_SEGMENTS,
+    contraction: float = VCP_CONTRACTION,
+    min_base_depth: float = VCP_MIN_BASE_DEPTH,
+    max_volume_ratio: float = VCP_MAX_VOLUME_RATIO,
+    near_high: float = VCP_NEAR_HIGH,
+) -> list[VcpSignal]:
     """Volatility contraction pattern: successively tighter pullbacks on drying volume, with
     the price back near the top of the base.
 
@@ -102,20 +107,29 @@ def scan_vcp(bars_by_code: Mapping[str, Sequence[Bar]], *,
     at 0) and (1 - distance below the pivot / `near_high`): tighter, quieter and closer rank
     higher. Codes whose bars have a non-positive high are skipped.
     """
-    if not (lookback >= 2 * segments and segments >= 2 and 0 < contraction <= 1
-            and 0 <= min_base_depth < 1 and max_volume_ratio > 0 and 0 <= near_high < 1):
-        raise ValueError("bad VCP parameters: need lookback >= 2*segments, segments >= 2, "
-                         "0 < contraction <= 1, 0 <= min_base_depth < 1, "
-                         "max_volume_ratio > 0, 0 <= near_high < 1")
+    if not (
+        lookback >= 2 * segments
+        and segments >= 2
+        and 0 < contraction <= 1
+        and 0 <= min_base_depth < 1
+        and max_volume_ratio > 0
+        and 0 <= near_high < 1
+    ):
+        raise ValueError(
+            "bad VCP parameters: need lookback >= 2*segments, segments >= 2, "
+            "0 < contraction <= 1, 0 <= min_base_depth < 1, "
+            "max_volume_ratio > 0, 0 <= near_high < 1"
+        )
     out: list[VcpSignal] = []
     for code, all_bars in bars_by_code.items():
         if len(all_bars) < lookback:
             continue
-        bars = all_bars[len(all_bars) - lookback:]
+        bars = all_bars[len(all_bars) - lookback :]
         if any(b.high <= 0 for b in bars):
             continue
-        runs = [bars[i * lookback // segments:(i + 1) * lookback // segments]
-                for i in range(segments)]
+        runs = [
+            bars[i * lookback // segments : (i + 1) * lookback // segments] for i in range(segments)
+        ]
         depths = tuple(_depth(run) for run in runs)
         if depths[0] < min_base_depth:
             continue
@@ -134,18 +148,35 @@ def scan_vcp(bars_by_code: Mapping[str, Sequence[Bar]], *,
         tightness = 1.0 - depths[-1] / depths[0] if depths[0] > 0 else 0.0
         score = (tightness + max(0.0, 1.0 - volume_ratio) + max(0.0, closeness)) / 3
         depth_text = " > ".join(f"{d:.1%}" for d in depths)
-        reason = (f"VCP: depths {depth_text}; volume {volume_ratio:.2f}x the first run's; "
-                  f"close {close:g} is {below:.1%} below the {pivot:g} pivot")
-        out.append(VcpSignal(code=code, kind="vcp", score=score, reason=reason, price=close,
-                             depths=depths, pivot=pivot, volume_ratio=volume_ratio))
+        reason = (
+            f"VCP: depths {depth_text}; volume {volume_ratio:.2f}x the first run's; "
+            f"close {close:g} is {below:.1%} below the {pivot:g} pivot"
+        )
+        out.append(
+            VcpSignal(
+                code=code,
+                kind="vcp",
+                score=score,
+                reason=reason,
+                price=close,
+                depths=depths,
+                pivot=pivot,
+                volume_ratio=volume_ratio,
+            )
+        )
     out.sort(key=lambda s: (-s.score, s.code))
     return out
 
 
-def scan_daytrading(bars_by_code: Mapping[str, Sequence[Bar]], *,
-                    min_bars: int = DT_MIN_BARS, min_change: float = DT_MIN_CHANGE,
-                    volume_multiple: float = DT_VOLUME_MULTIPLE, near_high: float = DT_NEAR_HIGH,
-                    ratio_cap: float = DT_RATIO_CAP) -> list[DaytradingSignal]:
+def scan_daytrading(
+    bars_by_code: Mapping[str, Sequence[Bar]],
+    *,
+    min_bars: int = DT_MIN_BARS,
+    min_change: float = DT_MIN_CHANGE,
+    volume_multiple: float = DT_VOLUME_MULTIPLE,
+    near_high: float = DT_NEAR_HIGH,
+    ratio_cap: float = DT_RATIO_CAP,
+) -> list[DaytradingSignal]:
     """Intraday momentum: up on the day, a volume burst now, and trading at the high.
 
     Each code's bars are taken to be today's session so far (e.g. 1-minute bars), oldest
@@ -166,8 +197,10 @@ def scan_daytrading(bars_by_code: Mapping[str, Sequence[Bar]], *,
     is non-positive are skipped.
     """
     if not (min_bars >= 2 and volume_multiple > 0 and 0 <= near_high < 1 and ratio_cap > 0):
-        raise ValueError("bad day-trading parameters: need min_bars >= 2, "
-                         "volume_multiple > 0, 0 <= near_high < 1, ratio_cap > 0")
+        raise ValueError(
+            "bad day-trading parameters: need min_bars >= 2, "
+            "volume_multiple > 0, 0 <= near_high < 1, ratio_cap > 0"
+        )
     out: list[DaytradingSignal] = []
     for code, bars in bars_by_code.items():
         if len(bars) < min_bars:
@@ -187,12 +220,23 @@ def scan_daytrading(bars_by_code: Mapping[str, Sequence[Bar]], *,
         if below > near_high:
             continue
         score = change * min(volume_ratio, ratio_cap)
-        reason = (f"day-trading: {change:+.1%} from the {first_open:g} open; last bar volume "
-                  f"{volume_ratio:.1f}x the session mean; close {below:.1%} below the "
-                  f"{day_high:g} high")
-        out.append(DaytradingSignal(code=code, kind="daytrading", score=score, reason=reason,
-                                    price=last.close, change=change, volume_ratio=volume_ratio,
-                                    day_high=day_high))
+        reason = (
+            f"day-trading: {change:+.1%} from the {first_open:g} open; last bar volume "
+            f"{volume_ratio:.1f}x the session mean; close {below:.1%} below the "
+            f"{day_high:g} high"
+        )
+        out.append(
+            DaytradingSignal(
+                code=code,
+                kind="daytrading",
+                score=score,
+                reason=reason,
+                price=last.close,
+                change=change,
+                volume_ratio=volume_ratio,
+                day_high=day_high,
+            )
+        )
     out.sort(key=lambda s: (-s.score, s.code))
     return out
 

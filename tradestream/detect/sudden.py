@@ -90,8 +90,12 @@ class SuddenMoveDetector:
     at most), so the total stays bounded by codes x ticks per window without a sweep.
     """
 
-    def __init__(self, window_s: float = WINDOW_S, threshold: float = THRESHOLD,
-                 debounce_s: float = DEBOUNCE_S) -> None:
+    def __init__(
+        self,
+        window_s: float = WINDOW_S,
+        threshold: float = THRESHOLD,
+        debounce_s: float = DEBOUNCE_S,
+    ) -> None:
         if not (window_s > 0 and threshold > 0 and debounce_s >= 0):
             raise ValueError("need window_s > 0, threshold > 0 and debounce_s >= 0")
         self.window_s = window_s
@@ -131,11 +135,15 @@ class SuddenMoveDetector:
         high_ts, high = highs[0]
         candidates: list[SuddenMove] = []
         if (price - low) / low >= self.threshold and self._armed(st, "up", ts):
-            candidates.append(SuddenMove(code, "up", low, price, (price - low) / low,
-                                         low_ts, ts, self.window_s))
+            candidates.append(
+                SuddenMove(code, "up", low, price, (price - low) / low, low_ts, ts, self.window_s)
+            )
         if (high - price) / high >= self.threshold and self._armed(st, "down", ts):
-            candidates.append(SuddenMove(code, "down", high, price, (price - high) / high,
-                                         high_ts, ts, self.window_s))
+            candidates.append(
+                SuddenMove(
+                    code, "down", high, price, (price - high) / high, high_ts, ts, self.window_s
+                )
+            )
         if not candidates:
             return None
         move = _choose(candidates)
@@ -167,5 +175,4 @@ class SuddenMoveDetector:
 def _choose(candidates: list[SuddenMove]) -> SuddenMove:
     """Of simultaneous alerts, the one with the most recent reference, then the larger
     |change|, then "up" (the order candidates are built in); see SuddenMoveDetector."""
-    return max(candidates, key=lambda m: (m.reference_ts, abs(m.change),
-                                          m.direction == "up"))
+    return max(candidates, key=lambda m: (m.reference_ts, abs(m.change), m.direction == "up"))

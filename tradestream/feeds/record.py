@@ -2,9 +2,10 @@
 
 A recording is gzip-compressed JSON lines, one per frame received from a broker:
 ``{"t": received_ns, "s": "kis-1", "b": "kis", "m": "<frame text>"}``. Replay decodes each
-frame with a fresh decoder of its broker (by the tag, from feeds/registry.py), in order, so acknowledgements restore the AES keys
-of encrypted notices exactly as they did live, and the events keep their recorded receive
-times: a replay into an empty database stores the same rows as the live run.
+frame with a fresh decoder of its broker (by the tag, from feeds/registry.py), in order, so
+acknowledgements restore the AES keys of encrypted notices exactly as they did live, and the
+events keep their recorded receive times: a replay into an empty database stores the same rows
+as the live run.
 """
 
 from __future__ import annotations

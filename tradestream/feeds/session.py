@@ -54,6 +54,7 @@ FEED_LOST = (
     FeedError,
 )
 
+
 @dataclass(frozen=True)
 class FeedTiming:
     stale_s: float = 150.0
@@ -171,10 +172,10 @@ async def run_feed(
     """Stream from one broker session into `events_out` until cancelled.
 
     Owns and closes `events_out` (and `frames_out`, which, when given, receives every raw
-    frame for the recorder: a blocking edge, so a recording misses nothing). started(): running (not necessarily connected: `status`
-    says). Sends block when the pipeline is full (the lossless edge). Broker errors are
-    counted, logged and retried; this task never returns on its own. On cancel the upstream
-    socket is closed with code 1000.
+    frame for the recorder: a blocking edge, so a recording misses nothing). started():
+    running (not necessarily connected: `status` says). Sends block when the pipeline is full
+    (the lossless edge). Broker errors are counted, logged and retried; this task never
+    returns on its own. On cancel the upstream socket is closed with code 1000.
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
     lost_at: datetime | None = None  # set while a session that had streamed is down
@@ -202,15 +203,19 @@ async def run_feed(
                                     message = await ws.get_message()
                                 now = time.time_ns()
                                 status.last_frame_ns = now
-                                text = message if isinstance(message, str) else message.decode(
-                                    "utf-8", "replace")
+                                text = (
+                                    message
+                                    if isinstance(message, str)
+                                    else message.decode("utf-8", "replace")
+                                )
                                 # Decode first (no checkpoint), then hand on the raw frame and its
                                 # events as one unit: a stop cannot split them.
                                 out = adapter.decode(text, now)
                                 sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
                                 if frames_out is not None:
-                                    sends.append((frames_out,
-                                                  Frame(now, status.name, adapter.broker, text)))
+                                    sends.append(
+                                        (frames_out, Frame(now, status.name, adapter.broker, text))
+                                    )
                                 if isinstance(out, list):
                                     if out and not streamed:
                                         streamed = True
@@ -225,7 +230,8 @@ async def run_feed(
                                     status.decoder = adapter.stats()
                                 await _deliver(sends, status)
                                 if not isinstance(out, list) and await adapter.on_control(
-                                        ws, out, status):
+                                    ws, out, status
+                                ):
                                     backoff.reset()
                 except* CredentialRejected as group:
                     status.last_error = str(_leaves(group)[0])
@@ -236,8 +242,11 @@ async def run_feed(
                     log.warning("%s: connection lost (%s)", status.name, status.last_error)
                 except* Exception as group:  # a bug or a reply nobody foresaw: not the tree's end
                     status.last_error = "; ".join(repr(e) for e in _leaves(group))
-                    log.error("%s: unexpected error, reconnecting", status.name,
-                              exc_info=_leaves(group)[0])
+                    log.error(
+                        "%s: unexpected error, reconnecting",
+                        status.name,
+                        exc_info=_leaves(group)[0],
+                    )
                 if streamed and lost_at is None:  # a gap starts when streaming stops
                     lost_at = datetime.now(UTC)
                 status.state = "backoff"
@@ -247,8 +256,9 @@ async def run_feed(
                 await trio.sleep(delay)
 
 
-async def _deliver(sends: list[tuple[trio.MemorySendChannel[Any], Any]],
-                   status: FeedStatus) -> None:
+async def _deliver(
+    sends: list[tuple[trio.MemorySendChannel[Any], Any]], status: FeedStatus
+) -> None:
     """Hand on everything one received frame brought (the raw frame for the recorder, its
     events). The edges block as long as they must (lossless); only a stop (a cancel) arriving
     meanwhile bounds how long the rest may take, so a received frame is not lost to a
@@ -263,8 +273,12 @@ async def _deliver(sends: list[tuple[trio.MemorySendChannel[Any], Any]],
             for chan, item in sends[done:]:
                 await chan.send(item)
         if scope.cancelled_caught:
-            log.error("%s: stopping: %d received items not handed on in %.0fs", status.name,
-                      len(sends) - done, DELIVER_S)
+            log.error(
+                "%s: stopping: %d received items not handed on in %.0fs",
+                status.name,
+                len(sends) - done,
+                DELIVER_S,
+            )
         raise
 
 

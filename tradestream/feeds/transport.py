@@ -69,8 +69,9 @@ async def open_upstream(url: str, connect_timeout_s: float) -> AsyncIterator[Web
                 # trio-websocket's aclose is not shielded: shield it, so that a shutdown closes
                 # upstream with 1000 rather than dropping the socket (1006).
                 cancelled = trio.current_effective_deadline() == -math.inf
-                with trio.move_on_after(CLOSE_GRACE_S if cancelled else CLOSE_TIMEOUT_S,
-                                        shield=True):
+                with trio.move_on_after(
+                    CLOSE_GRACE_S if cancelled else CLOSE_TIMEOUT_S, shield=True
+                ):
                     await ws.aclose(1000, "client closing")
                 await trio.aclose_forcefully(stream)  # ends the reader task too
     finally:

@@ -37,8 +37,9 @@ def _public_subscriptions(subs: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def create_app(ws: WsServices, *, status: Status | None = None,
-               engine: Engine | None = None) -> QuartTrio:
+def create_app(
+    ws: WsServices, *, status: Status | None = None, engine: Engine | None = None
+) -> QuartTrio:
     """The app over `ws`'s hub. `status(admin)` is the service's part of /api/ws/status (the
     gateway adds its own); `engine` serves the REST reads."""
     app = QuartTrio("tradestream")
@@ -60,13 +61,17 @@ def create_app(ws: WsServices, *, status: Status | None = None,
     async def ws_status() -> Any:
         identity = require_role(auth)
         doc = status(identity.is_admin) if status is not None else {}
-        doc.update({
-            "active_connections": len(hub.clients),
-            "outboxes": {"queued": sum(len(c.outbox) for c in hub.clients.values()),
-                         "conflated": hub.conflated_total()},
-            "subscriptions": _public_subscriptions(hub.subscriptions()),
-            "handshaking": hub.handshaking,
-        })
+        doc.update(
+            {
+                "active_connections": len(hub.clients),
+                "outboxes": {
+                    "queued": sum(len(c.outbox) for c in hub.clients.values()),
+                    "conflated": hub.conflated_total(),
+                },
+                "subscriptions": _public_subscriptions(hub.subscriptions()),
+                "handshaking": hub.handshaking,
+            }
+        )
         if identity.is_admin:
             doc["active_users"] = list(hub.users())
         else:

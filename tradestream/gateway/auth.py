@@ -52,8 +52,15 @@ class Authenticator:
     """Verifies tokens; issues them too when it holds a signing key (HS256, or RS256 with a
     private key)."""
 
-    def __init__(self, secret: str = "", *, algorithm: str = "HS256", public_key: str = "",
-                 private_key: str = "", leeway_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        secret: str = "",
+        *,
+        algorithm: str = "HS256",
+        public_key: str = "",
+        private_key: str = "",
+        leeway_s: float = 5.0,
+    ) -> None:
         if algorithm == "HS256":
             if len(secret.encode()) < MIN_SECRET_BYTES:
                 # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable.
@@ -74,8 +81,13 @@ class Authenticator:
         if not token:
             raise AuthError("missing token")
         try:
-            claims = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],
-                                leeway=self.leeway_s, options={"require": ["sub"]})
+            claims = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self.algorithm],
+                leeway=self.leeway_s,
+                options={"require": ["sub"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenExpired("token expired") from None
         except jwt.InvalidTokenError as exc:
@@ -88,21 +100,34 @@ class Authenticator:
             raise AuthError(f"invalid token: unknown role {role!r}")
         accounts = claims.get("accounts", [])
         if not isinstance(accounts, list) or not all(
-                isinstance(a, str) and ACCOUNT_RE.fullmatch(a) for a in accounts):
+            isinstance(a, str) and ACCOUNT_RE.fullmatch(a) for a in accounts
+        ):
             # Account names become hub keys: only plain broker account numbers, so no claim
             # can name another account's or the admin's routing key ("*", ":").
-            raise AuthError("invalid token: accounts must be a list of account numbers "
-                            "(letters, digits and '-', at most 32)")
+            raise AuthError(
+                "invalid token: accounts must be a list of account numbers "
+                "(letters, digits and '-', at most 32)"
+            )
         exp = claims.get("exp")
         return Identity(sub, role, float(exp) if exp else None, frozenset(accounts))
 
-    def issue(self, user_id: str, *, ttl_s: float = 86400.0, role: str = "user",
-              accounts: tuple[str, ...] = ()) -> str:
+    def issue(
+        self,
+        user_id: str,
+        *,
+        ttl_s: float = 86400.0,
+        role: str = "user",
+        accounts: tuple[str, ...] = (),
+    ) -> str:
         if self._sign_key is None:
             raise ValueError("this authenticator only verifies (no private key)")
         now = int(time.time())
-        claims: dict[str, object] = {"sub": user_id, "role": role, "iat": now,
-                                     "exp": now + int(ttl_s)}
+        claims: dict[str, object] = {
+            "sub": user_id,
+            "role": role,
+            "iat": now,
+            "exp": now + int(ttl_s),
+        }
         if accounts:
             claims["accounts"] = list(accounts)
         return jwt.encode(claims, self._sign_key, algorithm=self.algorithm)

@@ -30,25 +30,41 @@ class GatewayMetrics:
         self.refusals = 0  # connections refused for lack of room (their log lines are sparse)
         r = self.registry
         self.connections_opened = Counter(
-            "tradestream_ws_connections_opened", "WebSocket connections authenticated", registry=r)
-        self.closes = Counter("tradestream_ws_closes",
-                              "Connections closed by the server, by reason", ["reason"],
-                              registry=r)
-        self.auth_failures = Counter("tradestream_ws_auth_failures",
-                                     "Rejected handshakes and tokens, by reason", ["reason"],
-                                     registry=r)
-        self.messages_in = Counter("tradestream_ws_messages_in", "Client messages, by type",
-                                   ["type"], registry=r)
-        self.dropped_in = Counter("tradestream_ws_messages_dropped",
-                                  "Client messages dropped, by reason", ["reason"], registry=r)
-        self.errors = Counter("tradestream_ws_errors", "error replies, by code", ["code"],
-                              registry=r)
-        self.frames_out = Counter("tradestream_ws_frames_out", "WebSocket frames written",
-                                  registry=r)
+            "tradestream_ws_connections_opened", "WebSocket connections authenticated", registry=r
+        )
+        self.closes = Counter(
+            "tradestream_ws_closes",
+            "Connections closed by the server, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "tradestream_ws_auth_failures",
+            "Rejected handshakes and tokens, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_in = Counter(
+            "tradestream_ws_messages_in", "Client messages, by type", ["type"], registry=r
+        )
+        self.dropped_in = Counter(
+            "tradestream_ws_messages_dropped",
+            "Client messages dropped, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "tradestream_ws_errors", "error replies, by code", ["code"], registry=r
+        )
+        self.frames_out = Counter(
+            "tradestream_ws_frames_out", "WebSocket frames written", registry=r
+        )
         self.latency = Histogram(
             "tradestream_delivery_latency_seconds",
-            "Upstream receive to socket write, oldest event of each frame", buckets=LATENCY_BUCKETS,
-            registry=r)
+            "Upstream receive to socket write, oldest event of each frame",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.written: dict[str, int] = {}  # message type -> messages written to sockets
 
     def observe_message(self, m: Msg) -> None:
@@ -78,8 +94,9 @@ class GatewayMetrics:
 
 
 class _StatusCollector(Collector):
-    def __init__(self, hub: Hub, status: Callable[[], dict[str, Any]],
-                 written: dict[str, int]) -> None:
+    def __init__(
+        self, hub: Hub, status: Callable[[], dict[str, Any]], written: dict[str, int]
+    ) -> None:
         self._hub = hub
         self._status = status
         self._written = written
@@ -89,48 +106,63 @@ class _StatusCollector(Collector):
         g = GaugeMetricFamily("tradestream_ws_connections", "Open WebSocket connections")
         g.add_metric([], len(hub.clients))
         yield g
-        g = GaugeMetricFamily("tradestream_ws_handshaking",
-                              "Sockets accepted and still authenticating")
+        g = GaugeMetricFamily(
+            "tradestream_ws_handshaking", "Sockets accepted and still authenticating"
+        )
         g.add_metric([], hub.handshaking)
         yield g
         g = GaugeMetricFamily("tradestream_ws_subscriptions", "Subscriptions over all connections")
         g.add_metric([], sum(hub.subscriptions().values()))
         yield g
-        c = CounterMetricFamily("tradestream_ws_messages_out",
-                                "Messages written to client sockets, by type", labels=["type"])
+        c = CounterMetricFamily(
+            "tradestream_ws_messages_out",
+            "Messages written to client sockets, by type",
+            labels=["type"],
+        )
         for kind, n in sorted(self._written.items()):
             c.add_metric([kind], n)
         yield c
-        c = CounterMetricFamily("tradestream_ws_messages_queued",
-                                "Messages queued to client outboxes, by type", labels=["type"])
+        c = CounterMetricFamily(
+            "tradestream_ws_messages_queued",
+            "Messages queued to client outboxes, by type",
+            labels=["type"],
+        )
         for kind, n in sorted(hub.delivered.items()):
             c.add_metric([kind], n)
         yield c
-        c = CounterMetricFamily("tradestream_ws_conflated",
-                                "Messages replaced by a newer one before being sent")
+        c = CounterMetricFamily(
+            "tradestream_ws_conflated", "Messages replaced by a newer one before being sent"
+        )
         c.add_metric([], hub.conflated_total())
         yield c
-        c = CounterMetricFamily("tradestream_ws_discarded",
-                                "Messages still queued when their connection was closed")
+        c = CounterMetricFamily(
+            "tradestream_ws_discarded", "Messages still queued when their connection was closed"
+        )
         c.add_metric([], hub.discarded_total())
         yield c
         st = self._status()
-        g = GaugeMetricFamily("tradestream_queue_depth", "Items waiting on a pipeline edge",
-                              labels=["edge"])
+        g = GaugeMetricFamily(
+            "tradestream_queue_depth", "Items waiting on a pipeline edge", labels=["edge"]
+        )
         for edge, q in st.get("queues", {}).items():
             g.add_metric([edge], q["depth"])
         yield g
-        g = GaugeMetricFamily("tradestream_upstream_streaming",
-                              "1 while an upstream session streams", labels=["session"])
-        c = CounterMetricFamily("tradestream_upstream_frames", "Frames received upstream",
-                                labels=["session"])
+        g = GaugeMetricFamily(
+            "tradestream_upstream_streaming",
+            "1 while an upstream session streams",
+            labels=["session"],
+        )
+        c = CounterMetricFamily(
+            "tradestream_upstream_frames", "Frames received upstream", labels=["session"]
+        )
         for f in st.get("upstream", []):
             g.add_metric([f["name"]], 1 if f["state"] == "streaming" else 0)
             c.add_metric([f["name"]], f.get("frames", 0))
         yield g
         yield c
-        c = CounterMetricFamily("tradestream_events", "Events through the router, by type",
-                                labels=["type"])
+        c = CounterMetricFamily(
+            "tradestream_events", "Events through the router, by type", labels=["type"]
+        )
         for kind, n in st.get("router", {}).get("by_type", {}).items():
             c.add_metric([kind], n)
         yield c
@@ -143,11 +175,14 @@ class _StatusCollector(Collector):
         yield g
         slots = st.get("slots")
         if isinstance(slots, dict):
-            g = GaugeMetricFamily("tradestream_slots_used", "Upstream registrations in use",
-                                  labels=["session"])
-            cap = GaugeMetricFamily("tradestream_slots_capacity",
-                                    "Upstream registrations usable for market data",
-                                    labels=["session"])
+            g = GaugeMetricFamily(
+                "tradestream_slots_used", "Upstream registrations in use", labels=["session"]
+            )
+            cap = GaugeMetricFamily(
+                "tradestream_slots_capacity",
+                "Upstream registrations usable for market data",
+                labels=["session"],
+            )
             for name, u in slots.get("usage", {}).items():
                 g.add_metric([name], u["used"])
                 cap.add_metric([name], u["capacity"])

@@ -76,23 +76,31 @@ def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
 
     @route("/api/ticks/<code>")
     def ticks(code: str) -> Callable[[], Any]:
-        return partial(reads.recent_ticks, engine, _code(code), _time("since"),
-                       _int("limit", 100))
+        return partial(reads.recent_ticks, engine, _code(code), _time("since"), _int("limit", 100))
 
     @route("/api/bars/<code>")
     def bars(code: str) -> Callable[[], Any]:
         interval = reads.parse_interval(request.args.get("interval", "1m"))
-        return partial(reads.bars, engine, _code(code), interval, _time("since"),
-                       _time("until"), _int("limit", 100))
+        return partial(
+            reads.bars,
+            engine,
+            _code(code),
+            interval,
+            _time("since"),
+            _time("until"),
+            _int("limit", 100),
+        )
 
     @route("/api/news")
     def news() -> Callable[[], Any]:
         ticker = request.args.get("ticker")
-        return partial(reads.recent_news, engine, _code(ticker) if ticker else None,
-                       _int("limit", 50))
+        return partial(
+            reads.recent_news, engine, _code(ticker) if ticker else None, _int("limit", 50)
+        )
 
     @route("/api/alerts")
     def alerts() -> Callable[[], Any]:
         code = request.args.get("code")
-        return partial(reads.recent_alerts, engine, _code(code) if code else None,
-                       _int("limit", 50))
+        return partial(
+            reads.recent_alerts, engine, _code(code) if code else None, _int("limit", 50)
+        )

@@ -69,8 +69,9 @@ def scan_window(kind: str, now: datetime) -> tuple[datetime, int]:
         return now - timedelta(minutes=VCP_SCAN_MINUTES), VCP_SCAN_MINUTES
     if kind == "daytrading":
         local = now.astimezone(KST)
-        return local.replace(hour=SESSION_OPEN_HOUR, minute=0, second=0, microsecond=0), \
-            DAYTRADING_MAX_BARS
+        return local.replace(
+            hour=SESSION_OPEN_HOUR, minute=0, second=0, microsecond=0
+        ), DAYTRADING_MAX_BARS
     raise ValueError(f"unknown scan {kind!r}")
 
 
@@ -94,9 +95,15 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
-                     publisher: Signals, codes: Callable[[], Sequence[str]], *,
-                     clock: Callable[[], datetime] = _utc_now) -> None:
+def register_signals(
+    app: QuartTrio,
+    engine: Engine,
+    auth: Authenticator,
+    publisher: Signals,
+    codes: Callable[[], Sequence[str]],
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+) -> None:
     """Add the routes of the module doc. `codes()` lists the codes to scan; `clock()` is the
     scans' "now" (tz-aware; a test passes a fixed session time)."""
     limiter = trio.CapacityLimiter(SCAN_THREADS)
@@ -110,11 +117,17 @@ def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
             return {"error": f"unknown scan {kind!r}; one of {', '.join(KINDS)}"}, 404
         now = clock()
         signals = await trio.to_thread.run_sync(
-            partial(scan, engine, kind, list(codes()), now), limiter=limiter)
+            partial(scan, engine, kind, list(codes()), now), limiter=limiter
+        )
         delivered = publisher.publish(kind, signals, "scanner")
         since, _ = scan_window(kind, now)
-        return {"signal_type": kind.upper(), "count": len(signals), "signals": signals,
-                "delivered_to": delivered, "since": since.astimezone(KST).isoformat()}
+        return {
+            "signal_type": kind.upper(),
+            "count": len(signals),
+            "signals": signals,
+            "delivered_to": delivered,
+            "since": since.astimezone(KST).isoformat(),
+        }
 
     @app.post("/api/signals/<kind>")
     async def post(kind: str) -> Any:
@@ -123,8 +136,11 @@ def register_signals(app: QuartTrio, engine: Engine, auth: Authenticator,
             return {"error": f"unknown signal kind {kind!r}; one of {', '.join(KINDS)}"}, 404
         body = await request.get_json(force=True, silent=True)
         signals = body.get("signals") if isinstance(body, Mapping) else None
-        if not isinstance(signals, list) or len(signals) > MAX_SIGNALS or not all(
-                isinstance(s, dict) for s in signals):
-            return {"error": f"expected {{\"signals\": [objects]}} (at most {MAX_SIGNALS})"}, 400
+        if (
+            not isinstance(signals, list)
+            or len(signals) > MAX_SIGNALS
+            or not all(isinstance(s, dict) for s in signals)
+        ):
+            return {"error": f'expected {{"signals": [objects]}} (at most {MAX_SIGNALS})'}, 400
         delivered = publisher.publish(kind, signals, "rest")
         return {"count": len(signals), "delivered_to": delivered}

@@ -22,14 +22,22 @@ MAX_CODES = 500
 
 def _codes(body: Any, field: str) -> list[str]:
     raw = body.get(field, []) if isinstance(body, dict) else None
-    if not isinstance(raw, list) or len(raw) > MAX_CODES or not all(
-            isinstance(c, str) and len(c) == 6 and c.isalnum() for c in raw):
+    if (
+        not isinstance(raw, list)
+        or len(raw) > MAX_CODES
+        or not all(isinstance(c, str) and len(c) == 6 and c.isalnum() for c in raw)
+    ):
         raise ValueError(f"{field} must be a list of at most {MAX_CODES} 6-character codes")
     return list(dict.fromkeys(raw))
 
 
-def register_slots(app: QuartTrio, slots: Slots, auth: Authenticator, scanner: ScannerInput,
-                   kept: tuple[tuple[str, str], ...] = ()) -> None:
+def register_slots(
+    app: QuartTrio,
+    slots: Slots,
+    auth: Authenticator,
+    scanner: ScannerInput,
+    kept: tuple[tuple[str, str], ...] = (),
+) -> None:
     """`kept`: configured picks that are neither trades nor order books (indexes, program
     trading); a PUT of the picks keeps them."""
     install(app)
@@ -44,17 +52,21 @@ def register_slots(app: QuartTrio, slots: Slots, auth: Authenticator, scanner: S
         body = await request.get_json(force=True, silent=True)
         try:
             trades = _codes(body, "codes")
-            books = _codes(body, "orderbook") if isinstance(body, dict) and "orderbook" in body \
-                else []
+            books = (
+                _codes(body, "orderbook") if isinstance(body, dict) and "orderbook" in body else []
+            )
         except ValueError as exc:
             return {"error": str(exc)}, 400
         keys = [(KIS_TRADES, c) for c in trades] + [(KIS_BOOK, c) for c in books] + list(kept)
         changes = slots.set_picks(keys)
         pending = {(p["tr_id"], p["code"]) for p in slots.pending()}
         ops = [op.action for op in changes.ops]
-        return {"picks": len(keys), "subscribed": ops.count("subscribe"),
-                "unsubscribed": ops.count("unsubscribe"),
-                "pending": sorted(f"{t}:{c}" for t, c in keys if (t, c) in pending)}
+        return {
+            "picks": len(keys),
+            "subscribed": ops.count("subscribe"),
+            "unsubscribed": ops.count("unsubscribe"),
+            "pending": sorted(f"{t}:{c}" for t, c in keys if (t, c) in pending),
+        }
 
     @app.post("/api/watchlist/scanner")
     async def scanner_finds() -> Any:

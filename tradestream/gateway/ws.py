@@ -67,7 +67,8 @@ class StorePrices:
     async def latest(self, code: str) -> dict[str, Any] | None:
         """The latest stored trade of `code`, or None; raises what the database raises."""
         rows = await trio.to_thread.run_sync(
-            partial(reads.recent_ticks, self._engine, code, None, 1), limiter=self._limiter)
+            partial(reads.recent_ticks, self._engine, code, None, 1), limiter=self._limiter
+        )
         return rows[-1] if rows else None
 
 
@@ -104,14 +105,17 @@ async def serve_ws(ctx: WsServices, *, presubscribe: bool) -> None:
         m.closes.labels(reason).inc()
         m.refusals += 1
         if m.refusals & (m.refusals - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...
-            log.warning("ws refused reason=%s remote=%s refusals=%d", reason,
-                        websocket.remote_addr, m.refusals)
+            log.warning(
+                "ws refused reason=%s remote=%s refusals=%d",
+                reason,
+                websocket.remote_addr,
+                m.refusals,
+            )
         await websocket.close(CLOSE_TRY_AGAIN_LATER, "server full; try again later")
         return
     hub.handshaking += 1
     try:
-        identity = (ctx.auth.verify(token) if token is not None
-                    else await _auth_by_message(ctx))
+        identity = ctx.auth.verify(token) if token is not None else await _auth_by_message(ctx)
     except AuthError as exc:
         m.auth_failures.labels("expired" if isinstance(exc, TokenExpired) else "invalid").inc()
         log.info("ws auth_failure remote=%s reason=%r", websocket.remote_addr, str(exc))
@@ -121,16 +125,26 @@ async def serve_ws(ctx: WsServices, *, presubscribe: bool) -> None:
         hub.handshaking -= 1
     if hub.connections_of(identity.user_id) >= s.max_connections_per_user:
         m.closes.labels("too_many_connections").inc()
-        log.info("ws refused reason=too_many_connections user=%r remote=%s",
-                 identity.user_id, websocket.remote_addr)
-        await websocket.close(CLOSE_TOO_MANY_CONNECTIONS, f"at most {s.max_connections_per_user} "
-                              "connections per user")
+        log.info(
+            "ws refused reason=too_many_connections user=%r remote=%s",
+            identity.user_id,
+            websocket.remote_addr,
+        )
+        await websocket.close(
+            CLOSE_TOO_MANY_CONNECTIONS, f"at most {s.max_connections_per_user} connections per user"
+        )
         return
     batch = websocket.args.get("batch", "") in ("1", "true")
     client = hub.connect(identity.user_id, batch=batch)
     m.connections_opened.inc()
-    log.info("ws connect client=%d user=%r role=%s batch=%s remote=%s", client.id,
-             identity.user_id, identity.role, batch, websocket.remote_addr)
+    log.info(
+        "ws connect client=%d user=%r role=%s batch=%s remote=%s",
+        client.id,
+        identity.user_id,
+        identity.role,
+        batch,
+        websocket.remote_addr,
+    )
     conn = Connection(ctx, client, identity)
     first: list[str] = []
     if presubscribe:  # /ws?subscribe=a,b,c (seed 004)
@@ -141,9 +155,13 @@ async def serve_ws(ctx: WsServices, *, presubscribe: bool) -> None:
         conn.release_all()
         hub.disconnect(client)
         close = client.outbox.close_request
-        log.info("ws disconnect client=%d user=%r close=%s reason=%r", client.id,
-                 identity.user_id, "aborted" if conn.write_aborted else
-                 close.code if close else "client", close.reason if close else "")
+        log.info(
+            "ws disconnect client=%d user=%r close=%s reason=%r",
+            client.id,
+            identity.user_id,
+            "aborted" if conn.write_aborted else close.code if close else "client",
+            close.reason if close else "",
+        )
 
 
 async def _auth_by_message(ctx: WsServices) -> Identity:
@@ -156,8 +174,9 @@ async def _auth_by_message(ctx: WsServices) -> Identity:
         except ProtocolError as exc:
             raise AuthError(f"expected an auth message first ({exc})") from None
         if not isinstance(msg, wire.Auth):
-            raise AuthError("missing token: send ?token=, an Authorization header, or an "
-                            "auth message first")
+            raise AuthError(
+                "missing token: send ?token=, an Authorization header, or an auth message first"
+            )
         return ctx.auth.verify(msg.token)
     raise AuthError(f"no token within {timeout:g}s")
 
@@ -183,8 +202,13 @@ class Connection:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sender)
-            nursery.start_soon(run_heartbeat, self.client, ctx.settings.ping_interval_s,
-                               ctx.settings.max_missed_pongs, lambda: Msg(wire.ping(), "ping"))
+            nursery.start_soon(
+                run_heartbeat,
+                self.client,
+                ctx.settings.ping_interval_s,
+                ctx.settings.max_missed_pongs,
+                lambda: Msg(wire.ping(), "ping"),
+            )
             nursery.start_soon(self._expiry)
             for topic in presubscribe:
                 self._guard(self._subscribe, topic)
@@ -252,8 +276,7 @@ class Connection:
                     await trio.sleep_forever()
                 # the same leeway as at the handshake, so an accepted token is served
                 await trio.sleep(max(0.0, exp + self.ctx.auth.leeway_s - time.time()))
-                log.info("ws token_expired client=%d user=%r", self.client.id,
-                         self.client.user_id)
+                log.info("ws token_expired client=%d user=%r", self.client.id, self.client.user_id)
                 self.client.outbox.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 return
             self._expiry_scope = trio.CancelScope()
@@ -266,9 +289,15 @@ class Connection:
             m.dropped_in.labels("rate_limited").inc()
             if self.dropped_in_a_row == 1:
                 m.errors.labels("rate_limited").inc()
-                out.put(reply(wire.error(
-                    "rate_limited", f"more than {s.rate_per_s:g} messages/s (burst "
-                    f"{s.rate_burst}); messages are dropped until the rate falls")))
+                out.put(
+                    reply(
+                        wire.error(
+                            "rate_limited",
+                            f"more than {s.rate_per_s:g} messages/s (burst "
+                            f"{s.rate_burst}); messages are dropped until the rate falls",
+                        )
+                    )
+                )
             elif self.dropped_in_a_row > s.rate_close_after:
                 out.close(CLOSE_RATE_LIMITED, "rate limit exceeded")
             return
@@ -310,17 +339,17 @@ class Connection:
         except AuthError as exc:
             raise ProtocolError("auth_failed", str(exc)) from None
         if identity.user_id != self.identity.user_id:
-            raise ProtocolError("auth_failed", "a refreshed token must be for the "
-                                         "same user")
+            raise ProtocolError("auth_failed", "a refreshed token must be for the same user")
         if (identity.role, identity.accounts) != (self.identity.role, self.identity.accounts):
             # Subscriptions were authorised (and order topics routed) with the old grants;
             # a change of role or accounts needs a new connection.
-            raise ProtocolError("auth_failed", "a refreshed token must grant the same "
-                                         "role and accounts; reconnect to change them")
+            raise ProtocolError(
+                "auth_failed",
+                "a refreshed token must grant the same role and accounts; reconnect to change them",
+            )
         self.identity = identity
         self._expiry_scope.cancel()
-        self.client.outbox.put(reply(wire.authenticated(identity.user_id,
-                                                            identity.expires_at)))
+        self.client.outbox.put(reply(wire.authenticated(identity.user_id, identity.expires_at)))
 
     # -- subscriptions -----------------------------------------------------------------------
     def _hub_keys(self, topic: Topic) -> list[str]:
@@ -332,8 +361,7 @@ class Connection:
         if self.identity.is_admin:
             return [topics.admin_orders(order_no)]
         if not self.identity.accounts:
-            raise ProtocolError("forbidden", "your token grants no accounts",
-                                         topic.raw)
+            raise ProtocolError("forbidden", "your token grants no accounts", topic.raw)
         return [topics.account_orders(a, order_no) for a in sorted(self.identity.accounts)]
 
     def _subscribe(self, raw_topic: str) -> None:
@@ -366,11 +394,13 @@ class Connection:
             raise ProtocolError(
                 "too_many_subscriptions",
                 f"at most {self.ctx.settings.max_subscriptions} subscriptions per connection",
-                raw_topic)
+                raw_topic,
+            )
         roles = self._roles.get(topic.kind)
         if roles is not None and self.identity.role not in roles:
-            raise ProtocolError("forbidden", f"{topic.kind} topics need role "
-                                         + " or ".join(roles), raw_topic)
+            raise ProtocolError(
+                "forbidden", f"{topic.kind} topics need role " + " or ".join(roles), raw_topic
+            )
         keys = self._hub_keys(topic)
         self.ctx.demand.claim(self.client.id, topic, self.identity.user_id)
         for key in keys:
@@ -401,8 +431,7 @@ class Connection:
         self._forget_revoked()
         entry = self.subs.pop(raw_topic, None)
         if entry is None:
-            raise ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}",
-                                         raw_topic)
+            raise ProtocolError("not_subscribed", f"not subscribed to {raw_topic!r}", raw_topic)
         topic, keys = entry
         for key in keys:
             self.ctx.hub.unsubscribe(self.client, key)
@@ -445,16 +474,35 @@ class Connection:
         except Exception as exc:  # the database is away: an answer, not a dropped connection
             log.warning("ws get_price store lookup failed: %r", exc)
             self.ctx.metrics.errors.labels("store_unavailable").inc()
-            out.put(reply(wire.error("store_unavailable",
-                                         f"no price in memory for {symbol} and the store is "
-                                         "unavailable")))
+            out.put(
+                reply(
+                    wire.error(
+                        "store_unavailable",
+                        f"no price in memory for {symbol} and the store is unavailable",
+                    )
+                )
+            )
             return
         if r is None:
             self.ctx.metrics.errors.labels("no_data").inc()
             out.put(reply(wire.error("no_data", f"no price known for {symbol}")))
             return
-        out.put(reply(wire.encode({
-            "type": "price", "symbol": symbol, "source": "store",
-            "data": {"price": r["price"], "change": r["change"],
-                     "change_percent": r["change_percent"], "volume": r["volume"],
-                     "timestamp": r["time"], "trade_volume": r["trade_volume"]}})))
+        out.put(
+            reply(
+                wire.encode(
+                    {
+                        "type": "price",
+                        "symbol": symbol,
+                        "source": "store",
+                        "data": {
+                            "price": r["price"],
+                            "change": r["change"],
+                            "change_percent": r["change_percent"],
+                            "volume": r["volume"],
+                            "timestamp": r["time"],
+                            "trade_volume": r["trade_volume"],
+                        },
+                    }
+                )
+            )
+        )

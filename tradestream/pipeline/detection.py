@@ -15,8 +15,12 @@ from tradestream.pipeline.stages import alert_from
 class TickDetectors:
     """The router's `on_tick`: observe a trade; an alert if it completes a sudden move."""
 
-    def __init__(self, detector: SuddenMoveDetector, movers: MoverScanner,
-                 on_alert: Callable[[Alert], None] | None = None) -> None:
+    def __init__(
+        self,
+        detector: SuddenMoveDetector,
+        movers: MoverScanner,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
         self.detector = detector
         self.movers = movers
         self._on_alert = on_alert

@@ -38,12 +38,24 @@ class SignalPublisher:
     def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
         """Returns how many subscriptions it reached."""
         now = datetime.now(KST)
-        msg = Msg(wire.signal_update(kind, list(signals), now.isoformat()), "signal_update",
-                  time.time_ns())
+        msg = Msg(
+            wire.signal_update(kind, list(signals), now.isoformat()),
+            "signal_update",
+            time.time_ns(),
+        )
         n = self._hub.publish(topics.signal(kind), msg)
         for item in signals:
-            self._store(Signal(source, kind, kind, str(item.get("symbol", ""))[:12],
-                               dict(item), now, time.time_ns()))
+            self._store(
+                Signal(
+                    source,
+                    kind,
+                    kind,
+                    str(item.get("symbol", ""))[:12],
+                    dict(item),
+                    now,
+                    time.time_ns(),
+                )
+            )
         self.published += 1
         return n
 
@@ -54,8 +66,11 @@ class SignalPublisher:
             body = msgspec.json.decode(data)
             kind = str(body["signal_type"]).lower()
             signals = body["signals"]
-            if kind not in SIGNAL_KINDS or not isinstance(signals, list) or not all(
-                    isinstance(s, dict) for s in signals):
+            if (
+                kind not in SIGNAL_KINDS
+                or not isinstance(signals, list)
+                or not all(isinstance(s, dict) for s in signals)
+            ):
                 raise ValueError("expected signal_type vcp|daytrading and a list of objects")
         except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
             log.warning("redis %s: dropped a bad signal message: %s", channel, exc)
@@ -73,10 +88,21 @@ class StrategyEmitter:
 
     def __call__(self, strategy_id: str, payload: dict[str, object]) -> None:
         topic = topics.strategy(strategy_id)
-        self._hub.publish(topic, Msg(wire.strategy_signal(strategy_id, payload),
-                                     "strategy_signal", time.time_ns()))
-        self._store(Signal("strategy", topic, strategy_id, str(payload.get("symbol") or "")[:12],
-                           payload, datetime.now(KST), time.time_ns()))
+        self._hub.publish(
+            topic,
+            Msg(wire.strategy_signal(strategy_id, payload), "strategy_signal", time.time_ns()),
+        )
+        self._store(
+            Signal(
+                "strategy",
+                topic,
+                strategy_id,
+                str(payload.get("symbol") or "")[:12],
+                payload,
+                datetime.now(KST),
+                time.time_ns(),
+            )
+        )
 
 
 def revoke_slot(hub: Hub, tr_id: str, code: str, reason: str) -> int:
@@ -97,7 +123,8 @@ class AlertsOut:
 
     def __call__(self, alert: Alert) -> None:
         try:
-            self._out.send_nowait((self._channel, msgspec.json.encode(
-                {"symbol": alert.code, **alert_data(alert)})))
+            self._out.send_nowait(
+                (self._channel, msgspec.json.encode({"symbol": alert.code, **alert_data(alert)}))
+            )
         except trio.WouldBlock:
             self.dropped_here += 1

@@ -31,8 +31,7 @@ class StrategyStage:
         self._scope = trio.CancelScope()
         self._done = trio.Event()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             with self._scope:
                 await self.host.run(task_status=task_status)
@@ -67,8 +66,17 @@ async def run_routing(
     """`run_router` (owns `events_in` and `store_out`), then the strategies' drain, then the
     side edge's close."""
     try:
-        await run_router(events_in, store_out, hub, state, stats, on_holding=on_holding,
-                         on_tick=on_tick, observe=observe, task_status=task_status)
+        await run_router(
+            events_in,
+            store_out,
+            hub,
+            state,
+            stats,
+            on_holding=on_holding,
+            on_tick=on_tick,
+            observe=observe,
+            task_status=task_status,
+        )
     finally:
         try:
             await strategies.drain()

@@ -33,8 +33,12 @@ class SideEvents:
         self._out.close()
 
 
-async def run_forwarder(side: SideEvents, out: trio.MemorySendChannel[Event], *,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_forwarder(
+    side: SideEvents,
+    out: trio.MemorySendChannel[Event],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Hand side events to the store until the side edge is closed and drained. Owns `out`
     and the edge's receive end. A hard stop ends it too: what is still queued is handed on
     without waiting, or counted as dropped."""

@@ -40,8 +40,13 @@ class RouterStats:
     by_source: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
-        return {"events": self.events, "ticks": self.ticks, "published": self.published,
-                "by_type": dict(self.by_type), "by_source": dict(self.by_source)}
+        return {
+            "events": self.events,
+            "ticks": self.ticks,
+            "published": self.published,
+            "by_type": dict(self.by_type),
+            "by_source": dict(self.by_source),
+        }
 
 
 @dataclass
@@ -79,24 +84,47 @@ class MarketState:
 
 def alert_from(move: SuddenMove, tick: Tick) -> Alert:
     pct = round(move.change * 100, 2)
-    return Alert("sudden-move", move.code, "sudden_move", move.direction, pct, move.price,
-                 move.reference_price, move.window_s, tick.trade_time,
-                 f"{move.code} {pct:+.2f}% from {move.reference_price:,} within "
-                 f"{move.window_s:g}s", tick.received_ns)
+    return Alert(
+        "sudden-move",
+        move.code,
+        "sudden_move",
+        move.direction,
+        pct,
+        move.price,
+        move.reference_price,
+        move.window_s,
+        tick.trade_time,
+        f"{move.code} {pct:+.2f}% from {move.reference_price:,} within {move.window_s:g}s",
+        tick.received_ns,
+    )
 
 
 def alert_data(a: Alert) -> dict[str, object]:
-    return {"kind": a.kind, "direction": a.direction, "change_percent": a.change_percent,
-            "price": a.price, "reference_price": a.reference_price, "window_s": a.window_s,
-            "triggered_at": a.triggered_at.isoformat(), "message": a.message,
-            "received_ns": a.received_ns}  # the trade's upstream receive time (epoch ns)
+    return {
+        "kind": a.kind,
+        "direction": a.direction,
+        "change_percent": a.change_percent,
+        "price": a.price,
+        "reference_price": a.reference_price,
+        "window_s": a.window_s,
+        "triggered_at": a.triggered_at.isoformat(),
+        "message": a.message,
+        "received_ns": a.received_ns,
+    }  # the trade's upstream receive time (epoch ns)
 
 
 def gate_data(g: GateState, at: datetime) -> dict[str, object]:
-    return {"status": g.level, "level": g.color, "kospi": g.kospi_pct, "kosdaq": g.kosdaq_pct,
-            "advancers": g.advancers, "decliners": g.decliners,
-            "breadth": None if g.breadth is None else round(g.breadth, 4),
-            "reasons": list(g.reasons), "timestamp": at.isoformat()}
+    return {
+        "status": g.level,
+        "level": g.color,
+        "kospi": g.kospi_pct,
+        "kosdaq": g.kosdaq_pct,
+        "advancers": g.advancers,
+        "decliners": g.decliners,
+        "breadth": None if g.breadth is None else round(g.breadth, 4),
+        "reasons": list(g.reasons),
+        "timestamp": at.isoformat(),
+    }
 
 
 async def run_router(
@@ -159,8 +187,14 @@ async def run_router(
                     raise
 
 
-def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
-           stats: RouterStats, on_holding: Callable[[HoldingChange], None] | None) -> None:
+def _route(
+    ev: Event,
+    hub: Hub,
+    has: Callable[[str], bool],
+    state: MarketState,
+    stats: RouterStats,
+    on_holding: Callable[[HoldingChange], None] | None,
+) -> None:
     stats.events += 1
     stats.by_type[type(ev).__name__] += 1
     stats.by_source[ev.source] += 1
@@ -169,15 +203,15 @@ def _route(ev: Event, hub: Hub, has: Callable[[str], bool], state: MarketState,
         state.latest[ev.code] = ev
         topic = topics.price(ev.code)
         if has(topic):
-            hub.publish_latest(topic, Msg(wire.price_update(ev), "price_update",
-                                          ev.received_ns))
+            hub.publish_latest(topic, Msg(wire.price_update(ev), "price_update", ev.received_ns))
             stats.published += 1
     elif isinstance(ev, OrderBook):
         state.books[ev.code] = ev
         topic = topics.orderbook(ev.code)
         if has(topic):
-            hub.publish_latest(topic, Msg(wire.orderbook_update(ev), "orderbook_update",
-                                          ev.received_ns))
+            hub.publish_latest(
+                topic, Msg(wire.orderbook_update(ev), "orderbook_update", ev.received_ns)
+            )
             stats.published += 1
     elif isinstance(ev, Execution):
         order, change = state.accounts.apply(ev)
@@ -215,21 +249,38 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
     previous = state.indexes.get(ev.index)
     state.indexes[ev.index] = ev
     topic = topics.market(ev.index)
-    msg = Msg(wire.index_update(ev.index, {
-        "code": ev.code, "value": ev.value, "change": ev.change,
-        "change_percent": ev.change_percent, "volume": ev.volume,
-        "traded_value": ev.traded_value, "advancers": ev.advancers, "decliners": ev.decliners,
-        "unchanged": ev.unchanged, "timestamp": ev.time.isoformat()}), "index_update",
-        ev.received_ns)
+    msg = Msg(
+        wire.index_update(
+            ev.index,
+            {
+                "code": ev.code,
+                "value": ev.value,
+                "change": ev.change,
+                "change_percent": ev.change_percent,
+                "volume": ev.volume,
+                "traded_value": ev.traded_value,
+                "advancers": ev.advancers,
+                "decliners": ev.decliners,
+                "unchanged": ev.unchanged,
+                "timestamp": ev.time.isoformat(),
+            },
+        ),
+        "index_update",
+        ev.received_ns,
+    )
     state.last[topic] = msg
     hub.publish_latest(topic, msg)
     kospi, kosdaq = state.indexes.get("kospi"), state.indexes.get("kosdaq")
     if kospi is None or kosdaq is None:
         return
     try:
-        changed = state.gate.update(kospi.change_percent, kosdaq.change_percent,
-                                    kospi.advancers + kosdaq.advancers,
-                                    kospi.decliners + kosdaq.decliners, ev.received_ns / 1e9)
+        changed = state.gate.update(
+            kospi.change_percent,
+            kosdaq.change_percent,
+            kospi.advancers + kosdaq.advancers,
+            kospi.decliners + kosdaq.decliners,
+            ev.received_ns / 1e9,
+        )
     except ValueError as exc:  # a bad input costs this update (counted there), not the router
         # ... and only this one: the gate keeps reading the last good value of this index,
         # so the other index's updates are not refused along with it
@@ -238,12 +289,16 @@ def _index(ev: IndexTick, hub: Hub, state: MarketState) -> None:
         else:
             state.indexes[ev.index] = previous
         if state.gate.rejected & (state.gate.rejected - 1) == 0:  # the 1st, 2nd, 4th, ...
-            logging.getLogger(__name__).warning("market gate: update %d refused (%s)",
-                                                state.gate.rejected, exc)
+            logging.getLogger(__name__).warning(
+                "market gate: update %d refused (%s)", state.gate.rejected, exc
+            )
         return
     if changed is not None:
         state.gate_state = changed
-        gate = Msg(wire.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),
-                   "market_gate_update", ev.received_ns)
+        gate = Msg(
+            wire.market_gate_update(gate_data(changed, ev.time.astimezone(KST))),
+            "market_gate_update",
+            ev.received_ns,
+        )
         state.last[topics.MARKET_GATE] = gate
         hub.publish_latest(topics.MARKET_GATE, gate)

@@ -6,5 +6,12 @@ from tradestream.roles.gateway import Gateway, IngestControls, run_gateway
 from tradestream.roles.ingest import Ingest, run_ingest
 from tradestream.roles.service import Running, run_service
 
-__all__ = ["Gateway", "Ingest", "IngestControls", "Running", "run_gateway", "run_ingest",
-           "run_service"]
+__all__ = [
+    "Gateway",
+    "Ingest",
+    "IngestControls",
+    "Running",
+    "run_gateway",
+    "run_ingest",
+    "run_service",
+]

@@ -58,11 +58,16 @@ async def run_gateway(
 
     `engine` serves the REST reads, get_price's fallback and the scans; `controls` adds the
     slot and signal routes. started(): listening; returns `Gateway` with the bound URL."""
-    auth = Authenticator(g.jwt_secret, algorithm=g.jwt_algorithm, public_key=g.jwt_public_key,
-                         leeway_s=g.jwt_leeway_s)
+    auth = Authenticator(
+        g.jwt_secret,
+        algorithm=g.jwt_algorithm,
+        public_key=g.jwt_public_key,
+        leeway_s=g.jwt_leeway_s,
+    )
     metrics = GatewayMetrics()
-    ws = WsServices(hub, auth, market, demand, g, metrics,
-                    StorePrices(engine) if engine is not None else None)
+    ws = WsServices(
+        hub, auth, market, demand, g, metrics, StorePrices(engine) if engine is not None else None
+    )
     app = create_app(ws, status=status, engine=engine)
     if controls is not None:
         register_slots(app, controls.slots, auth, controls.scanner, controls.kept_picks)
@@ -70,8 +75,16 @@ async def run_gateway(
             register_signals(app, engine, auth, controls.signals, market.traded_codes)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
-        binds = await nursery.start(partial(
-            serve_app, app, g.host, g.port, graceful_s=g.graceful_s,
-            max_message_bytes=g.max_message_bytes, write_timeout_s=g.send_timeout_s,
-            on_write_timeout=metrics.closes.labels("send_timeout").inc))
+        binds = await nursery.start(
+            partial(
+                serve_app,
+                app,
+                g.host,
+                g.port,
+                graceful_s=g.graceful_s,
+                max_message_bytes=g.max_message_bytes,
+                write_timeout_s=g.send_timeout_s,
+                on_write_timeout=metrics.closes.labels("send_timeout").inc,
+            )
+        )
         task_status.started(Gateway(binds[0], ws_url(binds[0], "/api/ws"), auth, metrics))

@@ -124,41 +124,67 @@ async def run_ingest(
     stored. Closes the database engine.
     """
     if store is not None:
-        await _run(s, hub, *store, record, replay, replay_speed, strategies, always_open,
-                   task_status)
+        await _run(
+            s, hub, *store, record, replay, replay_speed, strategies, always_open, task_status
+        )
         return
     engine, state = await open_store(s)
     try:
-        await _run(s, hub, engine, state, record, replay, replay_speed, strategies, always_open,
-                   task_status)
+        await _run(
+            s,
+            hub,
+            engine,
+            state,
+            record,
+            replay,
+            replay_speed,
+            strategies,
+            always_open,
+            task_status,
+        )
     finally:
         engine.dispose()
 
 
-async def _run(s: Settings, hub: Hub, engine: Engine, state: MarketState, record: Path | None,
-               replay: Path | None, replay_speed: float, strategies: Sequence[Strategy] | None,
-               always_open: bool, task_status: trio.TaskStatus[Ingest]) -> None:
+async def _run(
+    s: Settings,
+    hub: Hub,
+    engine: Engine,
+    state: MarketState,
+    record: Path | None,
+    replay: Path | None,
+    replay_speed: float,
+    strategies: Sequence[Strategy] | None,
+    always_open: bool,
+    task_status: trio.TaskStatus[Ingest],
+) -> None:
     d, p = s.detect, s.pipeline
     events_out, events_in = trio.open_memory_channel[Event](p.tick_buffer)  # block
     store_out, store_in = trio.open_memory_channel[Event](p.store_buffer)  # block
     frames_out, frames_in = trio.open_memory_channel[Frame](p.tick_buffer)  # block
     redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
     side = SideEvents()
-    sessions = [] if replay is not None else [
-        fs for b in BROKERS.values() for fs in b.sessions(s)]
+    sessions = [] if replay is not None else [fs for b in BROKERS.values() for fs in b.sessions(s)]
     slotted = {b.tag for b in BROKERS.values() if b.slotted}
 
     def slot_lost(r: Rejection) -> None:
         revoke_slot(hub, r.tr_id, r.code, r.reason)
 
     slots = build_slot_driver(
-        s, [fs for fs in sessions if fs.adapter.broker in slotted]
-        if replay is None else _replay_sessions(s), on_audit=side.put, on_dropped=slot_lost,
-        always_open=always_open)
+        s,
+        [fs for fs in sessions if fs.adapter.broker in slotted]
+        if replay is None
+        else _replay_sessions(s),
+        on_audit=side.put,
+        on_dropped=slot_lost,
+        always_open=always_open,
+    )
     if state.accounts.held_codes():
         slots.set_positions(state.accounts.positions_by_code())
-        log.info("account book: today's notices replayed, %d codes held",
-                 len(state.accounts.held_codes()))
+        log.info(
+            "account book: today's notices replayed, %d codes held",
+            len(state.accounts.held_codes()),
+        )
 
     def holdings_changed(_: object = None) -> None:  # the account book's positions: HOLDING
         slots.set_positions(state.accounts.positions_by_code())
@@ -168,10 +194,14 @@ async def _run(s: Settings, hub: Hub, engine: Engine, state: MarketState, record
     alerts_out = AlertsOut(d.redis_alert_channel, redis_out) if d.redis_url else None
     detectors = TickDetectors(
         SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold, debounce_s=d.debounce_s),
-        movers, on_alert=alerts_out)
+        movers,
+        on_alert=alerts_out,
+    )
     signals = SignalPublisher(hub, side.put)
-    host = StrategyHost(list(strategies) if strategies is not None
-                        else [NewsKeywordStrategy(prices=state.latest)], StrategyEmitter(hub, side.put))
+    host = StrategyHost(
+        list(strategies) if strategies is not None else [NewsKeywordStrategy(prices=state.latest)],
+        StrategyEmitter(hub, side.put),
+    )
     # a positions answer is applied only behind the notices received before it (accounts.py)
     progress = RouterProgress(events_out)
     observers = (slots.on_event, progress.observe, host.offer)
@@ -190,22 +220,54 @@ async def _run(s: Settings, hub: Hub, engine: Engine, state: MarketState, record
 
             bridge = RedisStats()
             redis["bridge"] = bridge
-            await outer.start(partial(
-                run_redis_bridge, d.redis_url, redis_in, signals.from_redis,
-                subscribe=[d.redis_signal_channel], stats=bridge))
+            await outer.start(
+                partial(
+                    run_redis_bridge,
+                    d.redis_url,
+                    redis_in,
+                    signals.from_redis,
+                    subscribe=[d.redis_signal_channel],
+                    stats=bridge,
+                )
+            )
         async with trio.open_nursery() as draining:
-            policy = FlushPolicy(max_rows=s.store.flush_rows, max_delay_s=s.store.flush_interval_s,
-                                 memory_rows=s.store.memory_rows, drain_s=s.store.drain_s,
-                                 final_write_s=s.store.final_write_s)
+            policy = FlushPolicy(
+                max_rows=s.store.flush_rows,
+                max_delay_s=s.store.flush_interval_s,
+                memory_rows=s.store.memory_rows,
+                drain_s=s.store.drain_s,
+                final_write_s=s.store.final_write_s,
+            )
             spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
-            await draining.start(partial(run_flusher, store_in, ThreadedSink(EventWriter(engine).write),
-                                         policy, flusher_stats, spool, transient=transient))
+            await draining.start(
+                partial(
+                    run_flusher,
+                    store_in,
+                    ThreadedSink(EventWriter(engine).write),
+                    policy,
+                    flusher_stats,
+                    spool,
+                    transient=transient,
+                )
+            )
             stage = StrategyStage(host)
             await draining.start(run_forwarder, side, store_out.clone())
             await draining.start(stage.run)
-            await draining.start(partial(
-                run_routing, events_in, store_out, hub, state, router_stats, strategies=stage,
-                side=side, on_holding=holdings_changed, on_tick=detectors, observe=observe))
+            await draining.start(
+                partial(
+                    run_routing,
+                    events_in,
+                    store_out,
+                    hub,
+                    state,
+                    router_stats,
+                    strategies=stage,
+                    side=side,
+                    on_holding=holdings_changed,
+                    on_tick=detectors,
+                    observe=observe,
+                )
+            )
             if record is not None:
                 await draining.start(run_recorder, frames_in, record, recorder_stats)
             else:
@@ -213,37 +275,63 @@ async def _run(s: Settings, hub: Hub, engine: Engine, state: MarketState, record
             async with trio.open_nursery() as intake:
                 with events_out, frames_out:  # originals; intake tasks hold clones
                     if replay is not None:
-                        await intake.start(partial(run_replay, replay, events_out.clone(),
-                                                   speed=replay_speed))
+                        await intake.start(
+                            partial(run_replay, replay, events_out.clone(), speed=replay_speed)
+                        )
                     else:
                         k = s.kis
                         if k.positions_url and k.positions_every_s:
                             # first answer before the feeds register: holdings included; bounded
                             # (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot hold them back
-                            await intake.start(partial(
-                                run_positions_sync, HttpPositions(k.positions_url,
-                                                                  k.connect_timeout_s),
-                                state.accounts, holdings_changed, k.positions_every_s, positions,
-                                routed=progress.routed))
+                            await intake.start(
+                                partial(
+                                    run_positions_sync,
+                                    HttpPositions(k.positions_url, k.connect_timeout_s),
+                                    state.accounts,
+                                    holdings_changed,
+                                    k.positions_every_s,
+                                    positions,
+                                    routed=progress.routed,
+                                )
+                            )
                         intake.start_soon(slots.run)
                         await intake.start(scanner.run, k.scanner_every_s)
-                        await _start_feeds(intake, sessions, events_out,
-                                           frames_out if record is not None else None)
-                task_status.started(Ingest(
-                    stop=intake.cancel_scope.cancel, engine=engine, state=state,
-                    feeds=[fs.status for fs in sessions], slots=slots, scanner=scanner,
-                    signals=signals, strategies=host, router=router_stats, flusher=flusher_stats,
-                    recorder=recorder_stats, side=side.stats, positions=positions,
-                    queues={"events": events_out, "store": store_out},
-                    redis={**redis, "alerts": alerts_out},
-                    kept_picks=tuple(key for key in s.kis.pick_keys()
-                                     if key[0] not in (KIS_TRADES, KIS_BOOK))))
+                        await _start_feeds(
+                            intake, sessions, events_out, frames_out if record is not None else None
+                        )
+                task_status.started(
+                    Ingest(
+                        stop=intake.cancel_scope.cancel,
+                        engine=engine,
+                        state=state,
+                        feeds=[fs.status for fs in sessions],
+                        slots=slots,
+                        scanner=scanner,
+                        signals=signals,
+                        strategies=host,
+                        router=router_stats,
+                        flusher=flusher_stats,
+                        recorder=recorder_stats,
+                        side=side.stats,
+                        positions=positions,
+                        queues={"events": events_out, "store": store_out},
+                        redis={**redis, "alerts": alerts_out},
+                        kept_picks=tuple(
+                            key for key in s.kis.pick_keys() if key[0] not in (KIS_TRADES, KIS_BOOK)
+                        ),
+                    )
+                )
             log.info("intake stopped; draining the pipeline")
         outer.cancel_scope.cancel()
-    log.info("pipeline drained: %d events received, %d stored in %d batches (%d of them slot "
-             "audits and signals, %d of those dropped)",
-             router_stats.events + side.stats["forwarded"], flusher_stats.rows,
-             flusher_stats.batches, side.stats["forwarded"], side.stats["dropped"])
+    log.info(
+        "pipeline drained: %d events received, %d stored in %d batches (%d of them slot "
+        "audits and signals, %d of those dropped)",
+        router_stats.events + side.stats["forwarded"],
+        flusher_stats.rows,
+        flusher_stats.batches,
+        side.stats["forwarded"],
+        side.stats["dropped"],
+    )
 
 
 def _replay_sessions(s: Settings) -> list[FeedSession]:
@@ -252,12 +340,22 @@ def _replay_sessions(s: Settings) -> list[FeedSession]:
     return [fs for b in BROKERS.values() if b.slotted for fs in b.sessions(s)]
 
 
-async def _start_feeds(intake: trio.Nursery, sessions: Sequence[FeedSession],
-                       events_out: trio.MemorySendChannel[Event],
-                       frames_out: trio.MemorySendChannel[Frame] | None) -> None:
+async def _start_feeds(
+    intake: trio.Nursery,
+    sessions: Sequence[FeedSession],
+    events_out: trio.MemorySendChannel[Event],
+    frames_out: trio.MemorySendChannel[Frame] | None,
+) -> None:
     """Start every session in `intake` (a task per session, each holding its own clones)."""
     for fs in sessions:
-        await intake.start(partial(
-            run_feed, fs.adapter, events_out.clone(), fs.status, fs.timing,
-            rest_url=fs.rest_url,
-            frames_out=frames_out.clone() if frames_out is not None else None))
+        await intake.start(
+            partial(
+                run_feed,
+                fs.adapter,
+                events_out.clone(),
+                fs.status,
+                fs.timing,
+                rest_url=fs.rest_url,
+                frames_out=frames_out.clone() if frames_out is not None else None,
+            )
+        )

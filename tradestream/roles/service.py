@@ -89,9 +89,16 @@ async def run_service(
         store[0].dispose()
 
 
-async def _serve(s: Settings, hub: Hub, store: tuple[Engine, MarketState], record: Path | None,
-                 replay: Path | None, replay_speed: float, strategies: Sequence[Strategy] | None,
-                 task_status: trio.TaskStatus[Running]) -> None:
+async def _serve(
+    s: Settings,
+    hub: Hub,
+    store: tuple[Engine, MarketState],
+    record: Path | None,
+    replay: Path | None,
+    replay_speed: float,
+    strategies: Sequence[Strategy] | None,
+    task_status: trio.TaskStatus[Running],
+) -> None:
     async with trio.open_nursery() as serving:
         sim: SimHandle | None = None
         on_sim = s.sim.enabled and replay is None
@@ -100,18 +107,50 @@ async def _serve(s: Settings, hub: Hub, store: tuple[Engine, MarketState], recor
             sim = await serving.start(run_simulator, s.sim)
             s = use_simulator(s, sim.rest_url, ws_url(sim.rest_url, ""))
         async with trio.open_nursery() as ingesting:
-            ing = await ingesting.start(partial(
-                run_ingest, s, hub, record=record, replay=replay, replay_speed=replay_speed,
-                strategies=strategies, always_open=kis_on_sim, store=store))
-            gw = await serving.start(partial(
-                run_gateway, s.gateway, hub, ing.state, ing.slots,
-                status=partial(ingest_status, ing), engine=ing.engine,
-                controls=IngestControls(ing.slots, ing.scanner, ing.signals, ing.kept_picks)))
+            ing = await ingesting.start(
+                partial(
+                    run_ingest,
+                    s,
+                    hub,
+                    record=record,
+                    replay=replay,
+                    replay_speed=replay_speed,
+                    strategies=strategies,
+                    always_open=kis_on_sim,
+                    store=store,
+                )
+            )
+            gw = await serving.start(
+                partial(
+                    run_gateway,
+                    s.gateway,
+                    hub,
+                    ing.state,
+                    ing.slots,
+                    status=partial(ingest_status, ing),
+                    engine=ing.engine,
+                    controls=IngestControls(ing.slots, ing.scanner, ing.signals, ing.kept_picks),
+                )
+            )
             log.info("tradestream serving on %s", gw.url)
-            task_status.started(Running(
-                url=gw.url, ws_url=gw.ws_url, stop=ing.stop, hub=hub, auth=gw.auth, sim=sim,
-                feeds=ing.feeds, slots=ing.slots, router=ing.router, flusher=ing.flusher,
-                state=ing.state, metrics=gw.metrics, side=ing.side, positions=ing.positions))
+            task_status.started(
+                Running(
+                    url=gw.url,
+                    ws_url=gw.ws_url,
+                    stop=ing.stop,
+                    hub=hub,
+                    auth=gw.auth,
+                    sim=sim,
+                    feeds=ing.feeds,
+                    slots=ing.slots,
+                    router=ing.router,
+                    flusher=ing.flusher,
+                    state=ing.state,
+                    metrics=gw.metrics,
+                    side=ing.side,
+                    positions=ing.positions,
+                )
+            )
         hub.close_all()
         with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
             await hub.wait_empty()

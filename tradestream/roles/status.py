@@ -12,17 +12,23 @@ from tradestream.roles.ingest import Ingest
 
 def ingest_status(ing: Ingest, admin: bool) -> dict[str, Any]:
     """For anyone but an admin the slots come without the holdings (slots/driver.py)."""
-    redis: dict[str, Any] = {"configured": ing.redis["configured"], "dropped_here":
-                             ing.redis["alerts"].dropped_here if ing.redis["alerts"] else 0}
+    redis: dict[str, Any] = {
+        "configured": ing.redis["configured"],
+        "dropped_here": ing.redis["alerts"].dropped_here if ing.redis["alerts"] else 0,
+    }
     if ing.redis.get("bridge") is not None:
         redis.update(ing.redis["bridge"].as_dict())
     gate = ing.state.gate_state
     return {
         "price_streamer_running": any(f.state == "streaming" for f in ing.feeds),
         "upstream": [f.as_dict() for f in ing.feeds],
-        "queues": {name: {"depth": ch.statistics().current_buffer_used,
-                          "size": ch.statistics().max_buffer_size}
-                   for name, ch in ing.queues.items()},
+        "queues": {
+            name: {
+                "depth": ch.statistics().current_buffer_used,
+                "size": ch.statistics().max_buffer_size,
+            }
+            for name, ch in ing.queues.items()
+        },
         "router": ing.router.as_dict(),
         "store": ing.flusher.as_dict(),
         "recorder": ing.recorder.__dict__ if ing.recorder is not None else None,

@@ -186,9 +186,17 @@ class SimControl:
 
     def positions_document(self, account: str) -> dict[str, object]:
         """The demo account's positions (accounts.parse_positions)."""
-        return {"accounts": [{"account": account, "positions": [
-            {"code": code, "quantity": qty, "avg_price": round(cost / qty, 2)}
-            for code, (qty, cost) in sorted(self.positions.items())]}]}
+        return {
+            "accounts": [
+                {
+                    "account": account,
+                    "positions": [
+                        {"code": code, "quantity": qty, "avg_price": round(cost / qty, 2)}
+                        for code, (qty, cost) in sorted(self.positions.items())
+                    ],
+                }
+            ]
+        }
 
     def refuse_app_key(self, app_key: str, refused: bool = True) -> None:
         """Close (or reopen) one app key's account: its sessions are dropped and it gets no
@@ -260,16 +268,24 @@ class _LsReq(msgspec.Struct):
     body: dict[str, str] | None = None
 
 
-def _kis_reply(tr_id: str, tr_key: str, code: tuple[str, str, str], output: dict | None = None,
-               encrypt: bool = False) -> str:
+def _kis_reply(
+    tr_id: str,
+    tr_key: str,
+    code: tuple[str, str, str],
+    output: dict | None = None,
+    encrypt: bool = False,
+) -> str:
     rt_cd, msg_cd, msg1 = code
     body: dict[str, object] = {"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1}
     if output is not None:
         body["output"] = output
     # Every reply carries header.tr_id and tr_key: the broker's sample client needs both (§9.1).
-    return msgspec.json.encode({"header": {"tr_id": tr_id, "tr_key": tr_key,
-                                           "encrypt": "Y" if encrypt else "N"},
-                                "body": body}).decode()
+    return msgspec.json.encode(
+        {
+            "header": {"tr_id": tr_id, "tr_key": tr_key, "encrypt": "Y" if encrypt else "N"},
+            "body": body,
+        }
+    ).decode()
 
 
 class Simulator:
@@ -280,8 +296,10 @@ class Simulator:
         self.control = control
         known = {t.code: t for t in DEFAULT_TICKERS}
         # Codes beyond the built-in 50 get a synthetic ticker (tests that need more codes).
-        tickers = tuple(known.get(c) or SimTicker(c, f"SIM {c}", 1000 * (5 + sum(map(ord, c)) % 50))
-                        for c in cfg.tickers)
+        tickers = tuple(
+            known.get(c) or SimTicker(c, f"SIM {c}", 1000 * (5 + sum(map(ord, c)) % 50))
+            for c in cfg.tickers
+        )
         self.market = SimMarket(tickers, cfg.seed)
         self.names = {t.code: t.name for t in tickers}
         self.news = ls_records.NewsGenerator([(t.code, t.name) for t in tickers], cfg.seed)
@@ -298,8 +316,10 @@ class Simulator:
     # -- REST ------------------------------------------------------------------------------
     def approval(self, data: dict[str, str]) -> tuple[dict[str, str], int]:
         if self.control.reject_credentials or data.get("appkey") in self.control.refused_app_keys:
-            return {"error_code": "EGW00103",
-                    "error_description": "유효하지 않은 AppKey입니다."}, 403
+            return {
+                "error_code": "EGW00103",
+                "error_description": "유효하지 않은 AppKey입니다.",
+            }, 403
         if data.get("grant_type") != "client_credentials" or not (
             data.get("appkey") and data.get("secretkey")
         ):
@@ -319,8 +339,12 @@ class Simulator:
         token = self._token(64)
         self.control.tokens.add(token)
         self.control.stats.tokens += 1
-        return {"access_token": token, "token_type": "Bearer", "scope": "oob",
-                "expires_in": 86400}, 200
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "scope": "oob",
+            "expires_in": 86400,
+        }, 200
 
     # -- WebSocket requests ----------------------------------------------------------------
     def open_conn(self, protocol: str) -> _Conn:
@@ -373,8 +397,15 @@ class Simulator:
             conn.subs.add((tr_id, tr_key))
             key, iv = self._token(32), self._token(16)
             conn.keys[tr_id] = (key, iv)
-            conn.send(_kis_reply(tr_id, tr_key, SUBSCRIBED, {"iv": iv, "key": key},
-                                 encrypt=tr_id in KIS_NOTICE_TRS))
+            conn.send(
+                _kis_reply(
+                    tr_id,
+                    tr_key,
+                    SUBSCRIBED,
+                    {"iv": iv, "key": key},
+                    encrypt=tr_id in KIS_NOTICE_TRS,
+                )
+            )
             return
         conn.send(_kis_reply(tr_id, tr_key, code))
 
@@ -392,8 +423,11 @@ class Simulator:
         except msgspec.DecodeError:
             conn.send(ls_records.ack_message("", "", "", "IGW00001", "JSON 형식 오류"))
             return
-        tr_cd, tr_key, tr_type = body.get("tr_cd", ""), body.get("tr_key", ""), header.get(
-            "tr_type", "")
+        tr_cd, tr_key, tr_type = (
+            body.get("tr_cd", ""),
+            body.get("tr_key", ""),
+            header.get("tr_type", ""),
+        )
         if header.get("token") not in self.control.tokens:
             code = LS_BAD_TOKEN
         elif (tr_cd, tr_key) != LS_NEWS and not (tr_cd in LS_MARKET_TRS and tr_key in self.names):
@@ -435,18 +469,38 @@ class Simulator:
             else:
                 self._send_ls(conn, trades, news)
 
-    def _send_kis(self, conn: _Conn, now: datetime, trades: list[list[str]], books: set[str],
-                  programs: set[str], notices: list[list[str]],
-                  indexes: list[list[str]]) -> None:
+    def _send_kis(
+        self,
+        conn: _Conn,
+        now: datetime,
+        trades: list[list[str]],
+        books: set[str],
+        programs: set[str],
+        notices: list[list[str]],
+        indexes: list[list[str]],
+    ) -> None:
         if not conn.subs:
             return
         for tr_id in KIS_TRADE_TRS:
             self._send_records(conn, tr_id, [t for t in trades if (tr_id, t[0]) in conn.subs])
-        self._send_records(conn, KIS_BOOK_TR, [self.market.order_book(c, now) for c in sorted(books)
-                                               if (KIS_BOOK_TR, c) in conn.subs])
-        self._send_records(conn, KIS_PROGRAM_TR, [
-            self.market.program_trade(c, now) for c in sorted(programs)
-            if (KIS_PROGRAM_TR, c) in conn.subs])
+        self._send_records(
+            conn,
+            KIS_BOOK_TR,
+            [
+                self.market.order_book(c, now)
+                for c in sorted(books)
+                if (KIS_BOOK_TR, c) in conn.subs
+            ],
+        )
+        self._send_records(
+            conn,
+            KIS_PROGRAM_TR,
+            [
+                self.market.program_trade(c, now)
+                for c in sorted(programs)
+                if (KIS_PROGRAM_TR, c) in conn.subs
+            ],
+        )
         for tr_id in KIS_NOTICE_TRS:
             mine = [n for n in notices if (tr_id, n[0]) in conn.subs]
             if mine and tr_id in conn.keys:
@@ -511,9 +565,18 @@ class Simulator:
             order_no = f"{self._next_order:010d}"
             price = o.price or self.market.price(o.code)
             name = self.names.get(o.code, o.code)
-            notice = partial(execution_notice, customer_id=cfg.demo_hts_id,
-                             account=cfg.demo_account, order_no=order_no, code=o.code,
-                             side=o.side, order_qty=o.qty, order_price=price, now=now, name=name)
+            notice = partial(
+                execution_notice,
+                customer_id=cfg.demo_hts_id,
+                account=cfg.demo_account,
+                order_no=order_no,
+                code=o.code,
+                side=o.side,
+                order_qty=o.qty,
+                order_price=price,
+                now=now,
+                name=name,
+            )
             out.append(notice(kind="order", qty=o.qty, price=price))
             fill_price = self.market.price(o.code)
             out.append(notice(kind="fill", qty=o.qty, price=fill_price))
@@ -548,8 +611,9 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     async def place_order() -> tuple[dict[str, object], int]:
         data = await request.get_json(force=True, silent=True) or {}
         try:
-            control.place_order(str(data["code"]), str(data["side"]), int(data["qty"]),
-                                int(data.get("price", 0)))
+            control.place_order(
+                str(data["code"]), str(data["side"]), int(data["qty"]), int(data.get("price", 0))
+            )
         except (KeyError, ValueError) as exc:
             return {"error": f"bad order: {exc}"}, 400
         return {"accepted": True}, 202
@@ -638,8 +702,9 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     return app
 
 
-async def run_market(sim: Simulator, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_market(
+    sim: Simulator, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Advance the market in fixed steps; drop connections periodically if asked to."""
     control, cfg = sim.control, sim.cfg
     owed = 0.0
@@ -668,8 +733,11 @@ async def run_simulator(
     cfg: SimSettings, *, task_status: trio.TaskStatus[SimHandle] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the simulator until cancelled. started(): listening; returns its URLs and control."""
-    control = SimControl(drop_every_s=cfg.drop_every_s, malformed_rate=cfg.malformed_rate,
-                         reject_credentials=cfg.reject_credentials)
+    control = SimControl(
+        drop_every_s=cfg.drop_every_s,
+        malformed_rate=cfg.malformed_rate,
+        reject_credentials=cfg.reject_credentials,
+    )
     for code, qty, avg in cfg.demo_positions:  # held from before today
         control.set_position(code, qty, avg)
     sim = Simulator(cfg, control)
@@ -677,7 +745,17 @@ async def run_simulator(
         binds = await nursery.start(serve_app, create_sim_app(sim), cfg.host, cfg.port)
         await nursery.start(run_market, sim)
         base = binds[0]
-        log.info("broker simulator on %s (%d tickers, %.0f trades/s)", base, len(cfg.tickers),
-                 cfg.tick_rate)
-        task_status.started(SimHandle(rest_url=base, ws_url=ws_url(base, "/tryitout"),
-                                      ls_ws_url=ws_url(base, "/websocket"), control=control))
+        log.info(
+            "broker simulator on %s (%d tickers, %.0f trades/s)",
+            base,
+            len(cfg.tickers),
+            cfg.tick_rate,
+        )
+        task_status.started(
+            SimHandle(
+                rest_url=base,
+                ws_url=ws_url(base, "/tryitout"),
+                ls_ws_url=ws_url(base, "/websocket"),
+                control=control,
+            )
+        )

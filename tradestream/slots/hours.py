@@ -33,15 +33,18 @@ Window = tuple[time, time]  # [start, end)
 
 KRX_HOURS: tuple[Window, ...] = ((time(9, 0), time(15, 30)),)  # order books
 KRX_TRADE_HOURS: tuple[Window, ...] = ((time(9, 0), time(15, 20)),)
-NXT_HOURS: tuple[Window, ...] = ((time(8, 0), time(8, 50)), (time(9, 0), time(15, 20)),
-                                 (time(15, 30), time(20, 0)))
+NXT_HOURS: tuple[Window, ...] = (
+    (time(8, 0), time(8, 50)),
+    (time(9, 0), time(15, 20)),
+    (time(15, 30), time(20, 0)),
+)
 UNIFIED_HOURS: tuple[Window, ...] = ((time(8, 0), time(8, 50)), (time(9, 0), time(20, 0)))
 UNIFIED_TRADE_HOURS: tuple[Window, ...] = NXT_HOURS  # KRX adds nothing outside NXT's windows
 BOOK_TRS = frozenset(ORDER_BOOK_TRS)
 
 
 def venue_of(tr_id: str) -> str:
-    """"NXT", "UN" (unified) or "KRX" (every other TR, the indexes included)."""
+    """ "NXT", "UN" (unified) or "KRX" (every other TR, the indexes included)."""
     if tr_id.startswith("H0NX"):
         return "NXT"
     if tr_id.startswith("H0UN"):
@@ -49,10 +52,16 @@ def venue_of(tr_id: str) -> str:
     return "KRX"
 
 
-HOURS: dict[str, tuple[Window, ...]] = {"KRX": KRX_HOURS, "NXT": NXT_HOURS,
-                                        "UN": UNIFIED_HOURS}  # order books
-TRADE_HOURS: dict[str, tuple[Window, ...]] = {"KRX": KRX_TRADE_HOURS, "NXT": NXT_HOURS,
-                                              "UN": UNIFIED_TRADE_HOURS}
+HOURS: dict[str, tuple[Window, ...]] = {
+    "KRX": KRX_HOURS,
+    "NXT": NXT_HOURS,
+    "UN": UNIFIED_HOURS,
+}  # order books
+TRADE_HOURS: dict[str, tuple[Window, ...]] = {
+    "KRX": KRX_TRADE_HOURS,
+    "NXT": NXT_HOURS,
+    "UN": UNIFIED_TRADE_HOURS,
+}
 
 
 def market_open(tr_id: str, now: datetime, holidays: Container[date] = frozenset()) -> bool:

@@ -77,8 +77,9 @@ _Key = tuple[str, str]  # (tr_id, code)
 _Stamp = tuple[float, int]  # (claimed_at, sequence): a total order for "oldest first"
 
 
-def usable_capacity(limit: int = KIS_REGISTRATIONS_PER_SESSION, notices: int = 1,
-                    margin: int = 1) -> int:
+def usable_capacity(
+    limit: int = KIS_REGISTRATIONS_PER_SESSION, notices: int = 1, margin: int = 1
+) -> int:
     """Registrations usable for market data on one KIS session.
 
     kis.md §3: `limit` (41) counts every registration of the session over all TR IDs, so the
@@ -217,9 +218,15 @@ class SlotManager:
     `set_scanner` every SCANNER claim and `set_positions` every HOLDING claim, including any
     made through `claim`. Not thread-safe; one task owns it."""
 
-    def __init__(self, sessions: Mapping[str, int], *, scanner_dwell_s: float = SCANNER_DWELL_S,
-                 stale_s: float = STALE_S, holding_tr_ids: Sequence[str] = DEFAULT_TR_IDS,
-                 audit_max: int = AUDIT_MAX) -> None:
+    def __init__(
+        self,
+        sessions: Mapping[str, int],
+        *,
+        scanner_dwell_s: float = SCANNER_DWELL_S,
+        stale_s: float = STALE_S,
+        holding_tr_ids: Sequence[str] = DEFAULT_TR_IDS,
+        audit_max: int = AUDIT_MAX,
+    ) -> None:
         if scanner_dwell_s < 0 or stale_s <= 0 or audit_max < 0:
             raise ValueError("scanner_dwell_s >= 0, stale_s > 0 and audit_max >= 0 required")
         self.scanner_dwell_s = scanner_dwell_s
@@ -257,8 +264,9 @@ class SlotManager:
         self._release(call, Priority(priority), (tr_id, code), "released")
         return self._finish(call)
 
-    def set_picks(self, codes: Iterable[str], now: float,
-                  tr_ids: Sequence[str] = DEFAULT_TR_IDS) -> Changes:
+    def set_picks(
+        self, codes: Iterable[str], now: float, tr_ids: Sequence[str] = DEFAULT_TR_IDS
+    ) -> Changes:
         """Replace the PICK claims by `codes` x `tr_ids`; earlier codes rank first if pending."""
         call = _Call(now)
         self._replace(call, Priority.PICK, _keys(codes, tr_ids), "no longer a pick")
@@ -271,8 +279,9 @@ class SlotManager:
         self._replace(call, Priority.PICK, list(keys), "no longer a pick")
         return self._finish(call)
 
-    def set_scanner(self, codes: Iterable[str], now: float,
-                    tr_ids: Sequence[str] = DEFAULT_TR_IDS) -> Changes:
+    def set_scanner(
+        self, codes: Iterable[str], now: float, tr_ids: Sequence[str] = DEFAULT_TR_IDS
+    ) -> Changes:
         """Replace the SCANNER claims by `codes` x `tr_ids`. A find that drops out keeps its
         slot until `scanner_dwell_s` after it was granted (hysteresis: scanners flicker)."""
         call = _Call(now)
@@ -281,8 +290,9 @@ class SlotManager:
 
     # --------------------------------------------------------------- holdings
 
-    def on_fill(self, code: str, side: Side, qty: int, now: float,
-                tr_ids: Sequence[str] | None = None) -> Changes:
+    def on_fill(
+        self, code: str, side: Side, qty: int, now: float, tr_ids: Sequence[str] | None = None
+    ) -> Changes:
         """Track a fill. A buy claims HOLDING at once (on `tr_ids`, else the code's current
         ones, else the default); a sell that empties the position releases it. A sell beyond
         the known quantity empties it too; `set_positions` repairs any drift."""
@@ -303,8 +313,9 @@ class SlotManager:
             raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
         return self._finish(call)
 
-    def set_positions(self, positions: Mapping[str, int], now: float,
-                      tr_ids: Sequence[str] | None = None) -> Changes:
+    def set_positions(
+        self, positions: Mapping[str, int], now: float, tr_ids: Sequence[str] | None = None
+    ) -> Changes:
         """Reconcile with the broker's balance: codes with qty > 0 are held (HOLDING on
         `tr_ids`, else each code's current ones, else the default); every other HOLDING claim
         is released."""
@@ -312,7 +323,8 @@ class SlotManager:
         held = {code: qty for code, qty in positions.items() if qty > 0}
         given = None if tr_ids is None else _tr_ids(tr_ids)
         self._holding_tr_ids = {
-            code: given or self._holding_tr_ids.get(code, self._holding_default) for code in held}
+            code: given or self._holding_tr_ids.get(code, self._holding_default) for code in held
+        }
         self._positions = held
         desired = [(tr, code) for code, trs in self._holding_tr_ids.items() for tr in trs]
         self._replace(call, Priority.HOLDING, desired, "not held")
@@ -324,8 +336,9 @@ class SlotManager:
 
     # --------------------------------------------------------------- sessions
 
-    def session_added(self, name: str, capacity: int, now: float, *,
-                      resize: Mapping[str, int] | None = None) -> Changes:
+    def session_added(
+        self, name: str, capacity: int, now: float, *, resize: Mapping[str, int] | None = None
+    ) -> Changes:
         """Add a session (new, or back after `session_lost`) and grant pending claims on it.
         `resize`: other sessions' new capacities, applied in the same call (as `set_capacity`
         would), so the ops are the net change of both."""
@@ -338,8 +351,9 @@ class SlotManager:
             self._resize(call, other, cap)
         return self._finish(call)
 
-    def session_lost(self, name: str, now: float, *,
-                     resize: Mapping[str, int] | None = None) -> Changes:
+    def session_lost(
+        self, name: str, now: float, *, resize: Mapping[str, int] | None = None
+    ) -> Changes:
         """Forget a session for good (not for a plain reconnect: see `registrations`).
 
         Its slots are re-placed on the other sessions like any pending claim, best priority
@@ -439,8 +453,14 @@ class SlotManager:
                 slot.stale = True
                 record = self._record(key, slot)
                 call.stale.append(record)
-                self._audit(call, "stale", slot.session, key, record.priority,
-                            f"no data for {now - quiet_since:.1f}s")
+                self._audit(
+                    call,
+                    "stale",
+                    slot.session,
+                    key,
+                    record.priority,
+                    f"no data for {now - quiet_since:.1f}s",
+                )
         return self._finish(call)
 
     def reregister(self, session: str, tr_id: str, code: str, now: float) -> Changes:
@@ -450,8 +470,10 @@ class SlotManager:
         key = (tr_id, code)
         slot = self._slots.get(key)
         if slot is not None and slot.session == session:
-            call.extra_ops += [Op(session, "unsubscribe", tr_id, code),
-                               Op(session, "subscribe", tr_id, code)]
+            call.extra_ops += [
+                Op(session, "unsubscribe", tr_id, code),
+                Op(session, "subscribe", tr_id, code),
+            ]
             self._audit(call, "reregister", session, key, self._priority(key), "requested")
         return self._finish(call)
 
@@ -459,8 +481,11 @@ class SlotManager:
 
     def slots(self) -> list[SlotRecord]:
         """Granted slots by session (stable order), then priority, then age."""
-        return [self._record(key, self._slots[key]) for session in self._capacity
-                for key in sorted(self._by_session[session], key=self._grant_order)]
+        return [
+            self._record(key, self._slots[key])
+            for session in self._capacity
+            for key in sorted(self._by_session[session], key=self._grant_order)
+        ]
 
     def slot(self, tr_id: str, code: str) -> SlotRecord | None:
         slot = self._slots.get((tr_id, code))
@@ -475,8 +500,7 @@ class SlotManager:
         for key in sorted(self._pending, key=self._pending_order):
             claims = self._claims[key]
             best = min(claims)
-            out.append(PendingRecord(key[0], key[1], best, tuple(sorted(claims)),
-                                     claims[best][0]))
+            out.append(PendingRecord(key[0], key[1], best, tuple(sorted(claims)), claims[best][0]))
         return out
 
     def claims(self, tr_id: str, code: str) -> tuple[Priority, ...]:
@@ -506,8 +530,14 @@ class SlotManager:
         held = self._by_session[name]
         while len(held) > capacity:
             victim = min(held, key=self._victim_order)
-            self._audit(call, "shrink", name, victim, self._priority(victim),
-                        f"capacity of {name} now {capacity}")
+            self._audit(
+                call,
+                "shrink",
+                name,
+                victim,
+                self._priority(victim),
+                f"capacity of {name} now {capacity}",
+            )
             call.moved_from[victim] = f"from {name} (capacity now {capacity})"
             self._unseat(call, victim, f"capacity of {name} reduced")
 
@@ -529,15 +559,32 @@ class SlotManager:
 
     def _record(self, key: _Key, slot: _Slot) -> SlotRecord:
         claims = tuple(sorted(self._claims[key]))
-        return SlotRecord(slot.session, key[0], key[1], claims[0], claims, slot.granted_at,
-                          slot.last_data_at, slot.stale, self._retiring.get(key))
+        return SlotRecord(
+            slot.session,
+            key[0],
+            key[1],
+            claims[0],
+            claims,
+            slot.granted_at,
+            slot.last_data_at,
+            slot.stale,
+            self._retiring.get(key),
+        )
 
-    def _audit(self, call: _Call, action: AuditAction, session: str | None, key: _Key,
-               priority: Priority, reason: str) -> None:
+    def _audit(
+        self,
+        call: _Call,
+        action: AuditAction,
+        session: str | None,
+        key: _Key,
+        priority: Priority,
+        reason: str,
+    ) -> None:
         call.audit.append(Audit(call.now, action, session, key[0], key[1], priority, reason))
 
-    def _replace(self, call: _Call, priority: Priority, desired: Iterable[_Key],
-                 reason: str) -> None:
+    def _replace(
+        self, call: _Call, priority: Priority, desired: Iterable[_Key], reason: str
+    ) -> None:
         """Make the claims of `priority` exactly `desired`: releases first (they free slots
         for the newcomers), then claims in the given order."""
         wanted = dict.fromkeys(desired)
@@ -559,8 +606,9 @@ class SlotManager:
 
     def _unhold(self, call: _Call, code: str, reason: str) -> None:
         self._holding_tr_ids.pop(code, None)
-        for key in [k for k, claims in self._claims.items()
-                    if k[1] == code and Priority.HOLDING in claims]:
+        for key in [
+            k for k, claims in self._claims.items() if k[1] == code and Priority.HOLDING in claims
+        ]:
             self._remove_claim(call, Priority.HOLDING, key, reason)
 
     def _add_claim(self, call: _Call, priority: Priority, key: _Key) -> None:
@@ -574,8 +622,14 @@ class SlotManager:
         slot = self._slots.get(key)
         if slot is not None:
             if previous is not None and priority < previous:
-                self._audit(call, "upgrade", slot.session, key, priority,
-                            f"{previous.name} -> {priority.name}, in place")
+                self._audit(
+                    call,
+                    "upgrade",
+                    slot.session,
+                    key,
+                    priority,
+                    f"{previous.name} -> {priority.name}, in place",
+                )
             return
         self._pending[key] = None  # placed (or refused) by _settle when the call finishes
         call.dirty = True
@@ -594,8 +648,14 @@ class SlotManager:
             if call.now < until:
                 if key not in self._retiring:
                     self._retiring[key] = until
-                    self._audit(call, "defer", slot.session, key, priority,
-                                f"{reason}; kept until {until:.1f} (dwell)")
+                    self._audit(
+                        call,
+                        "defer",
+                        slot.session,
+                        key,
+                        priority,
+                        f"{reason}; kept until {until:.1f} (dwell)",
+                    )
                 return
             self._retiring.pop(key, None)  # released for good: a deferral is moot
         self._remove_claim(call, priority, key, reason)
@@ -615,8 +675,14 @@ class SlotManager:
                 self._ungrant(call, key, slot)
             self._audit(call, "release", slot.session if slot else None, key, priority, reason)
         elif slot is not None and priority == best:
-            self._audit(call, "downgrade", slot.session, key, min(claims),
-                        f"{priority.name} -> {min(claims).name}, in place: {reason}")
+            self._audit(
+                call,
+                "downgrade",
+                slot.session,
+                key,
+                min(claims),
+                f"{priority.name} -> {min(claims).name}, in place: {reason}",
+            )
 
     def _grant(self, call: _Call, key: _Key, session: str) -> None:
         self._slots[key] = _Slot(session, call.now, self._next_seq())
@@ -678,8 +744,14 @@ class SlotManager:
                 if victim is None:
                     continue
                 session = self._slots[victim].session
-                self._audit(call, "evict", session, victim, self._priority(victim),
-                            f"for {key[0]}/{key[1]} at {priority.name}")
+                self._audit(
+                    call,
+                    "evict",
+                    session,
+                    victim,
+                    self._priority(victim),
+                    f"for {key[0]}/{key[1]} at {priority.name}",
+                )
                 self._unseat(call, victim, "evicted")
                 reason = f"evicted {victim[0]}/{victim[1]}"
             self._grant(call, key, session)
@@ -712,8 +784,7 @@ class SlotManager:
         capacity = sum(self._capacity.values())
         for key in sorted(left, key=self._pending_order):
             claims = self._claims[key]
-            reason = (f"no slot: pool full ({used}/{capacity}) and none below "
-                      f"{min(claims).name}")
+            reason = f"no slot: pool full ({used}/{capacity}) and none below {min(claims).name}"
             if Priority.DEMAND in claims:
                 del claims[Priority.DEMAND]
                 record = Rejection(key[0], key[1], Priority.DEMAND, reason)
@@ -745,8 +816,13 @@ class SlotManager:
             elif now and not was:
                 subscribes.append(Op(session, "subscribe", key[0], key[1]))
         self._audit_log.extend(call.audit)
-        return Changes(tuple(unsubscribes + call.extra_ops + subscribes), tuple(call.audit),
-                       tuple(call.refused), tuple(call.dropped), tuple(call.stale))
+        return Changes(
+            tuple(unsubscribes + call.extra_ops + subscribes),
+            tuple(call.audit),
+            tuple(call.refused),
+            tuple(call.dropped),
+            tuple(call.stale),
+        )
 
 
 def _tr_ids(tr_ids: Sequence[str]) -> tuple[str, ...]:

@@ -13,8 +13,13 @@ from tradestream.slots.driver import SlotDriver
 
 
 class ScannerSlots:
-    def __init__(self, driver: SlotDriver, movers: MoverScanner, top_n: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        driver: SlotDriver,
+        movers: MoverScanner,
+        top_n: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._driver = driver
         self._movers = movers
         self._top_n = top_n  # movers promoted (0: posted finds only)
@@ -28,12 +33,12 @@ class ScannerSlots:
         return sorted(self.posted)
 
     def refresh(self) -> None:
-        top = [m.code for m in self._movers.top(self._top_n, self._clock())] \
-            if self._top_n else []
+        top = [m.code for m in self._movers.top(self._top_n, self._clock())] if self._top_n else []
         self._driver.set_scanner([*self.posted, *(c for c in top if c not in self.posted)])
 
-    async def run(self, every_s: float, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, every_s: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         while True:
             await trio.sleep(every_s)

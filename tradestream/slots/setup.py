@@ -29,8 +29,16 @@ log = logging.getLogger(__name__)
 
 def audit_event(a: Audit) -> SlotAudit:
     """An audit record as the event stored in `slot_audit`."""
-    return SlotAudit("slots", datetime.fromtimestamp(a.at, KST), a.action, a.session or "",
-                     a.tr_id, a.code, a.priority.name.lower(), a.reason)
+    return SlotAudit(
+        "slots",
+        datetime.fromtimestamp(a.at, KST),
+        a.action,
+        a.session or "",
+        a.tr_id,
+        a.code,
+        a.priority.name.lower(),
+        a.reason,
+    )
 
 
 def build_slot_driver(
@@ -54,19 +62,33 @@ def build_slot_driver(
     for fs in sessions:
         assert isinstance(fs.adapter, KisAdapter), "only KIS sessions are slotted"
         slot_sessions.append(SlotSession(fs.status.name, capacity, fs.adapter, fs.status))
-    manager = SlotManager({x.name: capacity for x in slot_sessions},
-                          scanner_dwell_s=k.scanner_dwell_s, stale_s=k.slot_stale_s)
-    driver = SlotDriver(manager, slot_sessions, notice=k.notice_key(), static_prices=prices,
-                        static_books=books, on_dropped=on_dropped,
-                        on_audit=lambda a: on_audit(audit_event(a)),
-                        lost_after_s=k.lost_after_s, market_open=market_open, clock=time.time,
-                        max_demand_per_user=s.gateway.max_demand_per_user)
+    manager = SlotManager(
+        {x.name: capacity for x in slot_sessions},
+        scanner_dwell_s=k.scanner_dwell_s,
+        stale_s=k.slot_stale_s,
+    )
+    driver = SlotDriver(
+        manager,
+        slot_sessions,
+        notice=k.notice_key(),
+        static_prices=prices,
+        static_books=books,
+        on_dropped=on_dropped,
+        on_audit=lambda a: on_audit(audit_event(a)),
+        lost_after_s=k.lost_after_s,
+        market_open=market_open,
+        clock=time.time,
+        max_demand_per_user=s.gateway.max_demand_per_user,
+    )
     for fs in sessions:
         assert isinstance(fs.adapter, KisAdapter)
         fs.adapter.follow(partial(driver.registrations, fs.status.name))
     driver.set_picks(k.pick_keys())
     if manager.pending():
-        log.warning("%d configured registrations wait for a slot (capacity %d over %d "
-                    "sessions)", len(manager.pending()),
-                    sum(u.capacity for u in manager.usage().values()), len(slot_sessions))
+        log.warning(
+            "%d configured registrations wait for a slot (capacity %d over %d sessions)",
+            len(manager.pending()),
+            sum(u.capacity for u in manager.usage().values()),
+            len(slot_sessions),
+        )
     return driver

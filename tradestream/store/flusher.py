@@ -103,8 +103,9 @@ class ThreadedSink(Generic[Row]):
         await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
 
 
-async def collect(rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row],
-                  policy: FlushPolicy) -> bool:
+async def collect(
+    rows_in: trio.MemoryReceiveChannel[Row], batch: list[Row], policy: FlushPolicy
+) -> bool:
     """Fill `batch` by the size-or-deadline rule. False once the channel is closed and drained
     (what was collected before is still in `batch`)."""
     try:
@@ -198,12 +199,16 @@ async def run_flusher(
                         await _save([first], sink, stats, spool, front=True)
                     await _save(left, sink, stats, spool)
                 if scope.cancelled_caught:
-                    log.error("could not save %d batches in %.1fs", len(left) + bool(first),
-                              policy.final_write_s)
+                    log.error(
+                        "could not save %d batches in %.1fs",
+                        len(left) + bool(first),
+                        policy.final_write_s,
+                    )
 
 
-async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats,
-                        spool: SpoolLike[Row] | None) -> None:
+async def _spill_excess(
+    q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats, spool: SpoolLike[Row] | None
+) -> None:
     """Keep memory bounded while writes fail: move the oldest queued batches to the spool."""
     while spool is not None and q.rows > policy.memory_rows and q.batches:
         oldest = q.batches.popleft()
@@ -214,8 +219,14 @@ async def _spill_excess(q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats
         stats.pending_rows = q.rows
 
 
-async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherStats,
-                spool: SpoolLike[Row] | None, *, front: bool = False) -> None:
+async def _save(
+    batches: list[list[Row]],
+    sink: BatchSink[Row],
+    stats: FlusherStats,
+    spool: SpoolLike[Row] | None,
+    *,
+    front: bool = False,
+) -> None:
     """What is left when the flusher ends early (the database was too slow or away, or a hard
     stop): the spool, which is local and quick, for the next start to write. Without a spool
     (tests), one attempt at the database."""
@@ -233,12 +244,12 @@ async def _save(batches: list[list[Row]], sink: BatchSink[Row], stats: FlusherSt
         await trio.to_thread.run_sync(partial(spool.append, b, front=front))
         stats.spooled_rows += len(b)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
-        log.warning("database unavailable: %d rows kept in the spool (%s)", len(b),
-                    spool.directory)
+        log.warning("database unavailable: %d rows kept in the spool (%s)", len(b), spool.directory)
 
 
-async def _isolate(batch: list[Row], sink: BatchSink[Row],
-                   transient: Callable[[BaseException], bool]) -> tuple[int, list[Row]]:
+async def _isolate(
+    batch: list[Row], sink: BatchSink[Row], transient: Callable[[BaseException], bool]
+) -> tuple[int, list[Row]]:
     """Write what the database accepts of a refused batch, halving it down to single rows.
     Returns (rows written, rows refused); an outage meanwhile propagates to be retried."""
     try:
@@ -255,9 +266,15 @@ async def _isolate(batch: list[Row], sink: BatchSink[Row],
     return n1 + n2, bad1 + bad2
 
 
-async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
-                  stats: FlusherStats, spool: SpoolLike[Row] | None, done: trio.Event,
-                  transient: Callable[[BaseException], bool]) -> None:
+async def _writer(
+    q: _Queue[Row],
+    sink: BatchSink[Row],
+    policy: FlushPolicy,
+    stats: FlusherStats,
+    spool: SpoolLike[Row] | None,
+    done: trio.Event,
+    transient: Callable[[BaseException], bool],
+) -> None:
     """Write the spool's segments, then the queued batches, in order; retry until it works."""
     backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
     try:
@@ -289,8 +306,12 @@ async def _writer(q: _Queue[Row], sink: BatchSink[Row], policy: FlushPolicy,
                     if transient(exc):
                         raise
                     written, refused = await _isolate(batch, sink, transient)
-                    log.error("the database refused %d of %d rows (%r); set aside",
-                              len(refused), len(batch), exc)
+                    log.error(
+                        "the database refused %d of %d rows (%r); set aside",
+                        len(refused),
+                        len(batch),
+                        exc,
+                    )
                     stats.refused_rows += len(refused)
                     if spool is not None:
                         await trio.to_thread.run_sync(spool.set_aside, refused, repr(exc))

@@ -49,12 +49,20 @@ def _bound(dt: datetime) -> datetime:
     return _utc(dt).replace(tzinfo=None)
 
 
-def recent_ticks(engine: Engine, code: str, since: datetime | None,
-                 limit: int) -> list[dict[str, Any]]:
+def recent_ticks(
+    engine: Engine, code: str, since: datetime | None, limit: int
+) -> list[dict[str, Any]]:
     """Trades of `code` from `since` on (oldest first), or the latest `limit` ones."""
     t = schema.stock_prices_realtime
-    q = sa.select(t.c.trade_time, t.c.price, t.c.change, t.c.change_percent, t.c.trade_volume,
-                  t.c.volume, t.c.venue).where(t.c.stock_code == code)
+    q = sa.select(
+        t.c.trade_time,
+        t.c.price,
+        t.c.change,
+        t.c.change_percent,
+        t.c.trade_volume,
+        t.c.volume,
+        t.c.venue,
+    ).where(t.c.stock_code == code)
     limit = max(1, min(limit, MAX_ROWS))
     if since is not None:
         q = q.where(t.c.trade_time >= _bound(since)).order_by(t.c.trade_time, t.c.id).limit(limit)
@@ -64,9 +72,18 @@ def recent_ticks(engine: Engine, code: str, since: datetime | None,
         rows = list(conn.execute(q))
     if since is None:
         rows.reverse()
-    return [{"time": _iso(r.trade_time), "price": r.price, "change": r.change,
-             "change_percent": r.change_percent, "trade_volume": r.trade_volume,
-             "volume": r.volume, "venue": r.venue} for r in rows]
+    return [
+        {
+            "time": _iso(r.trade_time),
+            "price": r.price,
+            "change": r.change,
+            "change_percent": r.change_percent,
+            "trade_volume": r.trade_volume,
+            "volume": r.volume,
+            "venue": r.venue,
+        }
+        for r in rows
+    ]
 
 
 def bucket_start(dt: datetime, interval_s: int) -> datetime:
@@ -90,8 +107,17 @@ def ohlcv(trades: Iterable[tuple[datetime, int, int]], interval_s: int) -> list[
         start = bucket_start(when, interval_s)
         if start != current:
             current = start
-            bars.append({"time": start.isoformat(), "open": price, "high": price, "low": price,
-                         "close": price, "volume": 0, "trades": 0})
+            bars.append(
+                {
+                    "time": start.isoformat(),
+                    "open": price,
+                    "high": price,
+                    "low": price,
+                    "close": price,
+                    "volume": 0,
+                    "trades": 0,
+                }
+            )
         bar = bars[-1]
         bar["high"] = max(bar["high"], price)
         bar["low"] = min(bar["low"], price)
@@ -112,8 +138,9 @@ class _epoch_s(FunctionElement[int]):
 def _epoch_s_sqlite(element: _epoch_s, compiler: Any, **kw: Any) -> str:
     # SQLAlchemy stores 'YYYY-MM-DD HH:MM:SS.ffffff'; strftime would round .9995 s up (it
     # keeps milliseconds), so the fraction is cut off first
-    return ("CAST(strftime('%s', substr("
-            f"{compiler.process(element.clauses, **kw)}, 1, 19)) AS INTEGER)")
+    return (
+        f"CAST(strftime('%s', substr({compiler.process(element.clauses, **kw)}, 1, 19)) AS INTEGER)"
+    )
 
 
 @compiles(_epoch_s, "postgresql")
@@ -126,8 +153,9 @@ def _epoch_s_pg(element: _epoch_s, compiler: Any, **kw: Any) -> str:
 @compiles(_epoch_s, "mariadb")
 def _epoch_s_mysql(element: _epoch_s, compiler: Any, **kw: Any) -> str:
     # not UNIX_TIMESTAMP(), which reads a DATETIME in the session's time zone
-    return ("TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', "
-            f"{compiler.process(element.clauses, **kw)})")
+    return (
+        f"TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', {compiler.process(element.clauses, **kw)})"
+    )
 
 
 class _idiv(FunctionElement[int]):
@@ -162,8 +190,14 @@ def _bucket(local_s: ColumnElement[int], interval_s: int) -> ColumnElement[int]:
     return midnight + _idiv(local_s - midnight, step) * step
 
 
-def bars(engine: Engine, code: str, interval_s: int, since: datetime | None,
-         until: datetime | None, limit: int) -> list[dict[str, Any]]:
+def bars(
+    engine: Engine,
+    code: str,
+    interval_s: int,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
     """OHLCV bars of `code` computed from stored trades: those in the `limit` intervals before
     `until` (default now), or from `since` on (the newest `limit` of them). Intervals without
     a trade have no bar.
@@ -175,57 +209,106 @@ def bars(engine: Engine, code: str, interval_s: int, since: datetime | None,
     since = since or until - timedelta(seconds=interval_s * limit)
     t = schema.stock_prices_realtime
     bucket = _bucket(_epoch_s(t.c.trade_time) + KST_OFFSET_S, interval_s).label("b")
-    first = sa.func.row_number().over(partition_by=bucket,
-                                      order_by=(t.c.trade_time, t.c.id)).label("rf")
-    last = sa.func.row_number().over(partition_by=bucket,
-                                     order_by=(t.c.trade_time.desc(), t.c.id.desc())).label("rl")
-    inner = (sa.select(bucket, t.c.price, t.c.trade_volume, first, last)
-             .where(t.c.stock_code == code, t.c.trade_time >= _bound(since),
-                    t.c.trade_time < _bound(until))
-             .subquery())
-    q = (sa.select(inner.c.b,
-                   sa.func.max(sa.case((inner.c.rf == 1, inner.c.price))).label("open"),
-                   sa.func.max(inner.c.price).label("high"),
-                   sa.func.min(inner.c.price).label("low"),
-                   sa.func.max(sa.case((inner.c.rl == 1, inner.c.price))).label("close"),
-                   sa.func.sum(inner.c.trade_volume).label("volume"),
-                   sa.func.count().label("trades"))
-         .group_by(inner.c.b).order_by(inner.c.b.desc()).limit(limit))
+    first = (
+        sa.func.row_number()
+        .over(partition_by=bucket, order_by=(t.c.trade_time, t.c.id))
+        .label("rf")
+    )
+    last = (
+        sa.func.row_number()
+        .over(partition_by=bucket, order_by=(t.c.trade_time.desc(), t.c.id.desc()))
+        .label("rl")
+    )
+    inner = (
+        sa.select(bucket, t.c.price, t.c.trade_volume, first, last)
+        .where(
+            t.c.stock_code == code, t.c.trade_time >= _bound(since), t.c.trade_time < _bound(until)
+        )
+        .subquery()
+    )
+    q = (
+        sa.select(
+            inner.c.b,
+            sa.func.max(sa.case((inner.c.rf == 1, inner.c.price))).label("open"),
+            sa.func.max(inner.c.price).label("high"),
+            sa.func.min(inner.c.price).label("low"),
+            sa.func.max(sa.case((inner.c.rl == 1, inner.c.price))).label("close"),
+            sa.func.sum(inner.c.trade_volume).label("volume"),
+            sa.func.count().label("trades"),
+        )
+        .group_by(inner.c.b)
+        .order_by(inner.c.b.desc())
+        .limit(limit)
+    )
     with engine.connect() as conn:
         rows = list(conn.execute(q))
     rows.reverse()
-    return [{"time": datetime.fromtimestamp(int(r.b) - KST_OFFSET_S, KST).isoformat(),
-             "open": int(r.open), "high": int(r.high), "low": int(r.low),
-             "close": int(r.close), "volume": int(r.volume), "trades": int(r.trades)}
-            for r in rows]
+    return [
+        {
+            "time": datetime.fromtimestamp(int(r.b) - KST_OFFSET_S, KST).isoformat(),
+            "open": int(r.open),
+            "high": int(r.high),
+            "low": int(r.low),
+            "close": int(r.close),
+            "volume": int(r.volume),
+            "trades": int(r.trades),
+        }
+        for r in rows
+    ]
 
 
 def recent_news(engine: Engine, ticker: str | None, limit: int) -> list[dict[str, Any]]:
     n = schema.news
-    q = sa.select(n).order_by(n.c.published_at.desc(), n.c.id.desc()).limit(
-        max(1, min(limit, MAX_ROWS)))
+    q = (
+        sa.select(n)
+        .order_by(n.c.published_at.desc(), n.c.id.desc())
+        .limit(max(1, min(limit, MAX_ROWS)))
+    )
     if ticker:
         # the primary ticker, or any listed one (the JSON array as text holds "005930")
-        q = q.where(sa.or_(n.c.ticker == ticker,
-                           sa.cast(n.c.tickers, sa.Text).like(f'%"{ticker}"%')))
+        q = q.where(
+            sa.or_(n.c.ticker == ticker, sa.cast(n.c.tickers, sa.Text).like(f'%"{ticker}"%'))
+        )
     with engine.connect() as conn:
         rows = conn.execute(q).all()
-    return [{"realkey": r.realkey, "title": r.title, "tickers": r.tickers, "ticker": r.ticker,
-             "media": r.media, "published_at": _iso(r.published_at)} for r in rows]
+    return [
+        {
+            "realkey": r.realkey,
+            "title": r.title,
+            "tickers": r.tickers,
+            "ticker": r.ticker,
+            "media": r.media,
+            "published_at": _iso(r.published_at),
+        }
+        for r in rows
+    ]
 
 
 def recent_alerts(engine: Engine, code: str | None, limit: int) -> list[dict[str, Any]]:
     a = schema.alerts
-    q = sa.select(a).order_by(a.c.triggered_at.desc(), a.c.id.desc()).limit(
-        max(1, min(limit, MAX_ROWS)))
+    q = (
+        sa.select(a)
+        .order_by(a.c.triggered_at.desc(), a.c.id.desc())
+        .limit(max(1, min(limit, MAX_ROWS)))
+    )
     if code:
         q = q.where(a.c.stock_code == code)
     with engine.connect() as conn:
         rows = conn.execute(q).all()
-    return [{"code": r.stock_code, "kind": r.kind, "direction": r.direction,
-             "change_percent": r.change_percent, "price": r.price,
-             "reference_price": r.reference_price, "window_s": r.window_s,
-             "triggered_at": _iso(r.triggered_at), "message": r.message} for r in rows]
+    return [
+        {
+            "code": r.stock_code,
+            "kind": r.kind,
+            "direction": r.direction,
+            "change_percent": r.change_percent,
+            "price": r.price,
+            "reference_price": r.reference_price,
+            "window_s": r.window_s,
+            "triggered_at": _iso(r.triggered_at),
+            "message": r.message,
+        }
+        for r in rows
+    ]
 
 
 def executions_since(engine: Engine, since: datetime, page: int = 5000) -> list[Execution]:
@@ -239,14 +322,35 @@ def executions_since(engine: Engine, since: datetime, page: int = 5000) -> list[
         while True:
             q = sa.select(e).where(e.c.event_time >= _bound(since))
             if after is not None:
-                q = q.where(sa.or_(e.c.event_time > after[0],
-                                   sa.and_(e.c.event_time == after[0], e.c.id > after[1])))
+                q = q.where(
+                    sa.or_(
+                        e.c.event_time > after[0],
+                        sa.and_(e.c.event_time == after[0], e.c.id > after[1]),
+                    )
+                )
             rows = conn.execute(q.order_by(e.c.event_time, e.c.id).limit(page)).all()
-            out += [Execution(
-                r.source, r.customer_id, r.account, r.order_no, r.original_order_no, r.side,
-                r.kind, r.correction, bool(r.rejected), r.stock_code, r.quantity, r.price,
-                r.order_qty, r.order_price, _utc(r.event_time).astimezone(KST), r.name,
-                int(_utc(r.received_at).timestamp() * 1e9)) for r in rows]
+            out += [
+                Execution(
+                    r.source,
+                    r.customer_id,
+                    r.account,
+                    r.order_no,
+                    r.original_order_no,
+                    r.side,
+                    r.kind,
+                    r.correction,
+                    bool(r.rejected),
+                    r.stock_code,
+                    r.quantity,
+                    r.price,
+                    r.order_qty,
+                    r.order_price,
+                    _utc(r.event_time).astimezone(KST),
+                    r.name,
+                    int(_utc(r.received_at).timestamp() * 1e9),
+                )
+                for r in rows
+            ]
             if len(rows) < page:
                 return out
             after = (rows[-1].event_time, rows[-1].id)

@@ -22,8 +22,10 @@ def _id() -> sa.Column[int]:
 
 
 def _common() -> list[sa.Column[object]]:
-    return [sa.Column("source", sa.String(32), nullable=False),
-            sa.Column("received_at", Timestamp, nullable=False)]
+    return [
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("received_at", Timestamp, nullable=False),
+    ]
 
 
 stock_prices_realtime = sa.Table(
@@ -65,8 +67,17 @@ orderbook_snapshots = sa.Table(
     sa.Column("expected_volume", sa.BigInteger, nullable=False),
     sa.Column("volume", sa.BigInteger, nullable=False),
     *_common(),
-    sa.UniqueConstraint("venue", "stock_code", "quote_time", "volume", "total_ask_size",
-                        "total_bid_size", "ask1", "bid1", name="uq_obs_natural"),
+    sa.UniqueConstraint(
+        "venue",
+        "stock_code",
+        "quote_time",
+        "volume",
+        "total_ask_size",
+        "total_bid_size",
+        "ask1",
+        "bid1",
+        name="uq_obs_natural",
+    ),
     sa.Index("ix_obs_code_time", "stock_code", "quote_time"),
 )
 
@@ -77,12 +88,24 @@ program_trades = sa.Table(
     sa.Column("stock_code", sa.String(12), nullable=False),
     sa.Column("venue", sa.String(8), nullable=False),
     sa.Column("trade_time", Timestamp, nullable=False),
-    *(sa.Column(n, sa.BigInteger, nullable=False) for n in (
-        "sell_qty", "sell_value", "buy_qty", "buy_value", "net_qty", "net_value",
-        "sell_rest", "buy_rest", "net_rest")),
+    *(
+        sa.Column(n, sa.BigInteger, nullable=False)
+        for n in (
+            "sell_qty",
+            "sell_value",
+            "buy_qty",
+            "buy_value",
+            "net_qty",
+            "net_value",
+            "sell_rest",
+            "buy_rest",
+            "net_rest",
+        )
+    ),
     *_common(),
-    sa.UniqueConstraint("venue", "stock_code", "trade_time", "sell_qty", "buy_qty",
-                        name="uq_pgm_natural"),
+    sa.UniqueConstraint(
+        "venue", "stock_code", "trade_time", "sell_qty", "buy_qty", name="uq_pgm_natural"
+    ),
     sa.Index("ix_pgm_code_time", "stock_code", "trade_time"),
 )
 
@@ -106,8 +129,9 @@ executions = sa.Table(
     sa.Column("event_time", Timestamp, nullable=False),
     sa.Column("name", sa.String(80), nullable=False),
     *_common(),
-    sa.UniqueConstraint("account", "order_no", "kind", "event_time", "quantity", "price",
-                        name="uq_exe_natural"),
+    sa.UniqueConstraint(
+        "account", "order_no", "kind", "event_time", "quantity", "price", name="uq_exe_natural"
+    ),
     sa.Index("ix_exe_account_time", "account", "event_time"),
 )
 
@@ -154,8 +178,7 @@ alerts = sa.Table(
     sa.Column("triggered_at", Timestamp, nullable=False),
     sa.Column("message", sa.String(300), nullable=False),
     *_common(),
-    sa.UniqueConstraint("stock_code", "kind", "direction", "triggered_at",
-                        name="uq_alert_natural"),
+    sa.UniqueConstraint("stock_code", "kind", "direction", "triggered_at", name="uq_alert_natural"),
     sa.Index("ix_alert_code_time", "stock_code", "triggered_at"),
     sa.Index("ix_alert_time", "triggered_at"),
 )

@@ -43,13 +43,22 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         # statement_timeout is the server's; keepalives and tcp_user_timeout cover a network
         # partition, where the server cannot tell us anything.
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S,
-                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}",
-                        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-                        "keepalives_count": 3, "tcp_user_timeout": STATEMENT_TIMEOUT_S * 1000}
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}",
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": STATEMENT_TIMEOUT_S * 1000,
+        }
     elif backend in ("mysql", "mariadb"):
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": STATEMENT_TIMEOUT_S,
-                        "write_timeout": STATEMENT_TIMEOUT_S, "charset": "utf8mb4"}
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "read_timeout": STATEMENT_TIMEOUT_S,
+            "write_timeout": STATEMENT_TIMEOUT_S,
+            "charset": "utf8mb4",
+        }
     engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
 
@@ -68,7 +77,8 @@ def transient(exc: BaseException) -> bool:
     """An outage (retry later) rather than rows the database refuses (retrying cannot help)."""
     if isinstance(exc, sa.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(
-            exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        )
     return isinstance(exc, (sa.exc.TimeoutError, OSError, TimeoutError))
 
 
@@ -101,84 +111,163 @@ def _received(ns: int) -> datetime:
 
 def tick_row(t: Tick) -> dict[str, object]:
     return {
-        "stock_code": t.code, "venue": t.venue, "trade_time": _utc(t.trade_time),
-        "price": t.price, "change": t.change, "change_percent": t.change_percent,
-        "open": t.open, "high": t.high, "low": t.low, "trade_volume": t.trade_volume,
-        "volume": t.volume, "source": t.source, "received_at": _received(t.received_ns),
+        "stock_code": t.code,
+        "venue": t.venue,
+        "trade_time": _utc(t.trade_time),
+        "price": t.price,
+        "change": t.change,
+        "change_percent": t.change_percent,
+        "open": t.open,
+        "high": t.high,
+        "low": t.low,
+        "trade_volume": t.trade_volume,
+        "volume": t.volume,
+        "source": t.source,
+        "received_at": _received(t.received_ns),
     }
 
 
 def orderbook_row(o: OrderBook) -> dict[str, object]:
     return {
-        "stock_code": o.code, "venue": o.venue, "quote_time": _utc(o.quote_time),
+        "stock_code": o.code,
+        "venue": o.venue,
+        "quote_time": _utc(o.quote_time),
         "ask1": o.ask_prices[0] if o.ask_prices else 0,
         "bid1": o.bid_prices[0] if o.bid_prices else 0,
-        "ask_prices": list(o.ask_prices), "bid_prices": list(o.bid_prices),
-        "ask_sizes": list(o.ask_sizes), "bid_sizes": list(o.bid_sizes),
-        "total_ask_size": o.total_ask_size, "total_bid_size": o.total_bid_size,
-        "expected_price": o.expected_price, "expected_volume": o.expected_volume,
-        "volume": o.volume, "source": o.source, "received_at": _received(o.received_ns),
+        "ask_prices": list(o.ask_prices),
+        "bid_prices": list(o.bid_prices),
+        "ask_sizes": list(o.ask_sizes),
+        "bid_sizes": list(o.bid_sizes),
+        "total_ask_size": o.total_ask_size,
+        "total_bid_size": o.total_bid_size,
+        "expected_price": o.expected_price,
+        "expected_volume": o.expected_volume,
+        "volume": o.volume,
+        "source": o.source,
+        "received_at": _received(o.received_ns),
     }
 
 
 def program_row(p: ProgramTrade) -> dict[str, object]:
     return {
-        "stock_code": p.code, "venue": p.venue, "trade_time": _utc(p.trade_time),
-        "sell_qty": p.sell_qty, "sell_value": p.sell_value, "buy_qty": p.buy_qty,
-        "buy_value": p.buy_value, "net_qty": p.net_qty, "net_value": p.net_value,
-        "sell_rest": p.sell_rest, "buy_rest": p.buy_rest, "net_rest": p.net_rest,
-        "source": p.source, "received_at": _received(p.received_ns),
+        "stock_code": p.code,
+        "venue": p.venue,
+        "trade_time": _utc(p.trade_time),
+        "sell_qty": p.sell_qty,
+        "sell_value": p.sell_value,
+        "buy_qty": p.buy_qty,
+        "buy_value": p.buy_value,
+        "net_qty": p.net_qty,
+        "net_value": p.net_value,
+        "sell_rest": p.sell_rest,
+        "buy_rest": p.buy_rest,
+        "net_rest": p.net_rest,
+        "source": p.source,
+        "received_at": _received(p.received_ns),
     }
 
 
 def execution_row(e: Execution) -> dict[str, object]:
     return {
-        "account": e.account, "customer_id": e.customer_id, "order_no": e.order_no,
-        "original_order_no": e.original_order_no, "side": e.side, "kind": e.kind,
-        "correction": e.correction, "rejected": e.rejected, "stock_code": e.code,
-        "quantity": e.quantity, "price": e.price, "order_qty": e.order_qty,
-        "order_price": e.order_price, "event_time": _utc(e.time), "name": e.name,
-        "source": e.source, "received_at": _received(e.received_ns),
+        "account": e.account,
+        "customer_id": e.customer_id,
+        "order_no": e.order_no,
+        "original_order_no": e.original_order_no,
+        "side": e.side,
+        "kind": e.kind,
+        "correction": e.correction,
+        "rejected": e.rejected,
+        "stock_code": e.code,
+        "quantity": e.quantity,
+        "price": e.price,
+        "order_qty": e.order_qty,
+        "order_price": e.order_price,
+        "event_time": _utc(e.time),
+        "name": e.name,
+        "source": e.source,
+        "received_at": _received(e.received_ns),
     }
 
 
 def news_row(n: News) -> dict[str, object]:
     return {
-        "realkey": n.realkey, "title": n.title, "tickers": list(n.tickers), "ticker": n.ticker,
-        "media_id": n.media_id, "media": n.media, "published_at": _utc(n.published_at),
-        "body_size": n.body_size, "source": n.source, "received_at": _received(n.received_ns),
+        "realkey": n.realkey,
+        "title": n.title,
+        "tickers": list(n.tickers),
+        "ticker": n.ticker,
+        "media_id": n.media_id,
+        "media": n.media,
+        "published_at": _utc(n.published_at),
+        "body_size": n.body_size,
+        "source": n.source,
+        "received_at": _received(n.received_ns),
     }
 
 
 def gap_row(g: FeedGap) -> dict[str, object]:
-    return {"source": g.source, "started_at": _utc(g.start), "ended_at": _utc(g.end),
-            "reason": g.reason[:300]}
+    return {
+        "source": g.source,
+        "started_at": _utc(g.start),
+        "ended_at": _utc(g.end),
+        "reason": g.reason[:300],
+    }
 
 
 def index_row(i: IndexTick) -> dict[str, object]:
-    return {"index_code": i.code, "index_name": i.index, "event_time": _utc(i.time),
-            "value": i.value, "change": i.change, "change_percent": i.change_percent,
-            "volume": i.volume, "traded_value": i.traded_value, "advancers": i.advancers,
-            "decliners": i.decliners, "unchanged": i.unchanged, "source": i.source,
-            "received_at": _received(i.received_ns)}
+    return {
+        "index_code": i.code,
+        "index_name": i.index,
+        "event_time": _utc(i.time),
+        "value": i.value,
+        "change": i.change,
+        "change_percent": i.change_percent,
+        "volume": i.volume,
+        "traded_value": i.traded_value,
+        "advancers": i.advancers,
+        "decliners": i.decliners,
+        "unchanged": i.unchanged,
+        "source": i.source,
+        "received_at": _received(i.received_ns),
+    }
 
 
 def alert_row(a: Alert) -> dict[str, object]:
-    return {"stock_code": a.code, "kind": a.kind, "direction": a.direction,
-            "change_percent": a.change_percent, "price": a.price,
-            "reference_price": a.reference_price, "window_s": a.window_s,
-            "triggered_at": _utc(a.triggered_at), "message": a.message[:300], "source": a.source,
-            "received_at": _received(a.received_ns)}
+    return {
+        "stock_code": a.code,
+        "kind": a.kind,
+        "direction": a.direction,
+        "change_percent": a.change_percent,
+        "price": a.price,
+        "reference_price": a.reference_price,
+        "window_s": a.window_s,
+        "triggered_at": _utc(a.triggered_at),
+        "message": a.message[:300],
+        "source": a.source,
+        "received_at": _received(a.received_ns),
+    }
 
 
 def signal_row(s: Signal) -> dict[str, object]:
-    return {"kind": s.kind[:32], "strategy": s.strategy[:64], "stock_code": s.code[:12],
-            "payload": s.payload, "created_at": _utc(s.created_at), "source": s.source[:32]}
+    return {
+        "kind": s.kind[:32],
+        "strategy": s.strategy[:64],
+        "stock_code": s.code[:12],
+        "payload": s.payload,
+        "created_at": _utc(s.created_at),
+        "source": s.source[:32],
+    }
 
 
 def slot_audit_row(a: SlotAudit) -> dict[str, object]:
-    return {"at": _utc(a.at), "action": a.action, "session": a.session, "tr_id": a.tr_id,
-            "stock_code": a.code, "priority": a.priority, "reason": a.reason[:200]}
+    return {
+        "at": _utc(a.at),
+        "action": a.action,
+        "session": a.session,
+        "tr_id": a.tr_id,
+        "stock_code": a.code,
+        "priority": a.priority,
+        "reason": a.reason[:200],
+    }
 
 
 ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
@@ -199,8 +288,21 @@ ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
 # processing (most of the write cost, measured): the idempotent insert is compiled once per
 # dialect and the driver's executemany gets plain tuples (sqlite3's C loop, psycopg's
 # pipeline, PyMySQL's multi-row rewrite).
-_TICK_COLUMNS = ("stock_code", "venue", "trade_time", "price", "change", "change_percent",
-                 "open", "high", "low", "trade_volume", "volume", "source", "received_at")
+_TICK_COLUMNS = (
+    "stock_code",
+    "venue",
+    "trade_time",
+    "price",
+    "change",
+    "change_percent",
+    "open",
+    "high",
+    "low",
+    "trade_volume",
+    "volume",
+    "source",
+    "received_at",
+)
 
 
 def _fast_tick_sql(dialect: str) -> str:
@@ -210,10 +312,11 @@ def _fast_tick_sql(dialect: str) -> str:
         return f"INSERT OR IGNORE INTO stock_prices_realtime ({cols}) VALUES ({marks})"
     marks = ", ".join(["%s"] * len(_TICK_COLUMNS))
     if dialect == "postgresql":
-        return (f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) "
-                "ON CONFLICT DO NOTHING")
-    return (f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) "
-            "ON DUPLICATE KEY UPDATE `id` = `id`")
+        return f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    return (
+        f"INSERT INTO stock_prices_realtime ({cols}) VALUES ({marks}) "
+        "ON DUPLICATE KEY UPDATE `id` = `id`"
+    )
 
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own storage format for SQLite DATETIME
@@ -221,26 +324,43 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's own storage format for SQL
 
 def _fast_tick_row(dialect: str) -> Callable[[Tick], tuple[object, ...]]:
     if dialect == "postgresql":
+
         def when(dt: datetime) -> object:
             return dt.astimezone(UTC)
     elif dialect == "sqlite":
+
         def when(dt: datetime) -> object:
             return dt.astimezone(UTC).strftime(_SQLITE_TIME)
     else:  # MySQL/MariaDB: naive UTC
+
         def when(dt: datetime) -> object:
             return dt.astimezone(UTC).replace(tzinfo=None)
 
     def row(t: Tick) -> tuple[object, ...]:
-        return (t.code, t.venue, when(t.trade_time), t.price, t.change, t.change_percent,
-                t.open, t.high, t.low, t.trade_volume, t.volume, t.source,
-                when(datetime.fromtimestamp(t.received_ns / 1e9, UTC)))
+        return (
+            t.code,
+            t.venue,
+            when(t.trade_time),
+            t.price,
+            t.change,
+            t.change_percent,
+            t.open,
+            t.high,
+            t.low,
+            t.trade_volume,
+            t.volume,
+            t.source,
+            when(datetime.fromtimestamp(t.received_ns / 1e9, UTC)),
+        )
 
     return row
 
 
 _COLS_SQL = ", ".join(f'"{c}"' for c in _TICK_COLUMNS)
-_LOAD_TABLE = (f"CREATE TEMP TABLE IF NOT EXISTS _spr_load ON COMMIT DELETE ROWS AS "
-               f"SELECT {_COLS_SQL} FROM stock_prices_realtime WITH NO DATA")
+_LOAD_TABLE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS _spr_load ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLS_SQL} FROM stock_prices_realtime WITH NO DATA"
+)
 
 
 def _copy_ticks(conn: sa.Connection, rows: list[tuple[object, ...]]) -> None:
@@ -252,8 +372,10 @@ def _copy_ticks(conn: sa.Connection, rows: list[tuple[object, ...]]) -> None:
         with cur.copy(f"COPY _spr_load ({_COLS_SQL}) FROM STDIN") as copy:
             for r in rows:
                 copy.write_row(r)
-        cur.execute(f"INSERT INTO stock_prices_realtime ({_COLS_SQL}) "
-                    f"SELECT {_COLS_SQL} FROM _spr_load ON CONFLICT DO NOTHING")
+        cur.execute(
+            f"INSERT INTO stock_prices_realtime ({_COLS_SQL}) "
+            f"SELECT {_COLS_SQL} FROM _spr_load ON CONFLICT DO NOTHING"
+        )
 
 
 class EventWriter:
@@ -261,8 +383,9 @@ class EventWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._inserts = {cls: (idempotent_insert(engine, table), row)
-                         for cls, (table, row) in ROWS.items()}
+        self._inserts = {
+            cls: (idempotent_insert(engine, table), row) for cls, (table, row) in ROWS.items()
+        }
         dialect = "mysql" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
         self._tick_sql = _fast_tick_sql(dialect)
         self._tick_row = _fast_tick_row(dialect)

@@ -148,8 +148,8 @@ class StrategyHost:
             # drop-newest when full: see the module docstring
             events_out, events_in = trio.open_memory_channel[Any](queue_size)
             self._slots[strategy.id] = _Slot(
-                strategy, events_out, events_in,
-                wants=tuple(t.__name__ for t in strategy.wants))
+                strategy, events_out, events_in, wants=tuple(t.__name__ for t in strategy.wants)
+            )
         # type(event) -> the slots that want it. Precomputed for the declared types; other
         # types (subclasses, types nobody wants) are resolved once on first sight, so `offer`
         # is one dict lookup plus one send_nowait per interested strategy.
@@ -174,8 +174,7 @@ class StrategyHost:
                 slot.dropped += 1
 
     def _route(self, event_type: type) -> tuple[_Slot, ...]:
-        slots = tuple(s for s in self._slots.values()
-                      if issubclass(event_type, s.strategy.wants))
+        slots = tuple(s for s in self._slots.values() if issubclass(event_type, s.strategy.wants))
         self._routes[event_type] = slots
         return slots
 
@@ -215,8 +214,11 @@ class StrategyHost:
                 async for event in slot.events_in:
                     if not await self._handle_one(slot, event):
                         slot.state = "failed"
-                        log.error("strategy %s failed for good after %d restarts; its queue "
-                                  "is closed", strategy.id, slot.restarts)
+                        log.error(
+                            "strategy %s failed for good after %d restarts; its queue is closed",
+                            strategy.id,
+                            slot.restarts,
+                        )
                         return
             finally:
                 if slot.state != "failed":
@@ -255,8 +257,13 @@ class StrategyHost:
             slot.last_error = f"timeout: handle took over {self._event_timeout_s:g}s"
         else:
             slot.last_error = f"{type(exc).__name__}: {exc}"
-        log.error("strategy %s failed on %s (%s)", strategy.id, type(event).__name__,
-                  slot.last_error, exc_info=exc)
+        log.error(
+            "strategy %s failed on %s (%s)",
+            strategy.id,
+            type(event).__name__,
+            slot.last_error,
+            exc_info=exc,
+        )
         reset = getattr(strategy, "reset", None)
         if callable(reset):
             try:

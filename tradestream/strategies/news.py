@@ -46,11 +46,23 @@ WATCH_SHORT = "watch_short"
 
 Keywords = Mapping[str, tuple[str, ...]]  # signal -> keywords, checked in order
 
-KEYWORDS: Keywords = MappingProxyType({
-    WATCH_LONG: ("수주", "공급계약", "흑자전환", "최대 실적", "최대실적", "사상 최대",
-                 "자사주 매입", "자사주매입", "자사주 소각", "자사주소각"),
-    WATCH_SHORT: ("유상증자", "적자전환", "횡령", "배임", "거래정지", "상장폐지"),
-})
+KEYWORDS: Keywords = MappingProxyType(
+    {
+        WATCH_LONG: (
+            "수주",
+            "공급계약",
+            "흑자전환",
+            "최대 실적",
+            "최대실적",
+            "사상 최대",
+            "자사주 매입",
+            "자사주매입",
+            "자사주 소각",
+            "자사주소각",
+        ),
+        WATCH_SHORT: ("유상증자", "적자전환", "횡령", "배임", "거래정지", "상장폐지"),
+    }
+)
 
 SEEN_NEWS_MAX = 10_000  # realkeys remembered for de-duplication (oldest forgotten first)
 
@@ -61,8 +73,7 @@ class KeywordMatch:
     keyword: str  # the first keyword found, in list order
 
 
-def match_keyword(title: str,
-                  keywords: Keywords = KEYWORDS) -> KeywordMatch | None:
+def match_keyword(title: str, keywords: Keywords = KEYWORDS) -> KeywordMatch | None:
     """The one side a headline's keywords point to, or None (no keyword, or both sides)."""
     found: list[KeywordMatch] = []
     for signal, words in keywords.items():
@@ -77,8 +88,14 @@ class NewsKeywordRules:
     """The strategy's state and decisions, without async: seen news; prices are read from
     `prices` (latest trade per code, owned by someone else) as each headline is decided."""
 
-    def __init__(self, prices: Mapping[str, Tick], *, universe: frozenset[str] | None = None,
-                 keywords: Keywords = KEYWORDS, seen_max: int = SEEN_NEWS_MAX) -> None:
+    def __init__(
+        self,
+        prices: Mapping[str, Tick],
+        *,
+        universe: frozenset[str] | None = None,
+        keywords: Keywords = KEYWORDS,
+        seen_max: int = SEEN_NEWS_MAX,
+    ) -> None:
         self.prices: Mapping[str, Tick] = MappingProxyType(prices)  # read, never written
         self.universe = universe  # None: any ticker; else tickers outside it yield nothing
         self.keywords = keywords
@@ -98,15 +115,17 @@ class NewsKeywordRules:
         if m is None:
             return []
         last = self.prices.get(ticker)
-        return [{
-            "signal": m.signal,
-            "symbol": ticker,
-            "quantity": None,  # a watch signal: this strategy never sizes or places orders
-            "reason": f"{m.keyword} in headline",
-            "headline": news.title,
-            "price": None if last is None else last.price,  # None: no trade seen yet
-            "news_id": news.realkey,
-        }]
+        return [
+            {
+                "signal": m.signal,
+                "symbol": ticker,
+                "quantity": None,  # a watch signal: this strategy never sizes or places orders
+                "reason": f"{m.keyword} in headline",
+                "headline": news.title,
+                "price": None if last is None else last.price,  # None: no trade seen yet
+                "news_id": news.realkey,
+            }
+        ]
 
 
 class NewsKeywordStrategy:
@@ -120,10 +139,14 @@ class NewsKeywordStrategy:
 
     wants: tuple[type, ...] = (News,)
 
-    def __init__(self, id: str = "news-keywords", *,  # the Strategy field's name
-                 prices: Mapping[str, Tick],
-                 universe: frozenset[str] | None = None,
-                 keywords: Keywords = KEYWORDS) -> None:
+    def __init__(
+        self,
+        id: str = "news-keywords",
+        *,  # the Strategy field's name
+        prices: Mapping[str, Tick],
+        universe: frozenset[str] | None = None,
+        keywords: Keywords = KEYWORDS,
+    ) -> None:
         self.id = id
         self.rules = NewsKeywordRules(prices, universe=universe, keywords=keywords)
 

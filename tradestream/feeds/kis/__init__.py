@@ -20,8 +20,14 @@ def sessions(s: Settings) -> list[FeedSession]:
     out = []
     for i, (key, secret) in enumerate(s.kis.session_keys()):
         name = f"{TAG}-{i + 1}"
-        out.append(FeedSession(KisAdapter(s.kis, name, app_key=key, app_secret=secret),
-                               kis_timing(s.kis), s.kis.rest_url, FeedStatus(name=name)))
+        out.append(
+            FeedSession(
+                KisAdapter(s.kis, name, app_key=key, app_secret=secret),
+                kis_timing(s.kis),
+                s.kis.rest_url,
+                FeedStatus(name=name),
+            )
+        )
     return out
 
 
@@ -29,8 +35,15 @@ def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
     k = s.kis
     if k.ws_url:
         return s
-    return replace(s, kis=replace(k, rest_url=rest_url, ws_url=ws_url,
-                                  positions_url=k.positions_url or rest_url + "/sim/positions"))
+    return replace(
+        s,
+        kis=replace(
+            k,
+            rest_url=rest_url,
+            ws_url=ws_url,
+            positions_url=k.positions_url or rest_url + "/sim/positions",
+        ),
+    )
 
 
 BROKER = Broker(

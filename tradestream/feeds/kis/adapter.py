@@ -54,10 +54,16 @@ class KisAdapter(DecoderAdapter):
 
     decoder: KisDecoder
 
-    def __init__(self, cfg: KisSettings, name: str,
-                 on_ack: Callable[[Ack], None] | None = None, *,
-                 app_key: str = "", app_secret: str = "",
-                 desired: Callable[[], list[tuple[str, str]]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: KisSettings,
+        name: str,
+        on_ack: Callable[[Ack], None] | None = None,
+        *,
+        app_key: str = "",
+        app_secret: str = "",
+        desired: Callable[[], list[tuple[str, str]]] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url
         self.broker = "kis"
@@ -84,8 +90,9 @@ class KisAdapter(DecoderAdapter):
 
     def forget_credential(self) -> None:
         if self.cfg.approval_key:
-            log.error("%s: the configured approval key was refused; retrying with it",
-                      self.decoder.source)
+            log.error(
+                "%s: the configured approval key was refused; retrying with it", self.decoder.source
+            )
         else:
             self._approval = None
 
@@ -93,8 +100,10 @@ class KisAdapter(DecoderAdapter):
         assert self._approval is not None
         regs = self.cfg.registrations() if self._desired is None else list(self._desired())
         self._registered = set(regs)
-        return [subscribe_message(self._approval, tr_id, tr_key, custtype=self.cfg.custtype)
-                for tr_id, tr_key in regs]
+        return [
+            subscribe_message(self._approval, tr_id, tr_key, custtype=self.cfg.custtype)
+            for tr_id, tr_key in regs
+        ]
 
     def on_connect(self, status: FeedStatus) -> None:
         self.decoder.forget_keys()  # new acks bring new AES keys (kis.md §6.1)
@@ -120,9 +129,15 @@ class KisAdapter(DecoderAdapter):
             self._registered.add(key)
         else:
             self._registered.discard(key)
-        self._ops.append(subscribe_message(self._approval, op.tr_id, op.code,
-                                           subscribe=op.action == "subscribe",
-                                           custtype=self.cfg.custtype))
+        self._ops.append(
+            subscribe_message(
+                self._approval,
+                op.tr_id,
+                op.code,
+                subscribe=op.action == "subscribe",
+                custtype=self.cfg.custtype,
+            )
+        )
         self._ops_lot.unpark()
         return True
 

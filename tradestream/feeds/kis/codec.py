@@ -279,9 +279,7 @@ def cut_records(values: Sequence[str], count: int, expected: int) -> tuple[int, 
     """
     n, rest = divmod(len(values), count)
     if rest or n == 0:
-        raise FrameError(
-            "field_count", f"{len(values)} values do not split into {count} records"
-        )
+        raise FrameError("field_count", f"{len(values)} values do not split into {count} records")
     return n, n != expected
 
 
@@ -331,8 +329,10 @@ def _int(s: str) -> int:
 
 def _req_int(s: str) -> int:
     """An integer field that must be present (a price, an accumulated volume)."""
-    if len(s) <= MAX_DIGITS + 1 and s.isascii() and (
-        s.isdigit() or (s[:1] == "-" and s[1:].isdigit())
+    if (
+        len(s) <= MAX_DIGITS + 1
+        and s.isascii()
+        and (s.isdigit() or (s[:1] == "-" and s[1:].isdigit()))
     ):
         return int(s)
     raise FrameError("bad_value", f"integer {s!r}")

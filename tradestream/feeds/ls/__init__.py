@@ -20,8 +20,9 @@ def sessions(s: Settings) -> list[FeedSession]:
     if not s.ls.enabled:
         return []
     name = f"{TAG}-1"
-    return [FeedSession(LsAdapter(s.ls, name), ls_timing(s.ls), s.ls.rest_url,
-                        FeedStatus(name=name))]
+    return [
+        FeedSession(LsAdapter(s.ls, name), ls_timing(s.ls), s.ls.rest_url, FeedStatus(name=name))
+    ]
 
 
 def new_decoder(session: str) -> LsDecoder:

@@ -47,8 +47,9 @@ class LsAdapter(DecoderAdapter):
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         if self._token is not None and time.time() < self._expires_at - TOKEN_REFRESH_MARGIN_S:
             return
-        resp = await http.post("/oauth2/token",
-                               data=token_request_form(self.cfg.app_key, self.cfg.app_secret))
+        resp = await http.post(
+            "/oauth2/token", data=token_request_form(self.cfg.app_key, self.cfg.app_secret)
+        )
         if resp.status_code != 200:
             raise CredentialRejected(f"token request: HTTP {resp.status_code} {resp.text[:200]}")
         try:
@@ -62,8 +63,10 @@ class LsAdapter(DecoderAdapter):
 
     def registrations(self) -> list[str]:
         assert self._token is not None
-        return [subscribe_message(self._token, tr_cd, tr_key)
-                for tr_cd, tr_key in self.cfg.subscriptions]
+        return [
+            subscribe_message(self._token, tr_cd, tr_key)
+            for tr_cd, tr_key in self.cfg.subscriptions
+        ]
 
     def on_connect(self, status: FeedStatus) -> None:
         status.subscriptions.clear()

@@ -105,11 +105,11 @@ class StrategyEmitter:
         )
 
 
-def revoke_slot(hub: Hub, tr_id: str, code: str, reason: str) -> int:
+def revoke_slot(hub: Hub, tr_id: str, code: str, reason: str) -> None:
     """An upstream slot was lost for good: the subscriptions to its topic end with a
-    `slot_lost` error, so subscribing again is a new claim. Returns the subscriptions ended."""
+    `slot_lost` error, so subscribing again is a new claim."""
     topic = topics.for_registration(tr_id, code)
-    return hub.revoke(topic, Msg(wire.error("slot_lost", f"{topic}: {reason}", topic), "error"))
+    hub.revoke(topic, Msg(wire.error("slot_lost", f"{topic}: {reason}", topic), "error"))
 
 
 class AlertsOut:

@@ -45,7 +45,6 @@ from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.slots.driver import SlotDriver
-from tradestream.slots.policy import Rejection
 from tradestream.slots.scanner import ScannerSlots
 from tradestream.slots.setup import build_slot_driver
 from tradestream.store import migrate, reads
@@ -63,7 +62,7 @@ REDIS_OUT_BUFFER = 1000  # alerts queued for Redis before they are dropped (and 
 @dataclass
 class Ingest:
     """What run_ingest hands its caller once the intake runs: the controls and the state the
-    gateway reads, and the stats the status document shows."""
+    gateway reads, and the stats the status document shows (roles/status.py)."""
 
     stop: Callable[[], None]
     engine: Engine
@@ -79,9 +78,36 @@ class Ingest:
     side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
     positions: SyncStats
     queues: dict[str, trio.MemorySendChannel[Event]]
-    redis: dict[str, Any]
+    alerts_out: AlertsOut | None  # alerts to Redis, when configured
+    redis: Any  # the Redis bridge's RedisStats, when configured
     kept_picks: tuple[tuple[str, str], ...]  # configured picks a PUT of trades/books keeps
     started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _Parts:
+    """The ingest's parts before any task runs, wired to each other (`_assemble`)."""
+
+    state: MarketState
+    sessions: list[FeedSession]  # the upstream sessions to run (none for a replay)
+    slots: SlotDriver
+    scanner: ScannerSlots
+    detectors: TickDetectors
+    signals: SignalPublisher
+    strategies: StrategyHost
+    side: SideEvents
+    progress: RouterProgress
+    alerts_out: AlertsOut | None
+
+    def holdings_changed(self, _: object = None) -> None:
+        """The account book's positions are the slots' HOLDING claims."""
+        self.slots.set_positions(self.state.accounts.positions_by_code())
+
+    def observe(self, ev: Event) -> None:
+        """Every event, after the router applied it; none of these blocks."""
+        self.slots.on_event(ev)  # every slot's data clock
+        self.progress.observe(ev)  # positions answers wait behind notices (accounts.py)
+        self.strategies.offer(ev)
 
 
 async def open_store(s: Settings) -> tuple[Engine, MarketState]:
@@ -121,137 +147,145 @@ async def run_ingest(
     engine); else run_ingest opens it, so SchemaOutOfDate comes out of this task.
 
     started(): the intake is running; returns `Ingest`. Returns once every received event is
-    stored. Closes the database engine.
+    stored.
     """
-    if store is not None:
-        await _run(
-            s, hub, *store, record, replay, replay_speed, strategies, always_open, task_status
-        )
-        return
-    engine, state = await open_store(s)
+    engine, state = store if store is not None else await open_store(s)
     try:
-        await _run(
+        redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
+        events_out, events_in = trio.open_memory_channel[Event](s.pipeline.tick_buffer)  # block
+        parts = _assemble(
+            s,
+            hub,
+            state,
+            redis_out,
+            events_out,
+            replay=replay,
+            strategies=strategies,
+            always_open=always_open,
+        )
+        await _run_tree(
             s,
             hub,
             engine,
-            state,
+            parts,
+            events_out,
+            events_in,
+            redis_in,
             record,
             replay,
             replay_speed,
-            strategies,
-            always_open,
             task_status,
         )
     finally:
-        engine.dispose()
+        if store is None:
+            engine.dispose()
 
 
-async def _run(
+def _assemble(
+    s: Settings,
+    hub: Hub,
+    state: MarketState,
+    redis_out: trio.MemorySendChannel[tuple[str, bytes]],
+    events_out: trio.MemorySendChannel[Event],
+    *,
+    replay: Path | None,
+    strategies: Sequence[Strategy] | None,
+    always_open: bool,
+) -> _Parts:
+    """Build the parts and wire them: no task runs yet."""
+    d = s.detect
+    side = SideEvents()
+    sessions = [] if replay is not None else [fs for b in BROKERS.values() for fs in b.sessions(s)]
+    slotted = [fs for fs in sessions if BROKERS[fs.adapter.broker].slotted]
+    if replay is not None:
+        # nothing registers upstream, but the driver still answers the gateway's demand
+        slotted = [fs for b in BROKERS.values() if b.slotted for fs in b.sessions(s)]
+    slots = build_slot_driver(
+        s,
+        slotted,
+        on_audit=side.put,
+        always_open=always_open,
+        on_dropped=lambda r: revoke_slot(hub, r.tr_id, r.code, r.reason),
+    )
+    movers = MoverScanner()
+    alerts_out = AlertsOut(d.redis_alert_channel, redis_out) if d.redis_url else None
+    parts = _Parts(
+        state=state,
+        sessions=sessions,
+        slots=slots,
+        scanner=ScannerSlots(slots, movers, s.kis.scanner_slots),
+        detectors=TickDetectors(
+            SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold, debounce_s=d.debounce_s),
+            movers,
+            on_alert=alerts_out,
+        ),
+        signals=SignalPublisher(hub, side.put),
+        strategies=StrategyHost(
+            list(strategies)
+            if strategies is not None
+            else [NewsKeywordStrategy(prices=state.latest)],
+            StrategyEmitter(hub, side.put),
+        ),
+        side=side,
+        progress=RouterProgress(events_out),
+        alerts_out=alerts_out,
+    )
+    if state.accounts.held_codes():  # today's notices, replayed from the store
+        parts.holdings_changed()
+        log.info("account book: %d codes held", len(state.accounts.held_codes()))
+    return parts
+
+
+async def _run_tree(
     s: Settings,
     hub: Hub,
     engine: Engine,
-    state: MarketState,
+    parts: _Parts,
+    events_out: trio.MemorySendChannel[Event],
+    events_in: trio.MemoryReceiveChannel[Event],
+    redis_in: trio.MemoryReceiveChannel[tuple[str, bytes]],
     record: Path | None,
     replay: Path | None,
     replay_speed: float,
-    strategies: Sequence[Strategy] | None,
-    always_open: bool,
     task_status: trio.TaskStatus[Ingest],
 ) -> None:
-    d, p = s.detect, s.pipeline
-    events_out, events_in = trio.open_memory_channel[Event](p.tick_buffer)  # block
-    store_out, store_in = trio.open_memory_channel[Event](p.store_buffer)  # block
-    frames_out, frames_in = trio.open_memory_channel[Frame](p.tick_buffer)  # block
-    redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
-    side = SideEvents()
-    sessions = [] if replay is not None else [fs for b in BROKERS.values() for fs in b.sessions(s)]
-    slotted = {b.tag for b in BROKERS.values() if b.slotted}
-
-    def slot_lost(r: Rejection) -> None:
-        revoke_slot(hub, r.tr_id, r.code, r.reason)
-
-    slots = build_slot_driver(
-        s,
-        [fs for fs in sessions if fs.adapter.broker in slotted]
-        if replay is None
-        else _replay_sessions(s),
-        on_audit=side.put,
-        on_dropped=slot_lost,
-        always_open=always_open,
-    )
-    if state.accounts.held_codes():
-        slots.set_positions(state.accounts.positions_by_code())
-        log.info(
-            "account book: today's notices replayed, %d codes held",
-            len(state.accounts.held_codes()),
-        )
-
-    def holdings_changed(_: object = None) -> None:  # the account book's positions: HOLDING
-        slots.set_positions(state.accounts.positions_by_code())
-
-    movers = MoverScanner()
-    scanner = ScannerSlots(slots, movers, s.kis.scanner_slots)
-    alerts_out = AlertsOut(d.redis_alert_channel, redis_out) if d.redis_url else None
-    detectors = TickDetectors(
-        SuddenMoveDetector(window_s=d.window_s, threshold=d.threshold, debounce_s=d.debounce_s),
-        movers,
-        on_alert=alerts_out,
-    )
-    signals = SignalPublisher(hub, side.put)
-    host = StrategyHost(
-        list(strategies) if strategies is not None else [NewsKeywordStrategy(prices=state.latest)],
-        StrategyEmitter(hub, side.put),
-    )
-    # a positions answer is applied only behind the notices received before it (accounts.py)
-    progress = RouterProgress(events_out)
-    observers = (slots.on_event, progress.observe, host.offer)
-
-    def observe(ev: Event) -> None:  # after the router applied it; none of them blocks
-        for fn in observers:
-            fn(ev)
-
-    router_stats, flusher_stats = RouterStats(), FlusherStats()
-    recorder_stats = RecorderStats() if record is not None else None
-    positions = SyncStats()
-    redis: dict[str, Any] = {"configured": bool(d.redis_url), "dropped_here": 0}
+    """The tree of the module docstring."""
+    p, k = parts, s.kis
+    store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
+    frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
+    router, flusher, positions = RouterStats(), FlusherStats(), SyncStats()
+    recorder = RecorderStats() if record is not None else None
+    bridge = None
     async with trio.open_nursery() as outer:  # the Redis bridge: cancelled once drained
-        if d.redis_url:
+        if s.detect.redis_url:
             from tradestream.redis_bridge import RedisStats, run_redis_bridge
 
             bridge = RedisStats()
-            redis["bridge"] = bridge
             await outer.start(
                 partial(
                     run_redis_bridge,
-                    d.redis_url,
+                    s.detect.redis_url,
                     redis_in,
-                    signals.from_redis,
-                    subscribe=[d.redis_signal_channel],
+                    p.signals.from_redis,
+                    subscribe=[s.detect.redis_signal_channel],
                     stats=bridge,
                 )
             )
         async with trio.open_nursery() as draining:
-            policy = FlushPolicy(
-                max_rows=s.store.flush_rows,
-                max_delay_s=s.store.flush_interval_s,
-                memory_rows=s.store.memory_rows,
-                drain_s=s.store.drain_s,
-                final_write_s=s.store.final_write_s,
-            )
             spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
             await draining.start(
                 partial(
                     run_flusher,
                     store_in,
                     ThreadedSink(EventWriter(engine).write),
-                    policy,
-                    flusher_stats,
+                    FlushPolicy.from_settings(s.store),
+                    flusher,
                     spool,
                     transient=transient,
                 )
             )
-            stage = StrategyStage(host)
-            await draining.start(run_forwarder, side, store_out.clone())
+            stage = StrategyStage(p.strategies)
+            await draining.start(run_forwarder, p.side, store_out.clone())
             await draining.start(stage.run)
             await draining.start(
                 partial(
@@ -259,17 +293,17 @@ async def _run(
                     events_in,
                     store_out,
                     hub,
-                    state,
-                    router_stats,
+                    p.state,
+                    router,
                     strategies=stage,
-                    side=side,
-                    on_holding=holdings_changed,
-                    on_tick=detectors,
-                    observe=observe,
+                    side=p.side,
+                    on_holding=p.holdings_changed,
+                    on_tick=p.detectors,
+                    observe=p.observe,
                 )
             )
-            if record is not None:
-                await draining.start(run_recorder, frames_in, record, recorder_stats)
+            if recorder is not None and record is not None:
+                await draining.start(run_recorder, frames_in, record, recorder)
             else:
                 frames_in.close()
             async with trio.open_nursery() as intake:
@@ -279,7 +313,6 @@ async def _run(
                             partial(run_replay, replay, events_out.clone(), speed=replay_speed)
                         )
                     else:
-                        k = s.kis
                         if k.positions_url and k.positions_every_s:
                             # first answer before the feeds register: holdings included; bounded
                             # (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot hold them back
@@ -287,57 +320,56 @@ async def _run(
                                 partial(
                                     run_positions_sync,
                                     HttpPositions(k.positions_url, k.connect_timeout_s),
-                                    state.accounts,
-                                    holdings_changed,
+                                    p.state.accounts,
+                                    p.holdings_changed,
                                     k.positions_every_s,
                                     positions,
-                                    routed=progress.routed,
+                                    routed=p.progress.routed,
                                 )
                             )
-                        intake.start_soon(slots.run)
-                        await intake.start(scanner.run, k.scanner_every_s)
+                        intake.start_soon(p.slots.run)
+                        await intake.start(p.scanner.run, k.scanner_every_s)
                         await _start_feeds(
-                            intake, sessions, events_out, frames_out if record is not None else None
+                            intake,
+                            p.sessions,
+                            events_out,
+                            frames_out if recorder is not None else None,
                         )
                 task_status.started(
                     Ingest(
                         stop=intake.cancel_scope.cancel,
                         engine=engine,
-                        state=state,
-                        feeds=[fs.status for fs in sessions],
-                        slots=slots,
-                        scanner=scanner,
-                        signals=signals,
-                        strategies=host,
-                        router=router_stats,
-                        flusher=flusher_stats,
-                        recorder=recorder_stats,
-                        side=side.stats,
+                        state=p.state,
+                        feeds=[fs.status for fs in p.sessions],
+                        slots=p.slots,
+                        scanner=p.scanner,
+                        signals=p.signals,
+                        strategies=p.strategies,
+                        router=router,
+                        flusher=flusher,
+                        recorder=recorder,
+                        side=p.side.stats,
                         positions=positions,
                         queues={"events": events_out, "store": store_out},
-                        redis={**redis, "alerts": alerts_out},
+                        alerts_out=p.alerts_out,
+                        redis=bridge,
                         kept_picks=tuple(
-                            key for key in s.kis.pick_keys() if key[0] not in (KIS_TRADES, KIS_BOOK)
+                            key for key in k.pick_keys() if key[0] not in (KIS_TRADES, KIS_BOOK)
                         ),
                     )
                 )
             log.info("intake stopped; draining the pipeline")
         outer.cancel_scope.cancel()
+    side = p.side.stats
     log.info(
         "pipeline drained: %d events received, %d stored in %d batches (%d of them slot "
         "audits and signals, %d of those dropped)",
-        router_stats.events + side.stats["forwarded"],
-        flusher_stats.rows,
-        flusher_stats.batches,
-        side.stats["forwarded"],
-        side.stats["dropped"],
+        router.events + side["forwarded"],
+        flusher.rows,
+        flusher.batches,
+        side["forwarded"],
+        side["dropped"],
     )
-
-
-def _replay_sessions(s: Settings) -> list[FeedSession]:
-    """A replay registers nothing upstream, but the slot driver still answers the gateway's
-    demand: it gets the configured sessions, never connected."""
-    return [fs for b in BROKERS.values() if b.slotted for fs in b.sessions(s)]
 
 
 async def _start_feeds(

@@ -12,12 +12,13 @@ from tradestream.roles.ingest import Ingest
 
 def ingest_status(ing: Ingest, admin: bool) -> dict[str, Any]:
     """For anyone but an admin the slots come without the holdings (slots/driver.py)."""
+    alerts = ing.alerts_out
     redis: dict[str, Any] = {
-        "configured": ing.redis["configured"],
-        "dropped_here": ing.redis["alerts"].dropped_here if ing.redis["alerts"] else 0,
+        "configured": alerts is not None,
+        "dropped_here": alerts.dropped_here if alerts else 0,
     }
-    if ing.redis.get("bridge") is not None:
-        redis.update(ing.redis["bridge"].as_dict())
+    if ing.redis is not None:
+        redis.update(ing.redis.as_dict())
     gate = ing.state.gate_state
     return {
         "price_streamer_running": any(f.state == "streaming" for f in ing.feeds),

@@ -29,6 +29,7 @@ from typing import Generic, Protocol, TypeVar
 import trio
 
 from tradestream.backoff import Backoff
+from tradestream.config import StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ class FlushPolicy:
     final_write_s: float = 5.0  # budget for spooling what is left when cancelled
     retry_initial_s: float = 0.1
     retry_cap_s: float = 5.0
+
+    @classmethod
+    def from_settings(cls, st: StoreSettings) -> FlushPolicy:
+        return cls(
+            max_rows=st.flush_rows,
+            max_delay_s=st.flush_interval_s,
+            memory_rows=st.memory_rows,
+            drain_s=st.drain_s,
+            final_write_s=st.final_write_s,
+        )
 
 
 @dataclass

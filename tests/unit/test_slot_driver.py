@@ -24,13 +24,9 @@ from tradestream.errors import ProtocolError
 from tradestream.events import KST, Execution, IndexTick, OrderBook, ProgramTrade, Tick
 from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.session import FeedStatus
-from tradestream.slots.driver import (
-    NOTICE_MOVE_AFTER_S,
-    UP_AFTER_S,
-    SlotDriver,
-    SlotSession,
-    data_key,
-)
+from tradestream.slots.driver import SlotDriver, SlotSession, data_key
+from tradestream.slots.liveness import UP_AFTER_S
+from tradestream.slots.notice import NOTICE_MOVE_AFTER_S
 from tradestream.slots.policy import Priority, SlotManager
 from tradestream.topics import parse_topic
 from tradestream.upstream import Op

@@ -3,7 +3,7 @@ nothing from which the holdings could be inferred (counts, row order)."""
 
 from __future__ import annotations
 
-from tradestream.slots.driver import without_holdings as _without_holdings
+from tradestream.slots.views import without_holdings as _without_holdings
 
 T, B = "H0STCNT0", "H0STASP0"
 

@@ -24,13 +24,9 @@ from tradestream.errors import ProtocolError
 from tradestream.events import KST, Execution, IndexTick, OrderBook, ProgramTrade, Tick
 from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.session import FeedStatus
-from tradestream.slots.driver import (
-    NOTICE_MOVE_AFTER_S,
-    UP_AFTER_S,
-    SlotDriver,
-    SlotSession,
-    data_key,
-)
+from tradestream.slots.driver import SlotDriver, SlotSession, data_key
+from tradestream.slots.liveness import UP_AFTER_S
+from tradestream.slots.notice import NOTICE_MOVE_AFTER_S
 from tradestream.slots.policy import Priority, SlotManager
 from tradestream.topics import parse_topic
 from tradestream.upstream import Op
@@ -61,8 +57,11 @@ class Session:
         self.name = name
         self.limit = limit
         self.status = FeedStatus(name)
-        self.adapter = KisAdapter(KisSettings(approval_key="approval"), name,
-                                  desired=lambda: self.driver.registrations(name))
+        self.adapter = KisAdapter(
+            KisSettings(approval_key="approval"),
+            name,
+            desired=lambda: self.driver.registrations(name),
+        )
         self.broker: set[tuple[str, str]] = set()
         self.driver: SlotDriver  # set once the driver exists
 
@@ -105,17 +104,27 @@ class Session:
 
 
 class Pool:
-    def __init__(self, n: int = 2, capacity: int = 4, *, notice: bool = False,
-                 lost_after_s: float = 20.0, stale_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        n: int = 2,
+        capacity: int = 4,
+        *,
+        notice: bool = False,
+        lost_after_s: float = 20.0,
+        stale_s: float = 120.0,
+    ) -> None:
         self.clock = Clock()
         self.s = {f"kis-{i + 1}": Session(f"kis-{i + 1}", capacity) for i in range(n)}
         self.manager = SlotManager({name: capacity for name in self.s}, stale_s=stale_s)
         self.market_open = True
         self.driver = SlotDriver(
-            self.manager, [SlotSession(x.name, capacity, x.adapter, x.status)
-                           for x in self.s.values()],
-            notice=NOTICE if notice else None, lost_after_s=lost_after_s,
-            market_open=lambda tr: self.market_open, clock=self.clock)
+            self.manager,
+            [SlotSession(x.name, capacity, x.adapter, x.status) for x in self.s.values()],
+            notice=NOTICE if notice else None,
+            lost_after_s=lost_after_s,
+            market_open=lambda tr: self.market_open,
+            clock=self.clock,
+        )
         for x in self.s.values():
             x.driver = self.driver
 
@@ -148,8 +157,7 @@ class Pool:
             want = set(self.driver.registrations(name))
             if name not in self.driver.as_dict()["lost_sessions"]:
                 market = set(self.manager.registrations(name))
-                assert want - market == ({NOTICE} if self.driver.notice_session == name
-                                         else set())
+                assert want - market == ({NOTICE} if self.driver.notice_session == name else set())
             if x.connected:
                 assert x.broker == want, (name, x.broker ^ want)
                 assert seen.isdisjoint(x.broker), (name, seen & x.broker)
@@ -306,7 +314,8 @@ def test_new_slots_go_to_up_sessions_and_a_reconnecting_one_keeps_its_own() -> N
     p.driver.set_positions({"000011": 5})  # a buy fill's holding: kis-1 too
     p.driver.claim(1, parse_topic("price:000012"))
     assert p.codes("kis-1") == {"000001", "000010", "000011", "000012"} - theirs | (
-        {"000001", "000002"} - theirs)
+        {"000001", "000002"} - theirs
+    )
     assert p.codes("kis-2") == theirs  # not taken away while it reconnects
     # kis-1 is full: a holding evicts demand on the up session; the evicted demand takes the
     # reconnecting session's free room instead of being dropped
@@ -351,7 +360,9 @@ def test_the_notice_moves_to_a_survivor_and_back() -> None:
     assert p.driver.notice_session == "kis-1"
     assert NOTICE in p.s["kis-1"].broker and NOTICE not in p.s["kis-2"].broker
     assert {n: (u.used, u.capacity) for n, u in p.manager.usage().items()} == {
-        "kis-1": (2, 2), "kis-2": (3, 3)}
+        "kis-1": (2, 2),
+        "kis-2": (3, 3),
+    }
     assert p.manager.pending() == []
     assert p.driver.stats["notice_moves"] == 2
     p.in_sync()
@@ -452,8 +463,7 @@ def test_a_silent_slot_is_reregistered_once_while_the_market_is_open() -> None:
 
 def _tick(source: str, venue: str, code: str) -> Tick:
     now = datetime.now(KST)
-    return Tick(source, venue, code, now, 100, 0, 0.0, 100, 100, 100, 101, 100, 1, 1, 100,
-                100.0, 0)
+    return Tick(source, venue, code, now, 100, 0, 0.0, 100, 100, 100, 101, 100, 1, 1, 100, 100.0, 0)
 
 
 def test_data_is_noted_for_every_slot_type() -> None:
@@ -462,22 +472,60 @@ def test_data_is_noted_for_every_slot_type() -> None:
     nxt_book = OrderBook("kis-1", "NXT", "000002", now, (1,), (1,), (1,), (1,), 1, 1, 0, 0, 0, 0)
     program = ProgramTrade("kis-1", "KRX", "000003", now, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0)
     index = IndexTick("kis-1", "kospi", "0001", now, 1.0, 0.0, 0.0, 0, 0, 0, 0, 0, 0)
-    notice = Execution("kis-1", "demo", "1", "1", "0", "buy", "fill", "new", False, "000001",
-                       1, 1, 1, 1, now, "x", 0)
-    assert [data_key(e) for e in (_tick("kis-1", "KRX", "000001"), _tick("kis-1", "UN", "1"),
-                                  book, nxt_book, program, index, notice)] == [
-        (T, "000001"), ("H0UNCNT0", "1"), (B, "000002"), ("H0NXASP0", "000002"),
-        ("H0STPGM0", "000003"), ("H0UPCNT0", "0001"), None]
+    notice = Execution(
+        "kis-1",
+        "demo",
+        "1",
+        "1",
+        "0",
+        "buy",
+        "fill",
+        "new",
+        False,
+        "000001",
+        1,
+        1,
+        1,
+        1,
+        now,
+        "x",
+        0,
+    )
+    assert [
+        data_key(e)
+        for e in (
+            _tick("kis-1", "KRX", "000001"),
+            _tick("kis-1", "UN", "1"),
+            book,
+            nxt_book,
+            program,
+            index,
+            notice,
+        )
+    ] == [
+        (T, "000001"),
+        ("H0UNCNT0", "1"),
+        (B, "000002"),
+        ("H0NXASP0", "000002"),
+        ("H0STPGM0", "000003"),
+        ("H0UPCNT0", "0001"),
+        None,
+    ]
 
     p = Pool(n=2, capacity=4)
-    p.driver.set_picks([(T, "000001"), (B, "000002"), ("H0STPGM0", "000003"),
-                        ("H0UPCNT0", "0001")])
+    p.driver.set_picks([(T, "000001"), (B, "000002"), ("H0STPGM0", "000003"), ("H0UPCNT0", "0001")])
     p.clock.now = 5.0
-    for ev in (_tick("ls-1", "KRX", "000001"),  # LS: not a KIS slot's data
-               _tick("kis-9", "KRX", "000001")):  # not one of ours
+    for ev in (
+        _tick("ls-1", "KRX", "000001"),  # LS: not a KIS slot's data
+        _tick("kis-9", "KRX", "000001"),
+    ):  # not one of ours
         p.driver.on_event(ev)
     assert {r.code: r.last_data_at for r in p.manager.slots()} == {
-        "000001": None, "000002": None, "000003": None, "0001": None}
+        "000001": None,
+        "000002": None,
+        "000003": None,
+        "0001": None,
+    }
     holder = p.manager.slot(T, "000001")
     assert holder is not None
     other = "kis-2" if holder.session == "kis-1" else "kis-1"
@@ -487,7 +535,11 @@ def test_data_is_noted_for_every_slot_type() -> None:
         for data in (_tick(rec.session, "KRX", rec.code), book, program, index):
             p.driver.on_event(msgspec.structs.replace(data, source=rec.session))
     assert {r.code: r.last_data_at for r in p.manager.slots()} == {
-        "000001": 5.0, "000002": 5.0, "000003": 5.0, "0001": 5.0}
+        "000001": 5.0,
+        "000002": 5.0,
+        "000003": 5.0,
+        "0001": 5.0,
+    }
 
 
 def test_reconcile_unregisters_a_stray_registration() -> None:
@@ -552,8 +604,7 @@ class DriverMachine(RuleBasedStateMachine):
         if x.connected:
             x.status.state = "streaming"
 
-    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, UP_AFTER_S, 5.0, LOST_AFTER_S - 2,
-                              LOST_AFTER_S]))
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.0, UP_AFTER_S, 5.0, LOST_AFTER_S - 2, LOST_AFTER_S]))
     def advance(self, dt: float) -> None:
         self.p.clock.now += dt
         self.p.driver.step()
@@ -609,8 +660,12 @@ class DriverMachine(RuleBasedStateMachine):
 
 
 DriverMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=40, deadline=None, database=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=200,
+    stateful_step_count=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestDriverMachine = DriverMachine.TestCase
 
 
@@ -634,9 +689,12 @@ def test_priority_of_a_moved_holding() -> None:
 
 def test_one_users_demand_cannot_take_all_the_room() -> None:
     p = Pool(capacity=10)
-    p.driver = SlotDriver(p.manager, [SlotSession(x.name, 10, x.adapter, x.status)
-                                      for x in p.s.values()], clock=p.clock,
-                          max_demand_per_user=3)
+    p.driver = SlotDriver(
+        p.manager,
+        [SlotSession(x.name, 10, x.adapter, x.status) for x in p.s.values()],
+        clock=p.clock,
+        max_demand_per_user=3,
+    )
     p.driver.set_picks(picks("000001"))
     for i, code in enumerate(("100001", "100002", "100003")):
         p.driver.claim(i, parse_topic(f"price:{code}"), "mallory")
@@ -653,8 +711,9 @@ def test_one_users_demand_cannot_take_all_the_room() -> None:
     p.driver.claim(9, parse_topic("price:100004"), "mallory")
     assert p.manager.slot(T, "100004") is not None
     # a dropped one too: the pool fills with picks, which evict demand (oldest first)
-    p.driver.set_picks(picks("000001", *(f"30000{i}" for i in range(8)),
-                             *(f"40000{i}" for i in range(8))))
+    p.driver.set_picks(
+        picks("000001", *(f"30000{i}" for i in range(8)), *(f"40000{i}" for i in range(8)))
+    )
     assert p.manager.slot(T, "100002") is None  # evicted
     p.driver.set_picks(picks("000001"))
     p.driver.claim(10, parse_topic("price:100005"), "mallory")

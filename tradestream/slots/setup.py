@@ -22,23 +22,10 @@ from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.registry import streamed_codes
 from tradestream.slots import hours
 from tradestream.slots.driver import SlotDriver, SlotSession
-from tradestream.slots.policy import Audit, Rejection, SlotManager, usable_capacity
+from tradestream.slots.policy import Rejection, SlotManager, usable_capacity
+from tradestream.slots.views import audit_event
 
 log = logging.getLogger(__name__)
-
-
-def audit_event(a: Audit) -> SlotAudit:
-    """An audit record as the event stored in `slot_audit`."""
-    return SlotAudit(
-        "slots",
-        datetime.fromtimestamp(a.at, KST),
-        a.action,
-        a.session or "",
-        a.tr_id,
-        a.code,
-        a.priority.name.lower(),
-        a.reason,
-    )
 
 
 def build_slot_driver(

@@ -1,7 +1,7 @@
 """Command line: `tradestream run | replay | sim | db upgrade | db current | token | watch`.
 
 Settings are read once here from the environment and passed down. Signals are handled here
-too: the first SIGINT/SIGTERM stops intake and lets the tree drain (see service.py); a second
+too: the first SIGINT/SIGTERM stops intake and lets the tree drain (see roles/service.py); a second
 one, or the shutdown timeout, cancels everything.
 """
 

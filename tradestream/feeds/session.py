@@ -1,11 +1,11 @@
 """A broker feed session: authenticate, connect, register, read, reconnect. Broker-neutral.
 
-`run_feed` owns one WebSocket at a time and drives a `FeedAdapter` (kis_feed.py, ls_feed.py)
-that knows the broker's protocol. A closed, failed or silent connection (no frame, data or
-heartbeat, within `stale_s`) is a lost connection: the task backs off (capped exponential with
-jitter, reset on the first good frame), connects again and registers everything anew. When a
-session that was streaming comes back, a `FeedGap` event (start, end, reason) goes downstream,
-so no consumer mistakes the silence for a quiet market.
+`run_feed` owns one WebSocket at a time and drives a `FeedAdapter` (feeds/kis/adapter.py,
+feeds/ls/adapter.py) that knows the broker's protocol. A closed, failed or silent connection
+(no frame, data or heartbeat, within `stale_s`) is a lost connection: the task backs off
+(capped exponential with jitter, reset on the first good frame), connects again and registers
+everything anew. When a session that was streaming comes back, a `FeedGap` event (start, end,
+reason) goes downstream, so no consumer mistakes the silence for a quiet market.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ there is one writer per socket and ordering is kept.
 
 A client that stops reading fills its socket buffer and blocks the sender's write; publishing
 never waits for it (the hub only queues), and after `send_timeout_s` without progress the server
-aborts the connection (gateway/serve.py). Nobody else is delayed at any point.
+aborts the connection (serving.py). Nobody else is delayed at any point.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class Connection:
         client, m = self.client, self.ctx.metrics
         outbox, timeout = client.outbox, self.ctx.settings.send_timeout_s
         assert self._nursery is not None
-        # The server (gateway/serve.py) reports on this task's writes: a write that cannot
+        # The server (serving.py) reports on this task's writes: a write that cannot
         # finish within `send_timeout_s` is aborted (counted as send_timeout), a broken socket
         # is reported, and a send that reached no socket (the peer had closed) shows as an
         # unchanged write count. Either way the connection is gone: nothing more is written,

@@ -67,7 +67,7 @@ class Strategy(Protocol):
 def restart_delay(initial_s: float, cap_s: float, failures: int) -> float:
     """Seconds to wait after the `failures`-th consecutive failure (1-based): initial_s,
     2*initial_s, 4*initial_s, ... capped at cap_s. Pure. No jitter: unlike feed reconnects
-    (feeds/backoff.py) there is no shared upstream for restarts to stampede on, and a
+    (backoff.py) there is no shared upstream for restarts to stampede on, and a
     deterministic schedule is easier to read in status and to test."""
     if failures < 1:
         return 0.0

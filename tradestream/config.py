@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 
 from tradestream.errors import ConfigError
@@ -191,20 +191,6 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     shutdown_timeout_s: float = 15.0  # hard stop after the first signal
-
-    def with_sim_urls(self, rest_url: str, kis_ws_url: str, ls_ws_url: str) -> Settings:
-        """Point the feeds that have no broker URL at the built-in simulator."""
-        kis, ls = self.kis, self.ls
-        if not kis.ws_url:
-            kis = replace(
-                kis,
-                rest_url=rest_url,
-                ws_url=kis_ws_url,
-                positions_url=kis.positions_url or rest_url + "/sim/positions",
-            )
-        if ls.enabled and not ls.ws_url:
-            ls = replace(ls, rest_url=rest_url, ws_url=ls_ws_url)
-        return replace(self, kis=kis, ls=ls)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

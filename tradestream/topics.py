@@ -161,8 +161,9 @@ def strategy(strategy_id: str) -> str:
     return "strategy:" + strategy_id
 
 
-#: the client topic kind each slot-managed registration serves
-_KIND_FOR_TR = {KIS_TRADES: "price", KIS_BOOK: "orderbook"}
+#: the client topic kinds served by a slot-managed registration, and its TR id
+SLOT_TR_FOR_KIND = {"price": KIS_TRADES, "orderbook": KIS_BOOK}
+_KIND_FOR_TR = {tr: kind for kind, tr in SLOT_TR_FOR_KIND.items()}
 
 
 def for_registration(tr_id: str, code: str) -> str:

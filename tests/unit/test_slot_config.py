@@ -8,6 +8,7 @@ import pytest
 
 from tradestream.config import Settings, from_env
 from tradestream.errors import ConfigError
+from tradestream.feeds.registry import use_simulator
 
 BROKER = {
     "TRADESTREAM_KIS_WS_URL": "ws://broker.example:21000/tryitout",
@@ -49,14 +50,14 @@ def test_slot_settings_from_the_environment() -> None:
 
 
 def test_positions_come_from_the_simulator_only_when_kis_is_simulated() -> None:
-    sim = from_env({}).with_sim_urls(
-        "http://127.0.0.1:1234", "ws://127.0.0.1:1234/tryitout", "ws://127.0.0.1:1234/websocket"
-    )
+    sim = use_simulator(from_env({}), "http://127.0.0.1:1234", "ws://127.0.0.1:1234")
     assert sim.kis.positions_url == "http://127.0.0.1:1234/sim/positions"
     broker = from_env(BROKER)
     assert broker.kis.positions_url == "" and not broker.sim.enabled  # nothing documented
-    kept = from_env({"TRADESTREAM_POSITIONS_URL": "http://bridge.example/p"}).with_sim_urls(
-        "http://127.0.0.1:1", "ws://127.0.0.1:1/tryitout", "ws://127.0.0.1:1/websocket"
+    kept = use_simulator(
+        from_env({"TRADESTREAM_POSITIONS_URL": "http://bridge.example/p"}),
+        "http://127.0.0.1:1",
+        "ws://127.0.0.1:1",
     )
     assert kept.kis.positions_url == "http://bridge.example/p"
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from tradestream.errors import SlotRefused
 from tradestream.slots.policy import ORDER_BOOK_TR_ID, TRADES_TR_ID
-from tradestream.topics import Topic
+from tradestream.topics import SLOT_TR_FOR_KIND, Topic
 
 Key = tuple[str, str]  # (tr_id, code): one upstream registration
 Holder = tuple[int, str]  # (connection id, topic as subscribed)
 
-TR_FOR_KIND = {"price": TRADES_TR_ID, "orderbook": ORDER_BOOK_TR_ID}
+TR_FOR_KIND = SLOT_TR_FOR_KIND  # topic kind -> the registration that serves it
 
 
 class DemandBook:

@@ -9,12 +9,13 @@ import sys
 
 import trio
 
-from tradestream.bench import alerts, fanout, reconnect, store
+from tradestream.bench import alerts, fanout, reconnect, served, store
 
 SCENARIOS = {
     "store": store.main,
     "reconnect": reconnect.main,
-    "fanout": fanout.main,
+    "fanout": served.main,  # the service as its own process, beside the asyncio peer
+    "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
 }
 

@@ -1,0 +1,34 @@
+"""The served fan-out benchmark (the service and the peer as processes of their own, the
+upstream and the clients too) runs end to end at a tiny size and reports its figures."""
+
+from __future__ import annotations
+
+import trio
+
+from tradestream.bench import served
+
+
+async def test_served_tiny_run_reports_tradestream_and_the_peer() -> None:
+    with trio.fail_after(120):
+        result = await served.main(
+            clients=50,
+            topics_per_client=1,
+            rate=100.0,
+            duration_s=1.0,
+            warmup_s=0.5,
+            client_procs=1,
+            kinds=("tradestream", "peer"),
+        )
+    for kind in ("tradestream", "peer"):
+        run = result[kind]
+        assert isinstance(run, dict)
+        assert run["trades_per_s"] > 0, run
+        # every code has one subscriber: a trade sent in the window is one expected delivery
+        assert run["deliveries_expected"] == round(run["trades_per_s"] * 1.0), run
+        assert run["deliveries"] > 0, run
+        assert run["latency_ms_p50"] <= run["latency_ms_p99"] <= run["latency_ms_max"], run
+        assert run["server_cpu_us_per_delivery"] > 0 and run["server_peak_rss_mb"] > 0, run
+        assert "client_errors" not in run, run["client_errors"]
+    ratios = result["ratio_tradestream_vs_peer"]
+    assert isinstance(ratios, dict)
+    assert set(ratios) == {"deliveries", "latency_ms_p99", "server_cpu_us_per_delivery"}

@@ -1,0 +1,181 @@
+"""A KIS-compatible upstream for the benchmarks, in a process of its own.
+
+It speaks what a KIS client needs: ``POST /oauth2/Approval`` on a plain HTTP port, and on a
+WebSocket port the JSON registrations with their acks (kis.md §5) and H0STCNT0 data frames of
+one record each (§6, §7.1) for the codes a connection registered. Trades come from the
+simulator's deterministic market at `rate` per second over its 50 codes, paced every 5 ms; a
+trade is sent to every connection that registered its code, as the same frame. The record's
+ACML_VOL (cumulative volume) carries the send instant in µs, so a client can compute upstream
+send -> client receive latency from `price_update.data.volume`.
+
+Protocol with the parent, on stdin/stdout (one line each):
+    -> "ports HTTP WS"                once listening
+    <- "START_NS END_NS"              the measurement window
+    -> {"ticks": n, "sent": m}        after END_NS: trades made, frames sent in the window
+Run: ``python -m tradestream.bench.upstream RATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from functools import partial
+
+import msgspec
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+from tradestream.events import KST
+from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
+from tradestream.upstream import KIS_TRADES
+
+PACE_S = 0.005
+ACML_VOL = 13  # H0STCNT0 field index of the cumulative volume (kis.md §7.1)
+OUTBOX_FRAMES = 100_000  # frames queued per connection before the upstream gives up on it
+
+
+class _Upstream:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.market = SimMarket(DEFAULT_TICKERS, seed=7)
+        self.subs: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        self.window = (0, 0)
+        self.ticks = 0
+        self.sent = 0
+
+    def register(self, out: trio.MemorySendChannel[str], text: str) -> str | None:
+        """A registration message; returns the ack to send."""
+        try:
+            msg = msgspec.json.decode(text)
+            tr_type = msg["header"]["tr_type"]
+            body = msg["body"]["input"]
+            tr_id, tr_key = body["tr_id"], body["tr_key"]
+        except (msgspec.DecodeError, KeyError, TypeError):
+            return None
+        if tr_type == "1":
+            self.subs.setdefault(tr_key, set()).add(out)
+            code = ("0", "OPSP0000", "SUBSCRIBE SUCCESS")
+        else:
+            self.subs.get(tr_key, set()).discard(out)
+            code = ("0", "OPSP0001", "UNSUBSCRIBE SUCCESS")
+        return msgspec.json.encode(
+            {
+                "header": {"tr_id": tr_id, "tr_key": tr_key, "encrypt": "N"},
+                "body": {"rt_cd": code[0], "msg_cd": code[1], "msg1": code[2]},
+            }
+        ).decode()
+
+    async def run_market(self) -> None:
+        start = trio.current_time()
+        scheduled = 0
+        while True:
+            due = int((trio.current_time() - start) * self.rate)
+            now = datetime.now(KST)
+            while scheduled < due:
+                scheduled += 1
+                fields = self.market.trade(now)
+                now_ns = time.time_ns()
+                fields[ACML_VOL] = str(now_ns // 1000)
+                frame = data_frame(KIS_TRADES, [fields])
+                counted = self.window[0] <= now_ns < self.window[1]
+                self.ticks += counted
+                for out in self.subs.get(fields[0], ()):
+                    try:
+                        out.send_nowait(frame)
+                        self.sent += counted
+                    except (trio.WouldBlock, trio.BrokenResourceError):
+                        pass  # a reader that stopped reading: the bench reports fewer frames
+            await trio.sleep(PACE_S)
+
+    async def handle_ws(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        out, frames = trio.open_memory_channel[str](OUTBOX_FRAMES)
+
+        async def writer() -> None:
+            async for frame in frames:
+                await ws.send_message(frame)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                while True:
+                    ack = self.register(out, str(await ws.get_message()))
+                    if ack is not None:
+                        out.send_nowait(ack)
+        except* ConnectionClosed:
+            pass  # the reader or the writer saw the client go
+        finally:
+            for subs in self.subs.values():
+                subs.discard(out)
+
+    async def handle_http(self, stream: trio.SocketStream) -> None:
+        """Answer every request with an approval key (kis.md §2); one request per connection."""
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(body) < length:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                body += chunk
+            reply = b'{"approval_key": "bench-approval-key"}'
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(reply)).encode() + b"\r\n\r\n" + reply
+            )
+        except (trio.BrokenResourceError, ValueError):
+            pass
+        finally:
+            await stream.aclose()
+
+
+async def _read_line(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
+    while b"\n" not in buf:
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise EOFError("stdin ended")
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line
+
+
+async def main(rate: float) -> None:
+    up = _Upstream(rate)
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    async with trio.open_nursery() as nursery:
+        http = await nursery.start(partial(trio.serve_tcp, up.handle_http, 0, host="127.0.0.1"))
+        ws = await nursery.start(
+            partial(serve_websocket, up.handle_ws, "127.0.0.1", 0, ssl_context=None)
+        )
+        http_port = http[0].socket.getsockname()[1]
+        ws_port = ws.port
+        nursery.start_soon(up.run_market)
+        print(f"ports {http_port} {ws_port}", flush=True)
+        buf = bytearray()
+        start_ns, end_ns = map(int, (await _read_line(stdin, buf)).split())
+        up.window = (start_ns, end_ns)
+        await trio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9) + 0.05)
+        print(json.dumps({"ticks": up.ticks, "sent": up.sent}), flush=True)
+        try:
+            await _read_line(stdin, buf)  # anything, or EOF: stop
+        except EOFError:
+            pass
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    trio.run(main, float(sys.argv[1]))

@@ -26,15 +26,34 @@ import trio
 from tradestream.wire import CLOSE_GOING_AWAY, CLOSE_HEARTBEAT, CLOSE_SLOW_CONSUMER
 
 
-class Msg:
-    """One outgoing message, shared by every client it goes to."""
+def text_frame(payload: bytes) -> bytes:
+    """A server-to-client WebSocket text frame (RFC 6455 §5.2): FIN, opcode 1, unmasked, so
+    its bytes are the same for every client."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
-    __slots__ = ("payload", "kind", "ns")
+
+class Msg:
+    """One outgoing message, shared by every client it goes to: its text, and the WebSocket
+    frame of that text, built once when a client first needs it."""
+
+    __slots__ = ("payload", "kind", "ns", "_frame")
 
     def __init__(self, payload: str, kind: str = "reply", ns: int = 0) -> None:
         self.payload = payload
         self.kind = kind  # the message type, for the metrics
         self.ns = ns  # upstream receive time (wall clock, ns), 0 for replies
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.payload.encode())
+        return self._frame
 
     def __repr__(self) -> str:
         return f"Msg({self.payload!r})"
@@ -68,6 +87,12 @@ class Outbox:
         self.sent = 0
         self.conflated = 0
         self.discarded = 0  # queued messages thrown away by a close
+        # Set by the connection once its socket can be written without waiting: a message
+        # that finds the queue empty is handed to it first (no task wakes up for it). It
+        # returns False when it cannot take the message now; then the message is queued.
+        self.direct: Callable[[Msg], bool] | None = None
+        self.direct_sent = 0
+        self._flush = False
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -75,6 +100,9 @@ class Outbox:
     def put(self, payload: Msg) -> None:
         """Queue a message that must not be dropped; closes the client past the bound."""
         if self.close_request is not None:
+            return
+        if self.direct is not None and not self._queue and self.direct(payload):
+            self.direct_sent += 1
             return
         if self._lossless >= self._max_lossless:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
@@ -91,6 +119,9 @@ class Outbox:
             self._latest[topic] = payload  # still queued: replace in place
             self.conflated += 1
             return
+        if self.direct is not None and not self._queue and self.direct(payload):
+            self.direct_sent += 1
+            return
         self._latest[topic] = payload
         self._queue.append(_Pending(topic))
         self._lot.unpark()
@@ -104,10 +135,18 @@ class Outbox:
             self._latest.clear()
             self._lot.unpark()
 
+    def wake(self) -> None:
+        """Wake the sender even with nothing queued (a direct write left bytes to finish):
+        its next `get_batch` returns, possibly empty."""
+        self._flush = True
+        self._lot.unpark()
+
     async def get_batch(self, max_items: int) -> list[Msg] | CloseRequest:
-        """Wait for messages and take up to `max_items` of them, oldest first; or the close."""
-        while not self._queue and self.close_request is None:
+        """Wait for messages and take up to `max_items` of them, oldest first; or the close.
+        After `wake()` it may return an empty list."""
+        while not self._queue and self.close_request is None and not self._flush:
             await self._lot.park()
+        self._flush = False
         if self.close_request is not None:
             return self.close_request
         out: list[Msg] = []

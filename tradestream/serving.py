@@ -17,6 +17,7 @@ of hypercorn is changed. tests/unit/test_serving.py pins the hypercorn parts thi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from contextvars import ContextVar
 from functools import partial
@@ -24,6 +25,7 @@ from functools import partial
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
@@ -41,11 +43,35 @@ class WriteProbe:
     is called when one was aborted or found the connection broken. A send that returns with
     `writes` unchanged was dropped by hypercorn: the connection had already closed."""
 
-    __slots__ = ("writes", "aborted")
+    __slots__ = ("writes", "aborted", "server")
 
     def __init__(self, aborted: Callable[[], None]) -> None:
         self.writes = 0
         self.aborted = aborted
+        self.server: _BoundedTCPServer | None = None  # the connection, from its first write
+
+    async def send_frames(self, frames: bytes) -> bool | None:
+        """Write WebSocket frames built by the caller (unmasked, RFC 6455 §5.2) straight to the
+        connection's socket, in one write, under the connection's send lock and the bounded
+        write's deadline: none of hypercorn's per-message layers (ASGI, wsproto, h11) run.
+        None: no write of this task has gone through hypercorn yet, so the connection is
+        not known (send one message the ordinary way first). False: the WebSocket is closed
+        or the write was aborted; True: written."""
+        server = self.server
+        if server is None:
+            return None
+        return await server.write_frames(frames, self)
+
+    def try_send(self, frame: bytes) -> int | None:
+        """Write a built frame now, without waiting, if nothing else is being written on the
+        connection: None when it cannot (no connection known yet, a write in progress or
+        unfinished, the WebSocket closed, the socket broken); else the bytes the socket took.
+        The rest, if any, is kept by the connection and written first by its next write:
+        the caller must make sure one comes (the sender's `send_frames(b"")`)."""
+        server = self.server
+        if server is None:
+            return None
+        return server.try_send(frame)
 
 
 #: Set by the task that writes to a socket (the gateway's sender).
@@ -63,19 +89,65 @@ class _BoundedTCPServer(TCPServer):
     config: ServeConfig
 
     async def protocol_send(self, event: Event) -> None:
-        timeout = self.config.write_timeout_s
-        if not isinstance(event, RawData) or timeout is None:
+        if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
-        data = memoryview(event.data)
         probe = write_probe.get()
+        if probe is not None:
+            probe.server = self
+        elif self.config.write_timeout_s is None and not self._pending:
+            await super().protocol_send(event)
+            return
+        await self._write(event.data, probe)
+
+    def _websocket_open(self) -> bool:
+        """An HTTP/1.1 connection upgraded to a WebSocket that is accepted and not closed."""
+        stream = getattr(getattr(self.protocol, "protocol", None), "stream", None)
+        return (
+            isinstance(stream, WSStream)
+            and stream.state is ASGIWebsocketState.CONNECTED
+            and not stream.closed
+        )
+
+    _pending = b""  # a direct write's unfinished bytes: written first, under the lock
+
+    def try_send(self, frame: bytes) -> int | None:
+        """`WriteProbe.try_send`. Safe without the lock: nothing awaits here, and a write
+        under the lock (ours or hypercorn's) is never left half done while the lock is free
+        (the unfinished bytes of this one are `_pending`, which that write sends first)."""
+        if self.send_lock.locked() or self._pending or not self._websocket_open():
+            return None
+        try:
+            n = os.write(self.stream.socket.fileno(), frame)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            return None  # broken: the sender's next write finds out and reports it
+        if n < len(frame):
+            self._pending = frame[n:]
+        return n
+
+    async def write_frames(self, data: bytes, probe: WriteProbe) -> bool:
+        """`WriteProbe.send_frames`: ordered with hypercorn's own writes by the send lock."""
+        if not self._websocket_open():
+            return False
+        before = probe.writes
+        await self._write(data, probe)
+        return probe.writes != before
+
+    async def _write(self, raw: bytes, probe: WriteProbe | None) -> None:
+        timeout = self.config.write_timeout_s
         async with self.send_lock:
+            if self._pending:  # a direct write's rest goes first
+                raw, self._pending = self._pending + raw, b""
+            data = memoryview(raw)
             try:
                 # The deadline is per chunk: a slow reader that keeps reading is not dropped
                 # for one large frame; a reader that takes nothing for `timeout` is.
                 with trio.CancelScope(shield=True) as scope:
                     for i in range(0, len(data), WRITE_CHUNK):
-                        scope.deadline = trio.current_time() + timeout
+                        if timeout is not None:
+                            scope.deadline = trio.current_time() + timeout
                         await self.stream.send_all(data[i : i + WRITE_CHUNK])
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 if probe is not None:

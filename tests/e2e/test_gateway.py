@@ -543,8 +543,13 @@ async def test_lossless_messages_that_cannot_be_queued_close_as_slow_consumer(
                 await recv_type(slow, "subscribed")
                 await send(other, type="subscribe", topic="signal:vcp")
                 await recv_type(other, "subscribed")
-                for i in range(50):  # a burst the outbox cannot hold: never dropped silently
-                    running.hub.publish("alert", Msg(f'{{"type":"alert","i":{i}}}', "alert"))
+                # a burst that neither the socket's buffers (loopback: up to ~36 MB) nor the
+                # outbox can hold: never dropped silently
+                pad = "x" * 120_000
+                for i in range(400):
+                    running.hub.publish(
+                        "alert", Msg(f'{{"type":"alert","i":{i},"pad":"{pad}"}}', "alert")
+                    )
                 running.hub.publish("signal:vcp", Msg('{"type":"signal_update"}', "signal"))
                 assert await closed_with(slow) == (4008, "slow consumer")
                 assert (await recv(other))["type"] == "signal_update"  # unaffected
@@ -659,3 +664,36 @@ async def test_metrics_endpoint(settings: Settings) -> None:
     assert values["tradestream_delivery_latency_seconds_count"] >= 1
     assert values['tradestream_upstream_streaming{session="kis-1"}'] == 1
     assert values['tradestream_events_total{type="Tick"}'] > 0
+
+
+async def test_a_burst_larger_than_the_socket_arrives_whole_and_in_order(
+    settings: Settings,
+) -> None:
+    """Messages go straight onto the socket while nothing is queued (serving.py, the direct
+    path); when the socket takes part of one, the rest is written before anything else, and
+    what follows queues for the client's sender: the client reads every message, whole and
+    in order, interleaved with a reply of its own (written under the connection's lock)."""
+    pad = "y" * 100_000
+    with trio.fail_after(TIMEOUT_S):
+        async with service(settings) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with raw_open(url, max_message_size=1 << 20) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="alert")
+                await recv_type(ws, "subscribed")
+                n = 300  # 30 MB: more than the loopback buffers take at once
+                for i in range(n):
+                    running.hub.publish(
+                        "alert", Msg(f'{{"type":"alert","i":{i},"pad":"{pad}"}}', "alert")
+                    )
+                await send(ws, type="ping", timestamp="t")
+                seen, pong = [], False
+                while len(seen) < n or not pong:
+                    msg = await recv(ws)
+                    if msg["type"] == "alert":
+                        assert msg["pad"] == pad
+                        seen.append(msg["i"])
+                    elif msg["type"] == "pong":
+                        pong = True
+                assert seen == list(range(n))
+            assert running.hub.conflated_total() == 0  # a lossless topic never conflates

@@ -187,3 +187,59 @@ async def test_per_user_connection_counts() -> None:
     assert (hub.connections_of("u1"), hub.connections_of("u2")) == (1, 0)
     assert list(hub.users()) == ["u1"]
     del b
+
+
+# -- the direct path: a message that finds nothing queued is offered to the socket first ------
+
+
+def test_text_frames_parse_as_websocket_frames_of_every_length_class() -> None:
+    from wsproto.frame_protocol import FrameProtocol, Opcode
+
+    from tradestream.hub import text_frame
+
+    for n in (0, 125, 126, 65_535, 65_536, 200_000):
+        payload = ("é" * (n // 2) + "x" * (n % 2)).encode()
+        parser = FrameProtocol(client=True, extensions=[])
+        parser.receive_bytes(text_frame(payload))
+        (frame,) = list(parser.received_frames())
+        assert frame.opcode is Opcode.TEXT and frame.frame_finished and frame.message_finished
+        assert frame.payload == payload.decode()
+
+
+def test_msg_frame_is_built_once_and_shared() -> None:
+    m = Msg('{"type":"alert"}', "alert")
+    assert m.frame is m.frame and m.frame.endswith(b'{"type":"alert"}')
+
+
+async def test_outbox_offers_to_the_direct_path_only_with_nothing_queued() -> None:
+    box = Outbox(max_lossless=10)
+    taken: list[str] = []
+    accept = True
+
+    def direct(msg: Msg) -> bool:
+        if accept:
+            taken.append(msg.payload)
+        return accept
+
+    box.direct = direct
+    box.put(M("a"))
+    box.put_latest("price:1", M("p1"))
+    assert taken == ["a", "p1"] and len(box) == 0 and box.direct_sent == 2
+    accept = False  # the socket is busy: queue, in order
+    box.put(M("b"))
+    accept = True
+    box.put(M("c"))  # "b" is queued: "c" must not overtake it
+    box.put_latest("price:1", M("p2"))
+    assert taken == ["a", "p1"]
+    assert [m.payload for m in await box.get_batch(10)] == ["b", "c", "p2"]
+    box.put(M("d"))  # nothing queued again: direct
+    assert taken == ["a", "p1", "d"]
+
+
+async def test_wake_returns_an_empty_batch_so_the_sender_finishes_a_direct_write() -> None:
+    box = Outbox(max_lossless=10)
+    box.wake()
+    with trio.fail_after(1):
+        assert await box.get_batch(10) == []
+    box.put(M("x"))
+    assert [m.payload for m in await box.get_batch(10)] == ["x"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -35,7 +35,9 @@ from tradestream.hub import (
     CloseRequest,
     Hub,
     Msg,
+    Outbox,
     run_heartbeat,
+    text_frame,
 )
 from tradestream.serving import WriteProbe, write_probe
 from tradestream.store import reads
@@ -226,7 +228,7 @@ class Connection:
 
     async def _sender(self) -> None:
         client, m = self.client, self.ctx.metrics
-        outbox, timeout = client.outbox, self.ctx.settings.send_timeout_s
+        outbox = client.outbox
         assert self._nursery is not None
         # The server (serving.py) reports on this task's writes: a write that cannot
         # finish within `send_timeout_s` is aborted (counted as send_timeout), a broken socket
@@ -237,14 +239,52 @@ class Connection:
         write_probe.set(probe)
 
         async def write(text: str) -> bool:
-            """Send one frame; False if the connection is gone."""
+            """Send one message through Quart and hypercorn; False if the connection is gone."""
             before = probe.writes
             await websocket.send(text)
             if self._write_aborted or (before and probe.writes == before):
                 self._write_aborted = True
             return not self._write_aborted
 
+        async def write_frames(frames: bytes) -> bool:
+            """Write built frames straight to the socket (serving.py); False if gone."""
+            if not await probe.send_frames(frames):
+                self._write_aborted = True
+            return not self._write_aborted
+
+        def write_now(msg: Msg) -> bool:
+            """The outbox's direct path: a message published while nothing is queued or being
+            written goes onto the socket at once, from the publisher, without waking this
+            task (STACK-NOTES §3c); what the socket does not take now, this task finishes."""
+            frame = msg.frame
+            n = probe.try_send(frame)
+            if n is None:
+                return False
+            m.observe_message(msg)
+            if n < len(frame):
+                outbox.wake()
+            return True
+
+        try:
+            await self._send_loop(outbox, probe, write, write_frames, write_now)
+        finally:
+            outbox.direct = None
+        self._nursery.cancel_scope.cancel()
+
+    async def _send_loop(
+        self,
+        outbox: Outbox,
+        probe: WriteProbe,
+        write: Callable[[str], Awaitable[bool]],
+        write_frames: Callable[[bytes], Awaitable[bool]],
+        write_now: Callable[[Msg], bool],
+    ) -> None:
+        client, m, timeout = self.client, self.ctx.metrics, self.ctx.settings.send_timeout_s
         while not self._write_aborted:
+            if outbox.direct is None and probe.server is not None and not client.batch:
+                # the connection is known: publishers may write (a batch client's messages
+                # wait for this task, which sends what has queued up as one frame)
+                outbox.direct = write_now
             batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
             if isinstance(batch, CloseRequest):
                 with trio.move_on_after(timeout):
@@ -252,7 +292,24 @@ class Connection:
                 if not self._write_aborted:  # else counted as send_timeout (or a broken socket)
                     m.closes.labels(CLOSE_REASONS.get(batch.code, str(batch.code))).inc()
                 break
-            if client.batch and len(batch) > 1:
+            if probe.server is not None:
+                # Everything queued in one socket write, each message its own frame (or, with
+                # batch=1, one frame for all): every message's frame is built once and shared
+                # by all its clients, and nothing waits for a batch to fill.
+                if client.batch and len(batch) > 1:
+                    joined = "[" + ",".join([x.payload for x in batch]) + "]"
+                    frames = text_frame(joined.encode())
+                else:
+                    frames = b"".join([x.frame for x in batch])
+                if not await write_frames(frames):
+                    outbox.discarded += len(batch)
+                    break
+                if client.batch and len(batch) > 1:
+                    m.observe_frame(batch)
+                else:
+                    for x in batch:
+                        m.observe_message(x)
+            elif client.batch and len(batch) > 1:
                 # One frame for all that is queued: the per-frame cost dominates
                 # (STACK-NOTES §3), and nothing waits for a batch to fill.
                 if not await write("[" + ",".join([x.payload for x in batch]) + "]"):
@@ -265,7 +322,6 @@ class Connection:
                         outbox.discarded += len(batch) - i
                         break
                     m.observe_message(x)
-        self._nursery.cancel_scope.cancel()
 
     async def _expiry(self) -> None:
         """Close the connection when its token expires; an `auth` refresh restarts the wait."""

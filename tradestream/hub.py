@@ -37,6 +37,9 @@ def text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
+MAX_COALESCED = 256  # messages the coalescer puts in one frame for a batch client
+
+
 class Msg:
     """One outgoing message, shared by every client it goes to: its text, and the WebSocket
     frame of that text, built once when a client first needs it."""
@@ -93,6 +96,14 @@ class Outbox:
         self.direct: Callable[[Msg], bool] | None = None
         self.direct_sent = 0
         self._flush = False
+        # A batch client's coalescing path (Hub.run_coalescer): with `coalesce` set, a message
+        # queued while nothing was does not wake the sender; the hub's coalescer, once the
+        # publisher yields, hands everything queued to `coalesce` as one batch if
+        # `can_write_now()`, else wakes the sender.
+        self.coalesce: Callable[[list[Msg]], None] | None = None
+        self.can_write_now: Callable[[], bool] | None = None
+        self.schedule: Callable[[Outbox], None] | None = None
+        self.scheduled = False
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -109,7 +120,7 @@ class Outbox:
             return
         self._queue.append(payload)
         self._lossless += 1
-        self._lot.unpark()
+        self._wake()
 
     def put_latest(self, topic: str, payload: Msg) -> None:
         """Queue a message of which only the latest per topic matters."""
@@ -124,7 +135,27 @@ class Outbox:
             return
         self._latest[topic] = payload
         self._queue.append(_Pending(topic))
-        self._lot.unpark()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.schedule is None:
+            self._lot.unpark()
+        elif not self.scheduled:
+            self.scheduled = True
+            self.schedule(self)
+
+    def flush(self) -> None:
+        """The coalescer's turn (Hub.run_coalescer): everything queued goes to `coalesce` as
+        one batch when the socket can take it now; otherwise the sender is woken."""
+        self.scheduled = False
+        if not self._queue or self.close_request is not None:
+            return
+        if self.coalesce is None or self.can_write_now is None or not self.can_write_now():
+            self._lot.unpark()
+            return
+        self.coalesce(self._take(MAX_COALESCED))
+        if self._queue:  # more than one batch: the sender takes the rest
+            self._lot.unpark()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the sender to close the socket; what is queued is discarded."""
@@ -149,6 +180,9 @@ class Outbox:
         self._flush = False
         if self.close_request is not None:
             return self.close_request
+        return self._take(max_items)
+
+    def _take(self, max_items: int) -> list[Msg]:
         out: list[Msg] = []
         queue = self._queue
         while queue and len(out) < max_items:
@@ -222,6 +256,9 @@ class Hub:
         self._discarded_gone = 0  # likewise, messages discarded by a close
         self._per_user: dict[str, int] = {}
         self.handshaking = 0  # sockets accepted but not yet authenticated (the gateway's count)
+        self._to_flush: list[Outbox] = []
+        self._flush_lot = trio.lowlevel.ParkingLot()
+        self.coalescing = False  # run_coalescer is running: batch clients may use it
 
     # -- connections ------------------------------------------------------------------------
     def connect(self, user_id: str, *, batch: bool = False) -> Client:
@@ -331,6 +368,33 @@ class Hub:
                     next_due = min(next_due, g.due)
             with trio.move_on_at(next_due):
                 await self._cadence_lot.park()  # a new group may be due sooner
+
+    def schedule_flush(self, outbox: Outbox) -> None:
+        """An outbox with a coalescing path has something queued (Outbox.schedule)."""
+        self._to_flush.append(outbox)
+        if len(self._to_flush) == 1:
+            self._flush_lot.unpark()
+
+    async def run_coalescer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Flush the batch clients' outboxes once the publisher yields: one task wakes for a
+        whole burst, and each client gets what the burst queued for it as one frame."""
+        self.coalescing = True
+        task_status.started()
+        try:
+            while True:
+                if not self._to_flush:
+                    await self._flush_lot.park()
+                ready, self._to_flush = self._to_flush, []
+                for outbox in ready:
+                    outbox.flush()
+                await trio.lowlevel.checkpoint()
+        finally:
+            self.coalescing = False
+            for outbox in self._to_flush:  # the senders take over
+                outbox.schedule = None
+                outbox.flush()
 
     # -- publishing -------------------------------------------------------------------------
     def _count(self, kind: str, n: int) -> None:

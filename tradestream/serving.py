@@ -62,6 +62,11 @@ class WriteProbe:
             return None
         return await server.write_frames(frames, self)
 
+    def can_write_now(self) -> bool:
+        """`try_send` would write now (the connection is known, idle and open)."""
+        server = self.server
+        return server is not None and server.idle()
+
     def try_send(self, frame: bytes) -> int | None:
         """Write a built frame now, without waiting, if nothing else is being written on the
         connection: None when it cannot (no connection known yet, a write in progress or
@@ -110,15 +115,32 @@ class _BoundedTCPServer(TCPServer):
         )
 
     _pending = b""  # a direct write's unfinished bytes: written first, under the lock
+    _ws: WSStream | None = None  # the upgraded stream, once found
+    _fd = -1
+
+    def idle(self) -> bool:
+        """Nothing is being written or left unfinished, and the WebSocket is open."""
+        return not self._pending and not self.send_lock.locked() and self._websocket_open()
 
     def try_send(self, frame: bytes) -> int | None:
         """`WriteProbe.try_send`. Safe without the lock: nothing awaits here, and a write
         under the lock (ours or hypercorn's) is never left half done while the lock is free
-        (the unfinished bytes of this one are `_pending`, which that write sends first)."""
-        if self.send_lock.locked() or self._pending or not self._websocket_open():
+        (the unfinished bytes of this one are `_pending`, which that write sends first).
+        Called once per delivery: it keeps to a few attribute reads and one system call."""
+        if self._pending or self.send_lock.locked():
+            return None
+        ws = self._ws
+        if ws is None:
+            if not self._websocket_open():
+                return None
+            stream = getattr(self.protocol.protocol, "stream", None)
+            assert isinstance(stream, WSStream)  # _websocket_open() said so
+            ws = self._ws = stream
+            self._fd = self.stream.socket.fileno()
+        if ws.closed or ws.state is not ASGIWebsocketState.CONNECTED:
             return None
         try:
-            n = os.write(self.stream.socket.fileno(), frame)
+            n = os.write(self._fd, frame)
         except BlockingIOError:
             n = 0
         except OSError:

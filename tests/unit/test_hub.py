@@ -243,3 +243,34 @@ async def test_wake_returns_an_empty_batch_so_the_sender_finishes_a_direct_write
         assert await box.get_batch(10) == []
     box.put(M("x"))
     assert [m.payload for m in await box.get_batch(10)] == ["x"]
+
+
+async def test_the_coalescer_writes_a_burst_as_one_batch_per_client_once_the_publisher_yields(
+    nursery: trio.Nursery,
+) -> None:
+    hub = Hub()
+    await nursery.start(hub.run_coalescer)
+    writable = True
+    written: dict[int, list[list[str]]] = {}
+    clients = [hub.connect(f"u{i}", batch=True) for i in range(3)]
+    for c in clients:
+        hub.subscribe(c, "alert")
+        c.outbox.can_write_now = lambda: writable
+        c.outbox.coalesce = lambda batch, cid=c.id: written.setdefault(cid, []).append(
+            [m.payload for m in batch]
+        )
+        c.outbox.schedule = hub.schedule_flush
+    for i in range(4):  # one burst: nothing yields in between
+        hub.publish("alert", M(f"a{i}"))
+    assert written == {}  # nothing is written while the publisher still runs
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == {c.id: [["a0", "a1", "a2", "a3"]] for c in clients}
+    assert all(len(c.outbox) == 0 for c in clients)
+    writable = False  # a write in progress: the senders take it from their queues
+    hub.publish("alert", M("b"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert all(len(written[c.id]) == 1 for c in clients)  # not written by the coalescer
+    for c in clients:  # the sender was woken: it finds the message queued
+        with trio.fail_after(1):
+            batch = await c.outbox.get_batch(10)
+        assert isinstance(batch, list) and [m.payload for m in batch] == ["b"]

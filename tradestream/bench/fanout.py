@@ -154,6 +154,7 @@ async def serve_tradestream(
     store_out, store_in = trio.open_memory_channel[Event](PipelineSettings().store_buffer)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
+        await nursery.start(hub.run_coalescer)
         binds = await nursery.start(
             serve_app,
             create_app(ws, status=lambda admin: {"router": stats.as_dict()}),

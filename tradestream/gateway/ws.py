@@ -265,10 +265,29 @@ class Connection:
                 outbox.wake()
             return True
 
+        def write_batch_now(batch: list[Msg]) -> None:
+            """The coalescer's path for a batch client (Hub.run_coalescer): what a burst
+            queued, as one frame, written from the coalescer while the socket is idle."""
+            if len(batch) == 1:
+                frame = batch[0].frame
+            else:
+                frame = text_frame(("[" + ",".join([x.payload for x in batch]) + "]").encode())
+            n = probe.try_send(frame)
+            if n is None:  # the socket broke: the sender's next write finds out
+                outbox.discarded += len(batch)
+                outbox.wake()
+                return
+            if len(batch) == 1:
+                m.observe_message(batch[0])
+            else:
+                m.observe_frame(batch)
+            if n < len(frame):
+                outbox.wake()
+
         try:
-            await self._send_loop(outbox, probe, write, write_frames, write_now)
+            await self._send_loop(outbox, probe, write, write_frames, write_now, write_batch_now)
         finally:
-            outbox.direct = None
+            outbox.direct = outbox.coalesce = outbox.schedule = None
         self._nursery.cancel_scope.cancel()
 
     async def _send_loop(
@@ -278,13 +297,19 @@ class Connection:
         write: Callable[[str], Awaitable[bool]],
         write_frames: Callable[[bytes], Awaitable[bool]],
         write_now: Callable[[Msg], bool],
+        write_batch_now: Callable[[list[Msg]], None],
     ) -> None:
         client, m, timeout = self.client, self.ctx.metrics, self.ctx.settings.send_timeout_s
         while not self._write_aborted:
-            if outbox.direct is None and probe.server is not None and not client.batch:
-                # the connection is known: publishers may write (a batch client's messages
-                # wait for this task, which sends what has queued up as one frame)
-                outbox.direct = write_now
+            if probe.server is not None and outbox.direct is None and outbox.coalesce is None:
+                # The connection is known: publishers may write. A batch client's messages
+                # wait for the hub's coalescer, which writes what a burst queued as one frame.
+                if not client.batch:
+                    outbox.direct = write_now
+                elif self.ctx.hub.coalescing:
+                    outbox.can_write_now = probe.can_write_now
+                    outbox.coalesce = write_batch_now
+                    outbox.schedule = self.ctx.hub.schedule_flush
             batch = await outbox.get_batch(MAX_BATCH_MESSAGES)
             if isinstance(batch, CloseRequest):
                 with trio.move_on_after(timeout):

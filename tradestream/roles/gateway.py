@@ -75,6 +75,7 @@ async def run_gateway(
             register_signals(app, engine, auth, controls.signals, market.traded_codes)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
+        await nursery.start(hub.run_coalescer)
         binds = await nursery.start(
             partial(
                 serve_app,

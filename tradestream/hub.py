@@ -6,8 +6,15 @@ Publishing never awaits a client. Each client has an `Outbox`:
 - *lossless* messages (replies, later orders and alerts) queue up to a bound; past it the
   client is closed as a slow consumer so that it reconnects and recovers, and nobody else waits.
 
-A message is a `Msg`: the encoded text frame (once per event), its type and the event's
-upstream receive time, created once and shared by reference by every subscriber's queue.
+A message is a `Msg`: the encoded text (once per event), its WebSocket frame (built once, on
+first use), its type and the event's upstream receive time, shared by reference by every
+subscriber.
+
+Nothing wakes per message while clients keep up: a message that finds its client's outbox
+empty is offered to the connection's direct path first (`Outbox.direct`: written onto the
+socket by the publisher, without waiting); a batch client's messages are written by one task
+for all of them once the publisher yields (`run_coalescer`, one frame per client and burst).
+Only a client whose socket is busy or full gets its queue and its sender task woken.
 
 Cadenced subscriptions (``price:005930@1s``) are groups per (topic, period): publishing only
 marks the group's latest message, and `run_cadence` hands it to the group's subscribers at

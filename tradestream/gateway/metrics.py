@@ -2,7 +2,8 @@
 
 Hot-path counts (messages queued and written per type, conflations, discards) are plain
 integers kept by the hub, the outboxes and the senders and read at scrape time by a collector,
-so a delivery costs no metric call. The latency histogram is observed once per frame written,
+so a delivery costs no metric call. The latency histogram (plain bucket counts, exported by the
+same collector) is observed once per frame written,
 with the oldest event in the frame: upstream receive (the event's `received_ns`) to the socket
 write returning.
 Each service instance has its own registry (tests run many services in one process).
@@ -10,13 +11,16 @@ Each service instance has its own registry (tests run many services in one proce
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from tradestream.hub import Hub, Msg
 
@@ -56,26 +60,27 @@ class GatewayMetrics:
         self.errors = Counter(
             "tradestream_ws_errors", "error replies, by code", ["code"], registry=r
         )
-        self.frames_out = Counter(
-            "tradestream_ws_frames_out", "WebSocket frames written", registry=r
-        )
-        self.latency = Histogram(
-            "tradestream_delivery_latency_seconds",
-            "Upstream receive to socket write, oldest event of each frame",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        # Once per frame written, so plain numbers (no lock, no metric call) exported at
+        # scrape time: tradestream_ws_frames_out_total and the latency histogram.
+        self.frames_out = 0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, +Inf last
+        self.latency_sum_s = 0.0
         self.written: dict[str, int] = {}  # message type -> messages written to sockets
+
+    def _latency(self, ns: int) -> None:
+        seconds = (time.time_ns() - ns) / 1e9
+        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum_s += seconds
 
     def observe_message(self, m: Msg) -> None:
         """One message written as its own frame."""
-        self.frames_out.inc()
+        self.frames_out += 1
         self.written[m.kind] = self.written.get(m.kind, 0) + 1
         if m.ns:
-            self.latency.observe((time.time_ns() - m.ns) / 1e9)
+            self._latency(m.ns)
 
     def observe_frame(self, batch: list[Msg]) -> None:
-        self.frames_out.inc()
+        self.frames_out += 1
         oldest = 0
         written = self.written
         for m in batch:
@@ -83,11 +88,11 @@ class GatewayMetrics:
             if m.ns and (oldest == 0 or m.ns < oldest):
                 oldest = m.ns
         if oldest:
-            self.latency.observe((time.time_ns() - oldest) / 1e9)
+            self._latency(oldest)
 
     def attach(self, hub: Hub, status: Callable[[], dict[str, Any]]) -> None:
         """Export the hub's counters and the service status at scrape time."""
-        self.registry.register(_StatusCollector(hub, status, self.written))
+        self.registry.register(_StatusCollector(hub, status, self.written, self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -95,14 +100,32 @@ class GatewayMetrics:
 
 class _StatusCollector(Collector):
     def __init__(
-        self, hub: Hub, status: Callable[[], dict[str, Any]], written: dict[str, int]
+        self,
+        hub: Hub,
+        status: Callable[[], dict[str, Any]],
+        written: dict[str, int],
+        metrics: GatewayMetrics,
     ) -> None:
         self._hub = hub
         self._status = status
         self._written = written
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Any]:
-        hub = self._hub
+        hub, m = self._hub, self._metrics
+        c = CounterMetricFamily("tradestream_ws_frames_out", "WebSocket frames written")
+        c.add_metric([], m.frames_out)
+        yield c
+        cumulative, buckets = 0, []
+        for le, n in zip((*LATENCY_BUCKETS, math.inf), m.latency_counts, strict=True):
+            cumulative += n
+            buckets.append((floatToGoString(le), cumulative))
+        h = HistogramMetricFamily(
+            "tradestream_delivery_latency_seconds",
+            "Upstream receive to socket write, oldest event of each frame",
+        )
+        h.add_metric([], buckets, m.latency_sum_s)
+        yield h
         g = GaugeMetricFamily("tradestream_ws_connections", "Open WebSocket connections")
         g.add_metric([], len(hub.clients))
         yield g

@@ -29,6 +29,9 @@ async def test_served_tiny_run_reports_tradestream_and_the_peer() -> None:
         assert run["latency_ms_p50"] <= run["latency_ms_p99"] <= run["latency_ms_max"], run
         assert run["server_cpu_us_per_delivery"] > 0 and run["server_peak_rss_mb"] > 0, run
         assert "client_errors" not in run, run["client_errors"]
+    lag = result["tradestream"]["intake_lag_ms"]  # type: ignore[index]
+    assert lag["samples"] > 0 and lag["p50"] <= lag["p99"] <= lag["max"], lag
+    assert result["peer"]["intake_lag_ms"] is None  # type: ignore[index]
     ratios = result["ratio_tradestream_vs_peer"]
     assert isinstance(ratios, dict)
     assert set(ratios) == {"deliveries", "latency_ms_p99", "server_cpu_us_per_delivery"}

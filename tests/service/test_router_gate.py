@@ -9,8 +9,10 @@ channels and hub, and the bad IndexTick is injected directly.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -119,3 +121,27 @@ async def test_a_refused_update_does_not_poison_the_other_index(
     assert state.gate.rejected == 1  # the bad update alone
     assert state.indexes["kosdaq"] is good_kosdaq
     assert state.gate_state is not None and state.gate_state.level == "open"
+
+
+async def test_the_router_reports_its_intake_lag() -> None:
+    """Intake lag: upstream receive to the router taking the event, sampled for the oldest
+    event of each drained batch (the status endpoint's `router.intake_lag_ms`)."""
+    events_out, events_in = trio.open_memory_channel[Event](100)
+    store_out, store_in = trio.open_memory_channel[Event](100)
+    stats = RouterStats()
+    assert stats.intake_lag_ms() == {"samples": 0, "p50": None, "p99": None, "max": None}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_router, events_in, store_out, Hub(), MarketState(), stats)
+        with events_out:
+            for lag_ms in (50, 200):  # one event per batch: each is its batch's oldest
+                old = msgspec.structs.replace(
+                    tick(1), received_ns=time.time_ns() - lag_ms * 1_000_000
+                )
+                await events_out.send(old)
+                await trio.testing.wait_all_tasks_blocked()
+        assert len([ev async for ev in store_in]) == 2
+    lag = stats.intake_lag_ms()
+    assert lag["samples"] == 2
+    assert lag["p50"] is not None and 50 <= lag["p50"] < 200 + 5_000
+    assert lag["max"] is not None and lag["max"] >= 200
+    assert "intake_lag_ms" in stats.as_dict()

@@ -12,7 +12,8 @@ Per server, one after the other, on the same offered load:
 
 Each report: trades sent upstream in the window, deliveries expected (trades x subscribers of
 their code) and received, latency from upstream send to client receive (p50, p99, max), server
-CPU (its process, /proc) per delivery, the server's peak RSS and the machine's idle share.
+CPU (its process, /proc) per delivery, the server's peak RSS, the machine's idle share and, for
+tradestream, its router's intake lag (upstream receive -> router, from the status endpoint).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from tradestream import topics
@@ -179,6 +181,16 @@ async def _run_one(
         await trio.sleep((end_ns - time.time_ns()) / 1e9)
         cpu1, busy1 = _proc_cpu_s(server.pid), _machine_busy_s()
         rss = _peak_rss_mb(server.pid)
+        intake_lag = None
+        if kind != "peer":  # the router's own report: upstream receive -> router, last ~4 s
+            admin = Authenticator(SECRET).issue("bench-admin", role="admin")
+            async with httpx.AsyncClient(timeout=10) as http:
+                status = (
+                    await http.get(
+                        f"http://127.0.0.1:{port}/api/ws/status", params={"token": admin}
+                    )
+                ).json()
+            intake_lag = status["router"]["intake_lag_ms"]
         with trio.fail_after(30):
             sent = json.loads(await _read_line(up.stdout, bufs[id(up)]))
             results = []
@@ -211,6 +223,7 @@ async def _run_one(
         "server_cpu_pct": round(100 * cpu / duration_s, 1),
         "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,
         "server_peak_rss_mb": rss,
+        "intake_lag_ms": intake_lag,
         "machine_idle_pct": round(100 * (1 - (busy1 - busy0) / (duration_s * cores)), 1),
         "client_cpu_pct": [round(100 * r["cpu_s"] / duration_s, 1) for r in results],
     }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,7 @@ from tradestream.events import (
 from tradestream.hub import Hub, Msg
 
 DRAIN_MAX = 1024  # events taken from the channel per wake-up
+LAG_SAMPLES = 4096  # intake-lag samples kept for the status endpoint
 
 
 @dataclass
@@ -38,6 +40,19 @@ class RouterStats:
     published: int = 0  # events that had at least one subscriber (and so were encoded)
     by_type: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
+    # intake lag: upstream receive (a frame read off its socket) to the router taking the
+    # event, for the oldest event of each drained batch; the most recent LAG_SAMPLES
+    lag_ns: deque[int] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
+
+    def intake_lag_ms(self) -> dict[str, float | int | None]:
+        lags = sorted(self.lag_ns)
+        if not lags:
+            return {"samples": 0, "p50": None, "p99": None, "max": None}
+
+        def at(q: float) -> float:
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))] / 1e6, 3)
+
+        return {"samples": len(lags), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -46,6 +61,7 @@ class RouterStats:
             "published": self.published,
             "by_type": dict(self.by_type),
             "by_source": dict(self.by_source),
+            "intake_lag_ms": self.intake_lag_ms(),
         }
 
 
@@ -162,6 +178,9 @@ async def run_router(
                     batch.append(events_in.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
+            received_ns = getattr(batch[0], "received_ns", 0)  # FeedGap has none
+            if received_ns:
+                stats.lag_ns.append(time.time_ns() - received_ns)
             derived: list[Event] = []
             for ev in batch:
                 _route(ev, hub, has, state, stats, on_holding)

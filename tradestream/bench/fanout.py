@@ -36,18 +36,25 @@ import json
 import math
 import os
 import random
-import subprocess
-import sys
 import time
-from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import msgspec
 import trio
 
 from tradestream import topics
+from tradestream.bench.clients import (
+    assign,
+    collect,
+    machine_busy_s,
+    open_window,
+    pct,
+    start_clients,
+    stop,
+    topic_lists,
+    wait_ready,
+)
 from tradestream.config import PipelineSettings
 from tradestream.events import KST, Event, Tick
 from tradestream.gateway.app import WsServices, create_app
@@ -255,144 +262,6 @@ async def serve_seed(
 # -- client processes -----------------------------------------------------------------------------
 
 
-async def _read_line(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
-    while b"\n" not in buf:
-        chunk = await stream.receive_some()
-        if not chunk:
-            raise EOFError("stream ended")
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line
-
-
-class _ClientStats:
-    def __init__(self, stride: int) -> None:
-        self.start_ns = math.inf
-        self.end_ns = -math.inf
-        self.messages = 0
-        self.frames = 0
-        self.stride = stride
-        self.latencies_us = array("q")
-        self.errors: list[str] = []
-
-
-async def _one_client(
-    url: str,
-    topics: list[str],
-    st: _ClientStats,
-    ready: trio.Semaphore,
-    limiter: trio.CapacityLimiter,
-) -> None:
-    from trio_websocket import open_websocket_url
-
-    decode = msgspec.json.decode
-    async with limiter:  # don't flood the listen backlog
-        ws_cm = open_websocket_url(url, max_message_size=16 * 1024 * 1024)
-        ws = await ws_cm.__aenter__()
-    try:
-        for topic in topics:
-            await ws.send_message(json.dumps({"type": "subscribe", "topic": topic}))
-        pending = len(topics)
-        n = 0
-        while True:
-            raw = await ws.get_message()
-            now = time.time_ns()
-            obj = decode(raw)
-            items = obj if isinstance(obj, list) else (obj,)
-            counted = st.start_ns <= now < st.end_ns
-            if counted:
-                st.frames += 1
-            now_us = now // 1000
-            for item in items:
-                kind = item.get("type")
-                if kind == "price_update":
-                    if counted:
-                        st.messages += 1
-                        n += 1
-                        if n % st.stride == 0:
-                            st.latencies_us.append(now_us - item["data"]["volume"])
-                elif kind == "subscribed":
-                    pending -= 1
-                    if pending == 0:
-                        ready.release()
-                elif kind == "ping":
-                    await ws.send_message(json.dumps({"type": "pong"}))
-                elif kind == "error":
-                    st.errors.append(str(item))
-    finally:
-        with trio.move_on_after(0.5) as scope:
-            scope.shield = True
-            try:
-                await ws_cm.__aexit__(None, None, None)
-            except Exception:
-                pass
-
-
-async def _client_process(cfg: dict[str, Any]) -> None:
-    clients: list[list[str]] = cfg["topics"]
-    st = _ClientStats(cfg["stride"])
-    ready = trio.Semaphore(len(clients))
-    for _ in clients:
-        ready.acquire_nowait()
-    stdin = trio.lowlevel.FdStream(os.dup(0))
-    buf = bytearray()
-    limiter = trio.CapacityLimiter(20)
-    async with trio.open_nursery() as nursery:
-        for i, topics in enumerate(clients):
-            nursery.start_soon(_one_client, cfg["urls"][i], topics, st, ready, limiter)
-        for _ in clients:
-            await ready.acquire()
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        start_ns, end_ns = map(int, (await _read_line(stdin, buf)).split())
-        st.start_ns, st.end_ns = start_ns, end_ns
-        await trio.sleep(max(0.0, (start_ns - time.time_ns()) / 1e9))
-        cpu0 = time.process_time()
-        await trio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9))
-        cpu1 = time.process_time()
-        nursery.cancel_scope.cancel()
-    sys.stdout.write(
-        json.dumps(
-            {
-                "messages": st.messages,
-                "frames": st.frames,
-                "cpu_s": cpu1 - cpu0,
-                "errors": st.errors[:5],
-                "latencies_us": st.latencies_us.tolist(),
-            }
-        )
-        + "\n"
-    )
-    sys.stdout.flush()
-
-
-def client_main() -> None:
-    """Entry point of a client process: `python -c '...client_main()' CONFIG_JSON`."""
-    trio.run(_client_process, json.loads(sys.argv[1]))
-
-
-# -- one run --------------------------------------------------------------------------------------
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all processes on this machine have used (Linux /proc/stat), or NaN."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return math.nan
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(sorted_values: list[int], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    i = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[i]
-
-
 async def _run_one(
     kind: str,
     *,
@@ -406,11 +275,7 @@ async def _run_one(
     channel: int,
     calibrate_s: float,
 ) -> dict[str, Any]:
-    # client i watches codes i*k .. i*k+k-1 (mod n): every code gets the same audience
-    assignment = [
-        [codes[(i * topics_per_client + j) % len(codes)] for j in range(topics_per_client)]
-        for i in range(clients)
-    ]
+    assignment = assign(codes, clients, topics_per_client)
     subscribers: dict[str, int] = {}
     for watch in assignment:
         for code in set(watch):
@@ -438,38 +303,10 @@ async def _run_one(
         await trio.sleep(calibrate_s)
         idle_cpu_s = (time.process_time() - cpu0) / calibrate_s * duration_s
 
-        procs, bufs = [], []
-        for p in range(client_procs):
-            mine = list(range(p, clients, client_procs))
-            cfg = {
-                "urls": [urls[i] for i in mine],
-                "topics": [[topics.price(c) for c in assignment[i]] for i in mine],
-                "stride": stride,
-            }
-            procs.append(
-                await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        "-c",
-                        "from tradestream.bench.fanout import client_main; client_main()",
-                        json.dumps(cfg),
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
-            )
-            bufs.append(bytearray())
+        procs = await start_clients(urls, topic_lists(assignment), client_procs, stride)
         try:
-            with trio.fail_after(60):
-                for proc, buf in zip(procs, bufs, strict=True):
-                    assert proc.stdout is not None
-                    line = await _read_line(proc.stdout, buf)
-                    assert line == b"ready", line
-            start_ns = time.time_ns() + int(warmup_s * 1e9)
-            end_ns = start_ns + int(duration_s * 1e9)
-            for proc in procs:
-                assert proc.stdin is not None
-                await proc.stdin.send_all(f"{start_ns} {end_ns}\n".encode())
+            await wait_ready(procs)
+            start_ns, end_ns = await open_window(procs, warmup_s, duration_s)
 
             def snapshot() -> tuple[float, int, int, int, int, float]:
                 hub = running.tradestream
@@ -480,23 +317,16 @@ async def _run_one(
                     producer.offered,
                     producer.skipped,
                     conflated,
-                    _machine_busy_s(),
+                    machine_busy_s(),
                 )
 
             await trio.sleep((start_ns - time.time_ns()) / 1e9)
             s0 = snapshot()
             await trio.sleep((end_ns - time.time_ns()) / 1e9)
             s1 = snapshot()
-            results = []
-            with trio.fail_after(30):
-                for proc, buf in zip(procs, bufs, strict=True):
-                    assert proc.stdout is not None
-                    results.append(json.loads(await _read_line(proc.stdout, buf)))
-                    await proc.wait()
+            results = await collect(procs)
         finally:
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.kill()
+            await stop(procs)
             if running.tradestream is not None:
                 running.tradestream.close_all()
             nursery.cancel_scope.cancel()
@@ -513,8 +343,8 @@ async def _run_one(
         "deliveries_per_s": round(delivered / duration_s),
         "delivered_of_offered": round(delivered / offered, 3) if offered else None,
         "frames_per_s": round(frames / duration_s),
-        "latency_ms_p50": round(_pct(lat, 0.5) / 1000, 2),
-        "latency_ms_p99": round(_pct(lat, 0.99) / 1000, 2),
+        "latency_ms_p50": round(pct(lat, 0.5) / 1000, 2),
+        "latency_ms_p99": round(pct(lat, 0.99) / 1000, 2),
         "latency_ms_max": round(lat[-1] / 1000, 2) if lat else None,
         "latency_samples": len(lat),
         "server_cpu_pct": round(100 * cpu / duration_s, 1),

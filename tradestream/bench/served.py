@@ -33,8 +33,20 @@ from typing import Any
 import httpx
 import trio
 
-from tradestream import topics
-from tradestream.bench.fanout import SECRET, _machine_busy_s, _pct, _read_line
+from tradestream.bench.clients import (
+    ClientProcess,
+    assign,
+    collect,
+    machine_busy_s,
+    open_window,
+    pct,
+    read_line,
+    start_clients,
+    stop,
+    topic_lists,
+    wait_ready,
+)
+from tradestream.bench.fanout import SECRET
 from tradestream.gateway.auth import Authenticator
 from tradestream.sim.market import DEFAULT_TICKERS
 
@@ -98,20 +110,18 @@ async def _run_one(
     duration_s: float,
     client_procs: int,
 ) -> dict[str, Any]:
-    assignment = [
-        [codes[(i * topics_per_client + j) % len(codes)] for j in range(topics_per_client)]
-        for i in range(clients)
-    ]
+    assignment = assign(codes, clients, topics_per_client)
     per_code = clients * topics_per_client // len(codes)  # subscribers of every code
     stride = max(1, math.ceil(rate * duration_s * per_code / MAX_LATENCY_SAMPLES))
     py = sys.executable
     up = await _start([py, "-m", "tradestream.bench.upstream", str(rate)])
     procs: list[trio.Process] = [up]
     server: trio.Process | None = None
+    cps: list[ClientProcess] = []
     bufs: dict[int, bytearray] = {id(up): bytearray()}
     try:
         assert up.stdout is not None
-        _, http_port, ws_port = (await _read_line(up.stdout, bufs[id(up)])).decode().split()
+        _, http_port, ws_port = (await read_line(up.stdout, bufs[id(up)])).decode().split()
         port = _free_port()
         db = f"sqlite:///{tmp / (kind + '.db')}"
         if kind == "peer":
@@ -122,7 +132,7 @@ async def _run_one(
             bufs[id(server)] = bytearray()
             assert server.stdout is not None
             with trio.fail_after(30):
-                assert await _read_line(server.stdout, bufs[id(server)]) == b"ready"
+                assert await read_line(server.stdout, bufs[id(server)]) == b"ready"
             urls = [f"ws://127.0.0.1:{port}/" for _ in range(clients)]
         else:
             env = {
@@ -151,35 +161,13 @@ async def _run_one(
             ]
         assert server is not None
         procs.append(server)
-        cps = []
-        for p in range(client_procs):
-            mine = list(range(p, clients, client_procs))
-            cfg = {
-                "urls": [urls[i] for i in mine],
-                "topics": [[topics.price(c) for c in assignment[i]] for i in mine],
-                "stride": stride,
-            }
-            cp = await _start(
-                [py, "-c", "from tradestream.bench.fanout import client_main; client_main()",
-                 json.dumps(cfg)]
-            )  # fmt: skip
-            cps.append(cp)
-            procs.append(cp)
-            bufs[id(cp)] = bytearray()
-        with trio.fail_after(60):
-            for cp in cps:
-                assert cp.stdout is not None
-                line = await _read_line(cp.stdout, bufs[id(cp)])
-                assert line == b"ready", line
-        start_ns = time.time_ns() + int(warmup_s * 1e9)
-        end_ns = start_ns + int(duration_s * 1e9)
-        for proc in [up, *cps]:
-            assert proc.stdin is not None
-            await proc.stdin.send_all(f"{start_ns} {end_ns}\n".encode())
+        cps = await start_clients(urls, topic_lists(assignment), client_procs, stride)
+        await wait_ready(cps)
+        start_ns, end_ns = await open_window(cps, warmup_s, duration_s, also=(up,))
         await trio.sleep((start_ns - time.time_ns()) / 1e9)
-        cpu0, busy0 = _proc_cpu_s(server.pid), _machine_busy_s()
+        cpu0, busy0 = _proc_cpu_s(server.pid), machine_busy_s()
         await trio.sleep((end_ns - time.time_ns()) / 1e9)
-        cpu1, busy1 = _proc_cpu_s(server.pid), _machine_busy_s()
+        cpu1, busy1 = _proc_cpu_s(server.pid), machine_busy_s()
         rss = _peak_rss_mb(server.pid)
         intake_lag = None
         if kind != "peer":  # the router's own report: upstream receive -> router, last ~4 s
@@ -192,12 +180,10 @@ async def _run_one(
                 ).json()
             intake_lag = status["router"]["intake_lag_ms"]
         with trio.fail_after(30):
-            sent = json.loads(await _read_line(up.stdout, bufs[id(up)]))
-            results = []
-            for cp in cps:
-                assert cp.stdout is not None
-                results.append(json.loads(await _read_line(cp.stdout, bufs[id(cp)])))
+            sent = json.loads(await read_line(up.stdout, bufs[id(up)]))
+        results = await collect(cps)
     finally:
+        await stop(cps)
         if server is not None and server.returncode is None:
             server.send_signal(signal.SIGINT)  # tradestream drains and stores what it took
             with trio.move_on_after(30):
@@ -217,8 +203,8 @@ async def _run_one(
         "deliveries_expected": expected,
         "deliveries": delivered,
         "delivered_of_expected": round(delivered / expected, 4) if expected else None,
-        "latency_ms_p50": round(_pct(lat, 0.5) / 1000, 2),
-        "latency_ms_p99": round(_pct(lat, 0.99) / 1000, 2),
+        "latency_ms_p50": round(pct(lat, 0.5) / 1000, 2),
+        "latency_ms_p99": round(pct(lat, 0.99) / 1000, 2),
         "latency_ms_max": round(lat[-1] / 1000, 2) if lat else None,
         "server_cpu_pct": round(100 * cpu / duration_s, 1),
         "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,

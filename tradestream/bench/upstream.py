@@ -28,6 +28,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
+from tradestream.bench.clients import read_line
 from tradestream.events import KST
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
 from tradestream.upstream import KIS_TRADES
@@ -142,17 +143,6 @@ class _Upstream:
             await stream.aclose()
 
 
-async def _read_line(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
-    while b"\n" not in buf:
-        chunk = await stream.receive_some()
-        if not chunk:
-            raise EOFError("stdin ended")
-        buf += chunk
-    line, _, rest = bytes(buf).partition(b"\n")
-    buf[:] = rest
-    return line
-
-
 async def main(rate: float) -> None:
     up = _Upstream(rate)
     stdin = trio.lowlevel.FdStream(os.dup(0))
@@ -166,12 +156,12 @@ async def main(rate: float) -> None:
         nursery.start_soon(up.run_market)
         print(f"ports {http_port} {ws_port}", flush=True)
         buf = bytearray()
-        start_ns, end_ns = map(int, (await _read_line(stdin, buf)).split())
+        start_ns, end_ns = map(int, (await read_line(stdin, buf)).split())
         up.window = (start_ns, end_ns)
         await trio.sleep(max(0.0, (end_ns - time.time_ns()) / 1e9) + 0.05)
         print(json.dumps({"ticks": up.ticks, "sent": up.sent}), flush=True)
         try:
-            await _read_line(stdin, buf)  # anything, or EOF: stop
+            await read_line(stdin, buf)  # anything, or EOF: stop
         except EOFError:
             pass
         nursery.cancel_scope.cancel()

@@ -51,13 +51,18 @@ class Msg:
     """One outgoing message, shared by every client it goes to: its text, and the WebSocket
     frame of that text, built once when a client first needs it."""
 
-    __slots__ = ("payload", "kind", "ns", "_frame")
+    __slots__ = ("payload", "kind", "ns", "_frame", "bucket", "age_s")
 
     def __init__(self, payload: str, kind: str = "reply", ns: int = 0) -> None:
         self.payload = payload
         self.kind = kind  # the message type, for the metrics
         self.ns = ns  # upstream receive time (wall clock, ns), 0 for replies
         self._frame: bytes | None = None
+        # Its age at its first direct write, as the latency histogram's bucket index and
+        # seconds (GatewayMetrics.observe_direct): the publisher writes it to every idle
+        # subscriber within one pass, so the age is measured once for all of them.
+        self.bucket = -1
+        self.age_s = 0.0
 
     @property
     def frame(self) -> bytes:
@@ -139,6 +144,19 @@ class Outbox:
             return
         if self.direct is not None and not self._queue and self.direct(payload):
             self.direct_sent += 1
+            return
+        self._latest[topic] = payload
+        self._queue.append(_Pending(topic))
+        self._wake()
+
+    def queue_latest(self, topic: str, payload: Msg) -> None:
+        """`put_latest` once the direct path has declined the message: queue it (or replace
+        the queued one of its topic)."""
+        if self.close_request is not None:
+            return
+        if topic in self._latest:
+            self._latest[topic] = payload
+            self.conflated += 1
             return
         self._latest[topic] = payload
         self._queue.append(_Pending(topic))
@@ -418,7 +436,19 @@ class Hub:
         if not subs:
             return 0
         for client in subs.values():
-            client.outbox.put_latest(topic, msg)
+            # The common case inline (one call per delivery): a client that keeps up has
+            # nothing queued and takes the message on its direct path.
+            outbox = client.outbox
+            direct = outbox.direct
+            if (
+                direct is not None
+                and not outbox._queue
+                and outbox.close_request is None
+                and direct(msg)
+            ):
+                outbox.direct_sent += 1
+            else:
+                outbox.queue_latest(topic, msg)
         self._count(msg.kind, len(subs))
         return len(subs)
 

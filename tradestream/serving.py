@@ -67,6 +67,13 @@ class WriteProbe:
         server = self.server
         return server is not None and server.idle()
 
+    def direct_writer(self) -> Callable[[bytes], int | None]:
+        """The connection's own `try_send`, for a caller that writes many times (the direct
+        path): one call per write instead of two. Only once the connection is known."""
+        server = self.server
+        assert server is not None, "no write of this task has reached the connection yet"
+        return server.try_send
+
     def try_send(self, frame: bytes) -> int | None:
         """Write a built frame now, without waiting, if nothing else is being written on the
         connection: None when it cannot (no connection known yet, a write in progress or

@@ -13,6 +13,7 @@ import base64
 import json
 import math
 import os
+import re
 import select
 import socket
 import subprocess
@@ -203,33 +204,39 @@ class _ClientStats:
 
 
 _PRICE = b'"price_update"'
+# any other message a client must act on (it may share a `?batch=1` frame with prices)
+_OTHER = re.compile(rb'"type":\s*"(?!price_update")')
 
 
-def _on_text(conn: _Conn, payload: bytes, now_ns: int, st: _ClientStats) -> bool:
-    """Count a message (or a `?batch=1` array of them); True when a subscription was acked."""
+def _on_text(conn: _Conn, payload: bytes, now_ns: int, st: _ClientStats) -> int:
+    """Count the price updates of a message (or a `?batch=1` array), answer pings, note
+    acknowledgements and errors; returns 1 when the connection's last subscription was
+    acknowledged. A frame of prices only is counted without being decoded."""
     k = payload.count(_PRICE)
-    if k:
-        if not st.start_ns <= now_ns < st.end_ns:
-            return False
+    items: list[Any] | None = None
+    if not k or _OTHER.search(payload):
+        obj = msgspec.json.decode(payload)
+        items = obj if isinstance(obj, list) else [obj]
+    if k and st.start_ns <= now_ns < st.end_ns:
         st.frames += 1
         st.messages += k
         before = st.seen
         st.seen += k
         if st.seen // st.stride != before // st.stride:  # this frame holds a sampled message
-            obj = msgspec.json.decode(payload)
-            items = obj if isinstance(obj, list) else (obj,)
+            if items is None:
+                obj = msgspec.json.decode(payload)
+                items = obj if isinstance(obj, list) else [obj]
+            prices = [x for x in items if x.get("type") == "price_update"]
             now_us = now_ns // 1000
-            for i, item in enumerate(items, start=before + 1):
-                if i % st.stride == 0 and item.get("type") == "price_update":
+            for i, item in enumerate(prices, start=before + 1):
+                if i % st.stride == 0:
                     st.latencies_us.append(now_us - item["data"]["volume"])
-        return False
-    obj = msgspec.json.decode(payload)
-    acked = False
-    for item in obj if isinstance(obj, list) else (obj,):
+    acked = 0
+    for item in items if items is not None and (not k or len(items) > k) else ():
         kind = item.get("type")
         if kind == "subscribed":
             conn.pending -= 1
-            acked = conn.pending == 0
+            acked = int(conn.pending == 0)
         elif kind == "ping":
             _send(conn.sock, _masked(b'{"type":"pong"}'))
         elif kind == "error":

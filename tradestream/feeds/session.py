@@ -79,7 +79,12 @@ class FeedStatus:
     last_frame_ns: int = 0
     last_error: str = ""
     subscriptions: dict[str, str] = field(default_factory=dict)  # "tr:key" -> result
-    decoder: dict[str, object] = field(default_factory=dict)
+    decoder_stats: Callable[[], dict[str, object]] | None = None  # the adapter's, on demand
+
+    @property
+    def decoder(self) -> dict[str, object]:
+        """The decoder's counters (frames, records, errors by kind), read when asked."""
+        return self.decoder_stats() if self.decoder_stats is not None else {}
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -179,6 +184,7 @@ async def run_feed(
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
     lost_at: datetime | None = None  # set while a session that had streamed is down
+    status.decoder_stats = adapter.stats
     with events_out, frames_out or contextlib.nullcontext():
         task_status.started()
         async with httpx.AsyncClient(base_url=rest_url, timeout=timing.connect_timeout_s) as http:
@@ -198,9 +204,14 @@ async def run_feed(
                             pump = getattr(adapter, "pump", None)
                             if pump is not None:  # registrations changed while connected
                                 connection.start_soon(pump, ws)
+                            # One watchdog for the whole connection instead of a cancel
+                            # scope per frame: `waiting.since` is when the read began.
+                            waiting = _Waiting()
+                            connection.start_soon(_watch_stale, waiting, timing.stale_s)
                             while True:
-                                with trio.fail_after(timing.stale_s):
-                                    message = await ws.get_message()
+                                waiting.since = trio.current_time()
+                                message = await ws.get_message()
+                                waiting.since = _PROCESSING
                                 now = time.time_ns()
                                 status.last_frame_ns = now
                                 text = (
@@ -224,11 +235,14 @@ async def run_feed(
                                         if lost_at is not None:
                                             sends.append((events_out, _gap(status, lost_at, now)))
                                             lost_at = None
-                                    sends += [(events_out, ev) for ev in out]
+                                    if not sends:  # the usual frame: its events, no waiting
+                                        sends = _send_ready(events_out, out)
+                                    else:
+                                        sends += [(events_out, ev) for ev in out]
                                     if not out:
                                         _log_bad_frame(status.name, adapter, text)
-                                    status.decoder = adapter.stats()
-                                await _deliver(sends, status)
+                                if sends:
+                                    await _deliver(sends, status)
                                 if not isinstance(out, list) and await adapter.on_control(
                                     ws, out, status
                                 ):
@@ -254,6 +268,45 @@ async def run_feed(
                 delay = backoff.next()
                 log.info("%s: reconnecting in %.2fs", status.name, delay)
                 await trio.sleep(delay)
+
+
+_PROCESSING = float("inf")  # `_Waiting.since` while a frame is being handled
+
+
+class _Waiting:
+    """When the feed began waiting for its next frame (trio time), or `_PROCESSING`."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = _PROCESSING
+
+
+async def _watch_stale(waiting: _Waiting, stale_s: float) -> None:
+    """Raise `trio.TooSlowError` (a lost connection) once a read has waited `stale_s`. Wakes
+    about once per `stale_s` while frames flow; time spent handing a frame on (a full
+    pipeline) does not count."""
+    while True:
+        since = waiting.since
+        if since == _PROCESSING:
+            await trio.sleep(stale_s / 4)  # handling a frame: look again soon
+            continue
+        if trio.current_time() >= since + stale_s:
+            raise trio.TooSlowError(f"no frame for {stale_s:g}s")
+        await trio.sleep_until(since + stale_s)
+
+
+def _send_ready(
+    events_out: trio.MemorySendChannel[Event], events: list[Event]
+) -> list[tuple[trio.MemorySendChannel[Any], Any]]:
+    """Hand on what the edge takes without waiting (no scheduler pass per event); what is
+    left, from the first event it could not take, for `_deliver`."""
+    for i, ev in enumerate(events):
+        try:
+            events_out.send_nowait(ev)
+        except trio.WouldBlock:
+            return [(events_out, e) for e in events[i:]]
+    return []
 
 
 async def _deliver(

@@ -79,6 +79,19 @@ class GatewayMetrics:
         if m.ns:
             self._latency(m.ns)
 
+    def observe_direct(self, m: Msg) -> None:
+        """One message written as its own frame by the publisher's direct path: its age is
+        taken at its first such write and reused for the others of the same pass."""
+        self.frames_out += 1
+        self.written[m.kind] = self.written.get(m.kind, 0) + 1
+        if m.ns:
+            b = m.bucket
+            if b < 0:
+                m.age_s = (time.time_ns() - m.ns) / 1e9
+                b = m.bucket = bisect_left(LATENCY_BUCKETS, m.age_s)
+            self.latency_counts[b] += 1
+            self.latency_sum_s += m.age_s
+
     def observe_frame(self, batch: list[Msg]) -> None:
         self.frames_out += 1
         oldest = 0

@@ -252,18 +252,27 @@ class Connection:
                 self._write_aborted = True
             return not self._write_aborted
 
-        def write_now(msg: Msg) -> bool:
-            """The outbox's direct path: a message published while nothing is queued or being
-            written goes onto the socket at once, from the publisher, without waking this
-            task (STACK-NOTES §3c); what the socket does not take now, this task finishes."""
-            frame = msg.frame
-            n = probe.try_send(frame)
-            if n is None:
-                return False
-            m.observe_message(msg)
-            if n < len(frame):
-                outbox.wake()
-            return True
+        def direct_path() -> Callable[[Msg], bool]:
+            """The outbox's direct path, once the connection is known: a message published
+            while nothing is queued or being written goes onto the socket at once, from the
+            publisher, without waking this task (STACK-NOTES §3c); what the socket does not
+            take now, this task finishes. Runs once per delivery: the connection's write
+            and the metrics below it, then the system call."""
+            try_send = probe.direct_writer()
+            observe_direct = m.observe_direct
+            wake = outbox.wake
+
+            def write_now(msg: Msg) -> bool:
+                frame = msg.frame
+                n = try_send(frame)
+                if n is None:
+                    return False
+                observe_direct(msg)
+                if n < len(frame):
+                    wake()
+                return True
+
+            return write_now
 
         def write_batch_now(batch: list[Msg]) -> None:
             """The coalescer's path for a batch client (Hub.run_coalescer): what a burst
@@ -285,7 +294,7 @@ class Connection:
                 outbox.wake()
 
         try:
-            await self._send_loop(outbox, probe, write, write_frames, write_now, write_batch_now)
+            await self._send_loop(outbox, probe, write, write_frames, direct_path, write_batch_now)
         finally:
             outbox.direct = outbox.coalesce = outbox.schedule = None
         self._nursery.cancel_scope.cancel()
@@ -296,7 +305,7 @@ class Connection:
         probe: WriteProbe,
         write: Callable[[str], Awaitable[bool]],
         write_frames: Callable[[bytes], Awaitable[bool]],
-        write_now: Callable[[Msg], bool],
+        direct_path: Callable[[], Callable[[Msg], bool]],
         write_batch_now: Callable[[list[Msg]], None],
     ) -> None:
         client, m, timeout = self.client, self.ctx.metrics, self.ctx.settings.send_timeout_s
@@ -305,7 +314,7 @@ class Connection:
                 # The connection is known: publishers may write. A batch client's messages
                 # wait for the hub's coalescer, which writes what a burst queued as one frame.
                 if not client.batch:
-                    outbox.direct = write_now
+                    outbox.direct = direct_path()
                 elif self.ctx.hub.coalescing:
                     outbox.can_write_now = probe.can_write_now
                     outbox.coalesce = write_batch_now

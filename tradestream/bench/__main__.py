@@ -15,6 +15,8 @@ SCENARIOS = {
     "store": store.main,
     "reconnect": reconnect.main,
     "fanout": served.main,  # the service as its own process, beside the asyncio peer
+    "overload": served.overload,  # the same at 3,000 trades/s
+    "ingest": served.ingest,  # into PostgreSQL, no clients, beside the peer
     "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
 }

@@ -47,6 +47,7 @@ from tradestream.bench.clients import (
     wait_ready,
 )
 from tradestream.bench.fanout import SECRET
+from tradestream.bench.store import scratch
 from tradestream.gateway.auth import Authenticator
 from tradestream.sim.market import DEFAULT_TICKERS
 
@@ -109,21 +110,31 @@ async def _run_one(
     warmup_s: float,
     duration_s: float,
     client_procs: int,
+    db: str,
+    records: int,
 ) -> dict[str, Any]:
     assignment = assign(codes, clients, topics_per_client)
     per_code = clients * topics_per_client // len(codes)  # subscribers of every code
     stride = max(1, math.ceil(rate * duration_s * per_code / MAX_LATENCY_SAMPLES))
     py = sys.executable
-    up = await _start([py, "-m", "tradestream.bench.upstream", str(rate)])
+    up = await _start([py, "-m", "tradestream.bench.upstream", str(rate), str(records)])
     procs: list[trio.Process] = [up]
     server: trio.Process | None = None
     cps: list[ClientProcess] = []
     bufs: dict[int, bytearray] = {id(up): bytearray()}
+    admin = Authenticator(SECRET).issue("bench-admin", role="admin")
+
+    async def status(port: int) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            doc: dict[str, Any] = (
+                await http.get(f"http://127.0.0.1:{port}/api/ws/status", params={"token": admin})
+            ).json()
+            return doc
+
     try:
         assert up.stdout is not None
         _, http_port, ws_port = (await read_line(up.stdout, bufs[id(up)])).decode().split()
         port = _free_port()
-        db = f"sqlite:///{tmp / (kind + '.db')}"
         if kind == "peer":
             server = await _start(
                 [py, "-m", "tradestream.bench.peer", f"ws://127.0.0.1:{ws_port}", str(port), db,
@@ -161,27 +172,32 @@ async def _run_one(
             ]
         assert server is not None
         procs.append(server)
-        cps = await start_clients(urls, topic_lists(assignment), client_procs, stride)
-        await wait_ready(cps)
-        start_ns, end_ns = await open_window(cps, warmup_s, duration_s, also=(up,))
+        watcher = await _start([py, "-m", "tradestream.bench.rowwatch", db])
+        procs.append(watcher)
+        bufs[id(watcher)] = bytearray()
+        assert watcher.stdout is not None
+        with trio.fail_after(30):
+            assert await read_line(watcher.stdout, bufs[id(watcher)]) == b"ready"
+        if clients:
+            cps = await start_clients(urls, topic_lists(assignment), client_procs, stride)
+            await wait_ready(cps)
+        start_ns, end_ns = await open_window(cps, warmup_s, duration_s, also=(up, watcher))
         await trio.sleep((start_ns - time.time_ns()) / 1e9)
         cpu0, busy0 = _proc_cpu_s(server.pid), machine_busy_s()
+        conflated0 = (await status(port))["outboxes"]["conflated"] if kind != "peer" else 0
         await trio.sleep((end_ns - time.time_ns()) / 1e9)
         cpu1, busy1 = _proc_cpu_s(server.pid), machine_busy_s()
         rss = _peak_rss_mb(server.pid)
-        intake_lag = None
+        intake_lag = conflated = None
         if kind != "peer":  # the router's own report: upstream receive -> router, last ~4 s
-            admin = Authenticator(SECRET).issue("bench-admin", role="admin")
-            async with httpx.AsyncClient(timeout=10) as http:
-                status = (
-                    await http.get(
-                        f"http://127.0.0.1:{port}/api/ws/status", params={"token": admin}
-                    )
-                ).json()
-            intake_lag = status["router"]["intake_lag_ms"]
+            doc = await status(port)
+            intake_lag = doc["router"]["intake_lag_ms"]
+            conflated = doc["outboxes"]["conflated"] - conflated0
         with trio.fail_after(30):
             sent = json.loads(await read_line(up.stdout, bufs[id(up)]))
-        results = await collect(cps)
+        results = await collect(cps) if cps else []
+        with trio.fail_after(120):
+            stored = json.loads(await read_line(watcher.stdout, bufs[id(watcher)]))
     finally:
         await stop(cps)
         if server is not None and server.returncode is None:
@@ -200,19 +216,30 @@ async def _run_one(
     cores = os.cpu_count() or 1
     out: dict[str, Any] = {
         "trades_per_s": round(sent["ticks"] / duration_s),
-        "deliveries_expected": expected,
-        "deliveries": delivered,
-        "delivered_of_expected": round(delivered / expected, 4) if expected else None,
-        "latency_ms_p50": round(pct(lat, 0.5) / 1000, 2),
-        "latency_ms_p99": round(pct(lat, 0.99) / 1000, 2),
-        "latency_ms_max": round(lat[-1] / 1000, 2) if lat else None,
+        "trades_sent": sent["sent"],
+        "rows_stored": stored["rows"],
+        "stored_of_sent": round(stored["rows"] / sent["sent"], 4) if sent["sent"] else None,
+        "row_visible_ms_p50": stored["visible_ms"]["p50"],
+        "row_visible_ms_p99": stored["visible_ms"]["p99"],
+        "row_visible_ms_max": stored["visible_ms"]["max"],
         "server_cpu_pct": round(100 * cpu / duration_s, 1),
-        "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,
+        "server_cpu_us_per_row": round(cpu * 1e6 / stored["rows"], 2) if stored["rows"] else None,
         "server_peak_rss_mb": rss,
         "intake_lag_ms": intake_lag,
         "machine_idle_pct": round(100 * (1 - (busy1 - busy0) / (duration_s * cores)), 1),
-        "client_cpu_pct": [round(100 * r["cpu_s"] / duration_s, 1) for r in results],
     }
+    if clients:
+        out |= {
+            "deliveries_expected": expected,
+            "deliveries": delivered,
+            "delivered_of_expected": round(delivered / expected, 4) if expected else None,
+            "conflated": conflated,
+            "latency_ms_p50": round(pct(lat, 0.5) / 1000, 2),
+            "latency_ms_p99": round(pct(lat, 0.99) / 1000, 2),
+            "latency_ms_max": round(lat[-1] / 1000, 2) if lat else None,
+            "server_cpu_us_per_delivery": round(cpu * 1e6 / delivered, 2) if delivered else None,
+            "client_cpu_pct": [round(100 * r["cpu_s"] / duration_s, 1) for r in results],
+        }
     if errors:
         out["client_errors"] = errors[:5]
     return out
@@ -226,6 +253,8 @@ async def main(
     warmup_s: float = 3.0,
     client_procs: int = 2,
     kinds: tuple[str, ...] = KINDS,
+    backend: str = "sqlite",
+    records: int = 1,
 ) -> dict[str, object]:
     """Scenario A of issue 13 by default (1,000 trades/s, 200 clients x 5 price topics)."""
     codes = [t.code for t in DEFAULT_TICKERS]
@@ -234,16 +263,18 @@ async def main(
     results: dict[str, object] = {
         "cores": os.cpu_count(),
         "setup": f"{clients} clients x {topics_per_client} price topics over {len(codes)} "
-        f"codes, {rate:g} trades/s upstream, {duration_s:g} s after {warmup_s:g} s warm-up, "
-        f"{client_procs} client processes",
+        f"codes, {rate:g} trades/s upstream ({records} record(s) per frame at most), "
+        f"{duration_s:g} s after {warmup_s:g} s warm-up, {client_procs} client processes, "
+        f"{backend}",
     }
     with tempfile.TemporaryDirectory(prefix="tradestream-bench-") as tmp:
         for kind in kinds:
-            results[kind] = await _run_one(
-                kind, Path(tmp), clients=clients, topics_per_client=topics_per_client,
-                codes=codes, rate=rate, warmup_s=warmup_s, duration_s=duration_s,
-                client_procs=client_procs,
-            )  # fmt: skip
+            with scratch(backend, Path(tmp)) as db:
+                results[kind] = await _run_one(
+                    kind, Path(tmp), clients=clients, topics_per_client=topics_per_client,
+                    codes=codes, rate=rate, warmup_s=warmup_s, duration_s=duration_s,
+                    client_procs=client_procs, db=db, records=records,
+                )  # fmt: skip
     peer = results.get("peer")
     if isinstance(peer, dict):
         for kind in kinds:
@@ -251,7 +282,53 @@ async def main(
             if kind == "peer" or not isinstance(mine, dict):
                 continue
             results[f"ratio_{kind}_vs_peer"] = {
-                key: round(mine[key] / peer[key], 2) if mine[key] and peer[key] else None
-                for key in ("deliveries", "latency_ms_p99", "server_cpu_us_per_delivery")
+                key: round(mine[key] / peer[key], 2) if mine.get(key) and peer.get(key) else None
+                for key in (
+                    "deliveries",
+                    "latency_ms_p99",
+                    "server_cpu_us_per_delivery",
+                    "server_cpu_us_per_row",
+                    "row_visible_ms_p99",
+                )
+                if key in mine
             }
     return results
+
+
+async def overload() -> dict[str, object]:
+    """Scenario B: scenario A's clients at 3,000 trades/s."""
+    return await main(rate=3000.0, kinds=("tradestream", "peer"))
+
+
+async def ingest(
+    rate: float = 5000.0,
+    duration_s: float = 10.0,
+    ramp: tuple[float, ...] = (),
+    hold_s: float = 60.0,
+    records: int = 10,
+) -> dict[str, object]:
+    """Scenario D: ingest into PostgreSQL, no clients, `rate` trades/s; then, for each rate of
+    `ramp`, tradestream alone for `hold_s`, stopping at the first rate it does not hold (every
+    trade stored, row-visible p99 <= 250 ms)."""
+    out = await main(
+        clients=0, rate=rate, duration_s=duration_s, kinds=("tradestream", "peer"),
+        backend="postgresql", records=records,
+    )  # fmt: skip
+    held: list[dict[str, object]] = []
+    for r in ramp:
+        run = await main(
+            clients=0, rate=r, duration_s=hold_s, kinds=("tradestream",),
+            backend="postgresql", records=records,
+        )  # fmt: skip
+        mine = run["tradestream"]
+        assert isinstance(mine, dict)
+        ok = (mine["stored_of_sent"] or 0) >= 0.999 and mine["row_visible_ms_p99"] <= 250
+        held.append({"rate": r, "held": ok, **{k: mine[k] for k in _RAMP_KEYS}})
+        if not ok:
+            break
+    if held:
+        out["ramp"] = held
+    return out
+
+
+_RAMP_KEYS = ("trades_per_s", "stored_of_sent", "row_visible_ms_p99", "server_cpu_pct")

@@ -1,10 +1,10 @@
 """A KIS-compatible upstream for the benchmarks, in a process of its own.
 
 It speaks what a KIS client needs: ``POST /oauth2/Approval`` on a plain HTTP port, and on a
-WebSocket port the JSON registrations with their acks (kis.md §5) and H0STCNT0 data frames of
-one record each (§6, §7.1) for the codes a connection registered. Trades come from the
-simulator's deterministic market at `rate` per second over its 50 codes, paced every 5 ms; a
-trade is sent to every connection that registered its code, as the same frame. The record's
+WebSocket port the JSON registrations with their acks (kis.md §5) and H0STCNT0 data frames
+(§6, §7.1) of one record each (or a few, below) for the codes a connection registered. Trades
+come from the simulator's deterministic market at `rate` per second over its 50 codes, paced
+every 5 ms; a trade is sent to every connection that registered its code. The record's
 ACML_VOL (cumulative volume) carries the send instant in µs, so a client can compute upstream
 send -> client receive latency from `price_update.data.volume`.
 
@@ -12,7 +12,9 @@ Protocol with the parent, on stdin/stdout (one line each):
     -> "ports HTTP WS"                once listening
     <- "START_NS END_NS"              the measurement window
     -> {"ticks": n, "sent": m}        after END_NS: trades made, frames sent in the window
-Run: ``python -m tradestream.bench.upstream RATE``.
+Run: ``python -m tradestream.bench.upstream RATE [RECORDS]``: with RECORDS > 1, the trades of one
+5 ms pace step for the same connection share frames of up to RECORDS records (as KIS packs
+records under load); the default is one record per frame.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ OUTBOX_FRAMES = 100_000  # frames queued per connection before the upstream give
 
 
 class _Upstream:
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, records: int = 1) -> None:
         self.rate = rate
+        self.records = records  # most records per frame (kis.md §6: the count field)
         self.market = SimMarket(DEFAULT_TICKERS, seed=7)
         self.subs: dict[str, set[trio.MemorySendChannel[str]]] = {}
         self.window = (0, 0)
@@ -75,18 +78,23 @@ class _Upstream:
         while True:
             due = int((trio.current_time() - start) * self.rate)
             now = datetime.now(KST)
+            # with records > 1, a connection's trades of this pace step share frames
+            pending: dict[trio.MemorySendChannel[str], list[tuple[list[str], bool]]] = {}
             while scheduled < due:
                 scheduled += 1
                 fields = self.market.trade(now)
                 now_ns = time.time_ns()
                 fields[ACML_VOL] = str(now_ns // 1000)
-                frame = data_frame(KIS_TRADES, [fields])
                 counted = self.window[0] <= now_ns < self.window[1]
                 self.ticks += counted
                 for out in self.subs.get(fields[0], ()):
+                    pending.setdefault(out, []).append((fields, counted))
+            for out, trades in pending.items():
+                for i in range(0, len(trades), self.records):
+                    chunk = trades[i : i + self.records]
                     try:
-                        out.send_nowait(frame)
-                        self.sent += counted
+                        out.send_nowait(data_frame(KIS_TRADES, [f for f, _ in chunk]))
+                        self.sent += sum(c for _, c in chunk)
                     except (trio.WouldBlock, trio.BrokenResourceError):
                         pass  # a reader that stopped reading: the bench reports fewer frames
             await trio.sleep(PACE_S)
@@ -143,8 +151,8 @@ class _Upstream:
             await stream.aclose()
 
 
-async def main(rate: float) -> None:
-    up = _Upstream(rate)
+async def main(rate: float, records: int = 1) -> None:
+    up = _Upstream(rate, records)
     stdin = trio.lowlevel.FdStream(os.dup(0))
     async with trio.open_nursery() as nursery:
         http = await nursery.start(partial(trio.serve_tcp, up.handle_http, 0, host="127.0.0.1"))
@@ -168,4 +176,4 @@ async def main(rate: float) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, float(sys.argv[1]))
+    trio.run(main, float(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -29,9 +29,47 @@ async def test_served_tiny_run_reports_tradestream_and_the_peer() -> None:
         assert run["latency_ms_p50"] <= run["latency_ms_p99"] <= run["latency_ms_max"], run
         assert run["server_cpu_us_per_delivery"] > 0 and run["server_peak_rss_mb"] > 0, run
         assert "client_errors" not in run, run["client_errors"]
+        # the row watcher saw the window's trades stored (the service drains before it stops)
+        assert run["trades_sent"] > 0 and run["stored_of_sent"] == 1.0, run
+        assert 0 < run["row_visible_ms_p50"] <= run["row_visible_ms_p99"], run
+        if kind == "tradestream":  # the status endpoint's count over the window
+            assert isinstance(run["conflated"], int) and run["conflated"] >= 0, run
+        else:
+            assert run["conflated"] is None, run
     lag = result["tradestream"]["intake_lag_ms"]  # type: ignore[index]
     assert lag["samples"] > 0 and lag["p50"] <= lag["p99"] <= lag["max"], lag
     assert result["peer"]["intake_lag_ms"] is None  # type: ignore[index]
     ratios = result["ratio_tradestream_vs_peer"]
     assert isinstance(ratios, dict)
-    assert set(ratios) == {"deliveries", "latency_ms_p99", "server_cpu_us_per_delivery"}
+    assert set(ratios) == {
+        "deliveries",
+        "latency_ms_p99",
+        "server_cpu_us_per_delivery",
+        "server_cpu_us_per_row",
+        "row_visible_ms_p99",
+    }
+
+
+async def test_served_ingest_without_clients_into_postgresql() -> None:
+    """The ingest scenario's shape at a tiny size: no clients, PostgreSQL scratch databases,
+    several records per frame; storage figures only."""
+    with trio.fail_after(120):
+        result = await served.main(
+            clients=0,
+            rate=200.0,
+            duration_s=1.0,
+            warmup_s=0.5,
+            kinds=("tradestream", "peer"),
+            backend="postgresql",
+            records=5,
+        )
+    for kind in ("tradestream", "peer"):
+        run = result[kind]
+        assert isinstance(run, dict)
+        assert "deliveries" not in run and "latency_ms_p99" not in run, run
+        assert run["trades_sent"] > 0 and run["rows_stored"] == run["trades_sent"], run
+        assert run["server_cpu_us_per_row"] > 0, run
+    assert set(result["ratio_tradestream_vs_peer"]) == {  # type: ignore[arg-type]
+        "server_cpu_us_per_row",
+        "row_visible_ms_p99",
+    }

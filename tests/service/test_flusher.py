@@ -268,3 +268,22 @@ async def test_tiny_batches(
     await trio.testing.wait_all_tasks_blocked()
     expected = [list(range(i, i + max_rows)) for i in range(0, 6, max_rows)]
     assert [b for _, b in sink.batches] == expected
+
+
+async def test_a_steady_stream_is_taken_in_polls_and_the_size_rule_is_at_most_a_poll_late(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    out, rows_in = trio.open_memory_channel[int](1000)
+    sink = RecordingSink()
+    policy = FlushPolicy(max_rows=10, max_delay_s=1.0, poll_s=0.01)
+    await nursery.start(run_flusher, rows_in, sink, policy)
+    t0 = trio.current_time()
+    for i in range(25):  # one row a millisecond
+        out.send_nowait(i)
+        await trio.sleep(0.001)
+    await trio.sleep(0.05)
+    times = [t - t0 for t, _ in sink.batches]
+    assert [b for _, b in sink.batches][:2] == [list(range(10)), list(range(10, 20))]
+    # the 10th row arrived at 9 ms: its batch went out by the next poll, not at the deadline
+    assert 0.009 <= times[0] <= 0.009 + policy.poll_s + 1e-9
+    assert 0.019 <= times[1] <= 0.019 + policy.poll_s + 1e-9

@@ -5,8 +5,8 @@ It reads the bench upstream (KIS wire format) over one WebSocket, decodes frames
 same pure decoder (feeds/kis/codec.py), encodes each trade once with the same JSON
 (`wire.price_update`) and hands it to every subscriber of `price:{code}` with
 `websockets.broadcast()` (writes without awaiting, no per-subscriber back-pressure). Every
-trade is stored: a batch every 100 ms with executemany in a thread (store/writer.py), as the
-issue's peer does. Clients speak the subset of the client protocol the bench clients use:
+trade is stored: a batch every 100 ms with executemany in a thread (store/writer.py's
+executemany path, the same idempotent insert; tradestream itself uses COPY on PostgreSQL). Clients speak the subset of the client protocol the bench clients use:
 `subscribe` (answered with `subscribed`); everything else is ignored.
 
 Run: ``python -m tradestream.bench.peer UPSTREAM_WS_URL PORT DATABASE_URL CODE,CODE,...``;
@@ -39,7 +39,7 @@ async def main(upstream: str, port: int, db_url: str, codes: list[str]) -> None:
     pending: list[Event] = []
     engine = make_engine(db_url)
     await asyncio.to_thread(migrate.upgrade, engine)
-    writer = EventWriter(engine)
+    writer = EventWriter(engine, bulk_copy=False)  # executemany, as the peer is defined
 
     async def client(ws: ServerConnection) -> None:
         try:

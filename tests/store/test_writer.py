@@ -281,3 +281,28 @@ async def test_rows_the_database_refuses_are_set_aside_not_retried_forever(
     assert stats.refused_rows == 1 and stats.retries == 0 and stats.rows == 20
     letters = (tmp_path / "spool" / "dead-letters.log").read_text().splitlines()
     assert len(letters) == 1 and "1000000000000000000000000000000" in letters[0]
+
+
+@pytest.mark.parametrize("bulk_copy", [True, False])
+def test_text_fields_with_copy_specials_round_trip(engine: Engine, bulk_copy: bool) -> None:
+    """A code or source with a tab, newline, CR or backslash (a hostile or broken broker)
+    is stored as it came, by COPY's text lines on PostgreSQL as by executemany elsewhere."""
+    base = events()[0]
+    assert isinstance(base, Tick)
+    import msgspec
+
+    odd = ["00\t5930", "a\\b", "x\ny", "r\rs", "\\N"]
+    ticks = [
+        msgspec.structs.replace(base, code=c, source=f"src{c}", volume=base.volume + i)
+        for i, c in enumerate(odd)
+    ]
+    EventWriter(engine, bulk_copy=bulk_copy).write(ticks)
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(
+                schema.stock_prices_realtime.c.stock_code,
+                schema.stock_prices_realtime.c.source,
+                schema.stock_prices_realtime.c.change_percent,
+            ).order_by(schema.stock_prices_realtime.c.volume)
+        ).all()
+    assert [tuple(r) for r in got] == [(c, f"src{c}", base.change_percent) for c in odd]

@@ -52,6 +52,8 @@ class GatewaySettings:
     max_pending_handshakes: int = 256  # sockets waiting for an auth message, at most
     max_demand_per_user: int = 10  # upstream slots one user's subscriptions alone may hold
     send_timeout_s: float = 10.0  # a socket write blocked this long: the client stopped reading
+    # ?batch=1 clients: messages wait this long for others to share their frame (0: none)
+    batch_delay_s: float = 0.02
     # topic kind -> roles allowed to subscribe (kinds not listed: every role)
     topic_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -417,6 +419,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         max_connections=int(_num(env, "WS_MAX_CONNECTIONS", g.max_connections, int)),
         send_timeout_s=_num(env, "WS_SEND_TIMEOUT_S", g.send_timeout_s) or g.send_timeout_s,
+        batch_delay_s=_num(env, "WS_BATCH_DELAY_MS", g.batch_delay_s * 1000) / 1000,
         handshake_timeout_s=_num(env, "WS_HANDSHAKE_TIMEOUT_S", g.handshake_timeout_s)
         or g.handshake_timeout_s,
         outbox_max=int(_num(env, "WS_OUTBOX_MAX", g.outbox_max, int)) or g.outbox_max,

@@ -94,7 +94,7 @@ class Outbox:
 
     def __init__(self, max_lossless: int) -> None:
         self._queue: deque[Msg | _Pending] = deque()
-        self._latest: dict[str, Msg] = {}
+        self._latest: dict[str, Msg | list[Msg]] = {}
         self._lossless = 0
         self._max_lossless = max_lossless
         self._lot = trio.lowlevel.ParkingLot()
@@ -138,25 +138,28 @@ class Outbox:
         """Queue a message of which only the latest per topic matters."""
         if self.close_request is not None:
             return
-        if topic in self._latest:
-            self._latest[topic] = payload  # still queued: replace in place
-            self.conflated += 1
-            return
         if self.direct is not None and not self._queue and self.direct(payload):
             self.direct_sent += 1
             return
-        self._latest[topic] = payload
-        self._queue.append(_Pending(topic))
-        self._wake()
+        self.queue_latest(topic, payload)
 
     def queue_latest(self, topic: str, payload: Msg) -> None:
         """`put_latest` once the direct path has declined the message: queue it (or replace
-        the queued one of its topic)."""
+        the queued one of its topic). While the outbox only waits for the coalescer's write
+        delay (`scheduled`), the client is not behind: a topic's updates are all kept, in
+        order, and conflate only once the client falls behind."""
         if self.close_request is not None:
             return
         if topic in self._latest:
+            current = self._latest[topic]
+            if self.scheduled:
+                if isinstance(current, list):
+                    current.append(payload)
+                else:
+                    self._latest[topic] = [current, payload]
+                return
+            self.conflated += len(current) if isinstance(current, list) else 1
             self._latest[topic] = payload
-            self.conflated += 1
             return
         self._latest[topic] = payload
         self._queue.append(_Pending(topic))
@@ -213,7 +216,11 @@ class Outbox:
         while queue and len(out) < max_items:
             item = queue.popleft()
             if isinstance(item, _Pending):
-                out.append(self._latest.pop(item.topic))
+                value = self._latest.pop(item.topic)
+                if isinstance(value, list):
+                    out += value  # a write delay's updates of one topic, in order
+                else:
+                    out.append(value)
             else:
                 out.append(item)
                 self._lossless -= 1
@@ -401,16 +408,21 @@ class Hub:
             self._flush_lot.unpark()
 
     async def run_coalescer(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, delay_s: float = 0.0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Flush the batch clients' outboxes once the publisher yields: one task wakes for a
-        whole burst, and each client gets what the burst queued for it as one frame."""
+        whole burst, and each client gets what the burst queued for it as one frame. With
+        `delay_s` (the write delay), the flush waits that long after the first message
+        queued, so a client that gets a message every few milliseconds gets them a few to a
+        frame: one system call for several deliveries, each message at most `delay_s` late."""
         self.coalescing = True
         task_status.started()
         try:
             while True:
                 if not self._to_flush:
                     await self._flush_lot.park()
+                if delay_s > 0:
+                    await trio.sleep(delay_s)
                 ready, self._to_flush = self._to_flush, []
                 for outbox in ready:
                     outbox.flush()

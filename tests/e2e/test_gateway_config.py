@@ -38,6 +38,7 @@ def test_gateway_limits_from_the_environment() -> None:
             "TRADESTREAM_WS_MAX_CONNECTIONS": "99",
             "TRADESTREAM_WS_HANDSHAKE_TIMEOUT_S": "2.5",
             "TRADESTREAM_WS_SEND_TIMEOUT_S": "4",
+            "TRADESTREAM_WS_BATCH_DELAY_MS": "50",
             "TRADESTREAM_WS_OUTBOX_MAX": "256",
             "TRADESTREAM_WS_PING_INTERVAL_S": "15",
             "TRADESTREAM_WS_MAX_PENDING_HANDSHAKES": "8",
@@ -52,6 +53,8 @@ def test_gateway_limits_from_the_environment() -> None:
     assert (g.handshake_timeout_s, g.send_timeout_s, g.outbox_max) == (2.5, 4.0, 256)
     assert (g.ping_interval_s, g.max_missed_pongs, g.max_pending_handshakes) == (15.0, 3, 8)
     assert g.max_demand_per_user == 4 and from_env({}).gateway.max_demand_per_user == 10
+    assert g.batch_delay_s == 0.05 and from_env({}).gateway.batch_delay_s == 0.02
+    assert from_env({"TRADESTREAM_WS_BATCH_DELAY_MS": "0"}).gateway.batch_delay_s == 0
     assert g.topic_roles == (("strategy", ("admin", "producer")), ("order", ("admin",)))
     defaults = from_env({}).gateway  # safe defaults when nothing is set
     assert (defaults.rate_per_s, defaults.max_subscriptions, defaults.max_connections) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -274,3 +275,56 @@ async def test_the_coalescer_writes_a_burst_as_one_batch_per_client_once_the_pub
         with trio.fail_after(1):
             batch = await c.outbox.get_batch(10)
         assert isinstance(batch, list) and [m.payload for m in batch] == ["b"]
+
+
+async def test_the_write_delay_puts_a_clients_messages_of_a_window_in_one_frame_unconflated(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    hub = Hub()
+    await nursery.start(hub.run_coalescer, 0.02)
+    written: list[tuple[float, list[str]]] = []
+    c = hub.connect("u", batch=True)
+    hub.subscribe(c, "price:005930")
+    hub.subscribe(c, "price:000660")
+    c.outbox.can_write_now = lambda: True
+    c.outbox.coalesce = lambda batch: written.append(
+        (trio.current_time(), [m.payload for m in batch])
+    )
+    c.outbox.schedule = hub.schedule_flush
+    t0 = trio.current_time()
+    hub.publish_latest("price:005930", M("s1"))
+    await trio.sleep(0.005)
+    hub.publish_latest("price:000660", M("h1"))
+    await trio.sleep(0.005)
+    hub.publish_latest("price:005930", M("s2"))  # same topic, same window: kept, in order
+    await trio.sleep(0.005)
+    assert written == []  # the window (20 ms from the first message) is still open
+    await trio.sleep(0.01)
+    assert [b for _, b in written] == [["s1", "s2", "h1"]]
+    assert written[0][0] == pytest.approx(t0 + 0.02)
+    assert c.outbox.conflated == 0
+    t1 = trio.current_time()
+    hub.publish_latest("price:005930", M("s3"))  # a new window starts with it
+    await trio.sleep(0.03)
+    assert [b for _, b in written[1:]] == [["s3"]]
+    assert written[1][0] == pytest.approx(t1 + 0.02)
+
+
+async def test_once_the_socket_is_busy_a_batch_clients_prices_conflate_again(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    hub = Hub()
+    await nursery.start(hub.run_coalescer, 0.02)
+    c = hub.connect("u", batch=True)
+    hub.subscribe(c, "price:005930")
+    c.outbox.can_write_now = lambda: False  # a write in progress: the sender takes over
+    c.outbox.coalesce = lambda batch: None
+    c.outbox.schedule = hub.schedule_flush
+    hub.publish_latest("price:005930", M("s1"))
+    hub.publish_latest("price:005930", M("s2"))
+    await trio.sleep(0.03)  # the coalescer found the socket busy and woke the sender
+    hub.publish_latest("price:005930", M("s3"))  # behind now: replaces what is queued
+    hub.publish_latest("price:005930", M("s4"))
+    batch = await c.outbox.get_batch(10)
+    assert isinstance(batch, list) and [m.payload for m in batch] == ["s4"]
+    assert c.outbox.conflated == 3

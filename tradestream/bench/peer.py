@@ -6,8 +6,9 @@ same pure decoder (feeds/kis/codec.py), encodes each trade once with the same JS
 (`wire.price_update`) and hands it to every subscriber of `price:{code}` with
 `websockets.broadcast()` (writes without awaiting, no per-subscriber back-pressure). Every
 trade is stored: a batch every 100 ms with executemany in a thread (store/writer.py's
-executemany path, the same idempotent insert; tradestream itself uses COPY on PostgreSQL). Clients speak the subset of the client protocol the bench clients use:
-`subscribe` (answered with `subscribed`); everything else is ignored.
+executemany path, the same idempotent insert; tradestream itself uses COPY on PostgreSQL).
+Clients speak the subset of the client protocol the bench clients use: `subscribe` (answered
+with `subscribed`); everything else is ignored.
 
 Run: ``python -m tradestream.bench.peer UPSTREAM_WS_URL PORT DATABASE_URL CODE,CODE,...``;
 prints "ready" once listening and registered upstream.

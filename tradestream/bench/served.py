@@ -233,6 +233,7 @@ async def _run_one(
             "deliveries_expected": expected,
             "deliveries": delivered,
             "delivered_of_expected": round(delivered / expected, 4) if expected else None,
+            "messages_per_frame": round(delivered / max(1, sum(r["frames"] for r in results)), 2),
             "conflated": conflated,
             "latency_ms_p50": round(pct(lat, 0.5) / 1000, 2),
             "latency_ms_p99": round(pct(lat, 0.99) / 1000, 2),

@@ -75,7 +75,7 @@ async def run_gateway(
             register_signals(app, engine, auth, controls.signals, market.traded_codes)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run_cadence)
-        await nursery.start(hub.run_coalescer)
+        await nursery.start(hub.run_coalescer, g.batch_delay_s)
         binds = await nursery.start(
             partial(
                 serve_app,

@@ -287,3 +287,22 @@ async def test_a_steady_stream_is_taken_in_polls_and_the_size_rule_is_at_most_a_
     # the 10th row arrived at 9 ms: its batch went out by the next poll, not at the deadline
     assert 0.009 <= times[0] <= 0.009 + policy.poll_s + 1e-9
     assert 0.019 <= times[1] <= 0.019 + policy.poll_s + 1e-9
+
+
+async def test_a_writer_that_falls_behind_writes_the_queued_batches_together(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    out, rows_in = trio.open_memory_channel[int](10_000)
+    sink = RecordingSink(write_s=0.3)  # each write takes 0.3 s, whatever its size
+    policy = FlushPolicy(max_rows=100, max_delay_s=0.1, merge_rows=1_000)
+    await nursery.start(run_flusher, rows_in, sink, policy)
+    for i in range(2_000):  # 1,000 rows/s: 100-row batches every 0.1 s
+        out.send_nowait(i)
+        await trio.sleep(0.001)
+    await trio.sleep(2)
+    sizes = [len(b) for _, b in sink.batches]
+    assert sink.rows == list(range(2_000))  # in order, once each
+    assert sizes[0] == 100  # on time: written alone
+    # behind: later writes take what queued meanwhile (0.3 s of it), never past merge_rows
+    assert max(sizes) > 100 and max(sizes) <= 1_000, sizes
+    assert len(sizes) < 2_000 / 100 / 2, sizes  # far fewer writes than batches

@@ -66,6 +66,7 @@ class FlushPolicy:
     max_rows: int = 500
     max_delay_s: float = 0.1
     poll_s: float = 0.01  # how often a filling batch takes what has arrived (collect)
+    merge_rows: int = 5_000  # a writer that is behind writes queued batches together, up to this
     memory_rows: int = 50_000  # rows held in memory while writes fail; beyond: the spool
     drain_s: float = 5.0  # at shutdown: time to write what is pending before spooling it
     final_write_s: float = 5.0  # budget for spooling what is left when cancelled
@@ -160,6 +161,7 @@ class _Queue(Generic[Row]):
 
     def __init__(self) -> None:
         self.batches: deque[list[Row]] = deque()
+        self.queued_at: deque[float] = deque()  # when each of `batches` was queued
         self.inflight: list[Row] | None = None  # taken from memory, being written
         self.rows = 0  # in `batches` and `inflight`
         self.closed = False
@@ -204,6 +206,7 @@ async def run_flusher(
                     more = await collect(rows_in, batch, policy)
                     if batch:
                         q.batches.append(batch)
+                        q.queued_at.append(trio.current_time())
                         q.rows += len(batch)
                         stats.pending_rows = q.rows
                         batch = []
@@ -249,6 +252,7 @@ async def _spill_excess(
     """Keep memory bounded while writes fail: move the oldest queued batches to the spool."""
     while spool is not None and q.rows > policy.memory_rows and q.batches:
         oldest = q.batches.popleft()
+        q.queued_at.popleft()
         await trio.to_thread.run_sync(spool.append, oldest)
         q.rows -= len(oldest)
         stats.spooled_rows += len(oldest)
@@ -328,7 +332,15 @@ async def _writer(
                     continue
                 segment, batch = found
             elif q.batches:
-                batch = q.inflight = q.batches.popleft()
+                batch = q.batches.popleft()
+                if trio.current_time() - q.queued_at.popleft() > policy.max_delay_s:
+                    # Behind: the batch waited longer than the deadline. Write what queued
+                    # behind it in the same transaction, so the cost per row falls as the
+                    # rate rises instead of the backlog growing.
+                    while q.batches and len(batch) + len(q.batches[0]) <= policy.merge_rows:
+                        batch = batch + q.batches.popleft()
+                        q.queued_at.popleft()
+                q.inflight = batch
             elif q.closed:
                 return
             else:

@@ -42,13 +42,6 @@ def split_ws_url(url: str) -> tuple[str, int, str, bool, str]:
     return parts.hostname, port, resource, secure, host_header
 
 
-# The reader parses every frame a socket read brought and queues them without waiting for the
-# feed to take each one (trio-websocket's default queue of 1 costs a task switch per frame
-# under load). Bounded: a full queue stops the reader, and TCP pushes back on the broker.
-MESSAGE_QUEUE = 64
-MAX_MESSAGE_BYTES = 1024 * 1024  # trio-websocket's default; KIS frames are a few KB
-
-
 @asynccontextmanager
 async def open_upstream(url: str, connect_timeout_s: float) -> AsyncIterator[WebSocketConnection]:
     """Connect (TCP, TLS for wss, handshake) within `connect_timeout_s`; yield the connection.
@@ -69,14 +62,7 @@ async def open_upstream(url: str, connect_timeout_s: float) -> AsyncIterator[Web
     try:
         async with trio.open_nursery() as reader:
             with trio.fail_after(connect_timeout_s):
-                ws = await wrap_client_stream(
-                    reader,
-                    stream,
-                    host_header,
-                    resource,
-                    message_queue_size=MESSAGE_QUEUE,
-                    max_message_size=MAX_MESSAGE_BYTES,
-                )
+                ws = await wrap_client_stream(reader, stream, host_header, resource)
             try:
                 yield ws
             finally:

@@ -124,7 +124,8 @@ async def collect(
 
     After the first row the collector does not wake per row: it takes everything queued, then
     sleeps `poll_s` (or to the deadline) and takes again, so a steady stream costs a wake-up
-    per poll, not per row; the size rule is met at most `poll_s` late."""
+    per poll, not per row; the size rule is met at most `poll_s` late. Once a take finds the
+    channel half full (its senders may be waiting), it takes rows as they come instead."""
     try:
         batch.append(await rows_in.receive())  # no deadline before the first row
     except trio.EndOfChannel:

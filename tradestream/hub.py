@@ -189,7 +189,9 @@ class Outbox:
         """Ask the sender to close the socket; what is queued is discarded."""
         if self.close_request is None:
             self.close_request = CloseRequest(code, reason)
-            self.discarded += len(self._queue)
+            self.discarded += len(self._queue) + sum(
+                len(v) - 1 for v in self._latest.values() if isinstance(v, list)
+            )  # a marker stands for a write delay's updates of its topic
             self._queue.clear()
             self._latest.clear()
             self._lot.unpark()
@@ -414,7 +416,8 @@ class Hub:
         whole burst, and each client gets what the burst queued for it as one frame. With
         `delay_s` (the write delay), the flush waits that long after the first message
         queued, so a client that gets a message every few milliseconds gets them a few to a
-        frame: one system call for several deliveries, each message at most `delay_s` late."""
+        frame: one system call for several deliveries, each message about `delay_s` late (the
+        delay, plus the time to write that round's frames)."""
         self.coalescing = True
         task_status.started()
         try:

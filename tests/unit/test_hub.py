@@ -328,3 +328,19 @@ async def test_once_the_socket_is_busy_a_batch_clients_prices_conflate_again(
     batch = await c.outbox.get_batch(10)
     assert isinstance(batch, list) and [m.payload for m in batch] == ["s4"]
     assert c.outbox.conflated == 3
+
+
+async def test_a_close_during_the_write_delay_counts_every_held_update_as_discarded(
+    autojump_clock: trio.abc.Clock, nursery: trio.Nursery
+) -> None:
+    hub = Hub()
+    await nursery.start(hub.run_coalescer, 0.02)
+    c = hub.connect("u", batch=True)
+    hub.subscribe(c, "price:005930")
+    c.outbox.can_write_now = lambda: True
+    c.outbox.coalesce = lambda batch: None
+    c.outbox.schedule = hub.schedule_flush
+    for i in range(3):  # three updates of one topic held in order within the delay
+        hub.publish_latest("price:005930", M(f"s{i}"))
+    c.outbox.close(CLOSE_GOING_AWAY, "bye")
+    assert c.outbox.discarded == 3

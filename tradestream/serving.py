@@ -1,11 +1,13 @@
 """Serve an ASGI app with hypercorn inside the caller's nursery (no signal handling here).
 
-One change to hypercorn's trio server: a bounded socket write. Hypercorn shields every
+Two changes to hypercorn's trio server. A bounded socket write: hypercorn shields every
 `send_all`, so a peer that stops reading (a full socket buffer) blocks its connection's task
 for ever, out of reach of any cancel scope; the app cannot even close it. `_BoundedTCPServer`
 keeps the shield (a cancelled write would corrupt the stream) but gives it a deadline per 64 KiB
 chunk: a socket that takes no chunk for `write_timeout_s` aborts the connection, and the app
-sees a disconnect.
+sees a disconnect. And a bounded closing handshake: once a close frame is out (hypercorn's 1009
+for an oversized message among them), a client that neither answers nor closes is dropped after
+CLOSE_HANDSHAKE_S, where hypercorn would keep the connection (and the app) alive for ever.
 
 Hypercorn's `serve` builds its connections from a module global (`hypercorn.trio.run.
 TCPServer`), so using the subclass there would mean patching hypercorn for every user of the
@@ -17,6 +19,7 @@ of hypercorn is changed. tests/unit/test_serving.py pins the hypercorn parts thi
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -32,9 +35,15 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
+from wsproto.connection import ConnectionState as WsState
 
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 64 * 1024
+#: Once the server has written a WebSocket close frame (its own close, hypercorn's 1009 for an
+#: oversized message, or the answer to the client's close), the client has this long to finish
+#: the closing handshake and close its end; then the connection is dropped. Until then what the
+#: client sends is still read (and discarded), so the close frame is not lost to a reset.
+CLOSE_HANDSHAKE_S = 1.0
 
 
 class WriteProbe:
@@ -99,6 +108,27 @@ class ServeConfig(Config):
 
 class _BoundedTCPServer(TCPServer):
     config: ServeConfig
+    _reading: trio.CancelScope | None = None  # hypercorn's read loop, once it runs
+
+    async def _read_data(self) -> None:
+        """Hypercorn's read loop, ended CLOSE_HANDSHAKE_S after a close frame was written
+        (`_close_written`) if the client has not closed by then; the app sees a disconnect."""
+        with trio.CancelScope() as scope:
+            self._reading = scope
+            await super()._read_data()
+        if scope.cancelled_caught:
+            await self.protocol.handle(Closed())
+
+    def _close_written(self) -> None:
+        """A close frame has gone out (wsproto says the closing handshake has begun or is
+        done): start the clock on the client's part of it, once."""
+        scope = self._reading
+        if scope is None or scope.deadline != math.inf:
+            return
+        stream = getattr(getattr(self.protocol, "protocol", None), "stream", None)
+        connection = getattr(stream, "connection", None) if isinstance(stream, WSStream) else None
+        if connection is not None and connection.state in (WsState.LOCAL_CLOSING, WsState.CLOSED):
+            scope.deadline = trio.current_time() + CLOSE_HANDSHAKE_S
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -109,8 +139,10 @@ class _BoundedTCPServer(TCPServer):
             probe.server = self
         elif self.config.write_timeout_s is None and not self._pending:
             await super().protocol_send(event)
+            self._close_written()
             return
         await self._write(event.data, probe)
+        self._close_written()
 
     def _websocket_open(self) -> bool:
         """An HTTP/1.1 connection upgraded to a WebSocket that is accepted and not closed."""

@@ -76,9 +76,45 @@ def close_code_for(exc: AuthError) -> int:
 _encoder = msgspec.json.Encoder()
 
 
+#: Client messages are flat objects; anything nested deeper is refused before decoding (a
+#: deep document would otherwise cost the decoder its recursion limit).
+MAX_CLIENT_DEPTH = 8
+
+
+def too_deep(raw: str | bytes, limit: int = MAX_CLIENT_DEPTH) -> bool:
+    """The arrays and objects of a JSON text nest more than `limit` deep (brackets inside
+    strings do not count). Stops at the first bracket past the limit."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if text.count("{") + text.count("[") <= limit:
+        return False  # the common case: too few brackets to be too deep, nothing to scan
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return False
+
+
 def decode_client_message(raw: str | bytes) -> ClientMessage:
+    if too_deep(raw):
+        raise ProtocolError("invalid_message", f"nested more than {MAX_CLIENT_DEPTH} levels deep")
     try:
         return _decoder.decode(raw)
+    except RecursionError:  # not reachable past the check above; kept as the last guard
+        raise ProtocolError("invalid_message", "nested too deeply") from None
     except msgspec.ValidationError as exc:
         text = str(exc)
         if "`$.type`" in text or "missing required field `type`" in text:

@@ -56,6 +56,30 @@ def test_bad_client_messages_have_stable_codes(raw: str, code: str) -> None:
     assert info.value.code == code
 
 
+@pytest.mark.parametrize(
+    ("raw", "deep"),
+    [
+        ("[" * 8 + "]" * 8, False),  # at the bound
+        ("[" * 9 + "]" * 9, True),
+        ('{"type": "ping", "timestamp": "' + "[{" * 50 + '"}', False),  # brackets in a string
+        ('{"a": "\\\\", "b": ' + "[" * 9 + "1" + "]" * 9 + "}", True),  # an escaped backslash
+        ('{"a": "\\"[[[[[[[[[[", "b": 1}', False),  # an escaped quote keeps the string open
+        ("[" * 100_000, True),  # unbalanced: refused without a full scan
+        ('{"type": "subscribe", "topic": "price:005930"}', False),
+    ],
+)
+def test_too_deep(raw: str, deep: bool) -> None:
+    assert wire.too_deep(raw) is deep
+    assert wire.too_deep(raw.encode()) is deep
+
+
+def test_deep_messages_are_invalid_not_a_recursion_error() -> None:
+    for raw in ("[" * 100_000 + "]" * 100_000, '{"type": ' + "[" * 5000 + "]" * 5000 + "}"):
+        with pytest.raises(ProtocolError) as info:
+            wire.decode_client_message(raw)
+        assert info.value.code == "invalid_message"
+
+
 def test_price_update_shape() -> None:
     t = Tick(
         source="kis-1",

@@ -9,6 +9,7 @@ from importlib.metadata import version
 
 import hypercorn.trio.run
 import trio
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import TCPServer
 from quart_trio import QuartTrio
 
@@ -28,8 +29,18 @@ def test_hypercorn_is_the_version_whose_worker_loop_we_copied() -> None:
         "lifespan.wait_for_shutdown()",
     ):
         assert part in src, part
-    # protocol_send is the one method the bounded server overrides
+    # the methods the bounded server overrides, and what it reads of them
     assert "protocol_send" in TCPServer.__dict__
+    read_loop = inspect.getsource(TCPServer._read_data)
+    # the read loop ends by handing the protocol a Closed; cancelled, it skips that, which
+    # _BoundedTCPServer._read_data then does itself
+    assert "await self.protocol.handle(Closed())" in read_loop
+    assert "await self.stream.receive_some(MAX_RECV)" in read_loop
+    # the WebSocket stream keeps its wsproto connection (the closing handshake's state)
+    assert "self.connection: Connection" in inspect.getsource(WSStream.__init__)
+    assert "CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)" in inspect.getsource(
+        WSStream._handle_events
+    )
 
 
 def test_hypercorn_is_not_patched() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from tradestream.bench import served
+from tradestream.bench import floor, served
 
 
 async def test_served_tiny_run_reports_tradestream_and_the_peer() -> None:
@@ -73,3 +73,12 @@ async def test_served_ingest_without_clients_into_postgresql() -> None:
         "server_cpu_us_per_row",
         "row_visible_ms_p99",
     }
+
+
+async def test_floor_reports_every_client_kind() -> None:
+    out = await floor.main(rate=2000.0, duration_s=0.3, warmup_frames=100)
+    for kind in floor.KINDS:
+        r = out[kind]
+        assert isinstance(r, dict)
+        assert r["frames"] >= 100, (kind, r)  # about 600 at 2,000 frames/s over 0.3 s
+        assert r["cpu_us_per_frame"] > 0, (kind, r)

@@ -113,3 +113,17 @@ async def test_sim_command_serves_and_stops(tmp_path: Path) -> None:
             await proc.wait()
     assert reply["body"]["msg_cd"] == "OPSP9999"
     assert code == 0
+
+
+def test_bench_list_names_every_scenario() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tradestream.bench", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    for name in ("store", "reconnect", "fanout", "overload", "ingest", "floor", "alerts"):
+        assert name in names, done.stdout
+    assert all(len(line.split()) > 1 for line in done.stdout.splitlines())  # each described

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from tradestream.bench import alerts, fanout, reconnect, served, store
+from tradestream.bench import alerts, fanout, floor, reconnect, served, store
 
 SCENARIOS = {
     "store": store.main,
@@ -17,9 +17,22 @@ SCENARIOS = {
     "fanout": served.main,  # the service as its own process, beside the asyncio peer
     "overload": served.overload,  # the same at 3,000 trades/s
     "ingest": served.ingest,  # into PostgreSQL, no clients, beside the peer
+    "floor": floor.main,  # what bare WebSocket clients spend per upstream frame
     "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
 }
+
+ABOUT = {
+    "store": "per-row commits against the flusher, SQLite and PostgreSQL",
+    "reconnect": "the simulated broker goes away and comes back: time to data",
+    "fanout": "the service as a process, 1,000 trades/s, 200 clients, beside the asyncio peer",
+    "overload": "the same at 3,000 trades/s",
+    "ingest": "5,000 trades/s into PostgreSQL, no clients, beside the peer",
+    "floor": "CPU per frame of bare WebSocket clients reading the upstream",
+    "fanout-inprocess": "the gateway fed in memory, beside a seed-style server",
+    "alerts": "a 5% move in the trades -> the alert on a client: latency",
+}
+assert ABOUT.keys() == SCENARIOS.keys()
 
 
 def main() -> int:
@@ -28,10 +41,14 @@ def main() -> int:
         "scenarios",
         nargs="*",
         metavar="scenario",
-        help=f"one of {', '.join(SCENARIOS)} (default: all)",
+        help=f"one of {', '.join(SCENARIOS)} (default: all), or list",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
+    if args.scenarios == ["list"]:
+        for name in SCENARIOS:
+            print(f"{name:18} {ABOUT[name]}")
+        return 0
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")

@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -117,7 +118,10 @@ async def _sim(s: Settings) -> None:
                 root.cancel_scope.cancel()
 
 
-async def _watch(url: str, topics: Sequence[str], count: int) -> None:
+async def _watch(url: str, topics: Sequence[str], count: int) -> int:
+    """Print every message but the server's pings (answered with a pong, as docs/protocol.md
+    asks); stop after `count` of them (0: never). 0 when done or closed normally (1000,
+    1001); 1 on any other close, with its code and reason on stderr."""
     import msgspec
     from trio_websocket import ConnectionClosed
 
@@ -131,17 +135,129 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> None:
         n = 0
         try:
             while count <= 0 or n < count:
-                print(await ws.get_message(), flush=True)
+                raw = await ws.get_message()
+                try:
+                    msg = msgspec.json.decode(raw)
+                except msgspec.DecodeError:
+                    msg = None
+                if isinstance(msg, dict) and msg.get("type") == "ping":
+                    pong = {"type": "pong", "timestamp": msg.get("timestamp")}
+                    await ws.send_message(msgspec.json.encode(pong).decode())
+                    continue
+                print(raw, flush=True)
                 n += 1
         except ConnectionClosed as exc:
-            print(f"closed: {exc.reason}", file=sys.stderr)
+            if exc.reason is None:  # trio-websocket always sets it; no close frame at all
+                print("closed: 1006 no close frame", file=sys.stderr)
+                return 1
+            code, reason = exc.reason.code, exc.reason.reason or exc.reason.name
+            print(f"closed: {code} {reason}", file=sys.stderr)
+            return 0 if code in (1000, 1001) else 1
+    return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (not a URL at all: say so in its own words)
+        return url
+
+
+def _explain(exc: BaseException, s: Settings) -> str | None:
+    """One line, naming the setting to change, for an error a user can fix; None otherwise."""
+    from sqlalchemy import exc as sa_exc
+
+    from tradestream.errors import CannotListen, SchemaOutOfDate
+
+    if isinstance(exc, CannotListen):
+        if exc.port == s.sim.port and exc.port != s.gateway.port:
+            setting = "TRADESTREAM_SIM_PORT"
+        else:
+            setting = "TRADESTREAM_HOST / TRADESTREAM_PORT"
+        return f"{exc} (set {setting} to a free address)"
+    if isinstance(exc, sa_exc.ArgumentError | sa_exc.NoSuchModuleError):
+        return (
+            f"TRADESTREAM_DATABASE_URL={_safe_url(s.store.url)!r} cannot be used: "
+            f"{str(exc).splitlines()[0]}"
+        )
+    if isinstance(exc, sa_exc.DBAPIError):
+        reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        return (
+            f"cannot use the database {_safe_url(s.store.url)} (TRADESTREAM_DATABASE_URL): "
+            f"{reason[0] if reason else type(exc).__name__}"
+        )
+    if isinstance(exc, SchemaOutOfDate):
+        return str(exc)
+    return None
+
+
+def _watch_error(exc: BaseException, url: str) -> str | None:
+    """One line for a `watch` that could not connect."""
+    from trio_websocket import ConnectionRejected, HandshakeError
+
+    if isinstance(exc, ConnectionRejected):
+        return f"cannot connect to {url}: the server answered HTTP {exc.status_code}"
+    if isinstance(exc, OSError | HandshakeError):
+        return f"cannot connect to {url}: {exc.strerror if isinstance(exc, OSError) else exc}"
+    if isinstance(exc, trio.TooSlowError):
+        return f"cannot connect to {url}: no answer within 10 s"
+    return None
+
+
+def _one_line(exc: Exception, explain: Callable[[BaseException], str | None]) -> int:
+    """Print the first explainable error of `exc` (a group, or not) as one line; 1. Re-raise
+    when there is none: that is a bug, and its traceback is the report."""
+    for leaf in _leaves(exc):
+        line = explain(leaf)
+        if line is not None:
+            print(f"error: {line}", file=sys.stderr)
+            return 1
+    raise exc
+
+
+RUN_SETTINGS = """\
+main settings (environment variables; README, Configuration, lists them all):
+  TRADESTREAM_HOST, TRADESTREAM_PORT  where clients connect (default 127.0.0.1:8000)
+  TRADESTREAM_DATABASE_URL   sqlite:///tradestream.db (default), postgresql+psycopg://...,
+                             mysql+pymysql://...
+  TRADESTREAM_DB_AUTO_UPGRADE=1  migrate the database at start (just run sets it)
+  TRADESTREAM_JWT_SECRET     signs client tokens (default: one made up per process, with a
+                             demo token printed at start)
+  TRADESTREAM_KIS_WS_URL, TRADESTREAM_KIS_REST_URL, TRADESTREAM_KIS_APP_KEY,
+  TRADESTREAM_KIS_APP_SECRET  a real KIS account (default: the built-in simulator)
+  TRADESTREAM_SIM_PORT       the built-in simulator's port (default 0: any free port)
+  TRADESTREAM_SPOOL_DIR      where rows wait while the database is away (default ./spool)
+  TRADESTREAM_REDIS_URL      alerts and signals over Redis (default: none)
+  TRADESTREAM_LOG_LEVEL, TRADESTREAM_LOG_FORMAT  INFO, text (or json)
+"""
+
+SIM_SETTINGS = """\
+settings (environment variables):
+  TRADESTREAM_SIM_PORT       REST and WebSocket port (default 0: any free port, printed)
+  TRADESTREAM_SIM_TICK_RATE  trades per second over its codes (default 200)
+  TRADESTREAM_SIM_SEED       the market's random seed (default 7)
+  TRADESTREAM_SIM_DROP_EVERY_S  drop every connection this often (default 0: never)
+  TRADESTREAM_SIM_MALFORMED_RATE  share of frames sent broken (default 0)
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tradestream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser(
-        "run", help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)"
+        "run",
+        help="run the service (simulator unless TRADESTREAM_KIS_WS_URL is set)",
+        epilog=RUN_SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "--record",
@@ -157,7 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         help="times the recorded pace (default 0: as fast as possible)",
     )
-    sub.add_parser("sim", help="run the broker simulator alone")
+    sub.add_parser(
+        "sim",
+        help="run the broker simulator alone",
+        epilog=SIM_SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
     tok = sub.add_parser("token", help="issue a client JWT (needs TRADESTREAM_JWT_SECRET)")
@@ -183,34 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-    if args.cmd in ("run", "replay"):
-        from tradestream.errors import SchemaOutOfDate
-
-        status = 0
-        try:
-            if args.cmd == "run":
-                trio.run(_run, s, args.record)
-            else:
-                trio.run(_run, s, None, args.file, args.speed)
-        except* SchemaOutOfDate as eg:
-            print(f"error: {eg.exceptions[0]}", file=sys.stderr)
-            status = 1
-        return status
-    if args.cmd == "sim":
-        trio.run(_sim, s)
-        return 0
-    if args.cmd == "db":
-        from tradestream.store import migrate
-        from tradestream.store.writer import make_engine
-
-        engine = make_engine(s.store.url)
-        if args.action == "upgrade":
-            migrate.upgrade(engine)
-        print(
-            f"{s.store.url}: schema at {migrate.current_revision(engine)} "
-            f"(head {migrate.head_revision()})"
-        )
-        return 0
+    try:
+        if args.cmd == "run":
+            trio.run(_run, s, args.record)
+            return 0
+        if args.cmd == "replay":
+            trio.run(_run, s, None, args.file, args.speed)
+            return 0
+        if args.cmd == "sim":
+            trio.run(_sim, s)
+            return 0
+        if args.cmd == "db":
+            return _db(args.action, s)
+    except Exception as exc:  # noqa: BLE001  (a user's error in one line, the rest re-raised)
+        return _one_line(exc, partial(_explain, s=s))
     if args.cmd == "token":
         if s.gateway.jwt_secret_generated:
             print("set TRADESTREAM_JWT_SECRET to the server's secret first", file=sys.stderr)
@@ -228,8 +335,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "watch":
         try:
-            trio.run(_watch, args.url, args.topics, args.count)
+            return trio.run(_watch, args.url, args.topics, args.count)
         except KeyboardInterrupt:
-            pass
-        return 0
+            return 0
+        except Exception as exc:  # noqa: BLE001  (a connect failure in one line)
+            return _one_line(exc, partial(_watch_error, url=args.url))
     return 2
+
+
+def _db(action: str, s: Settings) -> int:
+    from tradestream.store import migrate
+    from tradestream.store.writer import make_engine
+
+    engine = make_engine(s.store.url)
+    try:
+        if action == "upgrade":
+            migrate.upgrade(engine)
+        print(
+            f"{_safe_url(s.store.url)}: schema at {migrate.current_revision(engine)} "
+            f"(head {migrate.head_revision()})"
+        )
+    finally:
+        engine.dispose()
+    return 0

@@ -207,7 +207,10 @@ def _num(env: Mapping[str, str], name: str, default: float, kind: type = float) 
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"TRADESTREAM_{name}={raw!r} is not a {kind.__name__}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(
+            f"TRADESTREAM_{name}={raw!r} is not {what} (default: {default:g})"
+        ) from None
     if value < 0:
         raise ConfigError(f"TRADESTREAM_{name} must not be negative")
     return value

@@ -8,6 +8,7 @@ nothing of the project).
     ├── AuthError           a client token missing or unusable
     │   └── TokenExpired
     ├── BadRequest          a REST parameter that cannot be used (HTTP 400)
+    ├── CannotListen        a server socket that cannot be bound (port in use, bad address)
     ├── UpstreamError       something a broker sent or said
     │   ├── FrameError          one frame that cannot be parsed (counted, dropped)
     │   ├── TokenError          an access-token response that cannot be used
@@ -56,6 +57,16 @@ class TokenExpired(AuthError):
 
 class BadRequest(TradestreamError, ValueError):
     """A REST request parameter that cannot be used: answered with HTTP 400."""
+
+
+class CannotListen(TradestreamError, OSError):
+    """A listening socket that cannot be bound: `host`, `port` and the system's reason."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
 
 
 class UpstreamError(TradestreamError):

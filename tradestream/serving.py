@@ -37,6 +37,8 @@ from hypercorn.typing import ConnectionState, Framework, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 from wsproto.connection import ConnectionState as WsState
 
+from tradestream.errors import CannotListen
+
 log = logging.getLogger(__name__)
 WRITE_CHUNK = 64 * 1024
 #: Once the server has written a WebSocket close frame (its own close, hypercorn's 1009 for an
@@ -278,7 +280,11 @@ async def _worker_serve(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            sockets = config.create_sockets()
+            try:
+                sockets = config.create_sockets()
+            except OSError as exc:  # the caller knows which setting gave this address
+                host, _, port = config.bind[0].rpartition(":")
+                raise CannotListen(host, int(port), exc.strerror or str(exc)) from None
             listeners = []
             binds = []
             for sock in sockets.insecure_sockets:

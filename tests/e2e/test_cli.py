@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,105 @@ def test_bench_list_names_every_scenario() -> None:
     for name in ("store", "reconnect", "fanout", "overload", "ingest", "floor", "alerts"):
         assert name in names, done.stdout
     assert all(len(line.split()) > 1 for line in done.stdout.splitlines())  # each described
+
+
+def _cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tradestream", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_user_errors_are_one_line_naming_the_setting(tmp_path: Path) -> None:
+    refused = "postgresql+psycopg://nobody:secret@127.0.0.1:1/x"  # nothing listens on port 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        sqlite = f"sqlite:///{tmp_path / 'ok.db'}"
+        cases = [
+            (["run"], {"TRADESTREAM_DATABASE_URL": refused}, "TRADESTREAM_DATABASE_URL"),
+            (["db", "upgrade"], {"TRADESTREAM_DATABASE_URL": refused}, "TRADESTREAM_DATABASE_URL"),
+            (["db", "current"], {"TRADESTREAM_DATABASE_URL": "nosuch://x"}, "nosuch"),
+            (
+                ["run"],
+                {
+                    "TRADESTREAM_DATABASE_URL": sqlite,
+                    "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+                    "TRADESTREAM_HOST": "127.0.0.1",
+                    "TRADESTREAM_PORT": port,
+                },
+                "TRADESTREAM_PORT",
+            ),
+            (["sim"], {"TRADESTREAM_SIM_PORT": port}, "TRADESTREAM_SIM_PORT"),
+        ]
+        for args, env, setting in cases:
+            done = _cli(args, tmp_path, **env)
+            assert done.returncode == 1, (args, env, done.stderr)
+            assert "Traceback" not in done.stderr, done.stderr
+            last = done.stderr.strip().splitlines()[-1]
+            assert last.startswith("error: ") and setting in last, (args, last)
+            assert "secret" not in done.stderr  # the password is not printed
+    done = _cli(["run"], tmp_path, TRADESTREAM_PORT="abc")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "configuration error: TRADESTREAM_PORT='abc' is not a whole number (default: 8000)"
+    )
+
+
+def test_run_and_sim_help_list_the_main_settings(tmp_path: Path) -> None:
+    run = _cli(["run", "--help"], tmp_path).stdout
+    for name in ("TRADESTREAM_PORT", "TRADESTREAM_DATABASE_URL", "TRADESTREAM_SIM_PORT"):
+        assert name in run
+    assert "TRADESTREAM_SIM_PORT" in _cli(["sim", "--help"], tmp_path).stdout
+
+
+async def test_watch_answers_pings_and_exits_non_zero_when_refused(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from tests.e2e.test_gateway import gw, tok
+    from tests.e2e.test_service import service
+
+    # pings every 0.2 s, one unanswered ping closes (4002): watch must answer them all
+    s = gw(make_settings(tmp_path), ping_interval_s=0.2, max_missed_pongs=1)
+    with trio.fail_after(60):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            # 40 price updates at the simulator's pace take several ping intervals
+            done = await trio.run_process(
+                [sys.executable, "-m", "tradestream", "watch", url, "price:005930"]
+                + ["--count", "40"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            lines = done.stdout.decode().splitlines()
+            assert len(lines) == 40
+            assert not any('"type":"ping"' in line for line in lines)
+            assert sum('"price_update"' in line for line in lines) >= 30
+            assert running.metrics.closes.labels("heartbeat")._value.get() == 0
+            assert running.metrics.messages_in.labels("pong")._value.get() >= 3  # it was pinged
+            bad = await trio.run_process(
+                [sys.executable, "-m", "tradestream", "watch", url + "x", "news"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert bad.returncode == 1
+            assert bad.stderr.decode().startswith("closed: 4401"), bad.stderr.decode()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed_port = free.getsockname()[1]  # nothing listens once this socket is closed
+    nobody = await trio.run_process(
+        [sys.executable, "-m", "tradestream", "watch", f"ws://127.0.0.1:{closed_port}/x", "news"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    err = nobody.stderr.decode()
+    assert nobody.returncode == 1
+    assert "Traceback" not in err and err.startswith("error: cannot connect to"), err

@@ -321,3 +321,35 @@ async def test_two_kis_sessions_side_by_side(tmp_path: Path) -> None:
     assert seen == {"kis-1": {"005930", "000660"}, "kis-2": {"035420", "005380"}}
     assert sim.control.stats.approvals == 2
     assert [st.reconnects for st in statuses] == [0, 0]
+
+
+async def test_simulator_answers_unknown_rest_paths_with_json_404(tmp_path: Path) -> None:
+    import httpx
+
+    from tradestream.sim.server import run_simulator
+
+    s = make_settings(tmp_path)
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            sim = await nursery.start(run_simulator, s.sim)
+            async with httpx.AsyncClient(base_url=sim.rest_url) as http:
+                answers = [
+                    await http.get("/nope"),
+                    await http.post("/uapi/domestic-stock/v1/nope", json={}),
+                    await http.get("/"),  # the KIS WebSocket path, asked for over plain HTTP
+                    await http.get("/websocket"),  # the LS one
+                ]
+                token = await http.post(
+                    "/oauth2/Approval",
+                    json={"grant_type": "client_credentials", "appkey": "a", "secretkey": "b"},
+                )
+            # the WebSocket paths still serve WebSockets
+            async with open_upstream(sim.ws_url, connect_timeout_s=5) as ws:
+                await ws.send_message("not json")
+                assert msgspec.json.decode(await ws.get_message())["body"]["msg_cd"] == "OPSP9999"
+            nursery.cancel_scope.cancel()
+    for r in answers:
+        assert r.status_code == 404, r
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["error"] == "not_found"
+    assert token.status_code == 200 and token.json()["approval_key"]

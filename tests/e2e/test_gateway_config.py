@@ -69,7 +69,7 @@ def test_gateway_limits_from_the_environment() -> None:
     [
         ({"TRADESTREAM_WS_TOPIC_ROLES": "stratgy=admin"}, "unknown topic kind 'stratgy'"),
         ({"TRADESTREAM_WS_TOPIC_ROLES": "signal=root"}, "unknown roles"),
-        ({"TRADESTREAM_WS_MAX_CONNECTIONS": "many"}, "is not a int"),
+        ({"TRADESTREAM_WS_MAX_CONNECTIONS": "many"}, "is not a whole number"),
         ({"TRADESTREAM_WS_RATE_PER_S": "-1"}, "must not be negative"),
         ({"TRADESTREAM_JWT_ALGORITHM": "none"}, "HS256 or RS256"),
         ({"TRADESTREAM_JWT_ALGORITHM": "RS256"}, "needs TRADESTREAM_JWT_PUBLIC_KEY_FILE"),

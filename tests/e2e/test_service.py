@@ -274,6 +274,31 @@ async def test_rest_reads(settings: Settings) -> None:
     assert bad_interval.status_code == bad_code.status_code == bad_since.status_code == 400
 
 
+async def test_rest_news_is_utf8_and_limits_out_of_range_are_400(tmp_path: Path) -> None:
+    s = make_settings(tmp_path, ls=True, sim={"news_rate": 50.0})
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            auth = {"Authorization": f"Bearer {token(running)}"}
+            async with httpx.AsyncClient(base_url=running.url, headers=auth) as http:
+                news = None
+                while news is None or not news.json()["data"]:
+                    await trio.sleep(0.05)  # polling the REST read until a story is stored
+                    news = await http.get("/api/news?limit=5")
+                bad = [
+                    await http.get(f"/api/{path}?limit={limit}")
+                    for path in ("news", "alerts", "ticks/005930", "bars/005930")
+                    for limit in ("0", "1001", "-1", "x")
+                ]
+                most = await http.get("/api/ticks/005930?limit=1000")
+    body = news.content.decode("utf-8")
+    assert news.headers["content-type"].startswith("application/json")
+    assert "\\u" not in body  # no escapes: Hangul as UTF-8
+    assert any(ch >= "\uac00" for ch in body), body[:200]
+    assert [r.status_code for r in bad] == [400] * len(bad)
+    assert all("from 1 to 1000" in r.json()["error"] for r in bad)
+    assert most.status_code == 200
+
+
 async def test_server_heartbeat_keeps_answering_clients_and_drops_silent_ones(
     settings: Settings,
 ) -> None:

@@ -43,6 +43,7 @@ def create_app(
     """The app over `ws`'s hub. `status(admin)` is the service's part of /api/ws/status (the
     gateway adds its own); `engine` serves the REST reads."""
     app = QuartTrio("tradestream")
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Korean as UTF-8, not \uXXXX
     install(app)
     hub, auth = ws.hub, ws.auth
     ws.metrics.attach(hub, lambda: status(True) if status is not None else {})

@@ -37,12 +37,13 @@ def _time(name: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=KST)  # naive: Korean market time
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, most: int = reads.MAX_ROWS) -> int:
+    """A whole-number query parameter in 1..`most` (a 400 outside it, not a quiet clamp)."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a positive integer")
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise BadRequest(f"{name} must be a whole number from 1 to {most}")
     return int(raw)
 
 

@@ -690,6 +690,17 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         finally:
             del control.conns[conn.cid]
 
+    # Plain HTTP to any other path (including the WebSocket paths) is a JSON 404, as from a
+    # REST API, rather than Quart's HTML 400 for "not a WebSocket request".
+    @app.route("/", methods=_ANY_METHOD)
+    @app.route("/<path:path>", methods=_ANY_METHOD)
+    async def not_found(path: str = "") -> tuple[dict[str, str], int]:
+        return {"error": "not_found", "message": f"no such endpoint: /{path}"}, 404
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Exception) -> tuple[dict[str, str], int]:
+        return {"error": "method_not_allowed", "message": f"{request.method} {request.path}"}, 405
+
     @app.websocket("/websocket")
     async def ls_session() -> None:
         await session("ls")
@@ -700,6 +711,9 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         await session("kis")
 
     return app
+
+
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 async def run_market(

@@ -1,4 +1,6 @@
-"""Schema migrations (Alembic, scripts in ../migrations) applied and checked from code."""
+"""Schema migrations (Alembic, scripts in the top-level migrations/) applied and checked from
+code. `tradestream/_migrations` links to that directory, so a checkout and an installed wheel
+(which copies the scripts in as package data) find them at the same place."""
 
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ from sqlalchemy.engine import Engine
 
 from tradestream.errors import SchemaOutOfDate
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "_migrations"
 
 
 def _config(engine: Engine | None = None) -> Config:
     if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise RuntimeError(f"migrations not found at {MIGRATIONS_DIR}; install from a checkout")
+        raise RuntimeError(f"migrations not found at {MIGRATIONS_DIR}: a broken install")
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine

@@ -176,7 +176,7 @@ def _explain(exc: BaseException, s: Settings) -> str | None:
     """One line, naming the setting to change, for an error a user can fix; None otherwise."""
     from sqlalchemy import exc as sa_exc
 
-    from tradestream.errors import CannotListen, SchemaOutOfDate
+    from tradestream.errors import CannotListen, SchemaOutOfDate, SpoolUnusable
 
     if isinstance(exc, CannotListen):
         if exc.port == s.sim.port and exc.port != s.gateway.port:
@@ -195,6 +195,8 @@ def _explain(exc: BaseException, s: Settings) -> str | None:
             f"cannot use the database {_safe_url(s.store.url)} (TRADESTREAM_DATABASE_URL): "
             f"{reason[0] if reason else type(exc).__name__}"
         )
+    if isinstance(exc, SpoolUnusable):
+        return f"{exc} (set TRADESTREAM_SPOOL_DIR to a writable directory)"
     if isinstance(exc, SchemaOutOfDate):
         return str(exc)
     return None

@@ -17,7 +17,8 @@ nothing of the project).
     │       ├── CredentialRejected  the broker refused the credential: get a new one
     │       └── KeyInUse            another session holds the app key: back off
     └── StoreError
-        └── SchemaOutOfDate     the database is not at the code's migration head
+        ├── SchemaOutOfDate     the database is not at the code's migration head
+        └── SpoolUnusable       the spool directory cannot be created or written
 
 Classes that were `ValueError`s or `RuntimeError`s before keep those bases, so callers that
 catch the builtin still do. Library errors are mapped to these at the boundary that meets them.
@@ -107,3 +108,12 @@ class StoreError(TradestreamError):
 
 class SchemaOutOfDate(StoreError, RuntimeError):
     """The database is not at the code's migration head."""
+
+
+class SpoolUnusable(StoreError, OSError):
+    """The spool directory cannot be created or written: `directory` and the reason."""
+
+    def __init__(self, directory: str, reason: str) -> None:
+        super().__init__(f"the spool directory {directory!r} cannot be written: {reason}")
+        self.directory = directory
+        self.reason = reason

@@ -163,6 +163,16 @@ def test_user_errors_are_one_line_naming_the_setting(tmp_path: Path) -> None:
                 "TRADESTREAM_PORT",
             ),
             (["sim"], {"TRADESTREAM_SIM_PORT": port}, "TRADESTREAM_SIM_PORT"),
+            (
+                ["run"],
+                {
+                    "TRADESTREAM_DATABASE_URL": sqlite,
+                    "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+                    "TRADESTREAM_PORT": "0",
+                    "TRADESTREAM_SPOOL_DIR": str(tmp_path / "ok.db" / "spool"),  # under a file
+                },
+                "TRADESTREAM_SPOOL_DIR",
+            ),
         ]
         for args, env, setting in cases:
             done = _cli(args, tmp_path, **env)

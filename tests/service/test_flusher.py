@@ -306,3 +306,76 @@ async def test_a_writer_that_falls_behind_writes_the_queued_batches_together(
     # behind: later writes take what queued meanwhile (0.3 s of it), never past merge_rows
     assert max(sizes) > 100 and max(sizes) <= 1_000, sizes
     assert len(sizes) < 2_000 / 100 / 2, sizes  # far fewer writes than batches
+
+
+def test_a_spool_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> None:
+    from tradestream.errors import SpoolUnusable
+
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SpoolUnusable, match="cannot be written") as info:
+        Spool(tmp_path / "file" / "spool")  # its parent is a file: mkdir fails
+    assert info.value.directory == str(tmp_path / "file" / "spool")
+
+
+async def test_a_spool_failing_mid_outage_holds_intake_back_and_loses_nothing(
+    disk_clock: trio.abc.Clock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The database is away and the spool directory disappears (a real filesystem failure: a
+    file takes its place): the flusher keeps rows in memory up to the cap, then stops taking
+    rows (the sender waits), says so, and never crashes; once the database is back every row
+    is written, once, in order."""
+    out, rows_in = trio.open_memory_channel[Event](10)
+    sink = RecordingSink(failures=10**9)
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir)
+    spool_dir.rmdir()
+    spool_dir.write_text("the spool's place, taken")
+    policy = replace(POLICY, memory_rows=250, retry_cap_s=1.0)
+    stats = FlusherStats()
+    await nursery.start(run_flusher, rows_in, sink, policy, stats, spool)
+    sent = 0
+
+    async def produce() -> None:
+        nonlocal sent
+        for i in range(1000):
+            await out.send(gap(i))
+            sent += 1
+
+    nursery.start_soon(produce)
+    while not stats.intake_held:  # noqa: ASYNC110  (the flusher signals nothing)
+        await trio.sleep(0.05)
+    await trio.sleep(1)  # the channel fills
+    held = sent
+    await trio.sleep(5)
+    assert sent == held < 1000  # back-pressure: the sender waits, nothing is dropped
+    assert stats.intake_held and stats.spool_error
+    assert 250 < stats.pending_rows <= 250 + 100
+    assert not stats.writing and stats.last_error_at
+    sink.failures = 0  # the database is back
+    with trio.fail_after(60):
+        while len(sink.rows) < 1000:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    assert [int(g.reason) for g in sink.rows] == list(range(1000))
+    assert stats.writing and stats.recovered_at and not stats.intake_held
+    assert stats.spooled_rows == 0 and stats.lost_rows == 0
+
+
+async def test_a_stop_with_the_database_and_the_spool_both_refusing_says_what_was_lost(
+    patient_clock: trio.abc.Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out, rows_in = trio.open_memory_channel[Event](100)
+    spool_dir = tmp_path / "s"
+    spool = Spool(spool_dir)
+    spool_dir.rmdir()
+    spool_dir.write_text("taken")
+    stats = FlusherStats()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            run_flusher, rows_in, RecordingSink(failures=10**9), POLICY, stats, spool
+        )
+        for i in range(150):
+            await out.send(gap(i))
+        await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()  # no exception out of the flusher: the tree stays up
+    assert stats.lost_rows == 150
+    assert "rows not stored" in caplog.text

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -32,6 +33,12 @@ from tradestream.backoff import Backoff
 from tradestream.config import StoreSettings
 
 log = logging.getLogger(__name__)
+SPOOL_RETRY_S = 1.0  # while intake is held back: how often the spool is tried again
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
 
 Row = TypeVar("Row")
 Row_contra = TypeVar("Row_contra", contravariant=True)
@@ -99,6 +106,12 @@ class FlusherStats:
     replayed_rows: int = 0  # written from the spool
     refused_rows: int = 0  # rejected by the database (not an outage), set aside
     last_error: str = ""
+    last_error_at: str = ""  # when last_error happened (ISO 8601, UTC)
+    writing: bool = True  # False from a failed write until the next one succeeds
+    recovered_at: str = ""  # when writes last succeeded again after failing
+    spool_error: str = ""  # the spool's last refusal, while it lasts ("" once it takes a batch)
+    intake_held: bool = False  # memory at its cap and the spool refusing: rows wait upstream
+    lost_rows: int = 0  # at a stop, refused by the spool and the database both
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -212,7 +225,8 @@ async def run_flusher(
                         stats.pending_rows = q.rows
                         batch = []
                         q.lot.unpark()
-                        await _spill_excess(q, policy, stats, spool)
+                        if not await _spill_excess(q, policy, stats, spool):
+                            await _hold_intake(q, policy, stats, spool)
                     stats.pending_rows = q.rows
                     if not more:
                         break
@@ -249,16 +263,50 @@ async def run_flusher(
 
 async def _spill_excess(
     q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats, spool: SpoolLike[Row] | None
-) -> None:
-    """Keep memory bounded while writes fail: move the oldest queued batches to the spool."""
+) -> bool:
+    """Keep memory bounded while writes fail: move the oldest queued batches to the spool.
+    False when the spool refused one (a full disk, a directory gone): it stays in memory."""
     while spool is not None and q.rows > policy.memory_rows and q.batches:
-        oldest = q.batches.popleft()
+        oldest = q.batches[0]
+        try:
+            await trio.to_thread.run_sync(spool.append, oldest)
+        except OSError as exc:
+            if not stats.spool_error:
+                log.error("the spool at %s refuses writes (%s)", spool.directory, exc)
+            stats.spool_error = repr(exc)[:300]
+            return False
+        stats.spool_error = ""
+        q.batches.popleft()
         q.queued_at.popleft()
-        await trio.to_thread.run_sync(spool.append, oldest)
         q.rows -= len(oldest)
         stats.spooled_rows += len(oldest)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
         stats.pending_rows = q.rows
+    return True
+
+
+async def _hold_intake(
+    q: _Queue[Row], policy: FlushPolicy, stats: FlusherStats, spool: SpoolLike[Row] | None
+) -> None:
+    """Memory is at its cap, the database is away and the spool refuses writes: take no more
+    rows until the writer or the spool brings memory under the cap. Meanwhile the channel
+    fills and the router, then the feeds, wait (back-pressure): rows wait upstream instead of
+    being dropped, and nothing crashes."""
+    stats.intake_held = True
+    log.error(
+        "%d rows in memory (cap %d), the database away and the spool refusing writes: "
+        "intake held back until either takes them",
+        q.rows,
+        policy.memory_rows,
+    )
+    try:
+        while q.rows > policy.memory_rows:
+            await trio.sleep(SPOOL_RETRY_S)
+            if await _spill_excess(q, policy, stats, spool):
+                break
+    finally:
+        stats.intake_held = False
+    log.warning("intake resumed: %d rows in memory", q.rows)
 
 
 async def _save(
@@ -283,10 +331,29 @@ async def _save(
                 stats.last_error = repr(exc)[:300]
             log.error("no spool configured: %d rows were not stored", len(b))
             continue
-        await trio.to_thread.run_sync(partial(spool.append, b, front=front))
+        try:
+            await trio.to_thread.run_sync(partial(spool.append, b, front=front))
+        except OSError as exc:
+            stats.spool_error = repr(exc)[:300]
+            try:  # the database is the only place left
+                await sink.write(b)
+            except Exception as db_exc:  # noqa: BLE001  (both refused: said below, not raised)
+                log.error(
+                    "%d rows not stored: the spool at %s refused them (%s) and so did the "
+                    "database (%r)",
+                    len(b),
+                    spool.directory,
+                    exc,
+                    db_exc,
+                )
+                stats.lost_rows += len(b)
+            else:
+                stats.rows += len(b)
+                stats.batches += 1
+            continue
         stats.spooled_rows += len(b)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
-        log.warning("database unavailable: %d rows kept in the spool (%s)", len(b), spool.directory)
+        log.warning("%d rows kept in the spool (%s) for the next start", len(b), spool.directory)
 
 
 async def _isolate(
@@ -319,6 +386,7 @@ async def _writer(
 ) -> None:
     """Write the spool's segments, then the queued batches, in order; retry until it works."""
     backoff = Backoff(policy.retry_initial_s, policy.retry_cap_s)
+    outage_at = 0.0  # when the current run of failed writes began
     try:
         while True:
             segment: Path | None = None
@@ -366,14 +434,29 @@ async def _writer(
                     if spool is not None:
                         await trio.to_thread.run_sync(spool.set_aside, refused, repr(exc))
             except Exception as exc:  # an outage, of any driver: keep the batch, retry
+                if not q.failing:
+                    outage_at = trio.current_time()
                 q.failing = True
+                stats.writing = False
                 stats.retries += 1
                 stats.last_error = repr(exc)[:300]
+                stats.last_error_at = _utc_now()
                 delay = backoff.next()
                 log.warning("write of %d rows failed (%r); retry in %.2fs", len(batch), exc, delay)
                 await trio.sleep(delay)
                 continue
             backoff.reset()
+            if q.failing:
+                stats.writing = True
+                stats.recovered_at = _utc_now()
+                log.info(
+                    "database back after %.1f s; %d rows to catch up (%d in memory, %d in the "
+                    "spool)",
+                    trio.current_time() - outage_at,
+                    q.rows + stats.spool_rows,
+                    q.rows,
+                    stats.spool_rows,
+                )
             q.failing = False
             ms = (time.perf_counter() - t0) * 1000
             if segment is not None:

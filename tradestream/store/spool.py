@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from tradestream.errors import SpoolUnusable
 from tradestream.events import Event
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,18 @@ _decoder = msgspec.msgpack.Decoder(list[Event])
 
 class Spool:
     def __init__(self, directory: Path) -> None:
+        """Open (or create) the spool at `directory`; SpoolUnusable if it cannot be created or
+        written, found now rather than during the first outage, when it would be too late."""
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".probe-{os.getpid()}.tmp"
+            with open(probe, "wb") as fh:
+                fh.write(b"x")
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except OSError as exc:
+            raise SpoolUnusable(str(directory), exc.strerror or str(exc)) from None
         for stale in directory.glob("*.tmp"):  # a crash during a write: never renamed
             stale.unlink()
         self._segments = sorted(directory.glob("*.spool"))

@@ -64,6 +64,9 @@ class StoreSettings:
     flush_rows: int = 500
     flush_interval_s: float = 0.1
     final_write_s: float = 5.0  # budget for saving what is left when cancelled
+    # a write not done by then fails (retried, or spooled at a stop): a hung database is found
+    # out on our side, where no server-side timeout reaches
+    write_timeout_s: float = 30.0
     drain_s: float = 5.0  # at shutdown: time to write what is pending before spooling it
     memory_rows: int = 50_000  # rows held in memory while the database is away; then: spool
     spool_dir: str = "spool"  # batches the database could not take (replayed at start)
@@ -438,6 +441,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         url=_get(env, "DATABASE_URL") or StoreSettings.url,
         flush_rows=int(_num(env, "FLUSH_ROWS", StoreSettings.flush_rows, int)) or 1,
         flush_interval_s=_num(env, "FLUSH_INTERVAL_S", StoreSettings.flush_interval_s),
+        write_timeout_s=_num(env, "DB_WRITE_TIMEOUT_S", StoreSettings.write_timeout_s)
+        or StoreSettings.write_timeout_s,
         auto_upgrade=_flag(env, "DB_AUTO_UPGRADE"),
         spool_dir=_get(env, "SPOOL_DIR") or StoreSettings.spool_dir,
         memory_rows=int(_num(env, "MEMORY_ROWS", StoreSettings.memory_rows, int)),

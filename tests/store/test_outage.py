@@ -176,3 +176,96 @@ async def test_outage_mid_stream_loses_nothing_and_doubles_nothing(
     assert max_send_s < 0.5  # the producer (the feeds) never waited for the database
     if server is not None:
         assert stats.retries > 0 and stats.spooled_rows > 0 and stats.replayed_rows > 0
+
+
+class FreezingProxy:
+    """A TCP proxy to the database server that can freeze: connections stay open and nothing
+    passes either way (a hung server, a half-open connection), until it thaws."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.thawed = trio.Event()
+        self.thawed.set()
+        self.port = 0
+
+    def freeze(self) -> None:
+        self.thawed = trio.Event()
+
+    def thaw(self) -> None:
+        self.thawed.set()
+
+    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while data := await src.receive_some(65536):
+            await self.thawed.wait()
+            await dst.send_all(data)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        try:
+            server = await trio.open_tcp_stream(*self.target)
+            async with client, server, trio.open_nursery() as n:
+                n.start_soon(self._pump, client, server)
+                n.start_soon(self._pump, server, client)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # one side went away: so does the other
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+
+async def test_a_hung_database_fails_the_write_in_time_and_a_stop_is_not_held_up(
+    server_db_url: str, tmp_path: Path
+) -> None:
+    """The server stops answering with the connection open: the write fails after the
+    sink's timeout (retried, said in the stats), and a hard stop while it hangs ends at once,
+    the stuck batch in the spool; the next start writes it, once."""
+    real = sa.engine.make_url(server_db_url)
+    migrated = make_engine(server_db_url)
+    await trio.to_thread.run_sync(migrate.upgrade, migrated)
+    data = ticks(600)
+    spool = Spool(tmp_path / "spool")
+    stats = FlusherStats()
+    policy = FlushPolicy(max_rows=100, max_delay_s=0.05, retry_initial_s=0.05, retry_cap_s=0.2)
+    assert real.host is not None and real.port is not None
+    proxy = FreezingProxy(real.host, real.port)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as outer:
+            await outer.start(proxy.run)
+            engine = make_engine(real.set(port=proxy.port).render_as_string(hide_password=False))
+            sink = ThreadedSink(EventWriter(engine).write, timeout_s=1.0)
+            events_out, events_in = trio.open_memory_channel[Event](1000)
+            async with trio.open_nursery() as inner:
+                await inner.start(run_flusher, events_in, sink, policy, stats, spool)
+                for t in data[:300]:
+                    await events_out.send(t)
+                while stats.rows < 300:  # noqa: ASYNC110  (the flusher signals nothing)
+                    await trio.sleep(0.01)
+                proxy.freeze()
+                for t in data[300:]:
+                    await events_out.send(t)
+                while "longer than 1 s" not in stats.last_error:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                assert not stats.writing and stats.retries >= 1
+                stopped_at = trio.current_time()
+                inner.cancel_scope.cancel()  # the hard stop, while writes hang
+            stop_s = trio.current_time() - stopped_at
+            proxy.thaw()
+            outer.cancel_scope.cancel()
+    assert stop_s < 2.0, stop_s  # not held up by the hung write
+    assert stats.rows == 300 and spool.rows == 300  # the stuck rows are in the spool
+    assert sink.abandoned >= 1
+    # the next start (straight to the server) writes the spool; nothing is stored twice
+    again = FlusherStats()
+    events_out2, events_in2 = trio.open_memory_channel[Event](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            run_flusher, events_in2, ThreadedSink(EventWriter(migrated).write), policy, again, spool
+        )
+        events_out2.close()
+    with migrated.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM stock_prices_realtime")).scalar_one()
+    migrated.dispose()
+    engine.dispose()
+    assert stored == 600 and spool.rows == 0 and again.replayed_rows == 300

@@ -277,7 +277,7 @@ async def _run_tree(
                 partial(
                     run_flusher,
                     store_in,
-                    ThreadedSink(EventWriter(engine).write),
+                    ThreadedSink(EventWriter(engine).write, timeout_s=s.store.write_timeout_s),
                     FlushPolicy.from_settings(s.store),
                     flusher,
                     spool,

@@ -118,15 +118,48 @@ class FlusherStats:
 
 
 class ThreadedSink(Generic[Row]):
-    """Runs a blocking `write(batch)` in a worker thread, one at a time per limiter."""
+    """Runs a blocking `write(batch)` in a worker thread, one at a time.
 
-    def __init__(self, write: WriteFn[Row], limiter: trio.CapacityLimiter | None = None) -> None:
+    With `timeout_s`, a write that has not returned by then raises TimeoutError (an outage:
+    the flusher retries the batch, or spools it at a stop), and so does a cancel while it
+    runs: a database that accepts the connection and then says nothing (a frozen server, a
+    half-open connection) is found out on our side, where no server timeout reaches, and a
+    hard stop is not held up by it. The thread is abandoned: it may still commit its batch
+    later, which is harmless, because every insert is idempotent; the writes that follow use
+    a thread and a connection of their own."""
+
+    def __init__(
+        self,
+        write: WriteFn[Row],
+        limiter: trio.CapacityLimiter | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
         self._write = write
         self._limiter = limiter or trio.CapacityLimiter(1)
+        self._timeout_s = timeout_s
+        self.abandoned = 0  # threads left behind by a write that timed out or was cancelled
 
     async def write(self, batch: Sequence[Row]) -> None:
-        # Not abandoned on cancel: a thread left running could still commit behind our back.
-        await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
+        if self._timeout_s is None:
+            await trio.to_thread.run_sync(self._write, batch, limiter=self._limiter)
+            return
+        limiter = self._limiter
+        done = False
+        try:
+            with trio.move_on_after(self._timeout_s):
+                await trio.to_thread.run_sync(
+                    self._write, batch, limiter=limiter, abandon_on_cancel=True
+                )
+                done = True
+        finally:
+            if not done:
+                # The thread keeps its limiter token until it returns: the next write gets
+                # a limiter of its own instead of waiting behind it.
+                self.abandoned += 1
+                self._limiter = trio.CapacityLimiter(1)
+        if not done:
+            raise TimeoutError(f"database write took longer than {self._timeout_s:g} s")
 
 
 async def collect(

@@ -353,3 +353,52 @@ async def test_simulator_answers_unknown_rest_paths_with_json_404(tmp_path: Path
         assert r.headers["content-type"] == "application/json"
         assert r.json()["error"] == "not_found"
     assert token.status_code == 200 and token.json()["approval_key"]
+
+
+async def test_a_drained_feed_takes_everything_the_broker_sent_then_closes(
+    tmp_path: Path,
+) -> None:
+    """A stop during a fast stream: the feed unregisters, reads on until its socket has been
+    quiet, and returns; every record the simulator sent on it arrived as an event."""
+    from dataclasses import replace as dc_replace
+
+    from tradestream.events import Event as Ev
+    from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
+    from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
+    from tradestream.sim.server import run_simulator
+
+    s = make_settings(tmp_path, sim={"tick_rate": 5000.0})
+    received = 0
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            sim = await nursery.start(run_simulator, s.sim)
+            cfg = dc_replace(s.kis, ws_url=sim.ws_url, rest_url=sim.rest_url)
+            out, events_in = trio.open_memory_channel[Ev](100_000)
+            status, control = FeedStatus("kis-1"), FeedControl()
+            feed_done = trio.Event()
+
+            async def feed() -> None:
+                await run_feed(
+                    KisAdapter(cfg, status.name),
+                    out,
+                    status,
+                    kis_timing(cfg),
+                    rest_url=sim.rest_url,
+                    control=control,
+                )
+                feed_done.set()
+
+            nursery.start_soon(feed)
+            async for _ in events_in:
+                received += 1
+                if received == 2000:  # streaming fast: stop now
+                    control.drain(0.5)
+                    break
+            async for _ in events_in:  # ends when the feed returns and closes its end
+                received += 1
+            await feed_done.wait()
+            stats = sim.control.stats
+            nursery.cancel_scope.cancel()
+    assert status.state == "stopped"
+    assert stats.malformed_sent == 0
+    assert received == stats.records_sent + stats.notices_sent > 2000

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,6 +120,10 @@ class FeedAdapter(Protocol):
     def registrations(self) -> list[str]:
         """The messages to send right after connecting."""
 
+    def unregistrations(self) -> list[str]:
+        """The messages that end what the live connection registered: sent when the feed is
+        drained, so that the broker stops sending and the socket goes quiet."""
+
     def on_connect(self, status: FeedStatus) -> None:
         """A new connection: drop per-connection state (keys, acks)."""
 
@@ -162,6 +166,45 @@ class DecoderAdapter:
         return stats
 
 
+class FeedControl:
+    """How a running feed is stopped without losing what already reached its socket.
+
+    `drain(quiet_s)`: register nothing more, keep reading what the broker already sent until
+    the connection has been quiet for `quiet_s`, then return (the socket closes with 1000).
+    A feed that is not streaming (authenticating, connecting, in backoff) returns at once.
+    The caller bounds the whole with a deadline of its own."""
+
+    __slots__ = ("stopping", "quiet_s", "read", "pump", "idle")
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.quiet_s = 0.0
+        self.read: trio.CancelScope | None = None  # the read in progress, while streaming
+        self.pump: trio.CancelScope | None = None  # registration changes, while connected
+        self.idle: trio.CancelScope | None = None  # an attempt not yet streaming, a backoff
+
+    def drain(self, quiet_s: float) -> None:
+        self.stopping = True
+        self.quiet_s = quiet_s
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.read is not None:
+            self.read.deadline = min(self.read.deadline, trio.current_time() + quiet_s)
+        if self.idle is not None:
+            self.idle.cancel()
+
+
+async def _pump_until_drained(
+    pump: Callable[[WebSocketConnection], Awaitable[None]],
+    ws: WebSocketConnection,
+    ctl: FeedControl,
+) -> None:
+    with trio.CancelScope() as ctl.pump:
+        if not ctl.stopping:
+            await pump(ws)
+    ctl.pump = None
+
+
 async def run_feed(
     adapter: FeedAdapter,
     events_out: trio.MemorySendChannel[Event],
@@ -172,9 +215,11 @@ async def run_feed(
     frames_out: trio.MemorySendChannel[Frame] | None = None,
     rng: random.Random | None = None,
     connect: Connect = open_upstream,
+    control: FeedControl | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Stream from one broker session into `events_out` until cancelled.
+    """Stream from one broker session into `events_out` until cancelled, or until drained
+    through `control` (it then returns once the socket has been quiet for a moment).
 
     Owns and closes `events_out` (and `frames_out`, which, when given, receives every raw
     frame for the recorder: a blocking edge, so a recording misses nothing). started():
@@ -185,68 +230,93 @@ async def run_feed(
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
     lost_at: datetime | None = None  # set while a session that had streamed is down
     status.decoder_stats = adapter.stats
+    ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
         task_status.started()
         async with httpx.AsyncClient(base_url=rest_url, timeout=timing.connect_timeout_s) as http:
-            while True:
+            while not ctl.stopping:
                 streamed = False
+                # Until the first frame is read, a drain ends the attempt at once: nothing
+                # can be waiting in a socket that is not streaming yet.
+                attempt = ctl.idle = trio.CancelScope()
                 try:
-                    status.state = "authenticating"
-                    await adapter.authenticate(http)
-                    status.state = "connecting"
-                    async with connect(adapter.ws_url, timing.connect_timeout_s) as ws:
-                        status.connects += 1
-                        status.state = "subscribing"
-                        adapter.on_connect(status)
-                        for msg in adapter.registrations():
-                            await ws.send_message(msg)
-                        async with trio.open_nursery() as connection:
-                            pump = getattr(adapter, "pump", None)
-                            if pump is not None:  # registrations changed while connected
-                                connection.start_soon(pump, ws)
-                            # One watchdog for the whole connection instead of a cancel
-                            # scope per frame: `waiting.since` is when the read began.
-                            waiting = _Waiting()
-                            connection.start_soon(_watch_stale, waiting, timing.stale_s)
-                            while True:
-                                waiting.since = trio.current_time()
-                                message = await ws.get_message()
-                                waiting.since = _PROCESSING
-                                now = time.time_ns()
-                                status.last_frame_ns = now
-                                text = (
-                                    message
-                                    if isinstance(message, str)
-                                    else message.decode("utf-8", "replace")
-                                )
-                                # Decode first (no checkpoint), then hand on the raw frame and its
-                                # events as one unit: a stop cannot split them.
-                                out = adapter.decode(text, now)
-                                sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
-                                if frames_out is not None:
-                                    sends.append(
-                                        (frames_out, Frame(now, status.name, adapter.broker, text))
+                    with attempt:
+                        status.state = "authenticating"
+                        await adapter.authenticate(http)
+                        status.state = "connecting"
+                        async with connect(adapter.ws_url, timing.connect_timeout_s) as ws:
+                            status.connects += 1
+                            status.state = "subscribing"
+                            adapter.on_connect(status)
+                            for msg in adapter.registrations():
+                                await ws.send_message(msg)
+                            async with trio.open_nursery() as connection:
+                                pump = getattr(adapter, "pump", None)
+                                if pump is not None:  # registrations changed while connected
+                                    connection.start_soon(_pump_until_drained, pump, ws, ctl)
+                                ctl.idle = None  # connected: from here a drain reads on
+                                # One watchdog for the whole connection instead of a cancel
+                                # scope per frame: `waiting.since` is when the read began.
+                                waiting = _Waiting()
+                                connection.start_soon(_watch_stale, waiting, timing.stale_s)
+                                unregistered = False
+                                while True:
+                                    if ctl.stopping and not unregistered:
+                                        unregistered = True  # the broker stops sending
+                                        for msg in adapter.unregistrations():
+                                            await ws.send_message(msg)
+                                    waiting.since = trio.current_time()
+                                    with trio.CancelScope() as read:
+                                        if ctl.stopping:  # draining: only what is there
+                                            read.deadline = trio.current_time() + ctl.quiet_s
+                                        ctl.read = read
+                                        message = await ws.get_message()
+                                    ctl.read = None
+                                    if read.cancelled_caught:  # quiet since the stop: done
+                                        connection.cancel_scope.cancel()
+                                        break
+                                    waiting.since = _PROCESSING
+                                    now = time.time_ns()
+                                    status.last_frame_ns = now
+                                    text = (
+                                        message
+                                        if isinstance(message, str)
+                                        else message.decode("utf-8", "replace")
                                     )
-                                if isinstance(out, list):
-                                    if out and not streamed:
-                                        streamed = True
+                                    # Decode first (no checkpoint), then hand on the raw
+                                    # frame and its events as one unit: a stop cannot
+                                    # split them.
+                                    out = adapter.decode(text, now)
+                                    sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
+                                    if frames_out is not None:
+                                        sends.append(
+                                            (
+                                                frames_out,
+                                                Frame(now, status.name, adapter.broker, text),
+                                            )
+                                        )
+                                    if isinstance(out, list):
+                                        if out and not streamed:
+                                            streamed = True
+                                            backoff.reset()
+                                            status.state = "streaming"
+                                            if lost_at is not None:
+                                                sends.append(
+                                                    (events_out, _gap(status, lost_at, now))
+                                                )
+                                                lost_at = None
+                                        if not sends:  # the usual frame: its events, no waiting
+                                            sends = _send_ready(events_out, out)
+                                        else:
+                                            sends += [(events_out, ev) for ev in out]
+                                        if not out:
+                                            _log_bad_frame(status.name, adapter, text)
+                                    if sends:
+                                        await _deliver(sends, status)
+                                    if not isinstance(out, list) and await adapter.on_control(
+                                        ws, out, status
+                                    ):
                                         backoff.reset()
-                                        status.state = "streaming"
-                                        if lost_at is not None:
-                                            sends.append((events_out, _gap(status, lost_at, now)))
-                                            lost_at = None
-                                    if not sends:  # the usual frame: its events, no waiting
-                                        sends = _send_ready(events_out, out)
-                                    else:
-                                        sends += [(events_out, ev) for ev in out]
-                                    if not out:
-                                        _log_bad_frame(status.name, adapter, text)
-                                if sends:
-                                    await _deliver(sends, status)
-                                if not isinstance(out, list) and await adapter.on_control(
-                                    ws, out, status
-                                ):
-                                    backoff.reset()
                 except* CredentialRejected as group:
                     status.last_error = str(_leaves(group)[0])
                     log.warning("%s: %s; getting a new credential", status.name, status.last_error)
@@ -261,13 +331,17 @@ async def run_feed(
                         status.name,
                         exc_info=_leaves(group)[0],
                     )
+                if ctl.stopping:
+                    status.state = "stopped"
+                    break
                 if streamed and lost_at is None:  # a gap starts when streaming stops
                     lost_at = datetime.now(UTC)
                 status.state = "backoff"
                 status.reconnects += 1
                 delay = backoff.next()
                 log.info("%s: reconnecting in %.2fs", status.name, delay)
-                await trio.sleep(delay)
+                with trio.CancelScope() as ctl.idle:
+                    await trio.sleep(delay)
 
 
 _PROCESSING = float("inf")  # `_Waiting.since` while a frame is being handled

@@ -2,11 +2,14 @@
 
     run_ingest
       draining    flusher, side-event forwarder, strategies, router, recorder   end on EndOfChannel
-        intake        positions sync, slot driver, scanner, feed sessions       cancelled by stop()
+        intake        positions sync, slot driver, scanner, feeds               ended by stop()
+          feeds         one task per broker session                         drained by stop()
                       (or a replay, which ends by itself)
 
-`stop()` cancels intake only. Each feed closes its upstream socket with 1000 and its channel
-end; the router drains, the strategies finish what they hold, the side edge closes; the
+`stop()` drains the feeds: they register nothing more and read what is already in their sockets
+until each has been quiet for FEED_QUIET_S (bounded by DRAIN_FEEDS_S), then close upstream with
+1000 and their channel ends; once the feeds are done the rest of intake is cancelled. The
+router drains, the strategies finish what they hold, the side edge closes; the
 flusher writes the tail; run_ingest returns with every received event stored. Edges and their
 back-pressure:
 
@@ -37,7 +40,7 @@ from tradestream.events import KST, Event
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.registry import BROKERS
-from tradestream.feeds.session import FeedStatus, run_feed
+from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
 from tradestream.hub import Hub
 from tradestream.pipeline.detection import TickDetectors
 from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmitter, revoke_slot
@@ -57,6 +60,11 @@ from tradestream.upstream import KIS_BOOK, KIS_TRADES
 log = logging.getLogger("tradestream.service")
 
 REDIS_OUT_BUFFER = 1000  # alerts queued for Redis before they are dropped (and counted)
+# At a stop the feeds read on until their sockets have been quiet this long (what the broker
+# sent before the stop is taken and stored) ...
+FEED_QUIET_S = 0.2
+# ... and the intake ends within this, whatever the feeds are doing
+DRAIN_FEEDS_S = 2.0
 
 
 @dataclass
@@ -306,6 +314,7 @@ async def _run_tree(
                 await draining.start(run_recorder, frames_in, record, recorder)
             else:
                 frames_in.close()
+            controls: list[FeedControl] = []
             async with trio.open_nursery() as intake:
                 with events_out, frames_out:  # originals; intake tasks hold clones
                     if replay is not None:
@@ -334,10 +343,11 @@ async def _run_tree(
                             p.sessions,
                             events_out,
                             frames_out if recorder is not None else None,
+                            controls,
                         )
                 task_status.started(
                     Ingest(
-                        stop=intake.cancel_scope.cancel,
+                        stop=_stopper(intake.cancel_scope, controls),
                         engine=engine,
                         state=p.state,
                         feeds=[fs.status for fs in p.sessions],
@@ -377,17 +387,45 @@ async def _start_feeds(
     sessions: Sequence[FeedSession],
     events_out: trio.MemorySendChannel[Event],
     frames_out: trio.MemorySendChannel[Frame] | None,
+    controls: list[FeedControl],
 ) -> None:
-    """Start every session in `intake` (a task per session, each holding its own clones)."""
-    for fs in sessions:
-        await intake.start(
-            partial(
-                run_feed,
-                fs.adapter,
-                events_out.clone(),
-                fs.status,
-                fs.timing,
-                rest_url=fs.rest_url,
-                frames_out=frames_out.clone() if frames_out is not None else None,
-            )
-        )
+    """Start the sessions in a nursery of their own inside `intake` (a task per session, each
+    holding its own clones, drained through `controls`); once they have all returned (drained
+    at a stop), the rest of the intake is cancelled too."""
+
+    async def feeds(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for fs in sessions:
+                control = FeedControl()
+                controls.append(control)
+                await nursery.start(
+                    partial(
+                        run_feed,
+                        fs.adapter,
+                        events_out.clone(),
+                        fs.status,
+                        fs.timing,
+                        rest_url=fs.rest_url,
+                        frames_out=frames_out.clone() if frames_out is not None else None,
+                        control=control,
+                    )
+                )
+            task_status.started()
+        intake.cancel_scope.cancel()  # every feed drained: nothing more comes in
+
+    await intake.start(feeds)
+
+
+def _stopper(intake: trio.CancelScope, controls: list[FeedControl]) -> Callable[[], None]:
+    """Ingest.stop: drain the feeds (what reached their sockets is read and routed), bounded
+    by DRAIN_FEEDS_S; without feeds (a replay), stop at once."""
+
+    def stop() -> None:
+        if not controls:
+            intake.cancel()
+            return
+        for control in controls:
+            control.drain(FEED_QUIET_S)
+        intake.deadline = min(intake.deadline, trio.current_time() + DRAIN_FEEDS_S)
+
+    return stop

@@ -105,6 +105,16 @@ class KisAdapter(DecoderAdapter):
             for tr_id, tr_key in regs
         ]
 
+    def unregistrations(self) -> list[str]:
+        if self._approval is None:
+            return []
+        return [
+            subscribe_message(
+                self._approval, tr_id, tr_key, subscribe=False, custtype=self.cfg.custtype
+            )
+            for tr_id, tr_key in sorted(self._registered)
+        ]
+
     def on_connect(self, status: FeedStatus) -> None:
         self.decoder.forget_keys()  # new acks bring new AES keys (kis.md §6.1)
         status.subscriptions.clear()

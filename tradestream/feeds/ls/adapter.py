@@ -68,6 +68,14 @@ class LsAdapter(DecoderAdapter):
             for tr_cd, tr_key in self.cfg.subscriptions
         ]
 
+    def unregistrations(self) -> list[str]:
+        if self._token is None:
+            return []
+        return [
+            subscribe_message(self._token, tr_cd, tr_key, subscribe=False)
+            for tr_cd, tr_key in self.cfg.subscriptions
+        ]
+
     def on_connect(self, status: FeedStatus) -> None:
         status.subscriptions.clear()
 

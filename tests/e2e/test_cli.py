@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -240,3 +243,65 @@ async def test_watch_answers_pings_and_exits_non_zero_when_refused(tmp_path: Pat
     err = nobody.stderr.decode()
     assert nobody.returncode == 1
     assert "Traceback" not in err and err.startswith("error: cannot connect to"), err
+
+
+async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) -> None:
+    """kill -9, then a restart: the feeds store (and publish) a gap from when the killed run
+    was last alive to when they streamed again; a clean stop leaves nothing to report."""
+    db = tmp_path / "gap.db"
+    env = {
+        **os.environ,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{db}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    }
+    mark = tmp_path / "spool" / "running"
+
+    async def start() -> tuple[trio.Process, bytearray]:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tradestream", "run"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        out = bytearray()
+        assert proc.stdout is not None
+        await read_until(proc.stdout, out, rb"tradestream is up")
+        return proc, out
+
+    def gaps() -> list[Any]:
+        engine = sa.create_engine(f"sqlite:///{db}")
+        with engine.connect() as conn:
+            rows = list(
+                conn.execute(sa.text("SELECT source, started_at, ended_at, reason FROM feed_gaps"))
+            )
+        engine.dispose()
+        return rows
+
+    with trio.fail_after(60):
+        first, _ = await start()
+        while not mark.exists():  # noqa: ASYNC110  (the run writes it as intake starts)
+            await trio.sleep(0.05)
+        first.kill()  # SIGKILL: no drain, no clean stop
+        await first.wait()
+        killed_at = time.time()
+        assert mark.exists()
+        second, _ = await start()
+        try:
+            while len(gaps()) < 2:  # noqa: ASYNC110  (both simulator sessions stream again)
+                await trio.sleep(0.1)
+            second.send_signal(signal.SIGINT)
+            assert await second.wait() == 0
+        finally:
+            if second.returncode is None:
+                second.kill()
+                await second.wait()
+    rows = gaps()
+    assert sorted(r.source for r in rows) == ["kis-1", "kis-2"]
+    for r in rows:
+        assert r.reason.startswith("unclean stop")
+        started = datetime.fromisoformat(str(r.started_at)).replace(tzinfo=UTC).timestamp()
+        ended = datetime.fromisoformat(str(r.ended_at)).replace(tzinfo=UTC).timestamp()
+        assert killed_at - 3 < started <= killed_at < ended  # last alive <= the kill < back
+    assert not mark.exists()  # the second run stopped cleanly

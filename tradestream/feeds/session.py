@@ -216,6 +216,7 @@ async def run_feed(
     rng: random.Random | None = None,
     connect: Connect = open_upstream,
     control: FeedControl | None = None,
+    lost_since: datetime | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Stream from one broker session into `events_out` until cancelled, or until drained
@@ -225,10 +226,13 @@ async def run_feed(
     frame for the recorder: a blocking edge, so a recording misses nothing). started():
     running (not necessarily connected: `status` says). Sends block when the pipeline is full
     (the lossless edge). Broker errors are counted, logged and retried; this task never
-    returns on its own. On cancel the upstream socket is closed with code 1000.
+    returns on its own. On cancel the upstream socket is closed with code 1000. `lost_since`:
+    the previous run ended uncleanly when it was last alive; the first streaming frame then
+    reports the downtime as a feed gap, as after a lost connection.
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
-    lost_at: datetime | None = None  # set while a session that had streamed is down
+    lost_at = lost_since  # set while a session that had streamed is down
+    gap_reason = "unclean stop: the previous run ended without draining" if lost_since else ""
     status.decoder_stats = adapter.stats
     ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
@@ -301,10 +305,9 @@ async def run_feed(
                                             backoff.reset()
                                             status.state = "streaming"
                                             if lost_at is not None:
-                                                sends.append(
-                                                    (events_out, _gap(status, lost_at, now))
-                                                )
-                                                lost_at = None
+                                                gap = _gap(status, lost_at, now, gap_reason)
+                                                sends.append((events_out, gap))
+                                                lost_at, gap_reason = None, ""
                                         if not sends:  # the usual frame: its events, no waiting
                                             sends = _send_ready(events_out, out)
                                         else:
@@ -417,11 +420,11 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
     return out
 
 
-def _gap(status: FeedStatus, lost_at: datetime, now_ns: int) -> FeedGap:
+def _gap(status: FeedStatus, lost_at: datetime, now_ns: int, reason: str = "") -> FeedGap:
     status.gaps += 1
     end = datetime.fromtimestamp(now_ns / 1e9, UTC)
     log.info("%s: streaming again after %.3fs", status.name, (end - lost_at).total_seconds())
-    return FeedGap(status.name, lost_at, end, status.last_error[:300] or "disconnected")
+    return FeedGap(status.name, lost_at, end, reason or status.last_error[:300] or "disconnected")
 
 
 def _log_bad_frame(name: str, adapter: FeedAdapter, text: str) -> None:

@@ -52,6 +52,7 @@ from tradestream.slots.scanner import ScannerSlots
 from tradestream.slots.setup import build_slot_driver
 from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
+from tradestream.store.runmark import BEAT_S, RunMark
 from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, transient
 from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
@@ -281,6 +282,14 @@ async def _run_tree(
             )
         async with trio.open_nursery() as draining:
             spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
+            mark = RunMark(Path(s.store.spool_dir)) if replay is None else None
+            unclean = await trio.to_thread.run_sync(mark.previous) if mark else None
+            if unclean is not None:
+                log.warning(
+                    "the previous run did not stop cleanly (last alive %s): the feeds report "
+                    "the downtime as a feed gap",
+                    unclean.isoformat(timespec="seconds"),
+                )
             await draining.start(
                 partial(
                     run_flusher,
@@ -336,6 +345,9 @@ async def _run_tree(
                                     routed=p.progress.routed,
                                 )
                             )
+                        if mark is not None:
+                            await trio.to_thread.run_sync(mark.beat)
+                            intake.start_soon(_keep_marked, mark)
                         intake.start_soon(p.slots.run)
                         await intake.start(p.scanner.run, k.scanner_every_s)
                         await _start_feeds(
@@ -344,6 +356,7 @@ async def _run_tree(
                             events_out,
                             frames_out if recorder is not None else None,
                             controls,
+                            unclean,
                         )
                 task_status.started(
                     Ingest(
@@ -380,6 +393,15 @@ async def _run_tree(
         side["forwarded"],
         side["dropped"],
     )
+    if mark is not None:
+        await trio.to_thread.run_sync(mark.clear)  # a clean stop: no gap at the next start
+
+
+async def _keep_marked(mark: RunMark) -> None:
+    """Rewrite the run mark every BEAT_S while intake runs (its time bounds a crash's gap)."""
+    while True:
+        await trio.sleep(BEAT_S)
+        await trio.to_thread.run_sync(mark.beat)
 
 
 async def _start_feeds(
@@ -388,6 +410,7 @@ async def _start_feeds(
     events_out: trio.MemorySendChannel[Event],
     frames_out: trio.MemorySendChannel[Frame] | None,
     controls: list[FeedControl],
+    lost_since: datetime | None = None,
 ) -> None:
     """Start the sessions in a nursery of their own inside `intake` (a task per session, each
     holding its own clones, drained through `controls`); once they have all returned (drained
@@ -408,6 +431,7 @@ async def _start_feeds(
                         rest_url=fs.rest_url,
                         frames_out=frames_out.clone() if frames_out is not None else None,
                         control=control,
+                        lost_since=lost_since,
                     )
                 )
             task_status.started()

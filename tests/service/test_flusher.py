@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -318,12 +319,16 @@ def test_a_spool_that_cannot_be_written_is_refused_at_start(tmp_path: Path) -> N
 
 
 async def test_a_spool_failing_mid_outage_holds_intake_back_and_loses_nothing(
-    disk_clock: trio.abc.Clock, nursery: trio.Nursery, tmp_path: Path
+    disk_clock: trio.abc.Clock,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The database is away and the spool directory disappears (a real filesystem failure: a
     file takes its place): the flusher keeps rows in memory up to the cap, then stops taking
     rows (the sender waits), says so, and never crashes; once the database is back every row
     is written, once, in order."""
+    caplog.set_level(logging.INFO, logger="tradestream.store.flusher")
     out, rows_in = trio.open_memory_channel[Event](10)
     sink = RecordingSink(failures=10**9)
     spool_dir = tmp_path / "spool"
@@ -357,6 +362,8 @@ async def test_a_spool_failing_mid_outage_holds_intake_back_and_loses_nothing(
             await trio.sleep(0.05)
     assert [int(g.reason) for g in sink.rows] == list(range(1000))
     assert stats.writing and stats.recovered_at and not stats.intake_held
+    assert "refuses writes" in caplog.text and "intake held back" in caplog.text
+    assert "database back after" in caplog.text and "rows to catch up" in caplog.text
     assert stats.spooled_rows == 0 and stats.lost_rows == 0
 
 

@@ -191,8 +191,13 @@ async def test_alert_threshold_is_configurable(tmp_path: Path) -> None:
         async with service(s) as running:
             assert running.sim is not None
             await wait_for(lambda: code in running.state.latest, "a first trade")
+            base = running.state.latest[code].price
             running.sim.control.jump(code, 0.06)  # below 10%: no alert
-            await trio.sleep(0.5)
+            # the router applies a trade and runs the detector on it in one step: once the
+            # jumped price is the latest, the detector has judged it
+            await wait_for(
+                lambda: running.state.latest[code].price >= base * 1.04, "a trade after the jump"
+            )
             assert running.router.by_type["Alert"] == 0
             running.sim.control.jump(code, 0.12)
             await wait_for(lambda: running.router.by_type["Alert"] == 1, "an alert at 10%")

@@ -137,3 +137,22 @@ def test_jwt_round_trip_and_failures() -> None:
         Authenticator("")
     with pytest.raises(ValueError):
         Authenticator("short")
+
+
+def test_token_expiry_follows_the_injected_clock() -> None:
+    now = [1_700_000_000.0]
+    auth = Authenticator(SECRET, leeway_s=5.0, clock=lambda: now[0])
+    token = auth.issue("42", ttl_s=60)
+    ident = auth.verify(token)
+    assert ident.expires_at == 1_700_000_060
+    now[0] += 64.9  # past exp, inside the leeway: still accepted
+    assert auth.verify(token).user_id == "42"
+    now[0] += 0.1  # exp + leeway: expired
+    with pytest.raises(AuthError, match="token expired"):
+        auth.verify(token)
+    # a token from the future of a wall clock is judged by the injected clock, not the wall's
+    later = Authenticator(SECRET, clock=lambda: time.time() + 3600).issue("7", ttl_s=60)
+    assert auth.verify(later).user_id == "7"
+    bad_exp = jwt.encode({"sub": "42", "exp": "soon"}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="invalid token"):
+        auth.verify(bad_exp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -60,7 +61,10 @@ class Authenticator:
         public_key: str = "",
         private_key: str = "",
         leeway_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: epoch seconds, for `exp` and `iat` (tests pass their own)."""
+        self.clock = clock
         if algorithm == "HS256":
             if len(secret.encode()) < MIN_SECRET_BYTES:
                 # RFC 7518 §3.2: an HS256 key shorter than the hash is guessable.
@@ -81,17 +85,21 @@ class Authenticator:
         if not token:
             raise AuthError("missing token")
         try:
+            # exp and iat are checked below against our clock, not the library's
             claims = jwt.decode(
                 token,
                 self._verify_key,
                 algorithms=[self.algorithm],
-                leeway=self.leeway_s,
-                options={"require": ["sub"]},
+                options={"require": ["sub"], "verify_exp": False, "verify_iat": False},
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenExpired("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        exp = claims.get("exp")
+        if exp is not None:
+            if not isinstance(exp, int | float) or isinstance(exp, bool):
+                raise AuthError("invalid token: exp must be a number")
+            if exp + self.leeway_s <= self.clock():
+                raise TokenExpired("token expired")
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub:
             raise AuthError("invalid token: sub must be a non-empty string")
@@ -108,7 +116,6 @@ class Authenticator:
                 "invalid token: accounts must be a list of account numbers "
                 "(letters, digits and '-', at most 32)"
             )
-        exp = claims.get("exp")
         return Identity(sub, role, float(exp) if exp else None, frozenset(accounts))
 
     def issue(
@@ -121,7 +128,7 @@ class Authenticator:
     ) -> str:
         if self._sign_key is None:
             raise ValueError("this authenticator only verifies (no private key)")
-        now = int(time.time())
+        now = int(self.clock())
         claims: dict[str, object] = {
             "sub": user_id,
             "role": role,

@@ -13,7 +13,6 @@ aborts the connection (serving.py). Nobody else is delayed at any point.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -365,7 +364,8 @@ class Connection:
                 if exp is None:
                     await trio.sleep_forever()
                 # the same leeway as at the handshake, so an accepted token is served
-                await trio.sleep(max(0.0, exp + self.ctx.auth.leeway_s - time.time()))
+                auth = self.ctx.auth
+                await trio.sleep(max(0.0, exp + auth.leeway_s - auth.clock()))
                 log.info("ws token_expired client=%d user=%r", self.client.id, self.client.user_id)
                 self.client.outbox.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 return

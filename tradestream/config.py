@@ -138,7 +138,9 @@ class LsSettings:
     app_secret: str = "sim-appsecret"
     subscriptions: tuple[tuple[str, str], ...] = ((LS_NEWS, LS_NEWS_KEY),)
     min_title_chars: int = 5
-    media_file: str = ""  # id -> media name JSON; empty: the bundled placeholder table
+    # id -> media name JSON; empty: no table, ids stored as "unknown:<id>" (LS publishes none;
+    # against the simulator, its own table)
+    media_file: str = ""
     stale_s: float = 600.0  # LS documents no heartbeat: only a long silence means dead
     connect_timeout_s: float = 5.0
     backoff_initial_s: float = 0.25

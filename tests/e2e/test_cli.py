@@ -305,3 +305,53 @@ async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) 
         ended = datetime.fromisoformat(str(r.ended_at)).replace(tzinfo=UTC).timestamp()
         assert killed_at - 3 < started <= killed_at < ended  # last alive <= the kill < back
     assert not mark.exists()  # the second run stopped cleanly
+
+
+async def test_run_record_then_replay_from_the_command_line(tmp_path: Path) -> None:
+    """`tradestream run --record FILE`, Ctrl-C, then `tradestream replay FILE` into an empty
+    database: the same trades, stored once."""
+    recording = tmp_path / "rec.jsonl.gz"
+    live_db, replay_db = tmp_path / "live.db", tmp_path / "replay.db"
+    env = {
+        **os.environ,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+        "TRADESTREAM_SIM_TICK_RATE": "500",
+    }
+
+    def count(db: Path) -> int:
+        engine = sa.create_engine(f"sqlite:///{db}")
+        with engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*) FROM stock_prices_realtime")).scalar_one()
+        engine.dispose()
+        return int(n)
+
+    with trio.fail_after(60):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tradestream", "run", "--record", str(recording)],
+            env={**env, "TRADESTREAM_DATABASE_URL": f"sqlite:///{live_db}"},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdout is not None
+            await read_until(proc.stdout, bytearray(), rb"tradestream is up")
+            while not live_db.exists() or count(live_db) < 300:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        done = await trio.run_process(
+            [sys.executable, "-m", "tradestream", "replay", str(recording)],
+            env={**env, "TRADESTREAM_DATABASE_URL": f"sqlite:///{replay_db}"},
+            cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert count(replay_db) == count(live_db) >= 300

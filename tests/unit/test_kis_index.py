@@ -130,7 +130,7 @@ def test_kis_example_frame() -> None:
         )
     ]  # fmt: skip
     assert dec.stats.as_dict() == {"frames": 1, "records": 1, "controls": 0, "errors": {},
-                                   "drift": 0, "layouts": {}}  # fmt: skip
+                                   "drift": 0, "drift_sample": None, "layouts": {}}  # fmt: skip
 
 
 def test_record_by_name() -> None:

@@ -334,7 +334,8 @@ def test_errors_accumulate_per_reason() -> None:
     assert dec.decode(frame("H0STCNT0", GOOD), RECEIVED_NS) == [BASE_TICK]
     assert dec.stats.as_dict() == {
         "frames": 4, "records": 1, "controls": 0,
-        "errors": {"bad_frame": 2, "unknown_tr": 1}, "drift": 0, "layouts": {},
+        "errors": {"bad_frame": 2, "unknown_tr": 1}, "drift": 0, "drift_sample": None,
+        "layouts": {},
     }  # fmt: skip
 
 
@@ -359,6 +360,7 @@ def test_drifted_records_are_accepted_and_counted(n_records: int) -> None:
     ]
     assert dec.stats.drift == 1
     assert dec.stats.drift_sample == text
+    assert dec.stats.as_dict()["drift_sample"] == text  # shown in the status endpoint
     assert dec.stats.records == n_records
     assert dec.stats.errors == {}
     assert dec.decode(text, RECEIVED_NS) == ticks

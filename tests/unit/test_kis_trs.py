@@ -208,7 +208,8 @@ def test_kis_md_order_book_example() -> None:
         )
     ]  # fmt: skip
     assert dec.stats.as_dict() == {
-        "frames": 1, "records": 1, "controls": 0, "errors": {}, "drift": 0, "layouts": {},
+        "frames": 1, "records": 1, "controls": 0, "errors": {}, "drift": 0,
+        "drift_sample": None, "layouts": {},
     }  # fmt: skip
 
 
@@ -264,7 +265,8 @@ def test_order_book_record_by_name(tr_id: str, venue: str, n_fields: int) -> Non
     dec = KisDecoder(SOURCE)
     assert decode_ok(frame(tr_id, r), dec) == [book(venue)]
     assert dec.stats.as_dict() == {
-        "frames": 1, "records": 1, "controls": 0, "errors": {}, "drift": 0, "layouts": {},
+        "frames": 1, "records": 1, "controls": 0, "errors": {}, "drift": 0,
+        "drift_sample": None, "layouts": {},
     }  # fmt: skip
 
 
@@ -478,7 +480,8 @@ def test_kis_md_worked_example_through_the_decoder() -> None:
     assert decode_ok(DOC_CNI_FRAME, dec) == [DOC_EXECUTION]
     assert DOC_EXECUTION.time.tzinfo is KST
     assert dec.stats.as_dict() == {
-        "frames": 2, "records": 1, "controls": 1, "errors": {}, "drift": 0, "layouts": {},
+        "frames": 2, "records": 1, "controls": 1, "errors": {}, "drift": 0,
+        "drift_sample": None, "layouts": {},
     }  # fmt: skip
 
 
@@ -838,7 +841,8 @@ def test_frames_of_all_trs_in_one_decoder() -> None:
         PingPong,
     ]
     assert dec.stats.as_dict() == {
-        "frames": 6, "records": 4, "controls": 2, "errors": {}, "drift": 0, "layouts": {},
+        "frames": 6, "records": 4, "controls": 2, "errors": {}, "drift": 0,
+        "drift_sample": None, "layouts": {},
     }  # fmt: skip
 
 

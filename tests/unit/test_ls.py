@@ -973,3 +973,18 @@ def test_data_message_shape() -> None:
     text = data_message("S3_", "005930", {"price": "71000", "title": "삼성"})
     assert text == ('{"header":{"tr_cd":"S3_","tr_key":"005930"},'
                     '"body":{"price":"71000","title":"삼성"}}')  # fmt: skip
+
+
+def test_a_real_feed_without_a_table_names_no_media_and_the_simulator_has_its_own() -> None:
+    from dataclasses import replace
+
+    from tradestream.config import LsSettings, Settings
+    from tradestream.feeds.ls import use_simulator
+    from tradestream.feeds.ls.adapter import LsAdapter
+
+    real = LsSettings(ws_url="wss://openapi.ls-sec.co.kr:9443/websocket", rest_url="https://x")
+    assert LsAdapter(real, "ls-1").decoder.media == {}  # ids will be stored as unknown:<id>
+    on_sim = use_simulator(replace(Settings(), ls=LsSettings()), "http://sim", "ws://sim/ws")
+    assert LsAdapter(on_sim.ls, "ls-1").decoder.media == load_media_map()  # the sim's ids
+    header = LsAdapter(on_sim.ls, "ls-1").recording_header()
+    assert [kind for kind, _ in header] == ["media"]

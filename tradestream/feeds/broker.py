@@ -29,8 +29,9 @@ class FeedSession:
 class Broker:
     #: recording tag (Frame.b) and session name prefix, e.g. "kis" -> kis-1, kis-2
     tag: str
-    #: a fresh decoder for a session's frames (replay: keys and state per session)
-    new_decoder: Callable[[str], Any]
+    #: a fresh decoder for a session's frames (replay: keys and state per session); called
+    #: with the session's name, and `media=` when the recording kept a media table
+    new_decoder: Callable[..., Any]
     #: the sessions the settings ask for (none when the broker is disabled)
     sessions: Callable[[Settings], list[FeedSession]]
     #: the registrations fixed by the settings, as (tr_id, key)

@@ -1,11 +1,13 @@
 """Record every raw upstream frame with its receive time, and replay recordings.
 
 A recording is gzip-compressed JSON lines, one per frame received from a broker:
-``{"t": received_ns, "s": "kis-1", "b": "kis", "m": "<frame text>"}``. Replay decodes each
-frame with a fresh decoder of its broker (by the tag, from feeds/registry.py), in order, so
-acknowledgements restore the AES keys of encrypted notices exactly as they did live, and the
-events keep their recorded receive times: a replay into an empty database stores the same rows
-as the live run.
+``{"t": received_ns, "s": "kis-1", "b": "kis", "m": "<frame text>"}``, and a few of another
+kind (``"k"``): a session's media table at its start (``"media"``) and the feed gaps it
+reported (``"gap"``), so that a replay names the same media and stores the same gaps.
+Replay decodes each frame with a fresh decoder of its broker (by the tag, from
+feeds/registry.py), in order, so acknowledgements restore the AES keys of encrypted notices
+exactly as they did live, and the events keep their recorded receive times: a replay into an
+empty database stores the same rows as the live run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import msgspec
 import trio
 
-from tradestream.events import Event
+from tradestream.events import Event, FeedGap
 from tradestream.feeds.registry import broker
 from tradestream.feeds.session import Frame
 
@@ -114,6 +116,13 @@ async def run_replay(
             if not chunk:
                 break
             for f in chunk:
+                if f.k == "media":  # the session's table, before its first frame
+                    decoders[f.s] = broker(f.b).new_decoder(f.s, media=msgspec.json.decode(f.m))
+                    continue
+                if f.k == "gap":
+                    await events_out.send(msgspec.json.decode(f.m, type=FeedGap))
+                    n_events += 1
+                    continue
                 dec = decoders.get(f.s)
                 if dec is None:
                     dec = decoders[f.s] = broker(f.b).new_decoder(f.s)

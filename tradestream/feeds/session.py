@@ -40,6 +40,9 @@ class Frame(msgspec.Struct, frozen=True):
     s: str  # session name
     b: str  # broker tag (feeds/registry.py): "kis", "ls"
     m: str  # the frame's text, as received
+    # "" for a broker frame; "gap": m is a FeedGap (JSON) the session reported; "media": m
+    # is the session's id -> media table (JSON), so that a replay names what the run named
+    k: str = ""
 
 
 DELIVER_S = 5.0  # when stopping: at most this long to hand on what one frame brought
@@ -236,6 +239,12 @@ async def run_feed(
     status.decoder_stats = adapter.stats
     ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
+        header = getattr(adapter, "recording_header", None)
+        if frames_out is not None and header is not None:
+            for kind, text in header():
+                await frames_out.send(
+                    Frame(time.time_ns(), status.name, adapter.broker, text, kind)
+                )
         task_status.started()
         async with httpx.AsyncClient(base_url=rest_url, timeout=timing.connect_timeout_s) as http:
             while not ctl.stopping:
@@ -307,6 +316,10 @@ async def run_feed(
                                             if lost_at is not None:
                                                 gap = _gap(status, lost_at, now, gap_reason)
                                                 sends.append((events_out, gap))
+                                                if frames_out is not None:
+                                                    sends.append(
+                                                        (frames_out, _gap_frame(gap, adapter))
+                                                    )
                                                 lost_at, gap_reason = None, ""
                                         if not sends:  # the usual frame: its events, no waiting
                                             sends = _send_ready(events_out, out)
@@ -425,6 +438,12 @@ def _gap(status: FeedStatus, lost_at: datetime, now_ns: int, reason: str = "") -
     end = datetime.fromtimestamp(now_ns / 1e9, UTC)
     log.info("%s: streaming again after %.3fs", status.name, (end - lost_at).total_seconds())
     return FeedGap(status.name, lost_at, end, reason or status.last_error[:300] or "disconnected")
+
+
+def _gap_frame(gap: FeedGap, adapter: FeedAdapter) -> Frame:
+    """A gap as the recorder keeps it, so that a replay reports it too."""
+    now = time.time_ns()
+    return Frame(now, gap.source, adapter.broker, msgspec.json.encode(gap).decode(), "gap")
 
 
 def _log_bad_frame(name: str, adapter: FeedAdapter, text: str) -> None:

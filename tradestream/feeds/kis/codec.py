@@ -665,6 +665,7 @@ class DecoderStats:
             "controls": self.controls,
             "errors": dict(self.errors),
             "drift": self.drift,
+            "drift_sample": self.drift_sample,  # the last drifted frame, for an operator
             "layouts": dict(self.layouts),
         }
 

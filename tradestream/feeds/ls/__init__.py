@@ -8,7 +8,7 @@ from dataclasses import replace
 from tradestream.config import Settings
 from tradestream.feeds.broker import Broker, FeedSession
 from tradestream.feeds.ls.adapter import LsAdapter, ls_timing
-from tradestream.feeds.ls.codec import LsDecoder, load_media_map
+from tradestream.feeds.ls.codec import LsDecoder, sim_media_path
 from tradestream.feeds.session import FeedStatus
 from tradestream.upstream import LS_BOOK_TRS, LS_TRADE_TRS
 
@@ -25,14 +25,17 @@ def sessions(s: Settings) -> list[FeedSession]:
     ]
 
 
-def new_decoder(session: str) -> LsDecoder:
-    return LsDecoder(session, load_media_map())
+def new_decoder(session: str, media: dict[str, str] | None = None) -> LsDecoder:
+    """A decoder for a replay: `media` is the table the recording says the session used
+    (none: ids stay "unknown:<id>")."""
+    return LsDecoder(session, media or {})
 
 
 def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
     if not s.ls.enabled or s.ls.ws_url:
         return s
-    return replace(s, ls=replace(s.ls, rest_url=rest_url, ws_url=ws_url))
+    media_file = s.ls.media_file or str(sim_media_path())  # the simulator's own ids
+    return replace(s, ls=replace(s.ls, rest_url=rest_url, ws_url=ws_url, media_file=media_file))
 
 
 BROKER = Broker(

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import LsSettings
@@ -39,7 +40,9 @@ class LsAdapter(DecoderAdapter):
         self.cfg = cfg
         self.ws_url = cfg.ws_url
         self.broker = "ls"
-        media = load_media_map(Path(cfg.media_file) if cfg.media_file else None)
+        # no table of the operator's: ids are stored as "unknown:<id>", never given invented
+        # names (on the simulator, use_simulator points media_file at its own table)
+        media = load_media_map(Path(cfg.media_file)) if cfg.media_file else {}
         self.decoder = LsDecoder(name, media, cfg.min_title_chars)
         self._token: str | None = None
         self._expires_at = 0.0
@@ -67,6 +70,10 @@ class LsAdapter(DecoderAdapter):
             subscribe_message(self._token, tr_cd, tr_key)
             for tr_cd, tr_key in self.cfg.subscriptions
         ]
+
+    def recording_header(self) -> list[tuple[str, str]]:
+        """What a recording of this session keeps besides frames: its media table."""
+        return [("media", msgspec.json.encode(self.decoder.media).decode())]
 
     def unregistrations(self) -> list[str]:
         if self._token is None:

@@ -50,6 +50,7 @@ __all__ = [
     "TRADE_TRS",
     "TokenError",
     "load_media_map",
+    "sim_media_path",
     "parse_token_response",
     "split_tickers",
     "subscribe_message",
@@ -525,18 +526,22 @@ class _MediaFile(msgspec.Struct):
     media: dict[str, str]  # other top-level keys (the "_note") are ignored
 
 
+def sim_media_path() -> Path:
+    """The bundled table of the ids the built-in simulator emits. LS does not publish what
+    the ids mean (ls.md §8.1), so this table names nothing a real LS feed sends: it is used
+    only against the simulator; a real feed without an operator's table stores ids as
+    ``unknown:<id>``."""
+    return Path(str(resources.files("tradestream.feeds.ls").joinpath(MEDIA_FILE)))
+
+
 def load_media_map(path: Path | None = None) -> dict[str, str]:
-    """Load the NWS id -> media name table: the bundled placeholder, or the operator's file.
+    """Load an NWS id -> media name table (the simulator's when `path` is None).
 
     The file is a JSON object whose ``"media"`` member maps ids to names; every other
     top-level key (such as ``"_note"``) is ignored, so a comment is never taken for an id.
-    LS does not publish what the ids mean (ls.md §8.1), so the bundled table only names the
-    ids the simulator emits. Raises ValueError (msgspec.DecodeError) on a malformed file and
-    OSError when it cannot be read. Called once at start-up; the decoder is pure.
+    Raises ValueError (msgspec.DecodeError) on a malformed file and OSError when it cannot
+    be read. Called once at start-up; the decoder is pure.
     """
-    if path is None:
-        data = resources.files("tradestream.feeds.ls").joinpath(MEDIA_FILE).read_bytes()
-    else:
-        data = path.read_bytes()
+    data = (path or sim_media_path()).read_bytes()
     table = msgspec.json.decode(data, type=_MediaFile).media
     return {k.strip(): v.strip() for k, v in table.items()}

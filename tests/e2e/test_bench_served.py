@@ -82,3 +82,55 @@ async def test_floor_reports_every_client_kind() -> None:
         assert isinstance(r, dict)
         assert r["frames"] >= 100, (kind, r)  # about 600 at 2,000 frames/s over 0.3 s
         assert r["cpu_us_per_frame"] > 0, (kind, r)
+
+
+async def test_upstream_control_mode_counts_what_it_wrote_pauses_and_drops() -> None:
+    import json
+    import sys
+
+    from trio_websocket import ConnectionClosed
+
+    from tradestream.bench.clients import read_line
+    from tradestream.bench.served import _start
+    from tradestream.feeds.kis.codec import subscribe_message
+    from tradestream.feeds.transport import open_upstream
+
+    up = await _start(
+        [sys.executable, "-m", "tradestream.bench.upstream", "2000", "1", "--control"]
+    )
+    buf = bytearray()
+    assert up.stdin is not None and up.stdout is not None
+
+    async def command(cmd: str) -> dict[str, int]:
+        assert up.stdin is not None and up.stdout is not None
+        await up.stdin.send_all(cmd.encode() + b"\n")
+        answer: dict[str, int] = json.loads(await read_line(up.stdout, buf))
+        return answer
+
+    try:
+        with trio.fail_after(60):
+            _, _, ws_port = (await read_line(up.stdout, buf)).decode().split()
+            async with open_upstream(f"ws://127.0.0.1:{ws_port}/", 5) as ws:
+                await ws.send_message(subscribe_message("k", "H0STCNT0", "005930"))
+                received = 0
+                while received < 20:
+                    if (await ws.get_message()).startswith("0|"):
+                        received += 1
+                paused = await command("pause")
+                assert paused["written"] >= received
+                # read until quiet: every record written onto the socket has arrived
+                with trio.move_on_after(1.0):
+                    while True:
+                        if (await ws.get_message()).startswith("0|"):
+                            received += 1
+                written = (await command("count"))["written"]
+                assert received == written >= paused["written"]
+                await command("drop")
+                try:
+                    while True:
+                        await ws.get_message()
+                except ConnectionClosed as exc:
+                    assert exc.reason is not None and exc.reason.code == 1001
+    finally:
+        up.kill()
+        await up.wait()

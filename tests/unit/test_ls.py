@@ -786,7 +786,7 @@ def test_bundled_media_map() -> None:
     assert table == BUNDLED_MEDIA
     assert not any(k.startswith("_") for k in table)  # the note is not an id
     raw = json.loads((Path(__file__).parents[2] / "tradestream/feeds/ls/ls_media.json").read_text())
-    assert "placeholder" in raw["_note"].lower()
+    assert "not the real ls table" in raw["_note"].lower()  # says what it is, and is not
 
 
 def test_user_media_map(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from tradestream.bench import alerts, fanout, floor, reconnect, served, store
+from tradestream.bench import alerts, fanout, faults, floor, reconnect, served, store
 
 SCENARIOS = {
     "store": store.main,
@@ -18,6 +18,7 @@ SCENARIOS = {
     "overload": served.overload,  # the same at 3,000 trades/s
     "ingest": served.ingest,  # into PostgreSQL, no clients, beside the peer
     "floor": floor.main,  # what bare WebSocket clients spend per upstream frame
+    "faults": faults.main,  # every trade written to the service's sockets stored, per fault
     "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
 }
@@ -29,6 +30,7 @@ ABOUT = {
     "overload": "the same at 3,000 trades/s",
     "ingest": "5,000 trades/s into PostgreSQL, no clients, beside the peer",
     "floor": "CPU per frame of bare WebSocket clients reading the upstream",
+    "faults": "faults while trades flow (database, upstream, signals): written / stored / lost",
     "fanout-inprocess": "the gateway fed in memory, beside a seed-style server",
     "alerts": "a 5% move in the trades -> the alert on a client: latency",
 }

@@ -15,6 +15,11 @@ Protocol with the parent, on stdin/stdout (one line each):
 Run: ``python -m tradestream.bench.upstream RATE [RECORDS]``: with RECORDS > 1, the trades of one
 5 ms pace step for the same connection share frames of up to RECORDS records (as KIS packs
 records under load); the default is one record per frame.
+
+With ``--control`` (the fault runs, bench/faults.py) stdin takes commands instead of a window,
+one per line, each answered with a JSON line: ``pause`` and ``resume`` (trades stop and start),
+``drop`` (every connection is closed, as a broker that goes away), ``count`` (trades made and
+records *written* to sockets, which a client can then read, since the start), ``quit``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import time
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import msgspec
 import trio
@@ -45,12 +51,16 @@ class _Upstream:
         self.rate = rate
         self.records = records  # most records per frame (kis.md §6: the count field)
         self.market = SimMarket(DEFAULT_TICKERS, seed=7)
-        self.subs: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        self.subs: dict[str, set[trio.MemorySendChannel[Any]]] = {}
         self.window = (0, 0)
         self.ticks = 0
         self.sent = 0
+        self.made = 0  # every trade since the start (control mode)
+        self.written = 0  # records whose frame went onto a socket
+        self.paused = False
+        self.conns: set[Any] = set()
 
-    def register(self, out: trio.MemorySendChannel[str], text: str) -> str | None:
+    def register(self, out: trio.MemorySendChannel[Any], text: str) -> str | None:
         """A registration message; returns the ack to send."""
         try:
             msg = msgspec.json.decode(text)
@@ -79,9 +89,12 @@ class _Upstream:
             due = int((trio.current_time() - start) * self.rate)
             now = datetime.now(KST)
             # with records > 1, a connection's trades of this pace step share frames
-            pending: dict[trio.MemorySendChannel[str], list[tuple[list[str], bool]]] = {}
+            pending: dict[trio.MemorySendChannel[Any], list[tuple[list[str], bool]]] = {}
+            if self.paused:
+                scheduled = due  # nothing owed for the pause
             while scheduled < due:
                 scheduled += 1
+                self.made += 1
                 fields = self.market.trade(now)
                 now_ns = time.time_ns()
                 fields[ACML_VOL] = str(now_ns // 1000)
@@ -93,7 +106,7 @@ class _Upstream:
                 for i in range(0, len(trades), self.records):
                     chunk = trades[i : i + self.records]
                     try:
-                        out.send_nowait(data_frame(KIS_TRADES, [f for f, _ in chunk]))
+                        out.send_nowait((data_frame(KIS_TRADES, [f for f, _ in chunk]), len(chunk)))
                         self.sent += sum(c for _, c in chunk)
                     except (trio.WouldBlock, trio.BrokenResourceError):
                         pass  # a reader that stopped reading: the bench reports fewer frames
@@ -101,11 +114,13 @@ class _Upstream:
 
     async def handle_ws(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
-        out, frames = trio.open_memory_channel[str](OUTBOX_FRAMES)
+        out, frames = trio.open_memory_channel[tuple[str, int]](OUTBOX_FRAMES)
+        self.conns.add(ws)
 
         async def writer() -> None:
-            async for frame in frames:
-                await ws.send_message(frame)
+            async for frame, records in frames:
+                await ws.send_message(frame)  # returns once the bytes are on the socket
+                self.written += records
 
         try:
             async with trio.open_nursery() as nursery:
@@ -113,10 +128,11 @@ class _Upstream:
                 while True:
                     ack = self.register(out, str(await ws.get_message()))
                     if ack is not None:
-                        out.send_nowait(ack)
+                        out.send_nowait((ack, 0))
         except* ConnectionClosed:
             pass  # the reader or the writer saw the client go
         finally:
+            self.conns.discard(ws)
             for subs in self.subs.values():
                 subs.discard(out)
 
@@ -151,7 +167,27 @@ class _Upstream:
             await stream.aclose()
 
 
-async def main(rate: float, records: int = 1) -> None:
+async def _control(up: _Upstream, stdin: trio.lowlevel.FdStream) -> None:
+    """The command protocol of ``--control`` (module docstring)."""
+    buf = bytearray()
+    while True:
+        try:
+            cmd = (await read_line(stdin, buf)).decode().strip()
+        except EOFError:
+            return
+        if cmd == "pause":
+            up.paused = True
+        elif cmd == "resume":
+            up.paused = False
+        elif cmd == "drop":
+            for ws in list(up.conns):
+                await ws.aclose(1001, "bench: upstream going away")
+        elif cmd == "quit":
+            return
+        print(json.dumps({"made": up.made, "written": up.written, "cmd": cmd}), flush=True)
+
+
+async def main(rate: float, records: int = 1, control: bool = False) -> None:
     up = _Upstream(rate, records)
     stdin = trio.lowlevel.FdStream(os.dup(0))
     async with trio.open_nursery() as nursery:
@@ -163,6 +199,10 @@ async def main(rate: float, records: int = 1) -> None:
         ws_port = ws.port
         nursery.start_soon(up.run_market)
         print(f"ports {http_port} {ws_port}", flush=True)
+        if control:
+            await _control(up, stdin)
+            nursery.cancel_scope.cancel()
+            return
         buf = bytearray()
         start_ns, end_ns = map(int, (await read_line(stdin, buf)).split())
         up.window = (start_ns, end_ns)
@@ -176,4 +216,5 @@ async def main(rate: float, records: int = 1) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, float(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    args = [a for a in sys.argv[1:] if a != "--control"]
+    trio.run(main, float(args[0]), int(args[1]) if len(args) > 1 else 1, "--control" in sys.argv)

@@ -398,10 +398,23 @@ async def _run_tree(
 
 
 async def _keep_marked(mark: RunMark) -> None:
-    """Rewrite the run mark every BEAT_S while intake runs (its time bounds a crash's gap)."""
+    """Rewrite the run mark every BEAT_S while intake runs (its time bounds a crash's gap).
+    A mark that cannot be written costs only the gap record of a crash: said, never fatal."""
+    failing = False
     while True:
         await trio.sleep(BEAT_S)
-        await trio.to_thread.run_sync(mark.beat)
+        try:
+            await trio.to_thread.run_sync(mark.beat)
+        except OSError as exc:
+            if not failing:
+                log.warning(
+                    "run mark %s cannot be written (%s): a crash now would leave no gap record",
+                    mark.path,
+                    exc,
+                )
+            failing = True
+        else:
+            failing = False
 
 
 async def _start_feeds(

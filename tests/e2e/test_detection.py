@@ -239,7 +239,11 @@ class Broken:
     id = "broken"
     wants = (Tick,)
 
+    def __init__(self) -> None:
+        self.calls = 0
+
     async def handle(self, ev: Tick) -> list[dict[str, object]]:
+        self.calls += 1
         raise RuntimeError("a bug")
 
 
@@ -307,9 +311,10 @@ async def test_a_failing_strategy_does_not_hold_the_shutdown(tmp_path: Path) -> 
     s = make_settings(tmp_path)
     with trio.fail_after(TIMEOUT_S):
         async with trio.open_nursery() as nursery:
-            running = await nursery.start(partial(run_service, s, strategies=[Broken()]))
-            await wait_for(lambda: running.router.ticks > 50, "ticks")
-            await trio.sleep(1.0)  # it is in its restart backoff with a full queue by now
+            broken = Broken()
+            running = await nursery.start(partial(run_service, s, strategies=[broken]))
+            # failed twice: restarted once, now in a longer restart backoff, ticks queueing
+            await wait_for(lambda: broken.calls >= 2 and running.router.ticks > 50, "ticks")
             t0 = trio.current_time()
             running.stop()
     assert trio.current_time() - t0 < STRATEGY_DRAIN_S + 2.0

@@ -20,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import make_settings
 from tests.e2e.test_gateway import closed_with, recv_type
-from tests.e2e.test_service import TIMEOUT_S, open_websocket_url, recv, send, service
+from tests.e2e.test_service import (
+    TIMEOUT_S,
+    open_websocket_url,
+    recv,
+    send,
+    service,
+    wait_for,
+)
 from tradestream import logs
 from tradestream.config import from_env
 from tradestream.errors import ConfigError
@@ -148,7 +155,13 @@ async def test_connection_events_are_logged_as_fields(
                 await recv_type(ws, "error")
             async with open_websocket_url(f"{running.ws_url}?token=garbage") as ws:
                 await closed_with(ws)
-            await trio.sleep(0.2)  # the disconnect is logged after the close
+            await wait_for(  # the disconnect is logged after the close
+                lambda: any(
+                    r.getMessage().startswith("ws disconnect") and "alice" in r.getMessage()
+                    for r in caplog.records
+                ),
+                "alice's disconnect logged",
+            )
     records = [r for r in caplog.records if r.name == "tradestream.gateway"]
     got = [logs.fields(r.getMessage()) for r in records]
     by_event: dict[str, list[dict[str, str]]] = {}

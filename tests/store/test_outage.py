@@ -15,6 +15,7 @@ import msgspec
 import sqlalchemy as sa
 import trio
 
+from tradestream.bench.faults import FreezingProxy
 from tradestream.events import KST, Event, Tick
 from tradestream.feeds.kis.codec import KisDecoder
 from tradestream.sim.market import DEFAULT_TICKERS, SimMarket, data_frame
@@ -176,43 +177,6 @@ async def test_outage_mid_stream_loses_nothing_and_doubles_nothing(
     assert max_send_s < 0.5  # the producer (the feeds) never waited for the database
     if server is not None:
         assert stats.retries > 0 and stats.spooled_rows > 0 and stats.replayed_rows > 0
-
-
-class FreezingProxy:
-    """A TCP proxy to the database server that can freeze: connections stay open and nothing
-    passes either way (a hung server, a half-open connection), until it thaws."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.thawed = trio.Event()
-        self.thawed.set()
-        self.port = 0
-
-    def freeze(self) -> None:
-        self.thawed = trio.Event()
-
-    def thaw(self) -> None:
-        self.thawed.set()
-
-    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
-        while data := await src.receive_some(65536):
-            await self.thawed.wait()
-            await dst.send_all(data)
-
-    async def _handle(self, client: trio.SocketStream) -> None:
-        try:
-            server = await trio.open_tcp_stream(*self.target)
-            async with client, server, trio.open_nursery() as n:
-                n.start_soon(self._pump, client, server)
-                n.start_soon(self._pump, server, client)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass  # one side went away: so does the other
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
 
 async def test_a_hung_database_fails_the_write_in_time_and_a_stop_is_not_held_up(

@@ -19,7 +19,6 @@ a second hang; kill -9 and a restart.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -35,7 +34,7 @@ import trio
 
 from tradestream.bench.clients import read_line
 from tradestream.bench.fanout import SECRET
-from tradestream.bench.served import _free_port, _start, _wait_http
+from tradestream.bench.served import _free_port, _start, _wait_http, service_env
 from tradestream.bench.store import PG_URL, scratch
 from tradestream.gateway.auth import Authenticator
 from tradestream.sim.market import DEFAULT_TICKERS
@@ -301,21 +300,7 @@ async def _one(
             buf = bytearray()
             _, http_port, ws_port = (await read_line(up.stdout, buf)).decode().split()
             port = _free_port()
-            env = {
-                **os.environ,
-                "TRADESTREAM_KIS_WS_URL": f"ws://127.0.0.1:{ws_port}",
-                "TRADESTREAM_KIS_REST_URL": f"http://127.0.0.1:{http_port}",
-                "TRADESTREAM_KIS_APP_KEY": "bench-key-1",
-                "TRADESTREAM_KIS_APP_SECRET": "bench-secret-1",
-                "TRADESTREAM_KIS_EXTRA_APP_KEYS": "bench-key-2:bench-secret-2",
-                "TRADESTREAM_WATCHLIST": ",".join(CODES),
-                "TRADESTREAM_JWT_SECRET": SECRET,
-                "TRADESTREAM_PORT": str(port),
-                "TRADESTREAM_DATABASE_URL": db,
-                "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-                "TRADESTREAM_SPOOL_DIR": str(tmp / "spool"),
-                "TRADESTREAM_LOG_LEVEL": "WARNING",
-            }
+            env = service_env(http_port, ws_port, CODES, port, db, tmp)
             run = Run(tmp, db, up, env, port, buf)
             await scenario(run)
             written = (await run.upstream("pause"))["written"]

@@ -77,6 +77,28 @@ def _peak_rss_mb(pid: int) -> float:
     return math.nan
 
 
+def service_env(
+    http_port: str, ws_port: str, codes: list[str], port: int, db: str, tmp: Path
+) -> dict[str, str]:
+    """`tradestream run`'s environment against the bench upstream: two KIS app keys (so all
+    50 codes are registered), the bench's JWT secret, `db`, a spool in `tmp`."""
+    return {
+        **os.environ,
+        "TRADESTREAM_KIS_WS_URL": f"ws://127.0.0.1:{ws_port}",
+        "TRADESTREAM_KIS_REST_URL": f"http://127.0.0.1:{http_port}",
+        "TRADESTREAM_KIS_APP_KEY": "bench-key-1",
+        "TRADESTREAM_KIS_APP_SECRET": "bench-secret-1",
+        "TRADESTREAM_KIS_EXTRA_APP_KEYS": "bench-key-2:bench-secret-2",
+        "TRADESTREAM_WATCHLIST": ",".join(codes),
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": str(port),
+        "TRADESTREAM_DATABASE_URL": db,
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+        "TRADESTREAM_SPOOL_DIR": str(tmp / "spool"),
+        "TRADESTREAM_LOG_LEVEL": "WARNING",
+    }
+
+
 async def _wait_http(port: int, path: str = "/health", timeout_s: float = 30.0) -> None:
     with trio.fail_after(timeout_s):
         while True:
@@ -146,21 +168,7 @@ async def _run_one(
                 assert await read_line(server.stdout, bufs[id(server)]) == b"ready"
             urls = [f"ws://127.0.0.1:{port}/" for _ in range(clients)]
         else:
-            env = {
-                **os.environ,
-                "TRADESTREAM_KIS_WS_URL": f"ws://127.0.0.1:{ws_port}",
-                "TRADESTREAM_KIS_REST_URL": f"http://127.0.0.1:{http_port}",
-                "TRADESTREAM_KIS_APP_KEY": "bench-key-1",
-                "TRADESTREAM_KIS_APP_SECRET": "bench-secret-1",
-                "TRADESTREAM_KIS_EXTRA_APP_KEYS": "bench-key-2:bench-secret-2",
-                "TRADESTREAM_WATCHLIST": ",".join(codes),
-                "TRADESTREAM_JWT_SECRET": SECRET,
-                "TRADESTREAM_PORT": str(port),
-                "TRADESTREAM_DATABASE_URL": db,
-                "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-                "TRADESTREAM_SPOOL_DIR": str(tmp / "spool"),
-                "TRADESTREAM_LOG_LEVEL": "WARNING",
-            }
+            env = service_env(http_port, ws_port, codes, port, db, tmp)
             server = await _start([py, "-m", "tradestream", "run"], env=env, cwd=tmp)
             await _wait_http(port)
             await trio.sleep(2.0)  # both sessions connect and register

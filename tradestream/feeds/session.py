@@ -234,8 +234,7 @@ async def run_feed(
     reports the downtime as a feed gap, as after a lost connection.
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
-    lost_at = lost_since  # set while a session that had streamed is down
-    gap_reason = "unclean stop: the previous run ended without draining" if lost_since else ""
+    run = _Run(adapter, events_out, frames_out, status, backoff, lost_since)
     status.decoder_stats = adapter.stats
     ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
@@ -248,9 +247,9 @@ async def run_feed(
         task_status.started()
         async with httpx.AsyncClient(base_url=rest_url, timeout=timing.connect_timeout_s) as http:
             while not ctl.stopping:
-                streamed = False
-                # Until the first frame is read, a drain ends the attempt at once: nothing
-                # can be waiting in a socket that is not streaming yet.
+                run.streamed = False
+                # Until the connection is up, a drain ends the attempt at once: nothing can
+                # be waiting in a socket that is not streaming yet.
                 attempt = ctl.idle = trio.CancelScope()
                 try:
                     with attempt:
@@ -263,76 +262,7 @@ async def run_feed(
                             adapter.on_connect(status)
                             for msg in adapter.registrations():
                                 await ws.send_message(msg)
-                            async with trio.open_nursery() as connection:
-                                pump = getattr(adapter, "pump", None)
-                                if pump is not None:  # registrations changed while connected
-                                    connection.start_soon(_pump_until_drained, pump, ws, ctl)
-                                ctl.idle = None  # connected: from here a drain reads on
-                                # One watchdog for the whole connection instead of a cancel
-                                # scope per frame: `waiting.since` is when the read began.
-                                waiting = _Waiting()
-                                connection.start_soon(_watch_stale, waiting, timing.stale_s)
-                                unregistered = False
-                                while True:
-                                    if ctl.stopping and not unregistered:
-                                        unregistered = True  # the broker stops sending
-                                        for msg in adapter.unregistrations():
-                                            await ws.send_message(msg)
-                                    waiting.since = trio.current_time()
-                                    with trio.CancelScope() as read:
-                                        if ctl.stopping:  # draining: only what is there
-                                            read.deadline = trio.current_time() + ctl.quiet_s
-                                        ctl.read = read
-                                        message = await ws.get_message()
-                                    ctl.read = None
-                                    if read.cancelled_caught:  # quiet since the stop: done
-                                        connection.cancel_scope.cancel()
-                                        break
-                                    waiting.since = _PROCESSING
-                                    now = time.time_ns()
-                                    status.last_frame_ns = now
-                                    text = (
-                                        message
-                                        if isinstance(message, str)
-                                        else message.decode("utf-8", "replace")
-                                    )
-                                    # Decode first (no checkpoint), then hand on the raw
-                                    # frame and its events as one unit: a stop cannot
-                                    # split them.
-                                    out = adapter.decode(text, now)
-                                    sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
-                                    if frames_out is not None:
-                                        sends.append(
-                                            (
-                                                frames_out,
-                                                Frame(now, status.name, adapter.broker, text),
-                                            )
-                                        )
-                                    if isinstance(out, list):
-                                        if out and not streamed:
-                                            streamed = True
-                                            backoff.reset()
-                                            status.state = "streaming"
-                                            if lost_at is not None:
-                                                gap = _gap(status, lost_at, now, gap_reason)
-                                                sends.append((events_out, gap))
-                                                if frames_out is not None:
-                                                    sends.append(
-                                                        (frames_out, _gap_frame(gap, adapter))
-                                                    )
-                                                lost_at, gap_reason = None, ""
-                                        if not sends:  # the usual frame: its events, no waiting
-                                            sends = _send_ready(events_out, out)
-                                        else:
-                                            sends += [(events_out, ev) for ev in out]
-                                        if not out:
-                                            _log_bad_frame(status.name, adapter, text)
-                                    if sends:
-                                        await _deliver(sends, status)
-                                    if not isinstance(out, list) and await adapter.on_control(
-                                        ws, out, status
-                                    ):
-                                        backoff.reset()
+                            await _stream(ws, run, ctl, timing.stale_s)
                 except* CredentialRejected as group:
                     status.last_error = str(_leaves(group)[0])
                     log.warning("%s: %s; getting a new credential", status.name, status.last_error)
@@ -350,14 +280,109 @@ async def run_feed(
                 if ctl.stopping:
                     status.state = "stopped"
                     break
-                if streamed and lost_at is None:  # a gap starts when streaming stops
-                    lost_at = datetime.now(UTC)
+                if run.streamed and run.lost_at is None:  # a gap starts when streaming stops
+                    run.lost_at = datetime.now(UTC)
                 status.state = "backoff"
                 status.reconnects += 1
                 delay = backoff.next()
                 log.info("%s: reconnecting in %.2fs", status.name, delay)
                 with trio.CancelScope() as ctl.idle:
                     await trio.sleep(delay)
+
+
+class _Run:
+    """What one feed carries from connection to connection."""
+
+    __slots__ = ("adapter", "events_out", "frames_out", "status", "backoff", "streamed",
+                 "lost_at", "gap_reason")  # fmt: skip
+
+    def __init__(
+        self,
+        adapter: FeedAdapter,
+        events_out: trio.MemorySendChannel[Event],
+        frames_out: trio.MemorySendChannel[Frame] | None,
+        status: FeedStatus,
+        backoff: Backoff,
+        lost_since: datetime | None,
+    ) -> None:
+        self.adapter = adapter
+        self.events_out = events_out
+        self.frames_out = frames_out
+        self.status = status
+        self.backoff = backoff
+        self.streamed = False  # this connection has brought data
+        self.lost_at = lost_since  # set while a session that had streamed is down
+        self.gap_reason = UNCLEAN_STOP if lost_since else ""
+
+
+UNCLEAN_STOP = "unclean stop: the previous run ended without draining"
+
+
+async def _stream(ws: WebSocketConnection, run: _Run, ctl: FeedControl, stale_s: float) -> None:
+    """Read one connection until it fails (raised) or, drained, goes quiet (returned)."""
+    adapter, events_out, frames_out, status = (
+        run.adapter,
+        run.events_out,
+        run.frames_out,
+        run.status,
+    )
+    async with trio.open_nursery() as connection:
+        pump = getattr(adapter, "pump", None)
+        if pump is not None:  # registrations changed while connected
+            connection.start_soon(_pump_until_drained, pump, ws, ctl)
+        ctl.idle = None  # connected: from here a drain reads on
+        # One watchdog for the whole connection instead of a cancel scope per frame:
+        # `waiting.since` is when the read began.
+        waiting = _Waiting()
+        connection.start_soon(_watch_stale, waiting, stale_s)
+        unregistered = False
+        # One scope for the connection's reads, not one per frame: a drain gives it a
+        # deadline, renewed after every frame, so it ends once the socket has been quiet.
+        with trio.CancelScope() as reading:
+            ctl.read = reading
+            while True:
+                if ctl.stopping:
+                    if not unregistered:  # the broker stops sending
+                        unregistered = True
+                        for msg in adapter.unregistrations():
+                            await ws.send_message(msg)
+                    reading.deadline = trio.current_time() + ctl.quiet_s
+                waiting.since = trio.current_time()
+                message = await ws.get_message()
+                waiting.since = _PROCESSING
+                now = time.time_ns()
+                status.last_frame_ns = now
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                # Decode first (no checkpoint), then hand on the raw frame and its events as
+                # one unit: a stop cannot split them.
+                out = adapter.decode(text, now)
+                sends: list[tuple[trio.MemorySendChannel[Any], Any]] = []
+                if frames_out is not None:
+                    sends.append((frames_out, Frame(now, status.name, adapter.broker, text)))
+                if isinstance(out, list):
+                    if out and not run.streamed:
+                        run.streamed = True
+                        run.backoff.reset()
+                        status.state = "streaming"
+                        if run.lost_at is not None:
+                            gap = _gap(status, run.lost_at, now, run.gap_reason)
+                            sends.append((events_out, gap))
+                            if frames_out is not None:
+                                sends.append((frames_out, _gap_frame(gap, adapter)))
+                            run.lost_at, run.gap_reason = None, ""
+                    if not sends:  # the usual frame: its events, no waiting
+                        sends = _send_ready(events_out, out)
+                    else:
+                        sends += [(events_out, ev) for ev in out]
+                    if not out:
+                        _log_bad_frame(status.name, adapter, text)
+                if sends:
+                    await _deliver(sends, status)
+                if not isinstance(out, list) and await adapter.on_control(ws, out, status):
+                    run.backoff.reset()
+        ctl.read = None
+        if reading.cancelled_caught:  # quiet since the stop: done
+            connection.cancel_scope.cancel()
 
 
 _PROCESSING = float("inf")  # `_Waiting.since` while a frame is being handled

@@ -429,6 +429,9 @@ async def _start_feeds(
     holding its own clones, drained through `controls`); once they have all returned (drained
     at a stop), the rest of the intake is cancelled too."""
 
+    if not sessions:
+        return  # nothing to drain: stop() cancels intake at once
+
     async def feeds(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for fs in sessions:

@@ -120,10 +120,17 @@ class Execution(msgspec.Struct, frozen=True, gc=False, tag=True):
     time: datetime  # tz-aware KST
     name: str
     received_ns: int
+    # KIS gives a notice no id of its own: two genuine partial fills of one order with the same
+    # quantity and price in the same second are identical. `seq` tells them apart: the how-many-
+    # th notice with this content one session received (1, 2, ...). The same notice arriving on
+    # two sockets (a handover) is the first on each, so it is stored and counted once.
+    seq: int = 1
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.account, self.order_no, self.kind, self.time, self.quantity, self.price)
+        return (
+            self.account, self.order_no, self.kind, self.time, self.quantity, self.price, self.seq
+        )  # fmt: skip
 
 
 class News(msgspec.Struct, frozen=True, gc=False, tag=True):

@@ -4,7 +4,7 @@ duplicate delivery stores nothing twice."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -233,6 +233,28 @@ def test_distinct_trades_in_one_second_are_all_kept(engine: Engine) -> None:
     EventWriter(engine).write(trades)
     EventWriter(engine).write(trades[250:])
     assert counts(engine)["stock_prices_realtime"] == 500
+
+
+def test_identical_partial_fills_are_both_kept_and_a_repeat_once(engine: Engine) -> None:
+    """Execution.seq is part of the natural key: the second of two identical fills on one
+    connection (seq 2) is a row of its own; the same notice from another socket (seq 1) is not;
+    and the account book rebuilt from the store after a restart counts both fills."""
+    import msgspec
+
+    from tradestream.accounts import AccountBook
+    from tradestream.store import reads
+
+    fill = next(e for e in events() if isinstance(e, Execution))
+    second = msgspec.structs.replace(fill, seq=2)
+    again = msgspec.structs.replace(fill, source="kis-2")  # another socket: seq 1 there
+    EventWriter(engine).write([fill, second, again])
+    assert counts(engine)["executions"] == 2
+    stored = reads.executions_since(engine, T - timedelta(days=1))
+    assert sorted(e.seq for e in stored) == [1, 2]
+    book = AccountBook()
+    for e in stored:
+        book.apply(e)
+    assert book.positions_by_code()["005930"] == 2 * fill.quantity
 
 
 def test_migrations_reach_head_and_check_passes(engine: Engine) -> None:

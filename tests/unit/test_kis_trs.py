@@ -547,11 +547,14 @@ def test_legacy_23_field_notice_maps_by_name() -> None:
     assert (r[17], r[18], r[21], r[22]) == ("KIM TRADER", "SK hynix", "SK HYNIX 40", "179000")
     dec = keyed()
     text = enc_frame("H0STCNI0", r, r)
-    assert decode_ok(text, dec) == [execution(name="SK HYNIX 40", order_price=179000)] * 2
+    one = execution(name="SK HYNIX 40", order_price=179000)
+    # the same content twice in one session: two notices, numbered (Execution.seq)
+    assert decode_ok(text, dec) == [one, execution(name="SK HYNIX 40", order_price=179000, seq=2)]
     # a known alternate layout: counted, but it is not drift
     assert dec.stats.layouts == {"H0STCNI0:23": 1}
     assert (dec.stats.drift, dec.stats.drift_sample) == (0, None)
-    assert decode_ok(enc_frame("H0STCNI0", notice()), dec) == [NOTICE_EVENT]
+    # the current layout next; the same natural key as the two above: its third occurrence
+    assert decode_ok(enc_frame("H0STCNI0", notice()), dec) == [execution(seq=3)]
     assert dec.stats.layouts == {"H0STCNI0:23": 1}
 
 
@@ -1100,9 +1103,10 @@ def test_sim_encrypted_notices_through_the_decoder(tr_id: str) -> None:
                 order_no=f"{n:010d}", original_order_no=f"{n + 100:010d}", side=side,
                 kind=kind, correction=correction, rejected=rejected, code=code, quantity=3,
                 price=price, order_qty=5, order_price=price if kind == "order" else 0,
-                time=NOW, name=f"NAME {code}", received_ns=RECEIVED_NS,
+                time=NOW, name=f"NAME {code}", received_ns=RECEIVED_NS, seq=seq,
             )
-        ] * len(recs)  # fmt: skip
+            for seq in range(1, len(recs) + 1)  # identical records: numbered in order
+        ]  # fmt: skip
     assert dec.stats.errors == {"no_key": 1} and dec.stats.records == 7
 
 
@@ -1116,3 +1120,27 @@ def test_sim_execution_notice_rejects_unknown_codes() -> None:
         args.update(bad)
         with pytest.raises(ValueError):
             execution_notice(**args, correction=correction)  # type: ignore[arg-type]
+
+
+def test_identical_fills_count_twice_on_one_socket_and_once_across_two() -> None:
+    """KIS notices have no id: two partial fills of one order with the same quantity and price
+    in the same second are identical. Within one connection each is numbered (seq 1, 2), so
+    both count; the same notice arriving on two sockets (a handover) is the first on each, so
+    the account book and the store take it once."""
+    from tradestream.accounts import AccountBook
+
+    fill = notice(CNTG_YN="2", SELN_BYOV_CLS="02", CNTG_QTY="5", CNTG_UNPR="71000")
+    first, second = keyed(), keyed()  # two connections
+    a = decode_ok(enc_frame("H0STCNI0", fill), first)
+    b = decode_ok(enc_frame("H0STCNI0", fill), first)  # a second, genuine fill
+    c = decode_ok(enc_frame("H0STCNI0", fill), second)  # the first one again, other socket
+    assert [e.seq for e in (*a, *b, *c)] == [1, 2, 1]
+    assert a == c and a[0].key != b[0].key
+    book = AccountBook()
+    for ev in (*a, *b, *c):
+        book.apply(ev)
+    assert book.positions_by_code()[a[0].code] == 10  # 5 + 5: the repeat did not count
+    # a new connection numbers afresh (a notice re-sent after a reconnect is not new)
+    first.forget_keys()
+    first.decode(ack("H0STCNI0"), 0)
+    assert [e.seq for e in decode_ok(enc_frame("H0STCNI0", fill), first)] == [1]

@@ -348,6 +348,7 @@ def executions_since(engine: Engine, since: datetime, page: int = 5000) -> list[
                     _utc(r.event_time).astimezone(KST),
                     r.name,
                     int(_utc(r.received_at).timestamp() * 1e9),
+                    r.seq,
                 )
                 for r in rows
             ]

@@ -128,10 +128,19 @@ executions = sa.Table(
     sa.Column("order_price", sa.BigInteger, nullable=False),
     sa.Column("event_time", Timestamp, nullable=False),
     sa.Column("name", sa.String(80), nullable=False),
+    # the notice's occurrence number in its session (Execution.seq): identical partial fills
+    sa.Column("seq", sa.Integer, nullable=False, server_default="1"),
     *_common(),
     sa.UniqueConstraint(
-        "account", "order_no", "kind", "event_time", "quantity", "price", name="uq_exe_natural"
-    ),
+        "account",
+        "order_no",
+        "kind",
+        "event_time",
+        "quantity",
+        "price",
+        "seq",
+        name="uq_exe_natural",
+    ),  # fmt: skip
     sa.Index("ix_exe_account_time", "account", "event_time"),
 )
 

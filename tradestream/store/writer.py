@@ -186,6 +186,7 @@ def execution_row(e: Execution) -> dict[str, object]:
         "order_price": e.order_price,
         "event_time": _utc(e.time),
         "name": e.name,
+        "seq": e.seq,
         "source": e.source,
         "received_at": _received(e.received_ns),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import enum
 import functools
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from operator import itemgetter
@@ -671,6 +672,7 @@ class DecoderStats:
 
 
 DRIFT_SAMPLE_CHARS: Final = 2000
+SEEN_NOTICES: Final = 4096  # notice contents a session remembers, to number repeats
 
 
 class KisDecoder:
@@ -692,10 +694,15 @@ class KisDecoder:
         # writable attribute must match exactly).
         self.last_error: Exception | None = None
         self._ciphers: dict[str, Cipher[modes.CBC]] = {}
+        # a notice's natural key -> how many times this connection brought it (Execution.seq);
+        # bounded: identical notices arrive within the same second, never far apart
+        self._notices: OrderedDict[tuple[object, ...], int] = OrderedDict()
 
     def forget_keys(self) -> None:
-        """Drop every stored key/iv; encrypted frames are "no_key" until the next acks."""
+        """A new connection: drop every stored key/iv (encrypted frames are "no_key" until the
+        next acks) and start numbering notices afresh (Execution.seq counts per connection)."""
         self._ciphers.clear()
+        self._notices.clear()
 
     def has_key(self, tr_id: str) -> bool:
         return tr_id in self._ciphers
@@ -776,4 +783,16 @@ class KisDecoder:
         except (ValueError, IndexError, OverflowError) as exc:  # a datetime out of range
             raise FrameError("bad_value", str(exc)) from None
         self.stats.records += count
+        if spec.build is _execution:
+            return [self._numbered(ev) for ev in events]  # type: ignore[arg-type]
         return events
+
+    def _numbered(self, ev: Execution) -> Execution:
+        """The notice with its occurrence number in this session (Execution.seq)."""
+        key = ev.key  # seq is 1 here: the content alone
+        n = self._notices.get(key, 0) + 1
+        self._notices[key] = n
+        self._notices.move_to_end(key)
+        if len(self._notices) > SEEN_NOTICES:
+            self._notices.popitem(last=False)
+        return ev if n == 1 else msgspec.structs.replace(ev, seq=n)

@@ -200,6 +200,13 @@ class Settings:
     shutdown_timeout_s: float = 15.0  # hard stop after the first signal
 
 
+# KOSPI and KOSDAQ (H0UPCNT0): registered by default, on the simulator and a real account alike
+INDEX_PICKS: tuple[tuple[str, str], ...] = ((KIS_INDEX, "0001"), (KIS_INDEX, "1001"))
+# picks that fit one real KIS session beside the execution notices (41 registrations less the
+# spare the slot manager keeps, less one for the notices)
+SESSION_PICKS = 39
+
+
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(f"TRADESTREAM_{name}")
     return value.strip() if value is not None and value.strip() else None
@@ -319,6 +326,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     )
     watch_raw = _get(env, "WATCHLIST")
     extra_raw = _get(env, "KIS_EXTRA")
+    indexes = (_get(env, "KIS_INDEXES") or "1").lower() in ("1", "true", "yes")
     hts_id = _get(env, "KIS_HTS_ID")
     keys_raw = _get(env, "KIS_EXTRA_APP_KEYS")
     app_keys = _pairs(keys_raw, "KIS_EXTRA_APP_KEYS") if keys_raw else ()
@@ -334,14 +342,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 (KIS_BOOK, "005930"),
                 (KIS_BOOK, "000660"),
                 (KIS_PROGRAM, "005930"),
-                (KIS_INDEX, "0001"),
-                (KIS_INDEX, "1001"),
+                *(INDEX_PICKS if indexes else ()),
             )
         )
         hts_id = hts_id if hts_id is not None else sim.demo_hts_id
     else:
-        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else sim.tickers[:39]
+        # A real account: KOSPI and KOSDAQ (the market gate, market:* topics) unless turned
+        # off, inside one session's budget with the default watchlist and the notices
         extra = _pairs(extra_raw, "KIS_EXTRA") if extra_raw else ()
+        added = tuple(p for p in INDEX_PICKS if p not in extra) if indexes else ()
+        extra = (*extra, *added)
+        default_codes = sim.tickers[: SESSION_PICKS - len(added)]
+        watchlist = _codes(watch_raw, "WATCHLIST") if watch_raw else default_codes
     notices = [f"{t}:{c}" for t, c in extra if t in NOTICE_TR_IDS]
     if notices:  # the driver registers the notices itself; a pick too would double every fill
         raise ConfigError(

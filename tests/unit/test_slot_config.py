@@ -93,3 +93,21 @@ def test_simulated_positions_at_start() -> None:
 def test_bad_slot_settings_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_env(env)
+
+
+def test_indexes_are_on_by_default_with_a_real_account_within_one_session() -> None:
+    from tradestream.config import INDEX_PICKS
+
+    real = from_env({**BROKER, "TRADESTREAM_KIS_HTS_ID": "me"}).kis
+    assert set(INDEX_PICKS) <= set(real.extra)
+    # the default watchlist, the indexes and the notices fit one session's usable slots
+    usable = real.registration_limit - real.slot_margin
+    assert len(real.registrations()) == usable == 40
+    off = from_env({**BROKER, "TRADESTREAM_KIS_INDEXES": "0"}).kis
+    assert not set(INDEX_PICKS) & set(off.extra) and len(off.watchlist) == 39
+    mine = from_env(
+        {**BROKER, "TRADESTREAM_KIS_EXTRA": "H0UPCNT0:0001,H0STASP0:005930"}
+    ).kis  # an index of the user's own is not added twice
+    assert mine.extra == (("H0UPCNT0", "0001"), ("H0STASP0", "005930"), ("H0UPCNT0", "1001"))
+    sim = from_env({"TRADESTREAM_KIS_INDEXES": "0"}).kis
+    assert not set(INDEX_PICKS) & set(sim.extra)

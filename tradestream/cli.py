@@ -293,6 +293,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a broker account this user may see (repeatable)",
     )
     tok.add_argument("--ttl", type=float, default=86400.0, help="seconds")
+    picks = sub.add_parser(
+        "picks",
+        help="show the running service's daily picks, or set them (needs TRADESTREAM_JWT_SECRET)",
+    )
+    picks.add_argument(
+        "--url",
+        default="",
+        help="the service (default http://127.0.0.1:$TRADESTREAM_PORT, or :8000)",
+    )
+    picks.add_argument("--set", metavar="CODES", help="comma-separated codes: the new picks")
+    picks.add_argument("--orderbook", metavar="CODES", default="", help="order books too")
+    picks.add_argument("--file", type=Path, help="set the picks from a JSON or CSV file")
     watch = sub.add_parser("watch", help="subscribe to topics and print what arrives")
     watch.add_argument("url", help="ws://host:port/api/ws?token=...")
     watch.add_argument("topics", nargs="+")
@@ -335,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         return 0
+    if args.cmd == "picks":
+        return _picks(args, s)
     if args.cmd == "watch":
         try:
             return trio.run(_watch, args.url, args.topics, args.count)
@@ -343,6 +357,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001  (a connect failure in one line)
             return _one_line(exc, partial(_watch_error, url=args.url))
     return 2
+
+
+def _picks(args: argparse.Namespace, s: Settings) -> int:
+    """GET /api/slots (the pick claims) or PUT /api/watchlist/picks, with an admin token."""
+    import httpx
+
+    from tradestream.gateway.auth import Authenticator
+    from tradestream.slots.picks import Picks, parse_picks
+    from tradestream.upstream import KIS_BOOK, KIS_TRADES
+
+    if s.gateway.jwt_secret_generated:
+        print("set TRADESTREAM_JWT_SECRET to the server's secret first", file=sys.stderr)
+        return 2
+    token = Authenticator(s.gateway.jwt_secret).issue("cli", role="admin", ttl_s=300)
+    url = (args.url or f"http://127.0.0.1:{s.gateway.port}").rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        new: Picks | None = None
+        if args.file is not None:
+            new = parse_picks(args.file.read_text())
+        elif args.set:
+            new = parse_picks(args.set)
+            if args.orderbook:
+                new = Picks(new.codes, parse_picks(args.orderbook).codes)
+        with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
+            if new is not None:
+                resp = http.put(
+                    "/api/watchlist/picks",
+                    json={"codes": list(new.codes), "orderbook": list(new.orderbook)},
+                )
+                if resp.status_code != 200:
+                    print(f"error: {resp.status_code} {resp.text.strip()}", file=sys.stderr)
+                    return 1
+                print(resp.text.strip())
+                return 0
+            resp = http.get("/api/slots")
+            resp.raise_for_status()
+            doc = resp.json()
+    except (OSError, ValueError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [*doc.get("slots", []), *doc.get("pending", [])]
+    picked = [r for r in rows if "pick" in r.get("claims", [])]
+    trades = sorted({r["code"] for r in picked if r["tr_id"] == KIS_TRADES})
+    books = sorted({r["code"] for r in picked if r["tr_id"] == KIS_BOOK})
+    print(f"codes: {','.join(trades)}")
+    print(f"orderbook: {','.join(books)}")
+    return 0
 
 
 def _db(action: str, s: Settings) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 
 from tradestream.errors import ConfigError
 from tradestream.universe import DEFAULT_TICKERS
@@ -103,6 +103,9 @@ class KisSettings:
     # simulated, else none (kis.md documents no balance inquiry: see README)
     positions_url: str = ""
     positions_every_s: float = 60.0  # 0: never reconcile
+    # daily picks refreshed from a file or URL (slots/picks.py) at picks_at KST on trading days
+    picks_source: str = ""
+    picks_at: time = time(7, 20)
 
     def session_keys(self) -> list[tuple[str, str]]:
         return [(self.app_key, self.app_secret), *self.app_keys]
@@ -205,6 +208,16 @@ INDEX_PICKS: tuple[tuple[str, str], ...] = ((KIS_INDEX, "0001"), (KIS_INDEX, "10
 # picks that fit one real KIS session beside the execution notices (41 registrations less the
 # spare the slot manager keeps, less one for the notices)
 SESSION_PICKS = 39
+
+
+def _time_of_day(raw: str | None, name: str, default: time) -> time:
+    if raw is None:
+        return default
+    try:
+        hh, mm = raw.split(":")
+        return time(int(hh), int(mm))
+    except ValueError:
+        raise ConfigError(f"TRADESTREAM_{name}={raw!r} is not a time of day HH:MM") from None
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -385,6 +398,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         market_holidays=_dates(_get(env, "MARKET_HOLIDAYS") or "", "MARKET_HOLIDAYS"),
         positions_url=_get(env, "POSITIONS_URL") or "",
         positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
+        picks_source=_get(env, "PICKS_SOURCE") or "",
+        picks_at=_time_of_day(_get(env, "PICKS_AT"), "PICKS_AT", k.picks_at),
     )
     notice_slots = 1 if kis.hts_id else 0
     if kis.registration_limit - kis.slot_margin - notice_slots < 1:

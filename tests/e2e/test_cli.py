@@ -355,3 +355,35 @@ async def test_run_record_then_replay_from_the_command_line(tmp_path: Path) -> N
         )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert count(replay_db) == count(live_db) >= 300
+
+
+async def test_daily_picks_from_a_file_at_start_and_the_picks_command(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.conftest import make_settings
+    from tests.e2e.test_service import service
+
+    source = tmp_path / "picks.csv"
+    source.write_text("# today's picks\n005930,orderbook\n000660\n")
+    s = make_settings(tmp_path)
+    s = replace(s, kis=replace(s.kis, picks_source=str(source)))
+    env = {**os.environ, "TRADESTREAM_JWT_SECRET": s.gateway.jwt_secret}
+
+    async def picks(*args: str) -> str:
+        done = await trio.run_process(
+            [sys.executable, "-m", "tradestream", "picks", "--url", running.url, *args],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    with trio.fail_after(60):
+        async with service(s) as running:
+            # the file's picks are in force from the start (the refresh applies at start too)
+            assert await picks() == "codes: 000660,005930\norderbook: 005930\n"
+            answer = msgspec.json.decode(await picks("--set", "035420,005380"))
+            assert answer["picks"] >= 2
+            assert await picks() == "codes: 005380,035420\norderbook: \n"

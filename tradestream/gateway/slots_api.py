@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from tradestream.gateway.access import WRITERS, install, require_role
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.ports import ScannerInput, Slots
+from tradestream.slots.picks import Picks, pick_keys
 from tradestream.upstream import KIS_BOOK, KIS_TRADES
 
 MAX_CODES = 500
@@ -57,7 +58,7 @@ def register_slots(
             )
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        keys = [(KIS_TRADES, c) for c in trades] + [(KIS_BOOK, c) for c in books] + list(kept)
+        keys = pick_keys(Picks(tuple(trades), tuple(books)), kept, KIS_TRADES, KIS_BOOK)
         changes = slots.set_picks(keys)
         pending = {(p["tr_id"], p["code"]) for p in slots.pending()}
         ops = [op.action for op in changes.ops]

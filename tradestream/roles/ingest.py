@@ -33,7 +33,7 @@ import trio
 from sqlalchemy.engine import Engine
 
 from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_positions_sync
-from tradestream.config import Settings
+from tradestream.config import KisSettings, Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.events import KST, Event
@@ -48,7 +48,9 @@ from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.slots.driver import SlotDriver
+from tradestream.slots.picks import pick_keys
 from tradestream.slots.scanner import ScannerSlots
+from tradestream.slots.schedule import run_scheduled_picks
 from tradestream.slots.setup import build_slot_driver
 from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
@@ -349,6 +351,19 @@ async def _run_tree(
                             await trio.to_thread.run_sync(mark.beat)
                             intake.start_soon(_keep_marked, mark)
                         intake.start_soon(p.slots.run)
+                        if k.picks_source:
+                            kept = _kept_picks(k)
+                            await intake.start(
+                                partial(
+                                    run_scheduled_picks,
+                                    k.picks_source,
+                                    k.picks_at,
+                                    frozenset(k.market_holidays),
+                                    lambda picks: p.slots.set_picks(
+                                        pick_keys(picks, kept, KIS_TRADES, KIS_BOOK)
+                                    ),
+                                )
+                            )
                         await intake.start(p.scanner.run, k.scanner_every_s)
                         await _start_feeds(
                             intake,
@@ -376,9 +391,7 @@ async def _run_tree(
                         queues={"events": events_out, "store": store_out},
                         alerts_out=p.alerts_out,
                         redis=bridge,
-                        kept_picks=tuple(
-                            key for key in k.pick_keys() if key[0] not in (KIS_TRADES, KIS_BOOK)
-                        ),
+                        kept_picks=_kept_picks(k),
                     )
                 )
             log.info("intake stopped; draining the pipeline")
@@ -395,6 +408,12 @@ async def _run_tree(
     )
     if mark is not None:
         await trio.to_thread.run_sync(mark.clear)  # a clean stop: no gap at the next start
+
+
+def _kept_picks(k: KisSettings) -> tuple[tuple[str, str], ...]:
+    """Configured picks that are neither trades nor order books (indexes, program trading):
+    a new set of daily picks keeps them."""
+    return tuple(key for key in k.pick_keys() if key[0] not in (KIS_TRADES, KIS_BOOK))
 
 
 async def _keep_marked(mark: RunMark) -> None:

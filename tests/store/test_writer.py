@@ -26,7 +26,7 @@ from tradestream.events import (
     Tick,
 )
 from tradestream.store import migrate, schema
-from tradestream.store.writer import EventWriter, make_engine
+from tradestream.store.writer import EventWriter, execution_row, make_engine
 
 T = datetime(2025, 1, 2, 9, 30, 15, tzinfo=KST)
 NS = 1_735_777_815_123_456_000  # 2025-01-02 00:30:15.123456 UTC
@@ -328,3 +328,28 @@ def test_text_fields_with_copy_specials_round_trip(engine: Engine, bulk_copy: bo
             ).order_by(schema.stock_prices_realtime.c.volume)
         ).all()
     assert [tuple(r) for r in got] == [(c, f"src{c}", base.change_percent) for c in odd]
+
+
+def test_migration_0005_keeps_the_executions_stored_before_it(db_url: str) -> None:
+    """A database at 0004 with a fill in it: after the upgrade the fill is there with seq 1,
+    and its identical twin (seq 2) can be stored beside it; a downgrade goes back."""
+    import msgspec
+
+    eng = make_engine(db_url)
+    try:
+        migrate.upgrade(eng, "0004")
+        fill = next(e for e in events() if isinstance(e, Execution))
+        row = {k: v for k, v in execution_row(fill).items() if k != "seq"}
+        with eng.begin() as conn:  # the columns 0004 has, with the table's own types
+            conn.execute(schema.executions.insert().values(**row))
+        migrate.upgrade(eng)
+        EventWriter(eng).write([fill, msgspec.structs.replace(fill, seq=2)])
+        with eng.connect() as conn:
+            seqs = conn.execute(sa.text("SELECT seq FROM executions ORDER BY seq")).scalars()
+            assert list(seqs) == [1, 2]
+        with eng.begin() as conn:
+            conn.execute(sa.text("DELETE FROM executions WHERE seq = 2"))
+        migrate.downgrade(eng, "0004")
+        assert migrate.current_revision(eng) == "0004"
+    finally:
+        eng.dispose()

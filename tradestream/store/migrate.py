@@ -39,6 +39,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Back to `revision` (each migration's downgrade; tests, and an operator's rollback)."""
+    command.downgrade(_config(engine), revision)
+
+
 def check(engine: Engine) -> None:
     """Raise SchemaOutOfDate with an actionable message unless the schema is at head."""
     current, head = current_revision(engine), head_revision()

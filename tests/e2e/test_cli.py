@@ -184,6 +184,8 @@ def test_user_errors_are_one_line_naming_the_setting(tmp_path: Path) -> None:
             last = done.stderr.strip().splitlines()[-1]
             assert last.startswith("error: ") and setting in last, (args, last)
             assert "secret" not in done.stderr  # the password is not printed
+            if setting == "TRADESTREAM_PORT":  # found before anything started: nothing else said
+                assert "WARNING" not in done.stderr and "ERROR" not in done.stderr
     done = _cli(["run"], tmp_path, TRADESTREAM_PORT="abc")
     assert done.returncode == 2
     assert done.stderr.strip() == (

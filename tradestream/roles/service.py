@@ -12,6 +12,7 @@ cancelled, which stops hypercorn and the simulator.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from tradestream.accounts import SyncStats
 from tradestream.config import Settings
+from tradestream.errors import CannotListen
 from tradestream.feeds.registry import use_simulator
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
@@ -89,6 +91,19 @@ async def run_service(
         store[0].dispose()
 
 
+def _check_port(host: str, port: int) -> None:
+    """CannotListen now if the gateway's port is taken, rather than after the feeds have
+    started (the real bind, later, still reports a port taken meanwhile)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as hypercorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CannotListen(host, port, exc.strerror or str(exc)) from None
+
+
 async def _serve(
     s: Settings,
     hub: Hub,
@@ -99,6 +114,7 @@ async def _serve(
     strategies: Sequence[Strategy] | None,
     task_status: trio.TaskStatus[Running],
 ) -> None:
+    _check_port(s.gateway.host, s.gateway.port)  # before anything starts taking data
     async with trio.open_nursery() as serving:
         sim: SimHandle | None = None
         on_sim = s.sim.enabled and replay is None

@@ -30,6 +30,13 @@ async def read_until(
     return m
 
 
+async def kill_if_running(proc: trio.Process) -> None:
+    """A test's last word on a process it started: gone, whatever happened."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
 async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
     env = {
@@ -67,9 +74,7 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
                 proc.stderr, err, rb"pipeline drained: (\d+) events received, (\d+) stored"
             )
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill_if_running(proc)
     assert code == 0, err.decode()
     received, stored = int(m.group(1)), int(m.group(2))
     assert received > 0 and stored == received
@@ -112,9 +117,7 @@ async def test_sim_command_serves_and_stops(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGINT)
             code = await proc.wait()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill_if_running(proc)
     assert reply["body"]["msg_cd"] == "OPSP9999"
     assert code == 0
 
@@ -296,9 +299,7 @@ async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) 
             second.send_signal(signal.SIGINT)
             assert await second.wait() == 0
         finally:
-            if second.returncode is None:
-                second.kill()
-                await second.wait()
+            await kill_if_running(second)
     rows = gaps()
     assert sorted(r.source for r in rows) == ["kis-1", "kis-2"]
     for r in rows:
@@ -344,9 +345,7 @@ async def test_run_record_then_replay_from_the_command_line(tmp_path: Path) -> N
             proc.send_signal(signal.SIGINT)
             assert await proc.wait() == 0
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await kill_if_running(proc)
         done = await trio.run_process(
             [sys.executable, "-m", "tradestream", "replay", str(recording)],
             env={**env, "TRADESTREAM_DATABASE_URL": f"sqlite:///{replay_db}"},

@@ -88,6 +88,12 @@ class Run:
                 await trio.sleep(0.1)
         return self.server
 
+    async def finish(self) -> None:
+        """The upstream stops sending; a moment later the service is stopped (SIGTERM)."""
+        await self.upstream("pause")
+        await trio.sleep(1)
+        await self.stop()
+
     async def _streaming(self) -> bool:
         return all(f["state"] == "streaming" for f in (await self.status())["upstream"])
 
@@ -193,9 +199,7 @@ async def db_outage(run: Run) -> None:
     await trio.sleep(10)
     await trio.to_thread.run_sync(outage.end)
     await trio.sleep(5)
-    await run.upstream("pause")
-    await trio.sleep(1)
-    await run.stop()
+    await run.finish()
 
 
 async def upstream_drops(run: Run) -> None:
@@ -204,9 +208,7 @@ async def upstream_drops(run: Run) -> None:
         await trio.sleep(3)
         await run.upstream("drop")
     await trio.sleep(3)
-    await run.upstream("pause")
-    await trio.sleep(1)
-    await run.stop()
+    await run.finish()
 
 
 async def sigterm_during_outage(run: Run) -> None:
@@ -268,9 +270,7 @@ async def kill_restart(run: Run) -> None:
     await trio.sleep(1.5)
     await run.start()
     await trio.sleep(5)
-    await run.upstream("pause")
-    await trio.sleep(1)
-    await run.stop()
+    await run.finish()
 
 
 SCENARIOS: dict[str, tuple[float, Callable[[Run], Awaitable[None]]]] = {

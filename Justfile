@@ -15,10 +15,12 @@ setup:
     "{{venv}}/bin/pip" install -q -e '.[dev]'
 
 # run the service, migrating the database first (built-in simulator unless KIS URLs are set)
+[continue]
 run:
     TRADESTREAM_DB_AUTO_UPGRADE="${TRADESTREAM_DB_AUTO_UPGRADE:-1}" tradestream run
 
 # run the broker simulator alone
+[continue]
 sim:
     tradestream sim
 

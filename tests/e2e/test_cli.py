@@ -99,6 +99,39 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
     assert rows == received
 
 
+async def test_just_run_then_ctrl_c_exits_0(tmp_path: Path) -> None:
+    """The README's own command, as a terminal runs it: Ctrl-C goes to the whole foreground
+    process group (just and the service); the service drains and exits 0, and so does just."""
+    repo = Path(__file__).resolve().parents[2]
+    just = Path(sys.executable).parent / "just"
+    env = {
+        **os.environ,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'just.db'}",
+        "TRADESTREAM_SIM_TICK_RATE": "200",
+    }
+    proc = await trio.lowlevel.open_process(
+        [str(just), "--justfile", str(repo / "Justfile"), "--working-directory", str(tmp_path)]
+        + ["run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    out, err = bytearray(), bytearray()
+    try:
+        with trio.fail_after(30):
+            assert proc.stdout is not None and proc.stderr is not None
+            await read_until(proc.stdout, out, rb"tradestream watch 'ws://")
+            os.killpg(proc.pid, signal.SIGINT)
+            code = await proc.wait()
+            await read_until(proc.stderr, err, rb"pipeline drained: \d+ events received")
+    finally:
+        await kill_if_running(proc)
+    assert code == 0, err.decode()[-2000:]
+    assert b"interrupted" not in err
+
+
 async def test_sim_command_serves_and_stops(tmp_path: Path) -> None:
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "tradestream", "sim"],

@@ -128,12 +128,12 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> int:
     from tradestream.feeds.transport import open_upstream
 
     async with open_upstream(url, connect_timeout_s=10) as ws:
-        for topic in topics:
-            await ws.send_message(
-                msgspec.json.encode({"type": "subscribe", "topic": topic}).decode()
-            )
         n = 0
-        try:
+        try:  # the server may close at once (a refused token): a send can see the close too
+            for topic in topics:
+                await ws.send_message(
+                    msgspec.json.encode({"type": "subscribe", "topic": topic}).decode()
+                )
             while count <= 0 or n < count:
                 raw = await ws.get_message()
                 try:
@@ -238,6 +238,7 @@ main settings (environment variables; README, Configuration, lists them all):
   TRADESTREAM_KIS_APP_SECRET  a real KIS account (default: the built-in simulator)
   TRADESTREAM_SIM_PORT       the built-in simulator's port (default 0: any free port)
   TRADESTREAM_SPOOL_DIR      where rows wait while the database is away (default ./spool)
+  TRADESTREAM_JOURNAL        1: journal intake there too, so a kill -9 loses nothing (0: off)
   TRADESTREAM_REDIS_URL      alerts and signals over Redis (default: none)
   TRADESTREAM_LOG_LEVEL, TRADESTREAM_LOG_FORMAT  INFO, text (or json)
 """

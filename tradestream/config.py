@@ -70,6 +70,7 @@ class StoreSettings:
     drain_s: float = 5.0  # at shutdown: time to write what is pending before spooling it
     memory_rows: int = 50_000  # rows held in memory while the database is away; then: spool
     spool_dir: str = "spool"  # batches the database could not take (replayed at start)
+    journal: bool = True  # journal intake under spool_dir/journal: a kill -9 loses nothing
     auto_upgrade: bool = False  # apply migrations at start instead of refusing to run
 
 
@@ -474,6 +475,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         or StoreSettings.write_timeout_s,
         auto_upgrade=_flag(env, "DB_AUTO_UPGRADE"),
         spool_dir=_get(env, "SPOOL_DIR") or StoreSettings.spool_dir,
+        journal=(_get(env, "JOURNAL") or "1").lower() not in ("0", "false", "no"),
         memory_rows=int(_num(env, "MEMORY_ROWS", StoreSettings.memory_rows, int)),
     )
     detect = DetectSettings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,11 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import sqlalchemy as sa
 import trio
 
 from tradestream.feeds.transport import open_upstream
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def read_until(
@@ -102,7 +106,6 @@ async def test_run_then_sigint_stores_every_tick_and_exits_0(tmp_path: Path) -> 
 async def test_just_run_then_ctrl_c_exits_0(tmp_path: Path) -> None:
     """The README's own command, as a terminal runs it: Ctrl-C goes to the whole foreground
     process group (just and the service); the service drains and exits 0, and so does just."""
-    repo = Path(__file__).resolve().parents[2]
     just = Path(sys.executable).parent / "just"
     env = {
         **os.environ,
@@ -111,7 +114,7 @@ async def test_just_run_then_ctrl_c_exits_0(tmp_path: Path) -> None:
         "TRADESTREAM_SIM_TICK_RATE": "200",
     }
     proc = await trio.lowlevel.open_process(
-        [str(just), "--justfile", str(repo / "Justfile"), "--working-directory", str(tmp_path)]
+        [str(just), "--justfile", str(REPO / "Justfile"), "--working-directory", str(tmp_path)]
         + ["run"],
         env=env,
         stdout=subprocess.PIPE,
@@ -127,6 +130,8 @@ async def test_just_run_then_ctrl_c_exits_0(tmp_path: Path) -> None:
             code = await proc.wait()
             await read_until(proc.stderr, err, rb"pipeline drained: \d+ events received")
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # just and the service it started, if left
         await kill_if_running(proc)
     assert code == 0, err.decode()[-2000:]
     assert b"interrupted" not in err
@@ -421,3 +426,76 @@ async def test_daily_picks_from_a_file_at_start_and_the_picks_command(tmp_path: 
             answer = msgspec.json.decode(await picks("--set", "035420,005380"))
             assert answer["picks"] >= 2
             assert await picks() == "codes: 005380,035420\norderbook: \n"
+
+
+async def test_kill_9_loses_no_received_trade(tmp_path: Path) -> None:
+    """Killed with SIGKILL while every trade it took in is still in memory (a 60 s flush
+    deadline: nothing written yet), a run loses none of them: the next start stores them from
+    the intake journal (the natural keys keep them once each), and a clean stop leaves no
+    journal behind. The same kill with the journal off loses them all, so the check can
+    fail."""
+
+    async def ticks_seen(http: httpx.AsyncClient) -> int:
+        text = (await http.get("/metrics")).text
+        m = re.search(r'^tradestream_events_total\{type="Tick"\} (\S+)$', text, re.M)
+        return int(float(m.group(1))) if m else 0
+
+    async def run_once(journal: str) -> tuple[int, int, list[Path]]:
+        db, spool = tmp_path / f"kill-{journal}.db", tmp_path / f"spool-{journal}"
+        env = {
+            **os.environ,
+            "TRADESTREAM_PORT": "0",
+            "TRADESTREAM_DATABASE_URL": f"sqlite:///{db}",
+            "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+            "TRADESTREAM_FLUSH_INTERVAL_S": "60",
+            "TRADESTREAM_FLUSH_ROWS": "1000000",
+            "TRADESTREAM_SIM_TICK_RATE": "500",
+            "TRADESTREAM_SPOOL_DIR": str(spool),
+            "TRADESTREAM_JOURNAL": journal,
+        }
+
+        async def start() -> tuple[trio.Process, str]:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tradestream", "run"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            out = bytearray()
+            assert proc.stdout is not None
+            m = await read_until(proc.stdout, out, rb"tradestream watch 'ws://([^/]+)/")
+            return proc, f"http://{m.group(1).decode()}"
+
+        first, base = await start()
+        try:
+            async with httpx.AsyncClient(base_url=base) as http:
+                while (seen := await ticks_seen(http)) < 300:  # noqa: ASYNC110  (another process)
+                    await trio.sleep(0.05)
+            first.kill()  # SIGKILL: no drain; the trades taken in are only in memory
+            await first.wait()
+        finally:
+            await kill_if_running(first)
+        killed_at = datetime.now(UTC).replace(tzinfo=None)
+        second, _ = await start()
+        try:
+            second.send_signal(signal.SIGINT)
+            assert await second.wait() == 0
+        finally:
+            await kill_if_running(second)
+        engine = sa.create_engine(f"sqlite:///{db}")
+        with engine.connect() as conn:
+            received = [
+                datetime.fromisoformat(str(r[0]))
+                for r in conn.execute(sa.text("SELECT received_at FROM stock_prices_realtime"))
+            ]
+        engine.dispose()
+        before_kill = sum(r.replace(tzinfo=None) <= killed_at for r in received)
+        return seen, before_kill, sorted((spool / "journal").glob("*.journal"))
+
+    with trio.fail_after(90):
+        seen, stored, left = await run_once("1")
+        assert stored >= seen > 0, (stored, seen)
+        assert left == []  # the second run stopped cleanly: every segment settled
+        seen_off, stored_off, _ = await run_once("0")
+    assert seen_off > 0 and stored_off == 0  # without the journal, the kill loses them all

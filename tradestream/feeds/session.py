@@ -220,6 +220,7 @@ async def run_feed(
     connect: Connect = open_upstream,
     control: FeedControl | None = None,
     lost_since: datetime | None = None,
+    journal: Callable[[list[Event]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Stream from one broker session into `events_out` until cancelled, or until drained
@@ -231,10 +232,11 @@ async def run_feed(
     (the lossless edge). Broker errors are counted, logged and retried; this task never
     returns on its own. On cancel the upstream socket is closed with code 1000. `lost_since`:
     the previous run ended uncleanly when it was last alive; the first streaming frame then
-    reports the downtime as a feed gap, as after a lost connection.
+    reports the downtime as a feed gap, as after a lost connection. `journal` is given each
+    frame's events before they are handed on (store/journal.py: a kill loses none of them).
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
-    run = _Run(adapter, events_out, frames_out, status, backoff, lost_since)
+    run = _Run(adapter, events_out, frames_out, status, backoff, lost_since, journal)
     status.decoder_stats = adapter.stats
     ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
@@ -294,7 +296,7 @@ class _Run:
     """What one feed carries from connection to connection."""
 
     __slots__ = ("adapter", "events_out", "frames_out", "status", "backoff", "streamed",
-                 "lost_at", "gap_reason")  # fmt: skip
+                 "lost_at", "gap_reason", "journal")  # fmt: skip
 
     def __init__(
         self,
@@ -304,8 +306,10 @@ class _Run:
         status: FeedStatus,
         backoff: Backoff,
         lost_since: datetime | None,
+        journal: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.adapter = adapter
+        self.journal = journal
         self.events_out = events_out
         self.frames_out = frames_out
         self.status = status
@@ -367,9 +371,13 @@ async def _stream(ws: WebSocketConnection, run: _Run, ctl: FeedControl, stale_s:
                         if run.lost_at is not None:
                             gap = _gap(status, run.lost_at, now, run.gap_reason)
                             sends.append((events_out, gap))
+                            if run.journal is not None:
+                                run.journal([gap])
                             if frames_out is not None:
                                 sends.append((frames_out, _gap_frame(gap, adapter)))
                             run.lost_at, run.gap_reason = None, ""
+                    if out and run.journal is not None:
+                        run.journal(out)  # before any hand-on: a kill from here loses nothing
                     if not sends:  # the usual frame: its events, no waiting
                         sends = _send_ready(events_out, out)
                     else:

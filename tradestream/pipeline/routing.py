@@ -61,6 +61,7 @@ async def run_routing(
     on_holding: Callable[[HoldingChange], None] | None = None,
     on_tick: Callable[[Tick], Event | None] | None = None,
     observe: Callable[[Event], None] | None = None,
+    journal: Callable[[list[Event]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`run_router` (owns `events_in` and `store_out`), then the strategies' drain, then the
@@ -75,6 +76,7 @@ async def run_routing(
             on_holding=on_holding,
             on_tick=on_tick,
             observe=observe,
+            journal=journal,
             task_status=task_status,
         )
     finally:

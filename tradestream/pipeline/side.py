@@ -8,6 +8,8 @@ and the strategies are done (pipeline/routing.py), so what a drain produces is s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 from tradestream.events import Event
@@ -21,12 +23,17 @@ class SideEvents:
     def __init__(self, size: int = SIDE_BUFFER) -> None:
         self._out, self.receive_end = trio.open_memory_channel[Event](size)
         self.stats = {"forwarded": 0, "dropped": 0}  # handed to the store, dropped
+        # given each event the edge takes (store/journal.py): a kill loses none of them
+        self.journal: Callable[[list[Event]], None] | None = None
 
     def put(self, ev: Event) -> None:
         try:
             self._out.send_nowait(ev)
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.stats["dropped"] += 1
+            return
+        if self.journal is not None:
+            self.journal([ev])
 
     def close(self) -> None:
         """No more side events: the forwarder hands on the rest, then closes its store end."""

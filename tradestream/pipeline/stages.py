@@ -153,6 +153,7 @@ async def run_router(
     on_holding: Callable[[HoldingChange], None] | None = None,
     on_tick: Callable[[Tick], Event | None] | None = None,
     observe: Callable[[Event], None] | None = None,
+    journal: Callable[[list[Event]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send each event to the store, and to the gateway clients that asked for it.
@@ -160,7 +161,8 @@ async def run_router(
     Owns `events_in` and `store_out`; returns when `events_in` is closed and drained, closing
     `store_out` so the flusher finishes next. The store edge blocks (lossless); the hub never
     blocks (it conflates or disconnects per client). An event is encoded only if someone
-    watches one of its topics, and then once for all of them.
+    watches one of its topics, and then once for all of them. `journal` is given the events
+    the router derives (alerts) before they go on.
     """
     has = hub.has_subscribers
     with events_in, store_out:
@@ -193,6 +195,8 @@ async def run_router(
                         _route(found, hub, has, state, stats, on_holding)
                         derived.append(found)
             if derived:
+                if journal is not None:
+                    journal(derived)
                 batch += derived
             for ev in batch:
                 try:

@@ -36,6 +36,7 @@ from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_p
 from tradestream.config import KisSettings, Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
+from tradestream.errors import SpoolUnusable
 from tradestream.events import KST, Event
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -54,6 +55,7 @@ from tradestream.slots.schedule import run_scheduled_picks
 from tradestream.slots.setup import build_slot_driver
 from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
+from tradestream.store.journal import Journal
 from tradestream.store.runmark import BEAT_S, RunMark
 from tradestream.store.spool import Spool
 from tradestream.store.writer import EventWriter, make_engine, transient
@@ -92,6 +94,7 @@ class Ingest:
     alerts_out: AlertsOut | None  # alerts to Redis, when configured
     redis: Any  # the Redis bridge's RedisStats, when configured
     kept_picks: tuple[tuple[str, str], ...]  # configured picks a PUT of trades/books keeps
+    journal: Journal | None = None  # the intake journal (live intake only)
     started_at: float = field(default_factory=time.time)
 
 
@@ -292,6 +295,9 @@ async def _run_tree(
                     "the downtime as a feed gap",
                     unclean.isoformat(timespec="seconds"),
                 )
+            journal = await _open_journal(s, spool) if mark is not None else None
+            if journal is not None:
+                p.side.journal = journal.record
             await draining.start(
                 partial(
                     run_flusher,
@@ -301,6 +307,7 @@ async def _run_tree(
                     flusher,
                     spool,
                     transient=transient,
+                    settled=journal.settled if journal is not None else None,
                 )
             )
             stage = StrategyStage(p.strategies)
@@ -319,6 +326,7 @@ async def _run_tree(
                     on_holding=p.holdings_changed,
                     on_tick=p.detectors,
                     observe=p.observe,
+                    journal=journal.record if journal is not None else None,
                 )
             )
             if recorder is not None and record is not None:
@@ -372,6 +380,7 @@ async def _run_tree(
                             frames_out if recorder is not None else None,
                             controls,
                             unclean,
+                            journal.record if journal is not None else None,
                         )
                 task_status.started(
                     Ingest(
@@ -392,6 +401,7 @@ async def _run_tree(
                         alerts_out=p.alerts_out,
                         redis=bridge,
                         kept_picks=_kept_picks(k),
+                        journal=journal,
                     )
                 )
             log.info("intake stopped; draining the pipeline")
@@ -406,8 +416,32 @@ async def _run_tree(
         side["forwarded"],
         side["dropped"],
     )
+    if journal is not None:
+        left = journal.close()
+        if left:
+            log.warning("journal: %d events not stored are kept for the next start", left)
     if mark is not None:
         await trio.to_thread.run_sync(mark.clear)  # a clean stop: no gap at the next start
+
+
+async def _open_journal(s: Settings, spool: Spool) -> Journal | None:
+    """The intake journal (store/journal.py) under the spool, with what an unclean stop left
+    in it moved to the spool first (the flusher replays that before anything new)."""
+    if not s.store.journal:
+        return None
+    where = Path(s.store.spool_dir) / "journal"
+    try:
+        journal = await trio.to_thread.run_sync(Journal, where)
+        kept = await trio.to_thread.run_sync(journal.take_leftovers, spool.append)
+    except OSError as exc:
+        raise SpoolUnusable(str(where), exc.strerror or str(exc)) from None
+    if kept:
+        log.warning(
+            "journal: %d events the previous run had taken in go to the store (those already "
+            "stored are not stored twice)",
+            kept,
+        )
+    return journal
 
 
 def _kept_picks(k: KisSettings) -> tuple[tuple[str, str], ...]:
@@ -443,6 +477,7 @@ async def _start_feeds(
     frames_out: trio.MemorySendChannel[Frame] | None,
     controls: list[FeedControl],
     lost_since: datetime | None = None,
+    journal: Callable[[list[Event]], None] | None = None,
 ) -> None:
     """Start the sessions in a nursery of their own inside `intake` (a task per session, each
     holding its own clones, drained through `controls`); once they have all returned (drained
@@ -467,6 +502,7 @@ async def _start_feeds(
                         frames_out=frames_out.clone() if frames_out is not None else None,
                         control=control,
                         lost_since=lost_since,
+                        journal=journal,
                     )
                 )
             task_status.started()

@@ -203,6 +203,10 @@ async def collect(
     return True
 
 
+def _ignore(batch: Sequence[object]) -> None:
+    pass
+
+
 class _Queue(Generic[Row]):
     """Batches waiting for the writer, oldest first, and the one it is writing."""
 
@@ -214,6 +218,8 @@ class _Queue(Generic[Row]):
         self.closed = False
         self.failing = False  # the last write failed: at shutdown, go straight to the spool
         self.lot = trio.lowlevel.ParkingLot()
+        # told of each batch once durable (committed, spooled, set aside): the journal
+        self.settled: Callable[[Sequence[Row]], None] = _ignore
 
 
 async def run_flusher(
@@ -224,6 +230,7 @@ async def run_flusher(
     spool: SpoolLike[Row] | None = None,
     *,
     transient: Callable[[BaseException], bool] = lambda exc: True,
+    settled: Callable[[Sequence[Row]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Write rows in size-or-deadline batches until `rows_in` is closed and drained.
@@ -237,9 +244,14 @@ async def run_flusher(
     `transient(exc)` tells an outage (retry the batch) from a batch the database refuses
     (a value out of range, say): such a batch is split until the refused rows are found;
     the others are stored and the refused ones set aside in the spool's dead letters.
+
+    `settled(batch)` is called once a batch is durable: committed, spooled or set aside (not
+    for rows lost at a stop, which stay in the journal for the next start).
     """
     stats = stats if stats is not None else FlusherStats()
     q: _Queue[Row] = _Queue()
+    if settled is not None:
+        q.settled = settled
     batch: list[Row] = []
     if spool is not None:
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
@@ -284,8 +296,8 @@ async def run_flusher(
             if left or first:
                 with trio.move_on_after(policy.final_write_s, shield=True) as scope:
                     if first:
-                        await _save([first], sink, stats, spool, front=True)
-                    await _save(left, sink, stats, spool)
+                        await _save([first], sink, stats, spool, q.settled, front=True)
+                    await _save(left, sink, stats, spool, q.settled)
                 if scope.cancelled_caught:
                     log.error(
                         "could not save %d batches in %.1fs",
@@ -300,17 +312,20 @@ async def _spill_excess(
     """Keep memory bounded while writes fail: move the oldest queued batches to the spool.
     False when the spool refused one (a full disk, a directory gone): it stays in memory."""
     while spool is not None and q.rows > policy.memory_rows and q.batches:
-        oldest = q.batches[0]
+        # Taken off the queue before the (threaded) write: the writer, running meanwhile,
+        # must not take the same batch, nor this one pop a batch the writer holds.
+        oldest, queued_at = q.batches.popleft(), q.queued_at.popleft()
         try:
             await trio.to_thread.run_sync(spool.append, oldest)
         except OSError as exc:
+            q.batches.appendleft(oldest)
+            q.queued_at.appendleft(queued_at)
             if not stats.spool_error:
                 log.error("the spool at %s refuses writes (%s)", spool.directory, exc)
             stats.spool_error = repr(exc)[:300]
             return False
         stats.spool_error = ""
-        q.batches.popleft()
-        q.queued_at.popleft()
+        q.settled(oldest)
         q.rows -= len(oldest)
         stats.spooled_rows += len(oldest)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
@@ -347,6 +362,7 @@ async def _save(
     sink: BatchSink[Row],
     stats: FlusherStats,
     spool: SpoolLike[Row] | None,
+    settled: Callable[[Sequence[Row]], None],
     *,
     front: bool = False,
 ) -> None:
@@ -359,6 +375,7 @@ async def _save(
                 await sink.write(b)
                 stats.rows += len(b)
                 stats.batches += 1
+                settled(b)
                 continue
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]
@@ -383,7 +400,9 @@ async def _save(
             else:
                 stats.rows += len(b)
                 stats.batches += 1
+                settled(b)
             continue
+        settled(b)
         stats.spooled_rows += len(b)
         stats.spool_rows, stats.spool_segments = spool.rows, spool.segments
         log.warning("%d rows kept in the spool (%s) for the next start", len(b), spool.directory)
@@ -491,6 +510,7 @@ async def _writer(
                     stats.spool_rows,
                 )
             q.failing = False
+            q.settled(batch)
             ms = (time.perf_counter() - t0) * 1000
             if segment is not None:
                 await trio.to_thread.run_sync(spool.remove, segment)  # type: ignore[union-attr]

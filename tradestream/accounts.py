@@ -9,9 +9,9 @@ tells the slot manager when a holding appears or disappears.
 Fills alone only know what this service has seen. `run_positions_sync` (the thin shell) asks a
 `PositionsSource` for the broker's positions at start and periodically, and
 `AccountBook.reconcile` makes them the book's: positions held from before today, notices
-missed while no session carried them, trades made elsewhere. kis.md documents no balance
-inquiry, so the source is pluggable: `HttpPositions` reads a small JSON document (see
-`parse_positions`) from the simulator's `/sim/positions` or from a bridge to the broker.
+missed while no session carried them, trades made elsewhere. The source is pluggable: the
+broker's balance inquiry (roles/sources.py, over feeds/kis/rest.py), or `HttpPositions`, a
+small JSON document (see `parse_positions`) from a bridge or the simulator's `/sim/positions`.
 """
 
 from __future__ import annotations

@@ -236,6 +236,7 @@ main settings (environment variables; README, Configuration, lists them all):
                              demo token printed at start)
   TRADESTREAM_KIS_WS_URL, TRADESTREAM_KIS_REST_URL, TRADESTREAM_KIS_APP_KEY,
   TRADESTREAM_KIS_APP_SECRET  a real KIS account (default: the built-in simulator)
+  TRADESTREAM_KIS_ACCOUNT    50012345-01: holdings from its balance inquiry
   TRADESTREAM_SIM_PORT       the built-in simulator's port (default 0: any free port)
   TRADESTREAM_SPOOL_DIR      where rows wait while the database is away (default ./spool)
   TRADESTREAM_JOURNAL        1: journal intake there too, so a kill -9 loses nothing (0: off)

@@ -100,10 +100,14 @@ class KisSettings:
     scanner_every_s: float = 10.0  # how often the movers are ranked for those slots
     slot_stale_s: float = 120.0  # a slot without data this long (market open) is re-registered
     market_holidays: tuple[date, ...] = ()  # KRX closed all day (weekends always are)
-    # the broker's positions (accounts.parse_positions); empty: the simulator's when KIS is
-    # simulated, else none (kis.md documents no balance inquiry: see README)
+    # a positions document (accounts.parse_positions) overriding the balance inquiry
     positions_url: str = ""
     positions_every_s: float = 60.0  # 0: never reconcile
+    # the account (8 + 2 digits) whose balance inquiry gives the holdings (kis-rest.md §3);
+    # the simulator's demo account when KIS is simulated
+    account: str = ""
+    token_file: str = "state/kis-tokens.json"  # access tokens kept across restarts (0600)
+    rest_rate_per_s: float = 15.0  # REST calls a second per app key (1 on a paper account)
     # daily picks refreshed from a file or URL (slots/picks.py) at picks_at KST on trading days
     picks_source: str = ""
     picks_at: time = time(7, 20)
@@ -309,6 +313,16 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def _account(raw: str) -> str:
+    digits = raw.replace("-", "").strip()
+    if digits and (len(digits) != 10 or not digits.isdigit()):
+        raise ConfigError(
+            f"TRADESTREAM_KIS_ACCOUNT={raw!r} is not a KIS account number (8 + 2 digits, "
+            "e.g. 50012345-01)"
+        )
+    return digits
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return (_get(env, name) or "0").lower() in ("1", "true", "yes")
 
@@ -399,6 +413,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         market_holidays=_dates(_get(env, "MARKET_HOLIDAYS") or "", "MARKET_HOLIDAYS"),
         positions_url=_get(env, "POSITIONS_URL") or "",
         positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
+        account=_account(_get(env, "KIS_ACCOUNT") or ""),
+        token_file=_get(env, "KIS_TOKEN_FILE") or k.token_file,
+        rest_rate_per_s=_num(env, "KIS_REST_RATE", 1.0 if _flag(env, "KIS_PAPER") else 15.0) or 1.0,
         picks_source=_get(env, "PICKS_SOURCE") or "",
         picks_at=_time_of_day(_get(env, "PICKS_AT"), "PICKS_AT", k.picks_at),
     )

@@ -460,7 +460,7 @@ async def test_holdings_from_positions_at_start_and_drift_corrected(tmp_path: Pa
             ]
             assert running.positions.corrected == 3 and running.positions.failures == 0
             status = await get_json(running, "/api/ws/status")
-    assert status["positions"]["source"].endswith("/sim/positions")
+    assert status["positions"]["source"] == "kis inquire-balance 5012****01"
     assert status["positions"]["syncs"] >= 2
 
 

@@ -51,9 +51,11 @@ def test_slot_settings_from_the_environment() -> None:
 
 def test_positions_come_from_the_simulator_only_when_kis_is_simulated() -> None:
     sim = use_simulator(from_env({}), "http://127.0.0.1:1234", "ws://127.0.0.1:1234")
-    assert sim.kis.positions_url == "http://127.0.0.1:1234/sim/positions"
+    assert sim.kis.positions_url == ""  # the demo account's balance inquiry instead
+    assert sim.kis.account == "5012345601" and sim.kis.token_file == ""
     broker = from_env(BROKER)
-    assert broker.kis.positions_url == "" and not broker.sim.enabled  # nothing documented
+    assert broker.kis.positions_url == "" and broker.kis.account == ""  # none configured
+    assert not broker.sim.enabled
     kept = use_simulator(
         from_env({"TRADESTREAM_POSITIONS_URL": "http://bridge.example/p"}),
         "http://127.0.0.1:1",

@@ -18,6 +18,7 @@ a second hang; kill -9 and a restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -162,9 +163,14 @@ class FreezingProxy:
         self.thawed.set()
 
     async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
-        while data := await src.receive_some(65536):
-            await self.thawed.wait()
-            await dst.send_all(data)
+        try:
+            while data := await src.receive_some(65536):
+                await self.thawed.wait()
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # either side went away (an abandoned write's connection, the end of a run)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await dst.send_eof()
 
     async def _handle(self, client: trio.SocketStream) -> None:
         try:
@@ -266,9 +272,29 @@ async def db_hang(run: Run) -> None:
 async def kill_restart(run: Run) -> None:
     await run.start()
     await trio.sleep(5)
+    run.notes["not_stored_before_kill"] = (await run.status())["journal"]["pending"]
     await run.stop(signal.SIGKILL)
     await trio.sleep(1.5)
     await run.start()
+    await trio.sleep(5)
+    await run.finish()
+
+
+async def kill_quiet_restart(run: Run) -> None:
+    """kill -9 once the upstream has paused and everything it wrote has been read, with a 60 s
+    flush deadline so that what was read is only in memory (and the journal) at the kill: what
+    this loses is what the service had read. The mid-stream kill also loses what was still on
+    the wire (the sockets' buffers), which no receiver can get back."""
+    await run.start(TRADESTREAM_FLUSH_INTERVAL_S="60", TRADESTREAM_FLUSH_ROWS="1000000")
+    await trio.sleep(5)
+    await run.upstream("pause")
+    await trio.sleep(0.5)
+    st = await run.status()
+    run.notes["not_stored_at_kill"] = st["journal"]["pending"]  # read, in memory only
+    await run.stop(signal.SIGKILL)
+    await trio.sleep(1.5)
+    await run.start(streaming=False)
+    await run.upstream("resume")
     await trio.sleep(5)
     await run.finish()
 
@@ -281,6 +307,7 @@ SCENARIOS: dict[str, tuple[float, Callable[[Run], Awaitable[None]]]] = {
     "spool_unwritable": (3000.0, spool_unwritable),
     "db_hung_35s_then_sigterm_in_a_hang_3000": (3000.0, db_hang),
     "kill9_restart_3000": (3000.0, kill_restart),
+    "kill9_with_everything_read_in_memory_3000": (3000.0, kill_quiet_restart),
 }
 
 

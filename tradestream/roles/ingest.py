@@ -32,13 +32,20 @@ from typing import Any
 import trio
 from sqlalchemy.engine import Engine
 
-from tradestream.accounts import HttpPositions, RouterProgress, SyncStats, run_positions_sync
+from tradestream.accounts import (
+    HttpPositions,
+    PositionsSource,
+    RouterProgress,
+    SyncStats,
+    run_positions_sync,
+)
 from tradestream.config import KisSettings, Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.errors import SpoolUnusable
 from tradestream.events import KST, Event
 from tradestream.feeds.broker import FeedSession
+from tradestream.feeds.kis.rest import KisRest, TokenFile
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.registry import BROKERS
 from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
@@ -48,6 +55,7 @@ from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmi
 from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.roles.sources import KisBalancePositions
 from tradestream.slots.driver import SlotDriver
 from tradestream.slots.picks import pick_keys
 from tradestream.slots.scanner import ScannerSlots
@@ -263,7 +271,33 @@ async def _run_tree(
     replay_speed: float,
     task_status: trio.TaskStatus[Ingest],
 ) -> None:
-    """The tree of the module docstring."""
+    """The tree of the module docstring, with the KIS REST client it shares (closed last)."""
+    k = s.kis
+    rest = kis_rest(k) if replay is None and k.rest_url else None
+    try:
+        await _run_tree_with(
+            s, hub, engine, parts, events_out, events_in, redis_in, record, replay,
+            replay_speed, task_status, rest,
+        )  # fmt: skip
+    finally:
+        if rest is not None:
+            await rest.aclose()
+
+
+async def _run_tree_with(
+    s: Settings,
+    hub: Hub,
+    engine: Engine,
+    parts: _Parts,
+    events_out: trio.MemorySendChannel[Event],
+    events_in: trio.MemoryReceiveChannel[Event],
+    redis_in: trio.MemoryReceiveChannel[tuple[str, bytes]],
+    record: Path | None,
+    replay: Path | None,
+    replay_speed: float,
+    task_status: trio.TaskStatus[Ingest],
+    rest: KisRest | None,
+) -> None:
     p, k = parts, s.kis
     store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
     frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
@@ -341,13 +375,14 @@ async def _run_tree(
                             partial(run_replay, replay, events_out.clone(), speed=replay_speed)
                         )
                     else:
-                        if k.positions_url and k.positions_every_s:
+                        source = _positions_source(k, rest)
+                        if source is not None and k.positions_every_s:
                             # first answer before the feeds register: holdings included; bounded
                             # (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot hold them back
                             await intake.start(
                                 partial(
                                     run_positions_sync,
-                                    HttpPositions(k.positions_url, k.connect_timeout_s),
+                                    source,
                                     p.state.accounts,
                                     p.holdings_changed,
                                     k.positions_every_s,
@@ -442,6 +477,29 @@ async def _open_journal(s: Settings, spool: Spool) -> Journal | None:
             kept,
         )
     return journal
+
+
+def kis_rest(k: KisSettings) -> KisRest:
+    """The REST client of the first app key (the account's), shared by every REST use."""
+    return KisRest(
+        k.rest_url,
+        k.app_key,
+        k.app_secret,
+        token_file=TokenFile(Path(k.token_file)) if k.token_file else None,
+        rate_per_s=k.rest_rate_per_s,
+        paper=k.paper,
+        custtype=k.custtype,
+        timeout_s=k.connect_timeout_s,
+    )
+
+
+def _positions_source(k: KisSettings, rest: KisRest | None) -> PositionsSource | None:
+    """`TRADESTREAM_POSITIONS_URL` if set, else the account's balance inquiry, else none."""
+    if k.positions_url:
+        return HttpPositions(k.positions_url, k.connect_timeout_s)
+    if k.account and rest is not None:
+        return KisBalancePositions(rest, k.account)
+    return None
 
 
 def _kept_picks(k: KisSettings) -> tuple[tuple[str, str], ...]:

@@ -214,6 +214,18 @@ class SimMarket:
         s = self._stocks[code]
         return s.price or s.prev_close
 
+    def prev_close(self, code: str) -> int:
+        return self._stocks[code].prev_close
+
+    def add(self, ticker: SimTicker, price: int) -> None:
+        """Start trading a ticker the market did not have, at `price` (its day so far)."""
+        if ticker.code in self._stocks:
+            return
+        s = _Stock(ticker, self._rng)
+        s.price = s.open = s.high = s.low = min(s.upper, max(s.lower, price))
+        self._stocks[ticker.code] = s
+        self._codes.append(ticker.code)
+
     def volume(self, code: str) -> int:
         """The code's accumulated volume today (ACML_VOL)."""
         return self._stocks[code].volume

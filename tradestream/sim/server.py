@@ -1,6 +1,8 @@
 """The built-in broker simulator: KIS and LS on one loopback app, speaking the real wire formats.
 
-KIS (../shared/protocols/kis.md): ``POST /oauth2/Approval`` and ``/oauth2/tokenP``; a WebSocket
+KIS (../shared/protocols/kis.md): ``POST /oauth2/Approval``; ``POST /oauth2/tokenP`` and the
+REST TRs of kis-rest.md (sim/kis_rest.py: the balance inquiry, with paging, rate limits and
+token expiry); a WebSocket
 on any path but ``/websocket``: JSON register/unregister with the acks and codes of §5, data
 frames for H0STCNT0/H0NXCNT0/H0UNCNT0 trades, H0STASP0 order books and H0STPGM0 program trading
 (several records per frame at times), H0UPCNT0 index updates (docs/kis-index.md) for the index
@@ -12,9 +14,9 @@ LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket 
 ``tr_type`` 3/4 requests with the token in the header, acks as §4, NWS headlines and S3_/K3_
 trades with string bodies.
 
-The demo account's positions follow its fills and are served at ``GET /sim/positions`` in the
-document of accounts.parse_positions: kis.md documents no balance inquiry, so this is the
-simulator's stand-in for one, not a KIS endpoint.
+The demo account's positions follow its fills and are served by the balance inquiry
+(inquire-balance), and at ``GET /sim/positions`` in the document of accounts.parse_positions
+(what a bridge for ``TRADESTREAM_POSITIONS_URL`` serves).
 
 The market (market.py) and the news (ls_records.py) are deterministic per seed. `SimControl`
 holds the fault switches: drop every connection (now or every N s), stall, malformed frames,
@@ -39,6 +41,7 @@ from tradestream.config import SimSettings
 from tradestream.events import KST
 from tradestream.serving import serve_app, ws_url
 from tradestream.sim import ls_records
+from tradestream.sim.kis_rest import KisRestSim
 from tradestream.sim.market import (
     DEFAULT_TICKERS,
     SimMarket,
@@ -47,6 +50,7 @@ from tradestream.sim.market import (
     encrypted_frame,
     execution_notice,
 )
+from tradestream.sim.rankings import Rankings, Row
 from tradestream.upstream import (
     KIS_BOOK,
     KIS_INDEX,
@@ -256,6 +260,7 @@ class SimHandle:
     ws_url: str  # KIS
     ls_ws_url: str
     control: SimControl
+    rest: KisRestSim | None = None  # the REST TRs' state and counters
 
 
 class _KisReq(msgspec.Struct):
@@ -308,6 +313,47 @@ class Simulator:
         self._next_cid = 0
         self._next_order = 10_000
         self._index_due = 0.0  # market time since the last index update
+        self.rankings = Rankings(cfg.seed, self.names)
+        self.extra_names = self.rankings.names()  # listed, not streamed until registered
+        self._t0: float | None = None  # trio time the simulator's day started
+        self.rest = KisRestSim(
+            app_secret_of=lambda key: None,  # any secret goes with any key, as for approvals
+            positions=lambda: control.positions,
+            names={**self.extra_names, **self.names},
+            account=cfg.demo_account,
+            clock=trio.current_time,
+            rankings=self.ranking_rows,
+        )
+
+    def elapsed(self) -> float:
+        """Seconds since the simulator's day started (its first use)."""
+        now = trio.current_time()
+        if self._t0 is None:
+            self._t0 = now
+        return now - self._t0
+
+    def ranking_rows(self) -> list[Row]:
+        """The whole listed market now: the extra codes and the traded ones."""
+        m = self.market
+        return self.rankings.rows(
+            self.elapsed(),
+            lambda: [
+                Row(c, self.names.get(c) or self.extra_names.get(c, c), m.price(c),
+                    m.prev_close(c), m.volume(c), "KOSPI")
+                for c in m.codes
+                if c not in self.extra_names
+            ],
+        )  # fmt: skip
+
+    def _stream(self, code: str) -> None:
+        """A listed code registered for the first time: the market trades it from now."""
+        if code in self.names:
+            return
+        found = self.rankings.ticker_for(code, self.elapsed())
+        if found is not None:
+            ticker, price = found
+            self.market.add(ticker, price)
+            self.names[code] = ticker.name
 
     def _token(self, n: int) -> str:
         alphabet = string.ascii_letters + string.digits
@@ -395,6 +441,8 @@ class Simulator:
         else:
             conn.app_key = app_key
             conn.subs.add((tr_id, tr_key))
+            if tr_id not in KIS_NOTICE_TRS and tr_id != KIS_INDEX_TR:
+                self._stream(tr_key)
             key, iv = self._token(32), self._token(16)
             conn.keys[tr_id] = (key, iv)
             conn.send(
@@ -414,7 +462,7 @@ class Simulator:
             return bool(tr_key)  # the HTS id
         if tr_id == KIS_INDEX_TR:
             return tr_key in self.market.index_codes
-        return tr_key in self.names
+        return tr_key in self.names or tr_key in self.extra_names
 
     def handle_ls(self, conn: _Conn, text: str) -> None:
         try:
@@ -600,8 +648,14 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
 
     @app.post("/oauth2/tokenP")
     async def access_token() -> tuple[dict[str, object], int]:
-        return {"access_token": sim._token(64), "token_type": "Bearer", "expires_in": 86400,
-                "access_token_token_expired": "2099-12-31 23:59:59"}, 200  # fmt: skip
+        data = await request.get_json(force=True, silent=True) or {}
+        refused = control.reject_credentials or data.get("appkey") in control.refused_app_keys
+        return sim.rest.issue_token(data, refused=refused)
+
+    @app.get("/uapi/<path:path>")
+    async def uapi(path: str) -> tuple[dict[str, object], int, dict[str, str]]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return sim.rest.call("/uapi/" + path, headers, dict(request.args))
 
     @app.post("/oauth2/token")
     async def ls_token() -> tuple[dict[str, object], int]:
@@ -627,7 +681,9 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         """Operate the fault switches of a running simulator, e.g.
         ``{"drop": true}``, ``{"stall_s": 5}``, ``{"down_s": 3}``, ``{"drop_every_s": 30}``,
         ``{"malformed_rate": 0.05}``, ``{"reject_credentials": true}``, ``{"revoke": true}``,
-        ``{"jump": {"code": "005930", "pct": 6}}`` (a sudden move at the next step)."""
+        ``{"jump": {"code": "005930", "pct": 6}}`` (a sudden move at the next step),
+        ``{"expire_tokens": true}`` (REST access tokens expire now), ``{"rest_rate": 2}``
+        (REST calls a second per app key before EGW00201)."""
         data = await request.get_json(force=True, silent=True) or {}
         try:
             if data.get("drop"):
@@ -646,6 +702,10 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
                 control.revoke_credentials()
             if "jump" in data:
                 control.jump(str(data["jump"]["code"]), float(data["jump"]["pct"]) / 100)
+            if data.get("expire_tokens"):
+                sim.rest.expire_tokens()
+            if "rest_rate" in data:
+                sim.rest.rate_per_s = max(1, int(data["rest_rate"]))
         except (TypeError, ValueError, KeyError) as exc:
             return {"error": f"bad fault: {exc}"}, 400
         return {"connections": len(control.conns), "stats": control.stats.__dict__}, 200
@@ -771,5 +831,6 @@ async def run_simulator(
                 ws_url=ws_url(base, "/tryitout"),
                 ls_ws_url=ws_url(base, "/websocket"),
                 control=control,
+                rest=sim.rest,
             )
         )

@@ -41,7 +41,8 @@ def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
             k,
             rest_url=rest_url,
             ws_url=ws_url,
-            positions_url=k.positions_url or rest_url + "/sim/positions",
+            account=k.account or s.sim.demo_account,  # holdings by its balance inquiry
+            token_file="",  # a simulator's tokens die with it: nothing to keep
         ),
     )
 

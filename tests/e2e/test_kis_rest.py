@@ -1,0 +1,125 @@
+"""The KIS REST client against the simulator's REST TRs over loopback, on trio's mock clock
+(autojump after 50 ms of real idleness, so socket I/O finishes before time jumps): paging,
+a token kept in its file and reused, an expired token replaced, rate-limit answers retried.
+The simulator's app is served without its market (whose steps would be the clock's every
+next deadline), so waits of seconds and minutes take none."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from tests.conftest import make_settings
+from tradestream.feeds.kis.rest import KisRest, TokenFile
+from tradestream.serving import serve_app
+from tradestream.sim.kis_rest import KisRestSim
+from tradestream.sim.server import SimControl, Simulator, create_sim_app
+
+
+@pytest.fixture
+def net_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+class Wall:
+    """The epoch clock the client judges expiry and the issuance minute by: now, moved on
+    by hand (the simulator stamps expiry from the real wall clock)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Sim:
+    def __init__(self, url: str, control: SimControl, rest: KisRestSim) -> None:
+        self.rest_url, self.control, self.rest = url, control, rest
+
+
+async def start_sim(nursery: trio.Nursery, tmp_path: Path) -> Sim:
+    control = SimControl()
+    sim = Simulator(make_settings(tmp_path).sim, control)
+    binds = await nursery.start(serve_app, create_sim_app(sim), "127.0.0.1", 0)
+    return Sim(binds[0], control, sim.rest)
+
+
+def client(sim: Sim, tokens: Path, wall: Wall, rate: float = 50.0) -> KisRest:
+    return KisRest(
+        sim.rest_url, "sim-appkey", "sim-appsecret",
+        token_file=TokenFile(tokens), rate_per_s=rate, wall=wall,
+    )  # fmt: skip
+
+
+async def test_balance_pages_token_file_expiry_and_rate_limit(
+    tmp_path: Path, net_clock: trio.testing.MockClock
+) -> None:
+    tokens, wall = tmp_path / "state" / "kis-tokens.json", Wall()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            sim = await start_sim(nursery, tmp_path)
+            for i in range(1, 46):  # three pages of 20
+                sim.control.set_position(f"{100000 + i:06d}", i, 1000.0 + i)
+            rest = client(sim, tokens, wall)
+            held = await rest.balance("50123456-01")
+            assert [h.code for h in held] == [f"{100000 + i:06d}" for i in range(1, 46)]
+            assert held[4].quantity == 5 and held[4].avg_price == 1005.0
+            assert rest.stats.calls == 3 and sim.rest.stats.tokens_issued == 1
+            assert stat.S_IMODE(os.stat(tokens).st_mode) == 0o600
+            await rest.aclose()
+
+            # a restart: the token comes from the file, none is issued
+            again = client(sim, tokens, wall)
+            await again.balance("5012345601")
+            assert again.stats.token_reused_from_file and sim.rest.stats.tokens_issued == 1
+
+            # the broker expires it: EGW00123, then one new token (after the minute) and a retry
+            sim.rest.expire_tokens()
+            wall.now += 120
+            await again.balance("5012345601")
+            assert again.stats.token_refreshes == 1 and sim.rest.stats.tokens_issued == 2
+            assert sim.rest.stats.expired == 1
+
+            # the broker allows 2 calls a second: the client's extra calls get EGW00201 and
+            # are retried with backoff until each is answered
+            sim.rest.rate_per_s = 2
+            answers: list[int] = []
+
+            async def one() -> None:
+                answers.append(len(await again.balance("5012345601")))
+
+            async with trio.open_nursery() as calls:
+                for _ in range(6):
+                    calls.start_soon(one)
+            assert answers == [45] * 6 and again.stats.rate_limited > 0
+            assert sim.rest.stats.rate_limited == again.stats.rate_limited
+            await again.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_token_issued_at_most_once_a_minute(
+    tmp_path: Path, net_clock: trio.testing.MockClock
+) -> None:
+    """A token kept in the file is invalid (another simulator issued it) and was issued 10 s
+    ago: the client waits out the rest of the minute before asking for a new one."""
+    tokens, wall = tmp_path / "kis-tokens.json", Wall()
+    async with trio.open_nursery() as nursery:
+        sim = await start_sim(nursery, tmp_path)
+        from tradestream.feeds.kis.rest import Token, key_identity
+
+        TokenFile(tokens).save(
+            key_identity("sim-appkey"), Token("stale", wall.now + 3600, wall.now - 10)
+        )
+        rest = client(sim, tokens, wall)
+        t0 = trio.current_time()
+        await rest.balance("5012345601")
+        assert trio.current_time() - t0 >= 50  # the minute since the stale token's issue
+        assert rest.stats.token_refreshes == 1 and sim.rest.stats.tokens_issued == 1
+        await rest.aclose()
+        nursery.cancel_scope.cancel()

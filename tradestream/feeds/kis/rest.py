@@ -1,0 +1,429 @@
+"""The KIS REST client (../shared/protocols/kis-rest.md): one per app key, shared by every REST
+use in the process (the balance inquiry, rankings, bars, stock info).
+
+- **Access token** (§2.1): issued by ``POST /oauth2/tokenP`` at most once a minute per app key
+  (the broker answers EGW00133 otherwise: the client then waits out the minute), reused until
+  `REFRESH_BEFORE_S` before its expiry, and kept in a file (mode 0600) under the app key's
+  identity (a hash, never the key) so a restart reuses it instead of issuing a new one.
+- **Rate limit** (§1.7): a token bucket per app key (`rate_per_s`, 15/s by default, 1/s on a
+  paper account) in front of every call; the broker's "per-second count exceeded" (EGW00201)
+  halves the bucket's rate for every caller (won back answer by answer) and the call is
+  retried behind it.
+- **Expired or invalid token** (EGW00123, EGW00121): a new token (within the issuance limit),
+  then the call once more.
+- **Paging** (§1.5): `get_pages` follows the response header ``tr_cont`` (F/M: more) with the
+  body's continuation keys.
+
+Errors come out as `KisRestError` (the broker's msg_cd and text, or the transport's failure);
+callers retry on their own schedules. The parsers of the answers are plain functions below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import trio
+
+from tradestream.errors import FeedError
+from tradestream.events import KST
+
+log = logging.getLogger(__name__)
+
+REFRESH_BEFORE_S = 600.0  # a token this close to its expiry is replaced
+ISSUE_EVERY_S = 60.0  # the broker's limit: one access token per minute per app key
+RATE_LIMITED = "EGW00201"  # per-second call count exceeded
+TOKEN_EXPIRED = ("EGW00123", "EGW00121")  # expired, invalid
+TOKEN_TOO_SOON = "EGW00133"  # a token asked for again within the minute
+BUSY_RETRIES = 8  # EGW00201 answers retried before the call fails
+MAX_PAGES = 20
+
+BALANCE_PATH = "/uapi/domestic-stock/v1/trading/inquire-balance"
+BALANCE_TR = ("TTTC8434R", "VTTC8434R")  # real, paper
+
+
+class KisRestError(FeedError):
+    """A REST call that did not give an answer: `code` is the broker's msg_cd (or error_code
+    for OAuth), or "" for a transport failure."""
+
+    def __init__(self, what: str, code: str = "", message: str = "") -> None:
+        super().__init__(f"{what}: {code} {message}".strip() if code else what)
+        self.code = code
+        self.message = message
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+class RateLimit:
+    """A token bucket: `rate_per_s` calls a second, bursts up to `burst`. `delay()` reserves
+    a call and says how long to wait before making it. Time comes from `clock`.
+
+    The broker's own count decides in the end: `slow_down()` (it answered "too many") halves
+    the rate, down to one call a second, and puts every caller behind one more interval;
+    `recover()` (an answer) wins a twentieth of the configured rate back."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = self.max_rate = rate_per_s
+        self.min_rate = min(1.0, rate_per_s)
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def delay(self) -> float:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def slow_down(self) -> None:
+        self.rate = max(self.min_rate, self.rate / 2)
+        self._tokens = min(self._tokens, 0.0) - 1.0
+
+    def recover(self) -> None:
+        if self.rate < self.max_rate:
+            self.rate = min(self.max_rate, self.rate + self.max_rate / 20)
+
+
+@dataclass
+class Token:
+    value: str
+    expires_at: float  # epoch seconds
+    issued_at: float  # epoch seconds
+
+
+def key_identity(app_key: str) -> str:
+    """The app key's name in the token file: a hash, so the file never holds the key."""
+    return hashlib.sha256(app_key.encode()).hexdigest()[:16]
+
+
+def token_from_reply(body: Mapping[str, Any], now: float) -> Token:
+    """The token of a tokenP answer (§2.1); the expiry from ``access_token_token_expired``
+    (KST) or else ``expires_in``."""
+    value = body.get("access_token")
+    if not isinstance(value, str) or not value:
+        raise KisRestError("tokenP: no access_token in the answer")
+    expires_at = now + float(body.get("expires_in") or 86_400)
+    stamp = body.get("access_token_token_expired")
+    if isinstance(stamp, str):
+        try:
+            expires_at = (
+                datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=KST).timestamp()
+            )
+        except ValueError:
+            pass
+    return Token(value, expires_at, now)
+
+
+class Holding(NamedTuple):
+    code: str
+    quantity: int
+    avg_price: float
+    name: str
+
+
+def parse_balance_rows(rows: list[Mapping[str, Any]]) -> list[Holding]:
+    """inquire-balance ``output1`` rows (§3) -> the holdings (held quantity > 0), with the
+    names the broker gave them."""
+    held: list[Holding] = []
+    for row in rows:
+        try:
+            code = str(row["pdno"]).strip()
+            qty = int(str(row["hldg_qty"]).strip() or 0)
+            avg = float(str(row.get("pchs_avg_pric") or 0).strip() or 0)
+        except (KeyError, ValueError) as exc:
+            raise KisRestError(f"inquire-balance: bad row {dict(row)!r}: {exc!r}"[:300]) from None
+        if qty > 0:  # a sold-out holding lingers with 0 until D+2
+            held.append(Holding(code, qty, avg, str(row.get("prdt_name") or "").strip()))
+    return held
+
+
+def split_account(account: str) -> tuple[str, str]:
+    """'50012345-01' or '5001234501' -> ('50012345', '01')."""
+    digits = account.replace("-", "").strip()
+    if len(digits) != 10 or not digits.isdigit():
+        raise ValueError(f"a KIS account is 10 digits (8 + 2), got {account!r}")
+    return digits[:8], digits[8:]
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+class TokenFile:
+    """Access tokens by app-key identity in one JSON file, written aside and renamed, mode
+    0600. Synchronous and small: read once, written once a day per key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, ident: str) -> Token | None:
+        try:
+            doc = json.loads(self.path.read_text())
+            t = doc[ident]
+            return Token(str(t["token"]), float(t["expires_at"]), float(t["issued_at"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, ident: str, token: Token) -> None:
+        try:
+            doc = json.loads(self.path.read_text())
+            if not isinstance(doc, dict):
+                doc = {}
+        except (OSError, ValueError):
+            doc = {}
+        doc[ident] = {
+            "token": token.value,
+            "expires_at": token.expires_at,
+            "issued_at": token.issued_at,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}-{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        os.chmod(tmp, 0o600)
+        tmp.rename(self.path)
+
+
+@dataclass
+class RestStats:
+    calls: int = 0
+    tokens_issued: int = 0
+    token_reused_from_file: bool = False
+    rate_limited: int = 0  # EGW00201 answers
+    token_refreshes: int = 0  # EGW00123/EGW00121 answers
+    errors: int = 0
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class KisRest:
+    """One app key's REST access. `wall` is the epoch clock (token expiry, issuance limit);
+    the rate limit and waits use Trio's clock, so tests run on MockClock."""
+
+    def __init__(
+        self,
+        base_url: str,
+        app_key: str,
+        app_secret: str,
+        *,
+        token_file: TokenFile | None,
+        rate_per_s: float = 15.0,
+        paper: bool = False,
+        custtype: str = "P",
+        timeout_s: float = 10.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url
+        self.app_key = app_key
+        self._secret = app_secret
+        self._file = token_file
+        self._ident = key_identity(app_key)
+        self.paper = paper
+        self._custtype = custtype
+        self._timeout_s = timeout_s
+        self._wall = wall
+        self._rate_per_s = rate_per_s
+        self._limit: RateLimit | None = None  # made on first use: needs a running Trio
+        self._token: Token | None = None
+        self._loaded = False
+        self._lock: trio.Lock | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.stats = RestStats()
+
+    # -- token -------------------------------------------------------------------------------
+    def _fresh(self, t: Token | None) -> bool:
+        return t is not None and t.expires_at - self._wall() > REFRESH_BEFORE_S
+
+    async def token(self) -> str:
+        """A valid access token: the one held, the file's, or a new one (at most one a
+        minute; waits out the minute if the last was issued less than one ago)."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        async with self._lock:
+            if self._fresh(self._token):
+                return self._token.value  # type: ignore[union-attr]
+            if not self._loaded and self._file is not None:
+                self._loaded = True
+                saved = await trio.to_thread.run_sync(self._file.load, self._ident)
+                if self._fresh(saved):
+                    self._token = saved
+                    self.stats.token_reused_from_file = True
+                    return saved.value  # type: ignore[union-attr]
+                self._token = saved  # expired: kept for its issue time (the minute rule)
+            return (await self._issue()).value
+
+    async def _issue(self) -> Token:
+        for _ in range(3):
+            last = self._token.issued_at if self._token is not None else 0.0
+            wait = last + ISSUE_EVERY_S - self._wall()
+            if wait > 0:
+                log.info(
+                    "KIS token: the last was issued %.0f s ago; waiting %.0f s",
+                    ISSUE_EVERY_S - wait,
+                    wait,
+                )
+                await trio.sleep(wait)
+            http = self._client()
+            try:
+                resp = await http.post(
+                    "/oauth2/tokenP",
+                    json={
+                        "grant_type": "client_credentials",
+                        "appkey": self.app_key,
+                        "appsecret": self._secret,
+                    },
+                )
+                body = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                raise KisRestError(f"tokenP: {exc!r}"[:300]) from None
+            now = self._wall()
+            if isinstance(body, dict) and body.get("error_code") == TOKEN_TOO_SOON:
+                # issued elsewhere (another process, a lost file) within the minute
+                self._token = Token("", 0.0, now)
+                continue
+            if resp.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+                code = str(body.get("error_code", "")) if isinstance(body, dict) else ""
+                text = str(body.get("error_description", "")) if isinstance(body, dict) else ""
+                raise KisRestError(f"tokenP: HTTP {resp.status_code}", code, text)
+            token = token_from_reply(body, now)
+            self._token = token
+            self.stats.tokens_issued += 1
+            if self._file is not None:
+                try:
+                    await trio.to_thread.run_sync(self._file.save, self._ident, token)
+                except OSError as exc:
+                    log.warning("KIS token not saved to %s (%s)", self._file.path, exc)
+            log.info(
+                "KIS access token issued (valid until %s)",
+                datetime.fromtimestamp(token.expires_at, KST).isoformat(timespec="minutes"),
+            )
+            return token
+        raise KisRestError("tokenP", TOKEN_TOO_SOON, "refused three times")
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self._timeout_s)
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- calls -------------------------------------------------------------------------------
+    async def get(
+        self, path: str, tr_id: str, params: Mapping[str, str], *, tr_cont: str = ""
+    ) -> tuple[dict[str, Any], str]:
+        """One GET: (body, the response's tr_cont). Waits for the rate limit; retries
+        EGW00201 with backoff and an expired token once."""
+        if self._limit is None:
+            self._limit = RateLimit(
+                self._rate_per_s, max(1, int(self._rate_per_s)), trio.current_time
+            )
+        refreshed = False
+        tries = 0
+        while True:
+            delay = self._limit.delay()
+            if delay > 0:
+                await trio.sleep(delay)
+            token = await self.token()
+            headers = {
+                "content-type": "application/json; charset=utf-8",
+                "authorization": f"Bearer {token}",
+                "appkey": self.app_key,
+                "appsecret": self._secret,
+                "tr_id": tr_id,
+                "custtype": self._custtype,
+                "tr_cont": tr_cont,
+            }
+            self.stats.calls += 1
+            try:
+                resp = await self._client().get(path, params=dict(params), headers=headers)
+                body = resp.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                self._failed(f"GET {path}: {exc!r}"[:300])
+                raise KisRestError(f"GET {path}: {exc!r}"[:300]) from None
+            if not isinstance(body, dict):
+                self._failed(f"GET {path}: not a JSON object")
+                raise KisRestError(f"GET {path}: HTTP {resp.status_code}, not a JSON object")
+            if body.get("rt_cd") == "0":
+                self._limit.recover()
+                return body, resp.headers.get("tr_cont", "")
+            code, text = str(body.get("msg_cd", "")), str(body.get("msg1", ""))
+            if code == RATE_LIMITED and tries < BUSY_RETRIES:
+                tries += 1
+                self.stats.rate_limited += 1
+                self._limit.slow_down()  # every caller of this key waits: the next delay()
+                continue
+            if code in TOKEN_EXPIRED and not refreshed:
+                refreshed = True
+                self.stats.token_refreshes += 1
+                if self._token is not None:
+                    self._token.expires_at = 0.0  # not fresh: the next token() issues one
+                continue
+            self._failed(f"GET {path}: {code} {text}")
+            raise KisRestError(f"GET {path} ({tr_id})", code, text)
+
+    def _failed(self, what: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = what
+
+    async def get_pages(
+        self,
+        path: str,
+        tr_id: str,
+        params: Mapping[str, str],
+        *,
+        keys: tuple[str, str] = ("CTX_AREA_FK100", "CTX_AREA_NK100"),
+    ) -> list[dict[str, Any]]:
+        """Every page of a paged TR (§1.5), in order."""
+        pages: list[dict[str, Any]] = []
+        query = dict(params)
+        for k in keys:
+            query.setdefault(k, "")
+        tr_cont = ""
+        for _ in range(MAX_PAGES):
+            body, more = await self.get(path, tr_id, query, tr_cont=tr_cont)
+            pages.append(body)
+            if more not in ("F", "M"):
+                return pages
+            for k in keys:
+                query[k] = str(body.get(k.lower(), ""))
+            tr_cont = "N"
+        log.warning("GET %s: more than %d pages; the rest not read", path, MAX_PAGES)
+        return pages
+
+    async def balance(self, account: str) -> list[Holding]:
+        """inquire-balance, every page (§3): the holdings."""
+        cano, prdt = split_account(account)
+        pages = await self.get_pages(
+            BALANCE_PATH,
+            BALANCE_TR[1] if self.paper else BALANCE_TR[0],
+            {
+                "CANO": cano,
+                "ACNT_PRDT_CD": prdt,
+                "AFHR_FLPR_YN": "N",
+                "OFL_YN": "",
+                "INQR_DVSN": "02",
+                "UNPR_DVSN": "01",
+                "FUND_STTL_ICLD_YN": "N",
+                "FNCG_AMT_AUTO_RDPT_YN": "N",
+                "PRCS_DVSN": "00",
+            },
+        )
+        rows = [row for page in pages for row in (page.get("output1") or [])]
+        return parse_balance_rows(rows)

@@ -35,7 +35,10 @@ def make_settings(
             auto_upgrade=True,
             spool_dir=str(tmp_path / "spool"),
         ),
-        kis=replace(KisSettings(watchlist=codes[:10], stale_s=5.0), **kis),
+        # market-wide finds off unless a test asks (they take scanner slots at start)
+        kis=replace(
+            KisSettings(watchlist=codes[:10], stale_s=5.0, market_movers_every_s=0.0), **kis
+        ),
         ls=LsSettings(
             enabled=bool(ls),
             stale_s=5.0,

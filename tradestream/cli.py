@@ -285,6 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
+    stocks = sub.add_parser("stocks", help="the stock master: load it, or search it")
+    stocks_sub = stocks.add_subparsers(dest="stocks_cmd", required=True)
+    load = stocks_sub.add_parser(
+        "load", help="load the broker's master files into the database (names, markets)"
+    )
+    load.add_argument("--url", help="where the master files are (TRADESTREAM_KIS_MASTER_URL)")
+    find = stocks_sub.add_parser("search", help="codes or names starting with (or holding) Q")
+    find.add_argument("q")
+    find.add_argument("--limit", type=int, default=20)
     tok = sub.add_parser("token", help="issue a client JWT (needs TRADESTREAM_JWT_SECRET)")
     tok.add_argument("--user", default="demo")
     tok.add_argument("--role", default="user", choices=["user", "producer", "admin"])
@@ -332,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.cmd == "db":
             return _db(args.action, s)
+        if args.cmd == "stocks":
+            return _stocks(args, s)
     except Exception as exc:  # noqa: BLE001  (a user's error in one line, the rest re-raised)
         return _one_line(exc, partial(_explain, s=s))
     if args.cmd == "token":
@@ -407,6 +418,40 @@ def _picks(args: argparse.Namespace, s: Settings) -> int:
     print(f"codes: {','.join(trades)}")
     print(f"orderbook: {','.join(books)}")
     return 0
+
+
+def _stocks(args: argparse.Namespace, s: Settings) -> int:
+    from tradestream.store import migrate
+    from tradestream.store.stocks import search
+    from tradestream.store.writer import make_engine
+
+    engine = make_engine(s.store.url)
+    try:
+        if s.store.auto_upgrade:
+            migrate.upgrade(engine)
+        migrate.check(engine)
+        if args.stocks_cmd == "load":
+            from tradestream.roles.stocks import load_master
+
+            url = args.url or s.kis.master_url
+            if not url:
+                print("error: no master URL: set TRADESTREAM_KIS_MASTER_URL or pass --url",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            from tradestream.errors import FeedError
+
+            try:
+                names = trio.run(load_master, engine, url)
+            except FeedError as exc:
+                print(f"error: the stock master could not be loaded: {exc}", file=sys.stderr)
+                return 1
+            print(f"{len(names)} stocks loaded from {url}")
+            return 0
+        for st in search(engine, args.q, max(1, min(args.limit, 100))):
+            print(f"{st.code}  {st.market:<6}  {st.name}")
+        return 0
+    finally:
+        engine.dispose()
 
 
 def _db(action: str, s: Settings) -> int:

@@ -98,6 +98,10 @@ class KisSettings:
     scanner_dwell_s: float = 300.0  # a scanner find keeps its slot at least this long
     scanner_slots: int = 5  # movers promoted to scanner slots (0: none)
     scanner_every_s: float = 10.0  # how often the movers are ranked for those slots
+    # the broker's rankings for market-wide finds (kis-rest.md §4, §5): how often (0: never)
+    # and the rise a fluctuation-ranked code needs to be a find
+    market_movers_every_s: float = 60.0
+    market_movers_min_pct: float = 5.0
     slot_stale_s: float = 120.0  # a slot without data this long (market open) is re-registered
     market_holidays: tuple[date, ...] = ()  # KRX closed all day (weekends always are)
     # a positions document (accounts.parse_positions) overriding the balance inquiry
@@ -108,6 +112,8 @@ class KisSettings:
     account: str = ""
     token_file: str = "state/kis-tokens.json"  # access tokens kept across restarts (0600)
     rest_rate_per_s: float = 15.0  # REST calls a second per app key (1 on a paper account)
+    # the broker's stock master files (kis-rest.md §8.3): names and markets ("": not loaded)
+    master_url: str = "https://new.real.download.dws.co.kr/common/master"
     # daily picks refreshed from a file or URL (slots/picks.py) at picks_at KST on trading days
     picks_source: str = ""
     picks_at: time = time(7, 20)
@@ -313,6 +319,23 @@ def _topic_roles(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+# The demo account's holdings when TRADESTREAM_SIM_POSITIONS is not set ("none": no holdings):
+# SK hynix and Kakao, outside the default watchlist's first codes, so holding slots show.
+DEMO_POSITIONS = "000660:15:182000,035720:40:45250"
+
+
+def _sim_positions(raw: str | None) -> str:
+    if raw is None:
+        return DEMO_POSITIONS
+    return "" if raw.strip().lower() in ("", "none") else raw
+
+
+def _master_url(raw: str | None, default: str) -> str:
+    if raw is None:
+        return default
+    return "" if raw.lower() in ("none", "0", "off") else raw
+
+
 def _account(raw: str) -> str:
     digits = raw.replace("-", "").strip()
     if digits and (len(digits) != 10 or not digits.isdigit()):
@@ -350,7 +373,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         order_rate_per_min=_num(env, "SIM_ORDER_RATE", SimSettings.order_rate_per_min),
         drop_every_s=_num(env, "SIM_DROP_EVERY_S", 0.0),
         malformed_rate=_num(env, "SIM_MALFORMED_RATE", 0.0),
-        demo_positions=_positions(_get(env, "SIM_POSITIONS") or "", "SIM_POSITIONS"),
+        demo_positions=_positions(_sim_positions(_get(env, "SIM_POSITIONS")), "SIM_POSITIONS"),
     )
     watch_raw = _get(env, "WATCHLIST")
     extra_raw = _get(env, "KIS_EXTRA")
@@ -410,11 +433,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         scanner_slots=int(_num(env, "SCANNER_SLOTS", k.scanner_slots, int)),
         scanner_dwell_s=_num(env, "SCANNER_DWELL_S", k.scanner_dwell_s),
         scanner_every_s=_num(env, "SCANNER_EVERY_S", k.scanner_every_s) or k.scanner_every_s,
+        market_movers_every_s=_num(env, "MARKET_MOVERS_EVERY_S", k.market_movers_every_s),
+        market_movers_min_pct=_num(env, "MARKET_MOVERS_MIN_PCT", k.market_movers_min_pct),
         market_holidays=_dates(_get(env, "MARKET_HOLIDAYS") or "", "MARKET_HOLIDAYS"),
         positions_url=_get(env, "POSITIONS_URL") or "",
         positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
         account=_account(_get(env, "KIS_ACCOUNT") or ""),
         token_file=_get(env, "KIS_TOKEN_FILE") or k.token_file,
+        master_url=_master_url(_get(env, "KIS_MASTER_URL"), k.master_url),
         rest_rate_per_s=_num(env, "KIS_REST_RATE", 1.0 if _flag(env, "KIS_PAPER") else 15.0) or 1.0,
         picks_source=_get(env, "PICKS_SOURCE") or "",
         picks_at=_time_of_day(_get(env, "PICKS_AT"), "PICKS_AT", k.picks_at),

@@ -154,6 +154,7 @@ class Price(msgspec.Struct, tag="price", tag_field="type"):
     symbol: str
     data: PriceData
     source: str
+    name: str = ""  # the stock master's name ("" if unknown)
 
 
 class BookData(msgspec.Struct):
@@ -196,8 +197,8 @@ def price_update(t: Tick) -> str:
     return encode(PriceUpdate(t.code, _price_data(t)))
 
 
-def price(t: Tick, source: str) -> str:
-    return encode(Price(t.code, _price_data(t), source))
+def price(t: Tick, source: str, name: str = "") -> str:
+    return encode(Price(t.code, _price_data(t), source, name))
 
 
 def orderbook_update(b: OrderBook) -> str:

@@ -149,10 +149,16 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
             await wait_for(lambda: streaming(running), "streaming", timeout=15)
             await in_sync(running, "registered", keys)
             manager = running.slots.manager
+
+            def finds() -> list[str]:  # the broker's rankings' market-wide finds
+                return [r.code for r in manager.slots() if r.priority.name == "SCANNER"]
+
+            await wait_for(lambda: len(finds()) == s.kis.scanner_slots, "market-wide finds")
+            assert not set(finds()) & set(s.kis.watchlist)
             assert manager.pending() == []
             usage = {n: (u.used, u.capacity) for n, u in manager.usage().items()}
             assert usage["kis-1"][1] == 41 - 1 - 1 and usage["kis-2"][1] == 41 - 1  # notice
-            assert usage["kis-1"][0] + usage["kis-2"][0] == 55
+            assert usage["kis-1"][0] + usage["kis-2"][0] == 55 + s.kis.scanner_slots
             assert running.slots.notice_session == "kis-1"
             assert ("H0STCNI0", "demo") in upstream(running, keys)["kis-1"]
             # every kind of slot gets data: trades, order books, program trading, indexes
@@ -168,12 +174,13 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
             with trio.fail_after(30):
                 rows = await all_fed()
             now = time.time()
-            assert {(r["tr_id"], r["code"]) for r in rows} == picks
+            assert {(r["tr_id"], r["code"]) for r in rows if r["priority"] != "scanner"} == picks
             for r in rows:
                 rec = manager.slot(r["tr_id"], r["code"])
                 assert rec is not None and r["session"] == rec.session in ("kis-1", "kis-2")
-                assert r["priority"] in ("pick", "holding")  # the demo account may buy one
-                assert "pick" in r["claims"]
+                assert r["priority"] in ("pick", "holding", "scanner")
+                assert r["name"]  # the simulator's stock master names every listed code
+                assert "pick" in r["claims"] or r["claims"] == ["scanner"]
                 assert started <= r["subscribed_at"] <= r["last_data_at"] <= now
                 assert r["stale"] is False
             status = await get_json(running, "/api/ws/status")
@@ -191,7 +198,7 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
         assert set(a) == {"at", "action", "session", "tr_id", "code", "priority", "reason"}
         assert a["session"] in ("kis-1", "kis-2") and started <= a["at"] <= now
     grants = [a for a in recent if a["action"] == "grant"]
-    assert all((g["tr_id"], g["code"]) in picks for g in grants)
+    assert all((g["tr_id"], g["code"]) in picks or g["priority"] == "scanner" for g in grants)
 
     def gauge(name: str, session: str | None = None) -> float:
         label = f'{{session="{session}"}}' if session else ""
@@ -503,7 +510,13 @@ async def test_holdings_and_account_survive_a_restart(tmp_path: Path) -> None:
 async def test_movers_become_scanner_claims(tmp_path: Path) -> None:
     """The mover scanner's top codes (scanner_slots of them) are claimed at SCANNER priority
     every scanner_every_s, beside the codes posted to /api/watchlist/scanner."""
-    s = make_settings(tmp_path, scanner_slots=2, scanner_every_s=0.3, scanner_dwell_s=0.0)
+    s = make_settings(
+        tmp_path,
+        scanner_slots=2,
+        scanner_every_s=0.3,
+        scanner_dwell_s=0.0,
+        market_movers_every_s=0.0,  # the streamed movers only (market-wide finds: below)
+    )
     posted = "293490"  # not on the watchlist
     with trio.fail_after(TIMEOUT_S):
         async with service(s) as running:
@@ -531,6 +544,42 @@ async def test_movers_become_scanner_claims(tmp_path: Path) -> None:
             assert rec is not None and rec.priority.name == "SCANNER"
             assert ("H0STCNT0", posted) in scanner_keys() and len(scanner_keys()) == 3
             await in_sync(running, "scanner finds registered", {KEY_1: "kis-1"})
+
+
+async def test_market_wide_movers_get_scanner_slots_and_stream(tmp_path: Path) -> None:
+    """The broker's fluctuation ranking names codes outside the watchlist: they get scanner
+    slots (the audit says which ranking and rank), and their trades reach a client."""
+    s = make_settings(tmp_path, watchlist=("005930",), scanner_slots=3, market_movers_every_s=1.0)
+    streamed_before = {t.code for t in DEFAULT_TICKERS}
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            manager = running.slots.manager
+
+            def finds() -> list[str]:
+                return [
+                    r.code
+                    for r in manager.slots()
+                    if r.tr_id == "H0STCNT0" and r.code not in streamed_before
+                    and "SCANNER" in {c.name for c in r.claims}
+                ]  # fmt: skip
+
+            await wait_for(lambda: len(finds()) == 3, "three market-wide finds")
+            grants = {
+                a.code: a.reason
+                for a in manager.audit_log
+                if a.action == "grant" and a.code in finds()
+            }
+            assert all(re.search(r"fluctuation #\d+ \+\d+\.\d\d%$", why) for why in grants.values())
+            find = finds()[0]
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic=f"price:{find}")
+                assert (await recv_type(ws, "subscribed"))["topic"] == f"price:{find}"
+                update = await recv_type(ws, "price_update")
+            assert update["symbol"] == find and update["data"]["price"] > 0
+            status = await get_json(running, "/api/ws/status")
+    assert status["market_movers"]["rounds"] >= 1 and status["market_movers"]["failures"] == 0
 
 
 async def test_picks_and_scanner_over_rest(tmp_path: Path) -> None:

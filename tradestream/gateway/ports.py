@@ -35,6 +35,9 @@ class MarketView(Protocol):
 
     def traded_codes(self) -> list[str]: ...
 
+    def name(self, code: str) -> str:
+        """The code's name ("" if unknown)."""
+
 
 class Demand(Protocol):
     """Upstream data for a client's topic: granted, or refused with a ProtocolError."""

@@ -22,6 +22,7 @@ from tradestream.events import KST
 from tradestream.gateway.access import install, require_role
 from tradestream.gateway.auth import Authenticator
 from tradestream.store import reads
+from tradestream.store.stocks import search
 
 READ_THREADS = 4
 
@@ -98,6 +99,14 @@ def register_reads(app: QuartTrio, engine: Engine, auth: Authenticator) -> None:
         return partial(
             reads.recent_news, engine, _code(ticker) if ticker else None, _int("limit", 50)
         )
+
+    @route("/api/stocks")
+    def stock_search() -> Callable[[], Any]:
+        q = (request.args.get("q") or "").strip()
+        if not q or len(q) > 40:
+            raise BadRequest("q: a code or name prefix, 1 to 40 characters")
+        limit = _int("limit", 20, 100)  # read here: the query runs in a worker thread
+        return lambda: [s._asdict() for s in search(engine, q, limit)]
 
     @route("/api/alerts")
     def alerts() -> Callable[[], Any]:

@@ -7,6 +7,7 @@ Holdings are the accounts' business: only admins see holding claims and the audi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from quart import request
@@ -38,14 +39,18 @@ def register_slots(
     auth: Authenticator,
     scanner: ScannerInput,
     kept: tuple[tuple[str, str], ...] = (),
+    names: Callable[[str], str] = lambda code: "",
 ) -> None:
     """`kept`: configured picks that are neither trades nor order books (indexes, program
-    trading); a PUT of the picks keeps them."""
+    trading); a PUT of the picks keeps them. `names`: a code's name, shown on each row."""
     install(app)
 
     @app.get("/api/slots")
     async def listing() -> Any:
-        return slots.listing(admin=require_role(auth).is_admin)
+        out = slots.listing(admin=require_role(auth).is_admin)
+        for part in ("slots", "pending"):
+            out[part] = [{**row, "name": names(row["code"])} for row in out.get(part, [])]
+        return out
 
     @app.put("/api/watchlist/picks")
     async def picks() -> Any:

@@ -540,7 +540,7 @@ class Connection:
             raise ProtocolError("invalid_message", "symbol must be a 6-char code")
         tick = self.ctx.market.tick(symbol)
         if tick is not None:
-            self.client.outbox.put(reply(wire.price(tick, "memory")))
+            self.client.outbox.put(reply(wire.price(tick, "memory", self.ctx.market.name(symbol))))
             return
         if self.ctx.prices is None or self._nursery is None:
             raise ProtocolError("no_data", f"no price known for {symbol}")
@@ -584,6 +584,7 @@ class Connection:
                         "type": "price",
                         "symbol": symbol,
                         "source": "store",
+                        "name": self.ctx.market.name(symbol),
                         "data": {
                             "price": r["price"],
                             "change": r["change"],

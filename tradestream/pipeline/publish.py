@@ -30,14 +30,25 @@ MAX_SIGNALS = 500  # signals in one message (REST body, Redis message)
 class SignalPublisher:
     """Broadcasts a set of signals of one kind on `signal:{kind}` and stores one row each."""
 
-    def __init__(self, hub: Hub, store: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        store: Callable[[Event], None],
+        names: Callable[[str], str] = lambda code: "",
+    ) -> None:
         self._hub = hub
         self._store = store
+        self._names = names  # a signal without a `name` gets its code's
         self.published = 0
 
     def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
         """Returns how many subscriptions it reached."""
         now = datetime.now(KST)
+        signals = [
+            s if s.get("name") or not isinstance(s.get("symbol"), str)
+            else {**s, "name": self._names(s["symbol"])}
+            for s in signals
+        ]  # fmt: skip
         msg = Msg(
             wire.signal_update(kind, list(signals), now.isoformat()),
             "signal_update",

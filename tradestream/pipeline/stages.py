@@ -76,6 +76,7 @@ class MarketState:
     indexes: dict[str, IndexTick] = field(default_factory=dict)  # latest per index name
     gate: MarketGate = field(default_factory=MarketGate)
     gate_state: GateState | None = None
+    names: dict[str, str] = field(default_factory=dict)  # code -> name (the stock master)
 
     # -- what the gateway reads (gateway/ports.py, MarketView) ---------------------------------
     def tick(self, code: str) -> Tick | None:
@@ -92,6 +93,10 @@ class MarketState:
 
     def account_names(self) -> list[str]:
         return self.accounts.accounts()
+
+    def name(self, code: str) -> str:
+        """The code's name from the stock master ("" if unknown)."""
+        return self.names.get(code, "")
 
     def traded_codes(self) -> list[str]:
         """Codes with a trade seen, sorted (what the scans read)."""

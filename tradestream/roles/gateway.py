@@ -70,7 +70,9 @@ async def run_gateway(
     )
     app = create_app(ws, status=status, engine=engine)
     if controls is not None:
-        register_slots(app, controls.slots, auth, controls.scanner, controls.kept_picks)
+        register_slots(
+            app, controls.slots, auth, controls.scanner, controls.kept_picks, names=market.name
+        )
         if engine is not None:
             register_signals(app, engine, auth, controls.signals, market.traded_codes)
     async with trio.open_nursery() as nursery:

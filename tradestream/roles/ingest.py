@@ -56,7 +56,9 @@ from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.roles.sources import KisBalancePositions
+from tradestream.roles.stocks import run_stock_master
 from tradestream.slots.driver import SlotDriver
+from tradestream.slots.market_movers import Find, MoverStats, run_market_movers
 from tradestream.slots.picks import pick_keys
 from tradestream.slots.scanner import ScannerSlots
 from tradestream.slots.schedule import run_scheduled_picks
@@ -66,9 +68,10 @@ from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, r
 from tradestream.store.journal import Journal
 from tradestream.store.runmark import BEAT_S, RunMark
 from tradestream.store.spool import Spool
+from tradestream.store.stocks import load_names
 from tradestream.store.writer import EventWriter, make_engine, transient
 from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
-from tradestream.upstream import KIS_BOOK, KIS_TRADES
+from tradestream.upstream import INDEX_NAMES, KIS_BOOK, KIS_TRADES
 
 log = logging.getLogger("tradestream.service")
 
@@ -103,6 +106,7 @@ class Ingest:
     redis: Any  # the Redis bridge's RedisStats, when configured
     kept_picks: tuple[tuple[str, str], ...]  # configured picks a PUT of trades/books keeps
     journal: Journal | None = None  # the intake journal (live intake only)
+    market_movers: MoverStats | None = None  # the broker's rankings' finds
     started_at: float = field(default_factory=time.time)
 
 
@@ -144,6 +148,8 @@ async def open_store(s: Settings) -> tuple[Engine, MarketState]:
     state = MarketState()
     for ex in await trio.to_thread.run_sync(reads.executions_since, engine, today):
         state.accounts.apply(ex)
+    state.names.update({code: name.upper() for code, name in INDEX_NAMES.items()})
+    state.names.update(await trio.to_thread.run_sync(load_names, engine))
     return engine, state
 
 
@@ -241,7 +247,7 @@ def _assemble(
             movers,
             on_alert=alerts_out,
         ),
-        signals=SignalPublisher(hub, side.put),
+        signals=SignalPublisher(hub, side.put, state.name),
         strategies=StrategyHost(
             list(strategies)
             if strategies is not None
@@ -302,6 +308,7 @@ async def _run_tree_with(
     store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
     frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
     router, flusher, positions = RouterStats(), FlusherStats(), SyncStats()
+    movers = MoverStats()
     recorder = RecorderStats() if record is not None else None
     bridge = None
     async with trio.open_nursery() as outer:  # the Redis bridge: cancelled once drained
@@ -375,7 +382,11 @@ async def _run_tree_with(
                             partial(run_replay, replay, events_out.clone(), speed=replay_speed)
                         )
                     else:
-                        source = _positions_source(k, rest)
+                        if k.master_url:
+                            await intake.start(
+                                run_stock_master, engine, k.master_url, p.state.names
+                            )
+                        source = _positions_source(k, rest, p.state.names)
                         if source is not None and k.positions_every_s:
                             # first answer before the feeds register: holdings included; bounded
                             # (POSITIONS_FETCH_TIMEOUT_S), so a slow source cannot hold them back
@@ -408,6 +419,20 @@ async def _run_tree_with(
                                 )
                             )
                         await intake.start(p.scanner.run, k.scanner_every_s)
+                        if rest is not None and k.market_movers_every_s and k.scanner_slots:
+                            await intake.start(
+                                partial(
+                                    run_market_movers,
+                                    rest,
+                                    partial(_found, p.scanner.set_market, p.state.names),
+                                    lambda code: p.slots.watched(KIS_TRADES, code),
+                                    every_s=k.market_movers_every_s,
+                                    n=k.scanner_slots,
+                                    min_change_pct=k.market_movers_min_pct,
+                                    market_open=lambda: p.slots.is_market_open(KIS_TRADES),
+                                    stats=movers,
+                                )
+                            )
                         await _start_feeds(
                             intake,
                             p.sessions,
@@ -437,6 +462,7 @@ async def _run_tree_with(
                         redis=bridge,
                         kept_picks=_kept_picks(k),
                         journal=journal,
+                        market_movers=movers,
                     )
                 )
             log.info("intake stopped; draining the pipeline")
@@ -493,13 +519,27 @@ def kis_rest(k: KisSettings) -> KisRest:
     )
 
 
-def _positions_source(k: KisSettings, rest: KisRest | None) -> PositionsSource | None:
-    """`TRADESTREAM_POSITIONS_URL` if set, else the account's balance inquiry, else none."""
+def _positions_source(
+    k: KisSettings, rest: KisRest | None, names: dict[str, str]
+) -> PositionsSource | None:
+    """`TRADESTREAM_POSITIONS_URL` if set, else the account's balance inquiry (whose names
+    join `names` for codes the master lacks), else none."""
     if k.positions_url:
         return HttpPositions(k.positions_url, k.connect_timeout_s)
     if k.account and rest is not None:
-        return KisBalancePositions(rest, k.account)
+        return KisBalancePositions(rest, k.account, on_names=partial(_learn, names))
     return None
+
+
+def _learn(names: dict[str, str], found: dict[str, str]) -> None:
+    """Names from the broker's answers, for codes the master does not name."""
+    for code, name in found.items():
+        names.setdefault(code, name)
+
+
+def _found(apply: Callable[[list[Find]], None], names: dict[str, str], finds: list[Find]) -> None:
+    _learn(names, {f.code: f.name for f in finds if f.name})
+    apply(finds)
 
 
 def _kept_picks(k: KisSettings) -> tuple[tuple[str, str], ...]:

@@ -103,9 +103,12 @@ class Rankings:
     def names(self) -> dict[str, str]:
         return {e.code: e.name for e in self._extras.values()}
 
+    def markets(self) -> dict[str, str]:
+        return {e.code: e.market for e in self._extras.values()}
+
     def row(self, code: str, t: float) -> Row:
         e = self._extras[code]
-        reach = min(1.0, max(0.0, t) / e.ramp_s)
+        reach = min(1.0, 0.4 + max(0.0, t) / e.ramp_s)  # the day began before the simulator
         price = _on_grid(e.prev_close * (1 + e.change * reach))
         minutes = max(0.0, t) / 60
         volume = int(e.base_volume * minutes * (1 + 40 * abs(e.change) * reach)) + 100

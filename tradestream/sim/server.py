@@ -39,6 +39,7 @@ from quart_trio import QuartTrio
 
 from tradestream.config import SimSettings
 from tradestream.events import KST
+from tradestream.feeds.kis.master import FILES, Listed, master_zip
 from tradestream.serving import serve_app, ws_url
 from tradestream.sim import ls_records
 from tradestream.sim.kis_rest import KisRestSim
@@ -306,6 +307,7 @@ class Simulator:
             for c in cfg.tickers
         )
         self.market = SimMarket(tickers, cfg.seed)
+        self._tickers = tickers
         self.names = {t.code: t.name for t in tickers}
         self.news = ls_records.NewsGenerator([(t.code, t.name) for t in tickers], cfg.seed)
         self._rng = random.Random(cfg.seed + 1)  # keys and tokens
@@ -344,6 +346,16 @@ class Simulator:
                 if c not in self.extra_names
             ],
         )  # fmt: skip
+
+    def master_file(self, name: str) -> bytes | None:
+        """``kospi_code`` or ``kosdaq_code``: every listed code of that market, zipped."""
+        market = {v: k for k, v in FILES.items()}.get(name)
+        if market is None:
+            return None
+        listed = [Listed(t.code, t.name, t.market, "ST") for t in self._tickers]
+        extra = self.rankings.markets()
+        listed += [Listed(c, n, extra[c], "ST") for c, n in self.extra_names.items()]
+        return master_zip([r for r in listed if r.market == market], market)
 
     def _stream(self, code: str) -> None:
         """A listed code registered for the first time: the market trades it from now."""
@@ -651,6 +663,14 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         data = await request.get_json(force=True, silent=True) or {}
         refused = control.reject_credentials or data.get("appkey") in control.refused_app_keys
         return sim.rest.issue_token(data, refused=refused)
+
+    @app.get("/common/master/<name>.mst.zip")
+    async def master(name: str) -> tuple[bytes | dict[str, str], int, dict[str, str]]:
+        """The broker's stock master files (kis-rest.md §8.3), for the listed market."""
+        blob = sim.master_file(name)
+        if blob is None:
+            return {"error": f"no master file {name}"}, 404, {}
+        return blob, 200, {"content-type": "application/zip"}
 
     @app.get("/uapi/<path:path>")
     async def uapi(path: str) -> tuple[dict[str, object], int, dict[str, str]]:

@@ -227,8 +227,15 @@ class SlotDriver:
         """Replace the daily picks: (tr_id, code) pairs."""
         return self.apply(self.manager.set_pick_keys(list(keys), self._clock()))
 
-    def set_scanner(self, codes: Iterable[str]) -> Changes:
-        return self.apply(self.manager.set_scanner(list(codes), self._clock()))
+    def set_scanner(self, codes: Iterable[str], why: Mapping[str, str] | None = None) -> Changes:
+        return self.apply(self.manager.set_scanner(list(codes), self._clock(), why=why))
+
+    def is_market_open(self, tr_id: str) -> bool:
+        return self._market_open(tr_id)
+
+    def watched(self, tr_id: str, code: str) -> bool:
+        """Claimed by something better than the scanner (a holding, a pick, a client)."""
+        return any(p is not Priority.SCANNER for p in self.manager.claims(tr_id, code))
 
     def claim_static(self, priority: Priority, tr_id: str, code: str) -> Changes:
         return self.apply(self.manager.claim(priority, tr_id, code, self._clock()))

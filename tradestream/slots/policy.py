@@ -240,6 +240,7 @@ class SlotManager:
         self._claims: dict[_Key, dict[Priority, _Stamp]] = {}  # every key with a live claim
         self._pending: dict[_Key, None] = {}  # keys in _claims without a slot
         self._retiring: dict[_Key, float] = {}  # key -> when its SCANNER claim ends
+        self._scanner_why: dict[str, str] = {}  # code -> where the scanner found it
         self._positions: dict[str, int] = {}
         self._holding_tr_ids: dict[str, tuple[str, ...]] = {}
         self._open_since: dict[str, float] = {}  # tr_id -> its market open, as tick() saw it
@@ -280,10 +281,17 @@ class SlotManager:
         return self._finish(call)
 
     def set_scanner(
-        self, codes: Iterable[str], now: float, tr_ids: Sequence[str] = DEFAULT_TR_IDS
+        self,
+        codes: Iterable[str],
+        now: float,
+        tr_ids: Sequence[str] = DEFAULT_TR_IDS,
+        why: Mapping[str, str] | None = None,
     ) -> Changes:
         """Replace the SCANNER claims by `codes` x `tr_ids`. A find that drops out keeps its
-        slot until `scanner_dwell_s` after it was granted (hysteresis: scanners flicker)."""
+        slot until `scanner_dwell_s` after it was granted (hysteresis: scanners flicker).
+        `why` (code -> where it was found, e.g. "fluctuation #3 +12.40%") goes into the
+        audit of its grant or wait."""
+        self._scanner_why = dict(why or {})
         call = _Call(now)
         self._replace(call, Priority.SCANNER, _keys(codes, tr_ids), "no longer a scanner find")
         return self._finish(call)
@@ -759,7 +767,7 @@ class SlotManager:
             if moved is not None:
                 self._audit(call, "move", session, key, priority, moved)
             else:
-                self._audit(call, "grant", session, key, priority, reason)
+                self._audit(call, "grant", session, key, priority, self._noted(key, reason))
             return True
         return False
 
@@ -799,7 +807,14 @@ class SlotManager:
                     del self._pending[key]
                     continue
             if key in new_pending:
-                self._audit(call, "pending", None, key, min(claims), reason)
+                self._audit(call, "pending", None, key, min(claims), self._noted(key, reason))
+
+    def _noted(self, key: _Key, reason: str) -> str:
+        """`reason`, with where a scanner find came from when the scanner said so."""
+        why = (
+            self._scanner_why.get(key[1]) if Priority.SCANNER in self._claims.get(key, {}) else None
+        )
+        return f"{reason}; {why}" if why else reason
 
     def _finish(self, call: _Call) -> Changes:
         """Settle once per call (a batch frees before it claims, so nothing is granted only

@@ -1,5 +1,7 @@
 """The scanner slots' codes: finds posted by a producer (POST /api/watchlist/scanner) first,
-then the day's top movers (detect/movers.py), re-ranked every `every_s`."""
+then the broker's market-wide finds (slots/market_movers.py: codes not streamed yet, with
+where they were found for the slot audit), then the day's top movers among the streamed codes
+(detect/movers.py), re-ranked every `every_s`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import trio
 
 from tradestream.detect.movers import MoverScanner
 from tradestream.slots.driver import SlotDriver
+from tradestream.slots.market_movers import Find
 
 
 class ScannerSlots:
@@ -25,6 +28,11 @@ class ScannerSlots:
         self._top_n = top_n  # movers promoted (0: posted finds only)
         self._clock = clock
         self.posted: set[str] = set()
+        self.market: list[Find] = []  # the broker's rankings' finds (slots/market_movers.py)
+
+    def set_market(self, finds: list[Find]) -> None:
+        self.market = finds
+        self.refresh()
 
     def post(self, codes: Sequence[str]) -> list[str]:
         """Replace the posted finds; returns them, sorted."""
@@ -34,7 +42,9 @@ class ScannerSlots:
 
     def refresh(self) -> None:
         top = [m.code for m in self._movers.top(self._top_n, self._clock())] if self._top_n else []
-        self._driver.set_scanner([*self.posted, *(c for c in top if c not in self.posted)])
+        market = [f.code for f in self.market]
+        codes = dict.fromkeys([*self.posted, *market, *top])
+        self._driver.set_scanner(list(codes), why={f.code: f.why for f in self.market})
 
     async def run(
         self, every_s: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

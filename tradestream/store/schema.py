@@ -241,3 +241,14 @@ slot_audit = sa.Table(
     sa.UniqueConstraint("at", "action", "tr_id", "stock_code", name="uq_slot_audit_natural"),
     sa.Index("ix_slot_audit_at", "at"),
 )
+
+stocks = sa.Table(
+    "stocks",
+    metadata,
+    sa.Column("code", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("market", sa.String(8), nullable=False),  # KOSPI, KOSDAQ, "" (unknown)
+    sa.Column("source", sa.String(16), nullable=False),  # master, balance, ranking, ...
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("ix_stocks_name", "name"),
+)

@@ -43,6 +43,7 @@ def use_simulator(s: Settings, rest_url: str, ws_url: str) -> Settings:
             ws_url=ws_url,
             account=k.account or s.sim.demo_account,  # holdings by its balance inquiry
             token_file="",  # a simulator's tokens die with it: nothing to keep
+            master_url=rest_url + "/common/master" if k.master_url else "",
         ),
     )
 

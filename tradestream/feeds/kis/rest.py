@@ -48,6 +48,10 @@ BUSY_RETRIES = 8  # EGW00201 answers retried before the call fails
 MAX_PAGES = 20
 
 BALANCE_PATH = "/uapi/domestic-stock/v1/trading/inquire-balance"
+FLUCTUATION_PATH = "/uapi/domestic-stock/v1/ranking/fluctuation"
+FLUCTUATION_TR = "FHPST01700000"
+VOLUME_RANK_PATH = "/uapi/domestic-stock/v1/quotations/volume-rank"
+VOLUME_RANK_TR = "FHPST01710000"
 BALANCE_TR = ("TTTC8434R", "VTTC8434R")  # real, paper
 
 
@@ -147,6 +151,41 @@ def parse_balance_rows(rows: list[Mapping[str, Any]]) -> list[Holding]:
         if qty > 0:  # a sold-out holding lingers with 0 until D+2
             held.append(Holding(code, qty, avg, str(row.get("prdt_name") or "").strip()))
     return held
+
+
+class Ranked(NamedTuple):
+    """One row of a ranking (kis-rest.md §4, §5)."""
+
+    code: str
+    name: str
+    rank: int
+    price: int
+    change_pct: float
+    volume: int
+
+
+def parse_ranking(rows: list[Mapping[str, Any]], code_field: str) -> list[Ranked]:
+    """Ranking ``output`` rows -> `Ranked`, in rank order; rows without a 6-digit code or
+    with unreadable numbers are skipped (a ranking is advice, not a record)."""
+    out: list[Ranked] = []
+    for i, row in enumerate(rows, 1):
+        code = str(row.get(code_field) or "").strip()
+        if len(code) != 6 or not code.isalnum():
+            continue
+        try:
+            out.append(
+                Ranked(
+                    code,
+                    str(row.get("hts_kor_isnm") or "").strip(),
+                    int(str(row.get("data_rank") or i)),
+                    int(str(row.get("stck_prpr") or 0)),
+                    float(str(row.get("prdy_ctrt") or 0)),
+                    int(str(row.get("acml_vol") or 0)),
+                )
+            )
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: r.rank)
 
 
 def split_account(account: str) -> tuple[str, str]:
@@ -427,3 +466,48 @@ class KisRest:
         )
         rows = [row for page in pages for row in (page.get("output1") or [])]
         return parse_balance_rows(rows)
+
+    async def fluctuation(self, *, falling: bool = False) -> list[Ranked]:
+        """The fluctuation ranking (§4), all of KRX: risers (or fallers), at most 30."""
+        body, _ = await self.get(
+            FLUCTUATION_PATH,
+            FLUCTUATION_TR,
+            {
+                "fid_cond_mrkt_div_code": "J",
+                "fid_cond_scr_div_code": "20170",
+                "fid_input_iscd": "0000",
+                "fid_rank_sort_cls_code": "1" if falling else "0",
+                "fid_input_cnt_1": "0",
+                "fid_prc_cls_code": "0",
+                "fid_input_price_1": "",
+                "fid_input_price_2": "",
+                "fid_vol_cnt": "",
+                "fid_trgt_cls_code": "0",
+                "fid_trgt_exls_cls_code": "0",
+                "fid_div_cls_code": "0",
+                "fid_rsfl_rate1": "",
+                "fid_rsfl_rate2": "",
+            },
+        )
+        return parse_ranking(body.get("output") or [], "stck_shrn_iscd")
+
+    async def volume_rank(self) -> list[Ranked]:
+        """The volume ranking (§5), all of KRX, at most 30."""
+        body, _ = await self.get(
+            VOLUME_RANK_PATH,
+            VOLUME_RANK_TR,
+            {
+                "FID_COND_MRKT_DIV_CODE": "J",
+                "FID_COND_SCR_DIV_CODE": "20171",
+                "FID_INPUT_ISCD": "0000",
+                "FID_DIV_CLS_CODE": "0",
+                "FID_BLNG_CLS_CODE": "0",
+                "FID_TRGT_CLS_CODE": "111111111",
+                "FID_TRGT_EXLS_CLS_CODE": "000000",
+                "FID_INPUT_PRICE_1": "",
+                "FID_INPUT_PRICE_2": "",
+                "FID_VOL_CNT": "",
+                "FID_INPUT_DATE_1": "",
+            },
+        )
+        return parse_ranking(body.get("output") or [], "mksc_shrn_iscd")

@@ -248,6 +248,44 @@ class SlotAudit(msgspec.Struct, frozen=True, gc=False, tag=True):
         return (self.at, self.action, self.tr_id, self.code)
 
 
+class MinuteBar(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """A one-minute bar the broker gave for a minute a feed gap lost (a backfill); `minute`
+    is the minute's start (UTC)."""
+
+    source: str  # "kis-rest"
+    code: str
+    minute: datetime
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    received_ns: int = 0
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.code, self.minute)
+
+
+class Backfill(msgspec.Struct, frozen=True, gc=False, tag=True):
+    """What the backfill of one feed gap did: `status` "done", "partial" (part of the gap
+    lies beyond the minute-bar endpoint's reach, said in `detail`), "beyond_reach", "closed"
+    (the market was closed all through it) or "failed"."""
+
+    source: str  # the gap's session
+    start: datetime
+    end: datetime
+    codes: int
+    bars: int
+    status: str
+    detail: str
+    received_ns: int = 0
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.source, self.start)
+
+
 Event = (
     Tick
     | OrderBook
@@ -259,4 +297,6 @@ Event = (
     | Alert
     | Signal
     | SlotAudit
+    | MinuteBar
+    | Backfill
 )

@@ -123,3 +123,44 @@ async def test_token_issued_at_most_once_a_minute(
         assert rest.stats.token_refreshes == 1 and sim.rest.stats.tokens_issued == 1
         await rest.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_backfill_retries_with_backoff_and_records_a_failure(
+    tmp_path: Path, net_clock: trio.testing.MockClock
+) -> None:
+    """A code the broker does not know fails every attempt: retried with backoff (on the mock
+    clock), then the gap's record says "failed"; a known code's bars come through."""
+    from datetime import UTC, datetime, timedelta
+
+    from tradestream.events import KST, Backfill, Event, FeedGap, MinuteBar
+    from tradestream.pipeline.backfill import ATTEMPTS, Backfiller
+
+    async with trio.open_nursery() as nursery:
+        sim = await start_sim(nursery, tmp_path)
+        now = datetime.now(KST).replace(second=0, microsecond=0)
+        market = sim.rest.minute_bars  # the simulator's bars: give 005930 two minutes
+        bars = {"005930": {(now - timedelta(minutes=m)).strftime("%Y%m%d%H%M"): [1, 2, 1, 2, 5]
+                           for m in (5, 4)}}  # fmt: skip
+        sim.rest.minute_bars = lambda code: bars.get(code, market(code))
+        rest = client(sim, tmp_path / "t.json", Wall())
+        codes = {"kis-1": ["005930", "999990"]}
+        backfill = Backfiller(rest, codes.__getitem__, always_open=True, retry_initial_s=1.0)
+        out, got = trio.open_memory_channel[Event](100)
+        await nursery.start(backfill.run, out)
+        gap = FeedGap("kis-1", (now - timedelta(minutes=6)).astimezone(UTC),
+                      (now - timedelta(minutes=3)).astimezone(UTC), "test")  # fmt: skip
+        t0 = trio.current_time()
+        backfill.request(gap)
+        events = []
+        while not events or not isinstance(events[-1], Backfill):
+            events.append(await got.receive())
+        assert trio.current_time() - t0 >= 1.0  # backed off between attempts
+        await rest.aclose()
+        nursery.cancel_scope.cancel()
+    fetched = [e for e in events if isinstance(e, MinuteBar)]
+    assert [(b.code, b.volume) for b in fetched] == [("005930", 5), ("005930", 5)]
+    record = events[-1]
+    assert isinstance(record, Backfill) and record.status == "failed" and record.bars == 2
+    assert record.detail.startswith("1 of 2 codes not fetched")
+    st = backfill.stats
+    assert (st.failed, st.done, st.bars, st.retries) == (1, 0, 2, ATTEMPTS - 1)

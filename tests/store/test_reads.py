@@ -185,3 +185,37 @@ def test_database_bars_equal_the_pure_arithmetic(engine: Engine) -> None:
     # the newest bars when more are asked for than `limit`
     newest = reads.bars(engine, "005930", 30, start, until, 5)
     assert newest == reads.ohlcv(((t.trade_time, t.price, t.trade_volume) for t in stored), 30)[-5:]
+
+
+def test_bars_take_a_gaps_backfilled_minutes(engine: Engine) -> None:
+    """Trades at 09:00, 09:01 and 09:03; the feed was down over 09:01-09:02, whose bars came
+    from the broker: 1-minute bars show all four minutes, the broker's bars replacing the
+    trades streamed in their minutes; a 5-minute bar merges them in time order; a backfill
+    stored twice counts once."""
+    from tradestream.events import MinuteBar
+
+    EventWriter(engine).write(TRADES)
+    bars = [
+        MinuteBar("kis-rest", "005930", (T0 + timedelta(minutes=m)).astimezone(UTC),
+                  o, h, low, c, v, 1)
+        for m, o, h, low, c, v in ((1, 96, 140, 80, 101, 17), (2, 101, 105, 99, 104, 8))
+    ]  # fmt: skip
+    EventWriter(engine).write(bars)
+    EventWriter(engine).write(bars)  # a retried backfill: stored once
+    until = T0 + timedelta(minutes=10)
+    one = reads.bars(engine, "005930", 60, T0, until, 100)
+    assert [(b["time"][11:16], b.get("backfilled", False)) for b in one] == [
+        ("09:00", False),
+        ("09:01", True),  # the broker's bar, not the two trades streamed in it
+        ("09:02", True),
+        ("09:03", False),
+    ]
+    assert one[1] == {"time": one[1]["time"], "open": 96, "high": 140, "low": 80,
+                      "close": 101, "volume": 17, "trades": 0, "backfilled": True}  # fmt: skip
+    (five,) = reads.bars(engine, "005930", 300, T0, until, 100)
+    assert five["open"] == 100 and five["close"] == 110  # the first and the last trade
+    assert five["high"] == 140 and five["low"] == 80  # from the backfilled minute
+    streamed = [t for t in TRADES if not 60 <= (t.trade_time - T0).total_seconds() < 180]
+    assert five["volume"] == sum(t.trade_volume for t in streamed) + 17 + 8
+    assert five["trades"] == len(streamed) and five["backfilled"] is True
+    assert reads.bars(engine, "005930", 60, T0, until, 2)[0]["time"][11:16] == "09:02"

@@ -43,13 +43,14 @@ from tradestream.config import KisSettings, Settings
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.errors import SpoolUnusable
-from tradestream.events import KST, Event
+from tradestream.events import KST, Event, FeedGap
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.kis.rest import KisRest, TokenFile
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.registry import BROKERS
 from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
 from tradestream.hub import Hub
+from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.detection import TickDetectors
 from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmitter, revoke_slot
 from tradestream.pipeline.routing import StrategyStage, run_routing
@@ -71,7 +72,7 @@ from tradestream.store.spool import Spool
 from tradestream.store.stocks import load_names
 from tradestream.store.writer import EventWriter, make_engine, transient
 from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
-from tradestream.upstream import INDEX_NAMES, KIS_BOOK, KIS_TRADES
+from tradestream.upstream import INDEX_NAMES, KIS_BOOK, KIS_TRADES, TRADE_TRS
 
 log = logging.getLogger("tradestream.service")
 
@@ -107,6 +108,7 @@ class Ingest:
     kept_picks: tuple[tuple[str, str], ...]  # configured picks a PUT of trades/books keeps
     journal: Journal | None = None  # the intake journal (live intake only)
     market_movers: MoverStats | None = None  # the broker's rankings' finds
+    backfill: Backfiller | None = None  # feed gaps filled from the broker's minute bars
     started_at: float = field(default_factory=time.time)
 
 
@@ -124,6 +126,8 @@ class _Parts:
     side: SideEvents
     progress: RouterProgress
     alerts_out: AlertsOut | None
+    always_open: bool = False  # the simulator: its market never closes
+    backfill: Backfiller | None = None  # set once the REST client exists (live intake)
 
     def holdings_changed(self, _: object = None) -> None:
         """The account book's positions are the slots' HOLDING claims."""
@@ -134,6 +138,8 @@ class _Parts:
         self.slots.on_event(ev)  # every slot's data clock
         self.progress.observe(ev)  # positions answers wait behind notices (accounts.py)
         self.strategies.offer(ev)
+        if self.backfill is not None and type(ev) is FeedGap:
+            self.backfill.request(ev)  # the minutes it lost, from the broker
 
 
 async def open_store(s: Settings) -> tuple[Engine, MarketState]:
@@ -257,6 +263,7 @@ def _assemble(
         side=side,
         progress=RouterProgress(events_out),
         alerts_out=alerts_out,
+        always_open=always_open,
     )
     if state.accounts.held_codes():  # today's notices, replayed from the store
         parts.holdings_changed()
@@ -305,6 +312,13 @@ async def _run_tree_with(
     rest: KisRest | None,
 ) -> None:
     p, k = parts, s.kis
+    if rest is not None and k.backfill:
+        p.backfill = Backfiller(
+            rest,
+            lambda session: [c for tr, c in p.slots.registrations(session) if tr in TRADE_TRS],
+            always_open=p.always_open,
+            holidays=frozenset(k.market_holidays),
+        )
     store_out, store_in = trio.open_memory_channel[Event](s.pipeline.store_buffer)  # block
     frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
     router, flusher, positions = RouterStats(), FlusherStats(), SyncStats()
@@ -419,6 +433,8 @@ async def _run_tree_with(
                                 )
                             )
                         await intake.start(p.scanner.run, k.scanner_every_s)
+                        if p.backfill is not None:
+                            await intake.start(p.backfill.run, events_out.clone())
                         if rest is not None and k.market_movers_every_s and k.scanner_slots:
                             await intake.start(
                                 partial(
@@ -463,6 +479,7 @@ async def _run_tree_with(
                         kept_picks=_kept_picks(k),
                         journal=journal,
                         market_movers=movers,
+                        backfill=p.backfill,
                     )
                 )
             log.info("intake stopped; draining the pipeline")

@@ -30,6 +30,7 @@ from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
 from tradestream.hub import Hub
+from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.roles.gateway import IngestControls, run_gateway
 from tradestream.roles.ingest import open_store, run_ingest
@@ -63,6 +64,7 @@ class Running:
     metrics: GatewayMetrics
     side: dict[str, int]  # slot audits and signals to the store: forwarded, dropped
     positions: SyncStats  # reconciliation against the broker's positions
+    backfill: Backfiller | None = None  # feed gaps filled from the broker's minute bars
     started_at: float = field(default_factory=time.time)
 
 
@@ -165,6 +167,7 @@ async def _serve(
                     metrics=gw.metrics,
                     side=ing.side,
                     positions=ing.positions,
+                    backfill=ing.backfill,
                 )
             )
         hub.close_all()

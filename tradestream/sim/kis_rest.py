@@ -64,6 +64,8 @@ class KisRestSim:
     wall: Callable[[], datetime] = lambda: datetime.now(KST)
     rate_per_s: int = DEFAULT_RATE_PER_S
     rankings: Callable[[], list[Row]] = list  # the listed market now (sim/rankings.py)
+    # a code's one-minute bars: "YYYYMMDDHHMM" -> [open, high, low, close, volume]
+    minute_bars: Callable[[str], Mapping[str, list[int]]] = lambda code: {}
     tokens: dict[str, _Issued] = field(default_factory=dict)
     last_issue: dict[str, float] = field(default_factory=dict)  # app key -> clock
     calls: dict[str, list[float]] = field(default_factory=dict)  # app key -> this second's
@@ -135,6 +137,10 @@ class KisRestSim:
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
             sort = params.get("fid_rank_sort_cls_code") or params.get("FID_RANK_SORT_CLS_CODE", "0")
             return _ok(fluctuation(self.rankings(), sort), tr_id)
+        if path == "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice":
+            if tr_id != "FHKST03010200":
+                return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
+            return self._today_bars(params, tr_id)
         if path == "/uapi/domestic-stock/v1/quotations/volume-rank":
             if tr_id != "FHPST01710000":
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
@@ -163,6 +169,38 @@ class KisRestSim:
         self.calls[key] = recent
         self.stats.calls += 1
         return None
+
+    def _today_bars(self, params: Mapping[str, str], tr_id: str) -> Reply:
+        """§6.1: today's 30 one-minute bars at or before FID_INPUT_HOUR_1, newest first,
+        labelled by the minute's start (HHMM00)."""
+        code = params.get("FID_INPUT_ISCD", "")
+        if code not in self.names:
+            return _error("OPSQ0002", "종목코드 오류입니다.", tr_id, 500)
+        today = self.wall().strftime("%Y%m%d")
+        until = today + params.get("FID_INPUT_HOUR_1", "235959")[:4]
+        bars = self.minute_bars(code)
+        keys = sorted((k for k in bars if k.startswith(today) and k <= until), reverse=True)[:30]
+        rows = [
+            {
+                "stck_bsop_date": k[:8],
+                "stck_cntg_hour": k[8:] + "00",
+                "stck_oprc": str(bars[k][0]),
+                "stck_hgpr": str(bars[k][1]),
+                "stck_lwpr": str(bars[k][2]),
+                "stck_prpr": str(bars[k][3]),
+                "cntg_vol": str(bars[k][4]),
+                "acml_tr_pbmn": "0",
+            }
+            for k in keys
+        ]
+        body = {
+            "rt_cd": "0",
+            "msg_cd": "MCA00000",
+            "msg1": "정상처리 되었습니다.",
+            "output1": {"hts_kor_isnm": self.names.get(code, code)},
+            "output2": rows,
+        }
+        return body, 200, {"tr_id": tr_id, "tr_cont": ""}
 
     def _balance(self, params: Mapping[str, str], tr_cont: str, tr_id: str) -> Reply:
         account = params.get("CANO", "") + params.get("ACNT_PRDT_CD", "")

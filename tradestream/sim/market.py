@@ -138,6 +138,9 @@ _BOOK_LOTS = (1, 1, 2, 3, 5, 10, 20, 50)
 _PROGRAM_LOTS = (1, 2, 5, 10, 50, 100)
 
 
+MAX_BAR_MINUTES = 1500  # a day of minute bars per code
+
+
 class SimMarket:
     """The state of every simulated ticker; `trade()` advances one of them by one trade."""
 
@@ -149,6 +152,9 @@ class SimMarket:
         self._program_rng = random.Random(seed ^ _PROGRAM_SALT)
         self._stocks = {t.code: _Stock(t, self._rng) for t in tickers}
         self._codes = list(self._stocks)
+        # per code, its trades' one-minute bars: "YYYYMMDDHHMM" -> [open, high, low, close,
+        # volume], the latest MAX_BAR_MINUTES of them (the broker's minute-bar endpoint)
+        self.bars: dict[str, dict[str, list[int]]] = {}
         self._indexes = {
             i.code: _Index(i, [self._stocks[t.code] for t in tickers if t.market == i.market])
             for i in SIM_INDEXES
@@ -302,6 +308,7 @@ class SimMarket:
         s.value += 100 * s.price
         s.buy_count += 1
         s.buy_qty += 100
+        self._bar(s.code, now, s.price, 100)
         return self._fields(s, 100, True, hhmmss, now.strftime("%Y%m%d"))
 
     def trade(self, now: datetime) -> list[str]:
@@ -330,7 +337,22 @@ class SimMarket:
         else:
             s.sell_count += 1
             s.sell_qty += qty
+        self._bar(s.code, now, s.price, qty)
         return self._fields(s, qty, buy, hhmmss, now.strftime("%Y%m%d"))
+
+    def _bar(self, code: str, now: datetime, price: int, qty: int) -> None:
+        bars = self.bars.setdefault(code, {})
+        minute = now.strftime("%Y%m%d%H%M")
+        bar = bars.get(minute)
+        if bar is None:
+            bars[minute] = [price, price, price, price, qty]
+            if len(bars) > MAX_BAR_MINUTES:
+                del bars[next(iter(bars))]
+        else:
+            bar[1] = max(bar[1], price)
+            bar[2] = min(bar[2], price)
+            bar[3] = price
+            bar[4] += qty
 
     @staticmethod
     def _fields(s: _Stock, qty: int, buy: bool, hhmmss: str, date: str) -> list[str]:

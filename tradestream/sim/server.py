@@ -262,6 +262,7 @@ class SimHandle:
     ls_ws_url: str
     control: SimControl
     rest: KisRestSim | None = None  # the REST TRs' state and counters
+    market: SimMarket | None = None  # the simulated market (its minute bars, for tests)
 
 
 class _KisReq(msgspec.Struct):
@@ -325,6 +326,7 @@ class Simulator:
             account=cfg.demo_account,
             clock=trio.current_time,
             rankings=self.ranking_rows,
+            minute_bars=lambda code: self.market.bars.get(code, {}),
         )
 
     def elapsed(self) -> float:
@@ -852,5 +854,6 @@ async def run_simulator(
                 ls_ws_url=ws_url(base, "/websocket"),
                 control=control,
                 rest=sim.rest,
+                market=sim.market,
             )
         )

@@ -198,16 +198,30 @@ def bars(
     until: datetime | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """OHLCV bars of `code` computed from stored trades: those in the `limit` intervals before
-    `until` (default now), or from `since` on (the newest `limit` of them). Intervals without
-    a trade have no bar.
+    """OHLCV bars of `code` computed from stored trades, with the minutes a feed gap touched
+    taken from the broker's minute bars (`backfill_bars`, which supersede the trades streamed
+    in those minutes: the broker's bar has them all): those in the `limit` intervals before
+    `until` (default now), or from `since` on (the newest `limit` of them). Intervals with
+    neither have no bar; a bar with backfilled minutes says `"backfilled": true`.
 
-    The database aggregates (a window function picks each bar's first and last trade), so a
-    request costs its bars, not its trades, however busy the code."""
+    The database aggregates the trades (a window function picks each bar's first and last
+    trade), so a request costs its bars, not its trades, however busy the code."""
     limit = max(1, min(limit, MAX_ROWS))
     until = until or datetime.now(UTC)
     since = since or until - timedelta(seconds=interval_s * limit)
+    f = schema.backfill_bars
+    filled = (
+        sa.select(f.c.minute, f.c.open, f.c.high, f.c.low, f.c.close, f.c.volume)
+        .where(f.c.stock_code == code, f.c.minute >= _bound(since), f.c.minute < _bound(until))
+        .order_by(f.c.minute)
+    )
+    with engine.connect() as conn:
+        minutes = list(conn.execute(filled))
     t = schema.stock_prices_realtime
+    superseded = [
+        sa.not_(sa.and_(t.c.trade_time >= _bound(lo), t.c.trade_time < _bound(hi)))
+        for lo, hi in _runs([_ts(m.minute) for m in minutes])
+    ]
     bucket = _bucket(_epoch_s(t.c.trade_time) + KST_OFFSET_S, interval_s).label("b")
     first = (
         sa.func.row_number()
@@ -220,9 +234,12 @@ def bars(
         .label("rl")
     )
     inner = (
-        sa.select(bucket, t.c.price, t.c.trade_volume, first, last)
+        sa.select(bucket, t.c.price, t.c.trade_volume, t.c.trade_time, first, last)
         .where(
-            t.c.stock_code == code, t.c.trade_time >= _bound(since), t.c.trade_time < _bound(until)
+            t.c.stock_code == code,
+            t.c.trade_time >= _bound(since),
+            t.c.trade_time < _bound(until),
+            *superseded,
         )
         .subquery()
     )
@@ -235,6 +252,8 @@ def bars(
             sa.func.max(sa.case((inner.c.rl == 1, inner.c.price))).label("close"),
             sa.func.sum(inner.c.trade_volume).label("volume"),
             sa.func.count().label("trades"),
+            sa.func.min(inner.c.trade_time).label("first_at"),
+            sa.func.max(inner.c.trade_time).label("last_at"),
         )
         .group_by(inner.c.b)
         .order_by(inner.c.b.desc())
@@ -242,19 +261,53 @@ def bars(
     )
     with engine.connect() as conn:
         rows = list(conn.execute(q))
-    rows.reverse()
-    return [
-        {
-            "time": datetime.fromtimestamp(int(r.b) - KST_OFFSET_S, KST).isoformat(),
-            "open": int(r.open),
-            "high": int(r.high),
-            "low": int(r.low),
-            "close": int(r.close),
-            "volume": int(r.volume),
-            "trades": int(r.trades),
+    # each bucket's pieces: its streamed trades (one piece, from its first to its last trade)
+    # and its backfilled minutes; the bar opens with the earliest and closes with the latest
+    pieces: dict[int, list[tuple[float, float, int, int, int, int, int, int, bool]]] = {}
+    for r in rows:
+        pieces.setdefault(int(r.b), []).append(
+            (_ts(r.first_at), _ts(r.last_at), int(r.open), int(r.high), int(r.low),
+             int(r.close), int(r.volume), int(r.trades), False)
+        )  # fmt: skip
+    for m in minutes:
+        at = _ts(m.minute)
+        b = (int(at) + KST_OFFSET_S) // interval_s * interval_s
+        pieces.setdefault(b, []).append(
+            (at, at + 60, int(m.open), int(m.high), int(m.low), int(m.close), int(m.volume),
+             0, True)
+        )  # fmt: skip
+    out = []
+    for b in sorted(pieces)[-limit:]:
+        ps = pieces[b]
+        bar: dict[str, Any] = {
+            "time": datetime.fromtimestamp(b - KST_OFFSET_S, KST).isoformat(),
+            "open": min(ps, key=lambda p: p[0])[2],
+            "high": max(p[3] for p in ps),
+            "low": min(p[4] for p in ps),
+            "close": max(ps, key=lambda p: p[1])[5],
+            "volume": sum(p[6] for p in ps),
+            "trades": sum(p[7] for p in ps),
         }
-        for r in rows
-    ]
+        if any(p[8] for p in ps):
+            bar["backfilled"] = True
+        out.append(bar)
+    return out
+
+
+def _runs(starts: list[float]) -> list[tuple[datetime, datetime]]:
+    """Consecutive minutes (their starts, epoch s, sorted) as [from, to) ranges."""
+    out: list[tuple[float, float]] = []
+    for at in starts:
+        if out and out[-1][1] == at:
+            out[-1] = (out[-1][0], at + 60)
+        else:
+            out.append((at, at + 60))
+    return [(datetime.fromtimestamp(a, UTC), datetime.fromtimestamp(b, UTC)) for a, b in out]
+
+
+def _ts(at: datetime) -> float:
+    """Epoch seconds of a stored time (naive values are UTC, as stored)."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def recent_news(engine: Engine, ticker: str | None, limit: int) -> list[dict[str, Any]]:

@@ -252,3 +252,32 @@ stocks = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Index("ix_stocks_name", "name"),
 )
+
+backfill_bars = sa.Table(
+    "backfill_bars",
+    metadata,
+    _id(),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("minute", Timestamp, nullable=False),  # the minute's start
+    sa.Column("open", sa.BigInteger, nullable=False),
+    sa.Column("high", sa.BigInteger, nullable=False),
+    sa.Column("low", sa.BigInteger, nullable=False),
+    sa.Column("close", sa.BigInteger, nullable=False),
+    sa.Column("volume", sa.BigInteger, nullable=False),
+    *_common(),
+    sa.UniqueConstraint("stock_code", "minute", name="uq_backfill_bar_natural"),
+)
+
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    _id(),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=False),
+    sa.Column("codes", sa.Integer, nullable=False),
+    sa.Column("bars", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.String(300), nullable=False),
+    sa.UniqueConstraint("source", "started_at", name="uq_backfill_natural"),
+)

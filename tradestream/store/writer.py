@@ -20,10 +20,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from tradestream.events import (
     Alert,
+    Backfill,
     Event,
     Execution,
     FeedGap,
     IndexTick,
+    MinuteBar,
     News,
     OrderBook,
     ProgramTrade,
@@ -273,6 +275,32 @@ def slot_audit_row(a: SlotAudit) -> dict[str, object]:
     }
 
 
+def bar_row(b: MinuteBar) -> dict[str, object]:
+    return {
+        "stock_code": b.code,
+        "minute": _utc(b.minute),
+        "open": b.open,
+        "high": b.high,
+        "low": b.low,
+        "close": b.close,
+        "volume": b.volume,
+        "source": b.source,
+        "received_at": _received(b.received_ns),
+    }
+
+
+def backfill_row(b: Backfill) -> dict[str, object]:
+    return {
+        "source": b.source,
+        "started_at": _utc(b.start),
+        "ended_at": _utc(b.end),
+        "codes": b.codes,
+        "bars": b.bars,
+        "status": b.status,
+        "detail": b.detail[:300],
+    }
+
+
 ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
     Tick: (schema.stock_prices_realtime, tick_row),
     OrderBook: (schema.orderbook_snapshots, orderbook_row),
@@ -284,6 +312,8 @@ ROWS: dict[type, tuple[sa.Table, Callable[[Any], dict[str, object]]]] = {
     Alert: (schema.alerts, alert_row),
     Signal: (schema.signals, signal_row),
     SlotAudit: (schema.slot_audit, slot_audit_row),
+    MinuteBar: (schema.backfill_bars, bar_row),
+    Backfill: (schema.backfills, backfill_row),
 }
 
 

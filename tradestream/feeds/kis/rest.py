@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,6 +52,9 @@ FLUCTUATION_PATH = "/uapi/domestic-stock/v1/ranking/fluctuation"
 FLUCTUATION_TR = "FHPST01700000"
 VOLUME_RANK_PATH = "/uapi/domestic-stock/v1/quotations/volume-rank"
 VOLUME_RANK_TR = "FHPST01710000"
+TODAY_BARS_PATH = "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice"
+TODAY_BARS_TR = "FHKST03010200"
+BARS_PER_CALL = 30
 BALANCE_TR = ("TTTC8434R", "VTTC8434R")  # real, paper
 
 
@@ -186,6 +189,41 @@ def parse_ranking(rows: list[Mapping[str, Any]], code_field: str) -> list[Ranked
         except ValueError:
             continue
     return sorted(out, key=lambda r: r.rank)
+
+
+class Bar(NamedTuple):
+    """A one-minute bar of today's minute-bar TR (§6.1); `minute` is its label, taken as the
+    minute's start (the document leaves start or end open)."""
+
+    minute: datetime  # KST
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+
+
+def parse_bars(rows: list[Mapping[str, Any]]) -> list[Bar]:
+    """``output2`` rows -> bars, oldest first; unreadable rows are skipped."""
+    out = []
+    for row in rows:
+        try:
+            minute = datetime.strptime(
+                str(row["stck_bsop_date"]) + str(row["stck_cntg_hour"])[:4], "%Y%m%d%H%M"
+            ).replace(tzinfo=KST)
+            out.append(
+                Bar(
+                    minute,
+                    int(row["stck_oprc"]),
+                    int(row["stck_hgpr"]),
+                    int(row["stck_lwpr"]),
+                    int(row["stck_prpr"]),
+                    int(row["cntg_vol"]),
+                )
+            )
+        except (KeyError, ValueError):
+            continue
+    return sorted(out)
 
 
 def split_account(account: str) -> tuple[str, str]:
@@ -466,6 +504,32 @@ class KisRest:
         )
         rows = [row for page in pages for row in (page.get("output1") or [])]
         return parse_balance_rows(rows)
+
+    async def bars_today(self, code: str, first: datetime, last: datetime) -> list[Bar]:
+        """Today's one-minute bars of `code` from `first` to `last` (KST minutes, both
+        included): pages of 30 back from `last` (§6.1), oldest first."""
+        out: dict[datetime, Bar] = {}
+        until = last
+        while until >= first:
+            body, _ = await self.get(
+                TODAY_BARS_PATH,
+                TODAY_BARS_TR,
+                {
+                    "FID_ETC_CLS_CODE": "",
+                    "FID_COND_MRKT_DIV_CODE": "J",
+                    "FID_INPUT_ISCD": code,
+                    "FID_INPUT_HOUR_1": until.strftime("%H%M%S"),
+                    "FID_PW_DATA_INCU_YN": "Y",
+                },
+            )
+            page = parse_bars(body.get("output2") or [])
+            for b in page:
+                if first <= b.minute <= last:
+                    out[b.minute] = b
+            if len(page) < BARS_PER_CALL or page[0].minute <= first:
+                break
+            until = page[0].minute - timedelta(minutes=1)
+        return [out[m] for m in sorted(out)]
 
     async def fluctuation(self, *, falling: bool = False) -> list[Ranked]:
         """The fluctuation ranking (§4), all of KRX: risers (or fallers), at most 30."""

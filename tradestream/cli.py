@@ -197,7 +197,7 @@ def _explain(exc: BaseException, s: Settings) -> str | None:
         )
     if isinstance(exc, SpoolUnusable):
         return f"{exc} (set TRADESTREAM_SPOOL_DIR to a writable directory)"
-    if isinstance(exc, SchemaOutOfDate):
+    if isinstance(exc, SchemaOutOfDate | ConfigError):
         return str(exc)
     return None
 

@@ -6,6 +6,7 @@ broker, the gateway on 127.0.0.1:8000. Each task receives only its own slice.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -195,6 +196,11 @@ class DetectSettings:
     redis_url: str = ""  # set: alerts go to Redis too, and signals come from it
     redis_alert_channel: str = "tradestream:alerts"
     redis_signal_channel: str = "tradestream:signals"
+    # the strategies to run (strategies/loader.py): "name[{json}]; ..." ("": none)
+    strategies: str = "news"
+    scan_every_s: float = 0.0  # the VCP and day-trading scans on a schedule (0: on POST only)
+    # the market gate's thresholds (detect/gate.py MarketGate's keywords), e.g. red_index_pct
+    gate: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,30 @@ def _sim_positions(raw: str | None) -> str:
     if raw is None:
         return DEMO_POSITIONS
     return "" if raw.strip().lower() in ("", "none") else raw
+
+
+def _gate(raw: str | None) -> tuple[tuple[str, float], ...]:
+    if raw is None:
+        return ()
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in doc.values()
+        ):
+            raise ValueError("an object of numbers")
+    except ValueError as exc:
+        raise ConfigError(
+            f"TRADESTREAM_MARKET_GATE must be a JSON object of numbers, e.g. "
+            f'{{"red_index_pct": -1.5}} ({exc})'
+        ) from None
+    return tuple((str(k), float(v)) for k, v in doc.items())
+
+
+def _strategies(env: Mapping[str, str]) -> str:
+    raw = env.get("TRADESTREAM_STRATEGIES")
+    if raw is None:
+        return DetectSettings.strategies
+    return "" if raw.strip().lower() in ("", "none") else raw.strip()
 
 
 def _master_url(raw: str | None, default: str) -> str:
@@ -529,5 +559,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         or DetectSettings.threshold,
         debounce_s=_num(env, "ALERT_DEBOUNCE_S", DetectSettings.debounce_s),
         redis_url=_get(env, "REDIS_URL") or "",
+        strategies=_strategies(env),
+        gate=_gate(_get(env, "MARKET_GATE")),
+        scan_every_s=_num(env, "SCAN_EVERY_S", 0.0),
     )
     return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim, detect=detect)

@@ -90,3 +90,22 @@ async def test_cli_loads_and_searches_the_master(tmp_path: Path) -> None:
     assert bad.returncode == 1
     err = bad.stderr.decode()
     assert err.startswith("error: the stock master could not be loaded") and "Traceback" not in err
+
+
+async def test_scans_run_on_a_schedule(tmp_path: Path) -> None:
+    """TRADESTREAM_SCAN_EVERY_S: both scans run by themselves while the (simulated) market is
+    open; their lists reach `signal:*` subscribers without any POST."""
+    from dataclasses import replace
+
+    s = make_settings(tmp_path)
+    s = replace(s, detect=replace(s.detect, scan_every_s=0.3))
+    with trio.fail_after(TIMEOUT_S):
+        async with service(s) as running:
+            url = f"{running.ws_url}?token={tok(running)}"
+            async with open_websocket_url(url) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="signal:daytrading")
+                await recv_type(ws, "subscribed")
+                update = await recv_type(ws, "signal_update")
+    data = update["data"]  # nothing was posted: this list is the schedule's
+    assert data["signal_type"] == "DAYTRADING" and data["count"] == len(data["signals"])

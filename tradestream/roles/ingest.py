@@ -40,9 +40,10 @@ from tradestream.accounts import (
     run_positions_sync,
 )
 from tradestream.config import KisSettings, Settings
+from tradestream.detect.gate import MarketGate
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
-from tradestream.errors import SpoolUnusable
+from tradestream.errors import ConfigError, SpoolUnusable
 from tradestream.events import KST, Event, FeedGap
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.kis.rest import KisRest, TokenFile
@@ -56,6 +57,7 @@ from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmi
 from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.roles.scans import run_scheduled_scans
 from tradestream.roles.sources import KisBalancePositions
 from tradestream.roles.stocks import run_stock_master
 from tradestream.slots.driver import SlotDriver
@@ -71,7 +73,8 @@ from tradestream.store.runmark import BEAT_S, RunMark
 from tradestream.store.spool import Spool
 from tradestream.store.stocks import load_names
 from tradestream.store.writer import EventWriter, make_engine, transient
-from tradestream.strategies import NewsKeywordStrategy, Strategy, StrategyHost
+from tradestream.strategies import Strategy, StrategyHost
+from tradestream.strategies.loader import build_strategies
 from tradestream.upstream import INDEX_NAMES, KIS_BOOK, KIS_TRADES, TRADE_TRS
 
 log = logging.getLogger("tradestream.service")
@@ -151,7 +154,7 @@ async def open_store(s: Settings) -> tuple[Engine, MarketState]:
         await trio.to_thread.run_sync(migrate.upgrade, engine)
     await trio.to_thread.run_sync(migrate.check, engine)
     today = datetime.now(KST).replace(hour=0, minute=0, second=0, microsecond=0)
-    state = MarketState()
+    state = MarketState(gate=_gate(s))
     for ex in await trio.to_thread.run_sync(reads.executions_since, engine, today):
         state.accounts.apply(ex)
     state.names.update({code: name.upper() for code, name in INDEX_NAMES.items()})
@@ -257,7 +260,7 @@ def _assemble(
         strategies=StrategyHost(
             list(strategies)
             if strategies is not None
-            else [NewsKeywordStrategy(prices=state.latest)],
+            else build_strategies(d.strategies, prices=state.latest, names=state.names),
             StrategyEmitter(hub, side.put),
         ),
         side=side,
@@ -435,6 +438,15 @@ async def _run_tree_with(
                         await intake.start(p.scanner.run, k.scanner_every_s)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())
+                        if s.detect.scan_every_s:
+                            await intake.start(
+                                run_scheduled_scans,
+                                engine,
+                                p.signals.publish,
+                                p.state.traded_codes,
+                                s.detect.scan_every_s,
+                                lambda: p.slots.is_market_open(KIS_TRADES),
+                            )
                         if rest is not None and k.market_movers_every_s and k.scanner_slots:
                             await intake.start(
                                 partial(
@@ -520,6 +532,17 @@ async def _open_journal(s: Settings, spool: Spool) -> Journal | None:
             kept,
         )
     return journal
+
+
+def _gate(s: Settings) -> MarketGate:
+    """The market gate with the configured thresholds (TRADESTREAM_MARKET_GATE)."""
+    params = dict(s.detect.gate)
+    if "confirm_updates" in params:
+        params["confirm_updates"] = int(params["confirm_updates"])
+    try:
+        return MarketGate(**params)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"TRADESTREAM_MARKET_GATE: {exc}") from None
 
 
 def kis_rest(k: KisSettings) -> KisRest:

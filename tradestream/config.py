@@ -116,6 +116,7 @@ class KisSettings:
     # the broker's stock master files (kis-rest.md §8.3): names and markets ("": not loaded)
     master_url: str = "https://new.real.download.dws.co.kr/common/master"
     backfill: bool = True  # a closed feed gap's minutes fetched from the broker's minute bars
+    daily_bars: bool = True  # the watched codes' daily bars cached (the daily VCP scan)
     # daily picks refreshed from a file or URL (slots/picks.py) at picks_at KST on trading days
     picks_source: str = ""
     picks_at: time = time(7, 20)
@@ -473,6 +474,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         token_file=_get(env, "KIS_TOKEN_FILE") or k.token_file,
         master_url=_master_url(_get(env, "KIS_MASTER_URL"), k.master_url),
         backfill=(_get(env, "BACKFILL") or "1").lower() not in ("0", "false", "no"),
+        daily_bars=(_get(env, "DAILY_BARS") or "1").lower() not in ("0", "false", "no"),
         rest_rate_per_s=_num(env, "KIS_REST_RATE", 1.0 if _flag(env, "KIS_PAPER") else 15.0) or 1.0,
         picks_source=_get(env, "PICKS_SOURCE") or "",
         picks_at=_time_of_day(_get(env, "PICKS_AT"), "PICKS_AT", k.picks_at),

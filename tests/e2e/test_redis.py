@@ -49,6 +49,7 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
                 await send(ws, type="subscribe", topic="signal:vcp")
                 await recv_type(ws, "subscribed")
                 await wait_for(lambda: running.hub.has_subscribers("signal:vcp"), "subscribed")
+                await wait_for(lambda: "000660" in running.state.names, "the stock master")
                 await publish(redis_url, f"{prefix}signals", b"not json")  # dropped, logged
                 await publish(
                     redis_url,
@@ -59,7 +60,8 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
                 )
                 msg = await recv_type(ws, "signal_update", skip=SKIP)
     assert msg["data"]["signal_type"] == "VCP"
-    assert msg["data"]["signals"] == [{"symbol": "000660", "score": 0.9}]
+    # the stock master names the symbol (the simulator's master files, loaded at start)
+    assert msg["data"]["signals"] == [{"symbol": "000660", "score": 0.9, "name": "SK hynix"}]
     # and stored, once the stop has drained: one row per item, the bad message none
     engine = sa.create_engine(s.store.url)
     with engine.connect() as conn:
@@ -75,4 +77,5 @@ async def test_alerts_out_and_signals_in(tmp_path: Path, redis_url: str, prefix:
     assert (payload if isinstance(payload, dict) else json.loads(payload)) == {
         "symbol": "000660",
         "score": 0.9,
+        "name": "SK hynix",
     }

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 import sqlalchemy as sa
 import trio
@@ -39,13 +38,14 @@ from tradestream.pipeline.publish import SignalPublisher
 from tradestream.pipeline.stages import MarketState
 from tradestream.serving import serve_app, ws_url
 from tradestream.store import migrate, reads
+from tradestream.store.daily import store_daily
 from tradestream.store.writer import EventWriter, make_engine
 
 NOW = datetime(2026, 2, 3, 13, 0, tzinfo=KST)  # a Tuesday, mid-session
 OPEN = NOW.replace(hour=9)
 RISER = "100010"  # up 4% on the day, a volume burst now, at the day's high: day trading
 FADER = "100020"  # opened 10,000, fell to 9,000 by 11:00, 9,300 now: no day-trading signal
-VCP = "100030"  # three tightening pullbacks in the last hour on drying volume: VCP
+VCP = "100030"  # daily bars: an advance, three tightening pullbacks on drying volume: VCP
 NIGHT = "100040"  # a strong run before 09:00 only: not today's session
 CODES = (RISER, FADER, VCP, NIGHT)
 SECRET = "scan-test-secret-scan-test-secret-xx"
@@ -110,20 +110,30 @@ def market() -> Iterator[Tick]:
     fader.walk(
         OPEN, line(10_000, 9_000, 120) + line(9_000, 9_300, 120), 10_000, [1_000] * 239 + [3_000]
     )
-    vcp = Prints(VCP)  # 12:00-12:59: depths 20%, 12%, 6% under a 10,000 pivot; volume dries up
-    t = NOW - timedelta(minutes=60)
-    for depth, vol in ((0.20, 1_000), (0.12, 800), (0.06, 500)):
-        low = round(10_000 * (1 - depth))
-        mid = (10_000 + low) // 2
-        for _ in range(20):
-            vcp.bar(t, mid, 10_000, low, mid, vol)
-            t += timedelta(minutes=1)
-    # the last bar closes at 9,800, 2% under the pivot
-    vcp.ticks[-1] = msgspec.structs.replace(vcp.ticks[-1], price=9_800)
     night = Prints(NIGHT)  # 07:00-08:29: +10% with a 5x burst, before the open
     night.walk(OPEN - timedelta(hours=2), line(10_000, 11_000, 90), 10_000, [1_000] * 89 + [5_000])
-    for p in (riser, fader, vcp, night):
+    for p in (riser, fader, night):
         yield from p.ticks
+
+
+# (day, price) waypoints: a 50% advance into a 15,000 high, then pullbacks of about 21%, 11%
+# and 6% on volume drying to 30%; the last close 2% under the last pullback's high
+VCP_SHAPE = [(0, 10_000), (20, 10_000), (80, 15_000), (95, 12_000), (110, 14_600),
+             (120, 13_100), (132, 14_500), (140, 13_800), (160, 14_300)]  # fmt: skip
+DRYING = [(0, 1000), (80, 800), (110, 500), (132, 300)]
+
+
+def daily(waypoints: list[tuple[int, int]]) -> list[tuple[date, int, int, int, int, int]]:
+    """Daily bars (one a day, ending the day before NOW) along the waypoints, +-0.5%."""
+    days = waypoints[-1][0]
+    out = []
+    for (d0, p0), (d1, p1) in zip(waypoints, waypoints[1:], strict=False):
+        for d in range(d0, d1):
+            p = p0 + (p1 - p0) * (d - d0) / (d1 - d0)
+            vol = [v for start, v in DRYING if start <= d][-1]
+            day = NOW.date() - timedelta(days=days - d)
+            out.append((day, round(p), round(p * 1.005), round(p * 0.995), round(p), vol))
+    return out
 
 
 @pytest.fixture
@@ -131,6 +141,8 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'scan.db'}")
     migrate.upgrade(engine)
     EventWriter(engine).write(list(market()))  # the store writer, as the flusher calls it
+    store_daily(engine, VCP, daily(VCP_SHAPE))  # the broker's daily bars, as cached
+    store_daily(engine, RISER, daily([(0, 10_000), (170, 10_400)]))  # a steady climb: no base
     yield engine
     engine.dispose()
 
@@ -145,7 +157,7 @@ def test_scan_windows() -> None:
     assert scan_window("daytrading", datetime(2026, 2, 3, 15, 30, tzinfo=UTC))[0] == datetime(
         2026, 2, 4, 9, 0, tzinfo=KST
     )
-    assert scan_window("vcp", NOW) == (NOW - timedelta(hours=2), 120)
+    assert scan_window("vcp", NOW) == (NOW - timedelta(days=240), 160)
     with pytest.raises(ValueError):
         scan_window("momentum", NOW)
 
@@ -187,15 +199,14 @@ def test_daytrading_before_the_open_finds_nothing(engine: sa.Engine) -> None:
     assert [s.code for s in scan_daytrading({NIGHT: _bars(night)})] == [NIGHT]
 
 
-def test_vcp_reads_the_last_two_hours(engine: sa.Engine) -> None:
+def test_vcp_reads_the_daily_bars(engine: sa.Engine) -> None:
     found = scan(engine, "vcp", CODES, NOW)
-    assert [s["symbol"] for s in found] == [VCP]
+    assert [s["symbol"] for s in found] == [VCP]  # the others: no base, or no daily bars
     hit = found[0]
-    assert (hit["kind"], hit["price"], hit["pivot"]) == ("vcp", 9_800, 10_000)
-    assert hit["depths"] == pytest.approx([0.20, 0.12, 0.06])
-    assert hit["volume_ratio"] == pytest.approx(0.5)
-    # three hours on, the pattern has left the window
-    assert scan(engine, "vcp", CODES, NOW + timedelta(hours=3)) == []
+    assert (hit["kind"], hit["price"]) == ("vcp", 14_275)
+    assert len(hit["depths"]) == 3 and hit["depths"][0] > 0.19 and hit["depths"][2] < 0.07
+    assert hit["volume_ratio"] == pytest.approx(0.3)
+    assert abs(hit["pivot"] - 14_572) <= 1 and "daily VCP: 3 pullbacks" in hit["reason"]
 
 
 async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
@@ -243,7 +254,7 @@ async def test_scan_endpoint_broadcasts_and_stores(engine: sa.Engine) -> None:
         assert data["signals"][0]["symbol"] == symbol
         assert body["delivered_to"] == 1
     assert bodies["daytrading"]["since"] == OPEN.isoformat()
-    assert bodies["vcp"]["since"] == (NOW - timedelta(hours=2)).isoformat()
+    assert bodies["vcp"]["since"] == (NOW - timedelta(days=240)).isoformat()
 
     assert all(isinstance(ev, Signal) for ev in stored)
     await trio.to_thread.run_sync(EventWriter(engine).write, stored)

@@ -1,7 +1,9 @@
 """Signals: scans over stored bars, signals posted by producers, and their broadcast.
 
-    POST /api/signals/{kind}/scan   run the `vcp` or `daytrading` scan (detect/scanners.py)
-                                    over 1-minute bars of every streamed code, from the store
+    POST /api/signals/{kind}/scan   run the `vcp` scan (detect/vcp_daily.py) over the daily
+                                    bars, or the `daytrading` scan (detect/scanners.py) over
+                                    today's 1-minute bars, of every streamed code, from the
+                                    store
     POST /api/signals/{kind}        post signals: {"signals": [{"symbol": "005930", ...}, ...]}
 
 Either way the result is broadcast as `signal_update` on `signal:{kind}` (seed 004's shape) and
@@ -11,8 +13,9 @@ Celery path).
 
 What each scan reads (`scan_window`):
 
-- vcp: the last two hours of 1-minute bars (VCP_SCAN_MINUTES; the scan uses the last 60 of
-  them), at any hour of the day.
+- vcp: each code's last 160 daily bars (the broker's, cached in `daily_bars` by
+  roles/daily.py): a base of weeks to months, as the pattern is meant; `since` is about when
+  they begin. A code without enough daily bars is skipped.
 - daytrading: today's session, the 1-minute bars from 09:00 KST (the KRX open) to now, so the
   "first open" and the "day high" are the day's, not those of some recent window. Trades after
   the 15:30 close (after-hours, NXT, or the simulator at night) count as today's session too.
@@ -35,19 +38,22 @@ from quart import request
 from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
-from tradestream.detect.scanners import Bar, scan_daytrading, scan_vcp
+from tradestream.detect.scanners import Bar, scan_daytrading
+from tradestream.detect.vcp_daily import LOOKBACK, scan_vcp_daily
 from tradestream.events import KST
 from tradestream.gateway.access import WRITERS, install, require_role
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.ports import Signals
 from tradestream.pipeline.publish import MAX_SIGNALS, SIGNAL_KINDS
 from tradestream.store import reads
+from tradestream.store.daily import recent_daily
 
 log = logging.getLogger(__name__)
 
 KINDS = SIGNAL_KINDS
 BAR_S = 60  # both scans run on 1-minute bars
-VCP_SCAN_MINUTES = 120  # two hours read; scan_vcp uses its last VCP_LOOKBACK_BARS (60)
+VCP_LOOKBACK = LOOKBACK  # daily bars the VCP scan reads
+VCP_CALENDAR_DAYS = 240  # about when 160 trading days begin (for the answer's `since`)
 SESSION_OPEN_HOUR = 9  # the KRX regular session opens at 09:00 KST
 # 09:00 to midnight is 900 one-minute bars: a whole day fits (within reads.MAX_ROWS), so the
 # session's first bar, and with it the first open, is never cut off, even after hours.
@@ -66,7 +72,7 @@ def scan_window(kind: str, now: datetime) -> tuple[datetime, int]:
     For "daytrading" the start is 09:00 KST on `now`'s KST date; before 09:00 that is later
     than `now`, an empty window."""
     if kind == "vcp":
-        return now - timedelta(minutes=VCP_SCAN_MINUTES), VCP_SCAN_MINUTES
+        return now - timedelta(days=VCP_CALENDAR_DAYS), VCP_LOOKBACK
     if kind == "daytrading":
         local = now.astimezone(KST)
         return local.replace(
@@ -81,8 +87,16 @@ def scan(engine: Engine, kind: str, codes: Sequence[str], now: datetime) -> list
     since, limit = scan_window(kind, now)
     if since >= now:  # before the session: nothing to read
         return []
-    by_code = {c: _bars(reads.bars(engine, c, BAR_S, since, now, limit)) for c in codes}
-    found: Sequence[Any] = scan_vcp(by_code) if kind == "vcp" else scan_daytrading(by_code)
+    found: Sequence[Any]
+    if kind == "vcp":
+        daily = {c: recent_daily(engine, c, limit) for c in codes}
+        found = scan_vcp_daily(
+            {c: [Bar(d.toordinal(), o, h, lo, cl, v) for d, o, h, lo, cl, v in rows]
+             for c, rows in daily.items()}
+        )  # fmt: skip
+    else:
+        by_code = {c: _bars(reads.bars(engine, c, BAR_S, since, now, limit)) for c in codes}
+        found = scan_daytrading(by_code)
     out = []
     for item in found:
         d = dataclasses.asdict(item)

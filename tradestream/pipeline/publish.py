@@ -44,11 +44,7 @@ class SignalPublisher:
     def publish(self, kind: str, signals: Sequence[dict[str, Any]], source: str) -> int:
         """Returns how many subscriptions it reached."""
         now = datetime.now(KST)
-        signals = [
-            s if s.get("name") or not isinstance(s.get("symbol"), str)
-            else {**s, "name": self._names(s["symbol"])}
-            for s in signals
-        ]  # fmt: skip
+        signals = [self._named(s) for s in signals]
         msg = Msg(
             wire.signal_update(kind, list(signals), now.isoformat()),
             "signal_update",
@@ -69,6 +65,14 @@ class SignalPublisher:
             )
         self.published += 1
         return n
+
+    def _named(self, item: dict[str, Any]) -> dict[str, Any]:
+        """`item` with its symbol's name, when it has none and the name is known."""
+        symbol = item.get("symbol")
+        if item.get("name") or not isinstance(symbol, str):
+            return item
+        name = self._names(symbol)
+        return {**item, "name": name} if name else item
 
     def from_redis(self, channel: str, data: bytes) -> None:
         """``{"signal_type": "VCP", "signals": [...]}`` from an external worker; bad input is

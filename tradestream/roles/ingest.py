@@ -57,6 +57,7 @@ from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmi
 from tradestream.pipeline.routing import StrategyStage, run_routing
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.roles.daily import DailyStats, run_daily_bars
 from tradestream.roles.scans import run_scheduled_scans
 from tradestream.roles.sources import KisBalancePositions
 from tradestream.roles.stocks import run_stock_master
@@ -112,6 +113,7 @@ class Ingest:
     journal: Journal | None = None  # the intake journal (live intake only)
     market_movers: MoverStats | None = None  # the broker's rankings' finds
     backfill: Backfiller | None = None  # feed gaps filled from the broker's minute bars
+    daily_bars: DailyStats | None = None  # the broker's daily bars, cached for the VCP scan
     started_at: float = field(default_factory=time.time)
 
 
@@ -135,6 +137,10 @@ class _Parts:
     def holdings_changed(self, _: object = None) -> None:
         """The account book's positions are the slots' HOLDING claims."""
         self.slots.set_positions(self.state.accounts.positions_by_code())
+
+    def slot_codes(self) -> list[str]:
+        """The codes whose trades have a slot (the daily bars' codes)."""
+        return sorted({r.code for r in self.slots.manager.slots() if r.tr_id in TRADE_TRS})
 
     def observe(self, ev: Event) -> None:
         """Every event, after the router applied it; none of these blocks."""
@@ -326,6 +332,7 @@ async def _run_tree_with(
     frames_out, frames_in = trio.open_memory_channel[Frame](s.pipeline.tick_buffer)  # block
     router, flusher, positions = RouterStats(), FlusherStats(), SyncStats()
     movers = MoverStats()
+    daily = DailyStats()
     recorder = RecorderStats() if record is not None else None
     bridge = None
     async with trio.open_nursery() as outer:  # the Redis bridge: cancelled once drained
@@ -438,6 +445,8 @@ async def _run_tree_with(
                         await intake.start(p.scanner.run, k.scanner_every_s)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())
+                        if rest is not None and k.daily_bars:
+                            await intake.start(run_daily_bars, rest, engine, p.slot_codes, daily)
                         if s.detect.scan_every_s:
                             await intake.start(
                                 run_scheduled_scans,
@@ -492,6 +501,7 @@ async def _run_tree_with(
                         journal=journal,
                         market_movers=movers,
                         backfill=p.backfill,
+                        daily_bars=daily,
                     )
                 )
             log.info("intake stopped; draining the pipeline")

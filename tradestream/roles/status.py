@@ -35,6 +35,7 @@ def ingest_status(ing: Ingest, admin: bool) -> dict[str, Any]:
         "journal": ing.journal.as_dict() if ing.journal is not None else None,
         "market_movers": ing.market_movers.as_dict() if ing.market_movers is not None else None,
         "backfill": ing.backfill.stats.as_dict() if ing.backfill is not None else None,
+        "daily_bars": ing.daily_bars.as_dict() if ing.daily_bars is not None else None,
         "recorder": ing.recorder.__dict__ if ing.recorder is not None else None,
         "slots": ing.slots.summary(admin=admin),
         "positions": ing.positions.as_dict(),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from tradestream.events import KST
@@ -64,6 +64,8 @@ class KisRestSim:
     wall: Callable[[], datetime] = lambda: datetime.now(KST)
     rate_per_s: int = DEFAULT_RATE_PER_S
     rankings: Callable[[], list[Row]] = list  # the listed market now (sim/rankings.py)
+    # a code's daily bars before today, oldest first (sim/history.py)
+    daily_bars: Callable[[str], list[tuple[date, int, int, int, int, int]]] = lambda c: []
     # a code's one-minute bars: "YYYYMMDDHHMM" -> [open, high, low, close, volume]
     minute_bars: Callable[[str], Mapping[str, list[int]]] = lambda code: {}
     tokens: dict[str, _Issued] = field(default_factory=dict)
@@ -141,6 +143,10 @@ class KisRestSim:
             if tr_id != "FHKST03010200":
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
             return self._today_bars(params, tr_id)
+        if path == "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice":
+            if tr_id != "FHKST03010100":
+                return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
+            return self._daily(params, tr_id)
         if path == "/uapi/domestic-stock/v1/quotations/volume-rank":
             if tr_id != "FHPST01710000":
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
@@ -169,6 +175,35 @@ class KisRestSim:
         self.calls[key] = recent
         self.stats.calls += 1
         return None
+
+    def _daily(self, params: Mapping[str, str], tr_id: str) -> Reply:
+        """§6.3: daily bars from FID_INPUT_DATE_1 to FID_INPUT_DATE_2, newest first, at
+        most 100 rows (the caller pages back by moving DATE_2)."""
+        code = params.get("FID_INPUT_ISCD", "")
+        if code not in self.names:
+            return _error("OPSQ0002", "종목코드 오류입니다.", tr_id, 500)
+        lo = params.get("FID_INPUT_DATE_1", "00000000")
+        hi = params.get("FID_INPUT_DATE_2", "99999999")
+        rows = [b for b in self.daily_bars(code) if lo <= b[0].strftime("%Y%m%d") <= hi]
+        rows = rows[::-1][:100]
+        body = {
+            "rt_cd": "0",
+            "msg_cd": "MCA00000",
+            "msg1": "정상처리 되었습니다.",
+            "output1": {"hts_kor_isnm": self.names.get(code, code), "stck_shrn_iscd": code},
+            "output2": [
+                {
+                    "stck_bsop_date": d.strftime("%Y%m%d"),
+                    "stck_oprc": str(o),
+                    "stck_hgpr": str(h),
+                    "stck_lwpr": str(low),
+                    "stck_clpr": str(c),
+                    "acml_vol": str(v),
+                }
+                for d, o, h, low, c, v in rows
+            ],
+        }
+        return body, 200, {"tr_id": tr_id, "tr_cont": ""}
 
     def _today_bars(self, params: Mapping[str, str], tr_id: str) -> Reply:
         """§6.1: today's 30 one-minute bars at or before FID_INPUT_HOUR_1, newest first,

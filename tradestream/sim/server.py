@@ -42,6 +42,7 @@ from tradestream.events import KST
 from tradestream.feeds.kis.master import FILES, Listed, master_zip
 from tradestream.serving import serve_app, ws_url
 from tradestream.sim import ls_records
+from tradestream.sim.history import DayBar, history, vcp_codes
 from tradestream.sim.kis_rest import KisRestSim
 from tradestream.sim.market import (
     DEFAULT_TICKERS,
@@ -327,7 +328,10 @@ class Simulator:
             clock=trio.current_time,
             rankings=self.ranking_rows,
             minute_bars=lambda code: self.market.bars.get(code, {}),
+            daily_bars=self.daily_history,
         )
+        self._vcp_codes = vcp_codes(list(self.names), cfg.seed)
+        self._histories: dict[str, list[DayBar]] = {}
 
     def elapsed(self) -> float:
         """Seconds since the simulator's day started (its first use)."""
@@ -348,6 +352,20 @@ class Simulator:
                 if c not in self.extra_names
             ],
         )  # fmt: skip
+
+    def daily_history(self, code: str) -> list[DayBar]:
+        """The code's daily bars before today (sim/history.py), made once per code."""
+        found = self._histories.get(code)
+        if found is None:
+            if code in self.market.codes:
+                prev = self.market.prev_close(code)
+            else:
+                row = self.rankings.ticker_for(code, 0.0)
+                prev = row[0].base_price if row is not None else 10_000
+            today = datetime.now(KST).date()
+            found = history(code, prev, self.cfg.seed, today, code in self._vcp_codes)
+            self._histories[code] = found
+        return found
 
     def master_file(self, name: str) -> bytes | None:
         """``kospi_code`` or ``kosdaq_code``: every listed code of that market, zipped."""

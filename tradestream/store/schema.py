@@ -281,3 +281,17 @@ backfills = sa.Table(
     sa.Column("detail", sa.String(300), nullable=False),
     sa.UniqueConstraint("source", "started_at", name="uq_backfill_natural"),
 )
+
+daily_bars = sa.Table(
+    "daily_bars",
+    metadata,
+    _id(),
+    sa.Column("stock_code", sa.String(12), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("open", sa.BigInteger, nullable=False),
+    sa.Column("high", sa.BigInteger, nullable=False),
+    sa.Column("low", sa.BigInteger, nullable=False),
+    sa.Column("close", sa.BigInteger, nullable=False),
+    sa.Column("volume", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("stock_code", "day", name="uq_daily_bar_natural"),
+)

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,6 +52,9 @@ FLUCTUATION_PATH = "/uapi/domestic-stock/v1/ranking/fluctuation"
 FLUCTUATION_TR = "FHPST01700000"
 VOLUME_RANK_PATH = "/uapi/domestic-stock/v1/quotations/volume-rank"
 VOLUME_RANK_TR = "FHPST01710000"
+DAILY_PATH = "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice"
+DAILY_TR = "FHKST03010100"
+DAILY_PER_CALL = 100
 TODAY_BARS_PATH = "/uapi/domestic-stock/v1/quotations/inquire-time-itemchartprice"
 TODAY_BARS_TR = "FHKST03010200"
 BARS_PER_CALL = 30
@@ -504,6 +507,47 @@ class KisRest:
         )
         rows = [row for page in pages for row in (page.get("output1") or [])]
         return parse_balance_rows(rows)
+
+    async def daily_bars(
+        self, code: str, first: date, last: date
+    ) -> list[tuple[date, int, int, int, int, int]]:
+        """Daily bars (§6.3, adjusted prices) of `code` from `first` to `last`, oldest first:
+        pages of 100, newest first, moving the end date back."""
+        out: dict[date, tuple[date, int, int, int, int, int]] = {}
+        end = last
+        while end >= first:
+            body, _ = await self.get(
+                DAILY_PATH,
+                DAILY_TR,
+                {
+                    "FID_COND_MRKT_DIV_CODE": "J",
+                    "FID_INPUT_ISCD": code,
+                    "FID_INPUT_DATE_1": first.strftime("%Y%m%d"),
+                    "FID_INPUT_DATE_2": end.strftime("%Y%m%d"),
+                    "FID_PERIOD_DIV_CODE": "D",
+                    "FID_ORG_ADJ_PRC": "0",
+                },
+            )
+            rows = body.get("output2") or []
+            for row in rows:
+                try:
+                    d = datetime.strptime(str(row["stck_bsop_date"]), "%Y%m%d").date()
+                    bar = (
+                        d,
+                        int(row["stck_oprc"]),
+                        int(row["stck_hgpr"]),
+                        int(row["stck_lwpr"]),
+                        int(row["stck_clpr"]),
+                        int(row["acml_vol"]),
+                    )
+                except (KeyError, ValueError):
+                    continue  # an empty row (no trading) or garbage: skipped
+                if first <= d <= last:
+                    out[d] = bar
+            if len(rows) < DAILY_PER_CALL or not out:
+                break
+            end = min(out) - timedelta(days=1)
+        return [out[d] for d in sorted(out)]
 
     async def bars_today(self, code: str, first: datetime, last: datetime) -> list[Bar]:
         """Today's one-minute bars of `code` from `first` to `last` (KST minutes, both

@@ -1,6 +1,7 @@
 """The broker's daily bars cached in the store for the daily VCP scan: at start and every
-`every_s`, each watched code's days since the last stored one (up to `days` back) are fetched
-through the shared REST client (kis-rest.md §6.3) and kept (roles of the tree: no rules)."""
+`every_s`, each slotted code's days since the last stored one (up to HISTORY_DAYS back) are
+fetched through the shared REST client (kis-rest.md §6.3) and kept; a code already up to date
+costs one local query, no call."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tradestream.store.daily import last_day, store_daily
 log = logging.getLogger(__name__)
 
 HISTORY_DAYS = 300  # calendar days fetched for a code seen for the first time (~200 sessions)
-EVERY_S = 6 * 3600.0
+EVERY_S = 600.0  # a look at every slotted code: a new one (a find, a holding) is fetched soon
 
 
 @dataclass

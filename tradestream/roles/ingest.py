@@ -147,8 +147,8 @@ class _Parts:
         self.slots.on_event(ev)  # every slot's data clock
         self.progress.observe(ev)  # positions answers wait behind notices (accounts.py)
         self.strategies.offer(ev)
-        if self.backfill is not None and type(ev) is FeedGap:
-            self.backfill.request(ev)  # the minutes it lost, from the broker
+        if self.backfill is not None and type(ev) is FeedGap and ev.source in self.slots.sessions:
+            self.backfill.request(ev)  # a KIS session's lost minutes, from the broker
 
 
 async def open_store(s: Settings) -> tuple[Engine, MarketState]:

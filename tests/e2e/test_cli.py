@@ -34,6 +34,21 @@ async def read_until(
     return m
 
 
+async def start_run(env: dict[str, str], cwd: Path) -> tuple[trio.Process, str]:
+    """`tradestream run` as a process, once it serves; returns it and its HTTP base URL."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tradestream", "run"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    out = bytearray()
+    assert proc.stdout is not None
+    m = await read_until(proc.stdout, out, rb"tradestream watch 'ws://([^/]+)/")
+    return proc, f"http://{m.group(1).decode()}"
+
+
 async def kill_if_running(proc: trio.Process) -> None:
     """A test's last word on a process it started: gone, whatever happened."""
     if proc.returncode is None:
@@ -300,19 +315,6 @@ async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) 
     }
     mark = tmp_path / "spool" / "running"
 
-    async def start() -> tuple[trio.Process, bytearray]:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tradestream", "run"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        out = bytearray()
-        assert proc.stdout is not None
-        await read_until(proc.stdout, out, rb"tradestream is up")
-        return proc, out
-
     def gaps() -> list[Any]:
         engine = sa.create_engine(f"sqlite:///{db}")
         with engine.connect() as conn:
@@ -323,14 +325,14 @@ async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) 
         return rows
 
     with trio.fail_after(60):
-        first, _ = await start()
+        first, _ = await start_run(env, tmp_path)
         while not mark.exists():  # noqa: ASYNC110  (the run writes it as intake starts)
             await trio.sleep(0.05)
         first.kill()  # SIGKILL: no drain, no clean stop
         await first.wait()
         killed_at = time.time()
         assert mark.exists()
-        second, _ = await start()
+        second, _ = await start_run(env, tmp_path)
         try:
             while len(gaps()) < 2:  # noqa: ASYNC110  (both simulator sessions stream again)
                 await trio.sleep(0.1)
@@ -454,20 +456,7 @@ async def test_kill_9_loses_no_received_trade(tmp_path: Path) -> None:
             "TRADESTREAM_JOURNAL": journal,
         }
 
-        async def start() -> tuple[trio.Process, str]:
-            proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "tradestream", "run"],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-            out = bytearray()
-            assert proc.stdout is not None
-            m = await read_until(proc.stdout, out, rb"tradestream watch 'ws://([^/]+)/")
-            return proc, f"http://{m.group(1).decode()}"
-
-        first, base = await start()
+        first, base = await start_run(env, tmp_path)
         try:
             async with httpx.AsyncClient(base_url=base) as http:
                 while (seen := await ticks_seen(http)) < 300:  # noqa: ASYNC110  (another process)
@@ -477,7 +466,7 @@ async def test_kill_9_loses_no_received_trade(tmp_path: Path) -> None:
         finally:
             await kill_if_running(first)
         killed_at = datetime.now(UTC).replace(tzinfo=None)
-        second, _ = await start()
+        second, _ = await start_run(env, tmp_path)
         try:
             second.send_signal(signal.SIGINT)
             assert await second.wait() == 0

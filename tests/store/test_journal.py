@@ -104,6 +104,19 @@ def test_a_full_disk_is_counted_and_intake_goes_on(tmp_path: Path) -> None:
     assert j.as_dict()["error"] == "" and j.as_dict()["events"] == 2
 
 
+class AwayDatabase:
+    """A sink whose writes fail (an outage) until `up`."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.rows: list[object] = []
+
+    async def write(self, batch: Sequence[object]) -> None:
+        if not self.up:
+            raise ConnectionError("away")
+        self.rows += batch
+
+
 @pytest.fixture
 def disk_clock() -> trio.testing.MockClock:
     """Autojump only after 20 ms of real idleness: the spool's fsyncs run in worker threads."""
@@ -116,18 +129,7 @@ async def test_the_flusher_settles_every_durable_batch(
     """Committed batches and batches spilled to the spool in an outage are settled; so each
     journal segment goes once its events are in the database or the spool."""
     settled: list[object] = []
-
-    class Down:
-        def __init__(self) -> None:
-            self.up = False
-            self.rows: list[object] = []
-
-        async def write(self, batch: list[object]) -> None:
-            if not self.up:
-                raise ConnectionError("away")
-            self.rows += batch
-
-    sink = Down()
+    sink = AwayDatabase()
     policy = FlushPolicy(max_rows=10, max_delay_s=0.1, memory_rows=20, retry_initial_s=0.5)
     spool = Spool(tmp_path / "spool")
     events = [gap(i) for i in range(100)]
@@ -167,17 +169,7 @@ async def test_a_batch_being_spooled_is_not_also_taken_by_the_writer(
             release.wait(10)
             super().append(batch, front=front)
 
-    class Sink:
-        def __init__(self) -> None:
-            self.up = False
-            self.rows: list[object] = []
-
-        async def write(self, batch: list[object]) -> None:
-            if not self.up:
-                raise ConnectionError("away")
-            self.rows += batch
-
-    sink, spool, stats = Sink(), SlowSpool(tmp_path / "spool"), FlusherStats()
+    sink, spool, stats = AwayDatabase(), SlowSpool(tmp_path / "spool"), FlusherStats()
     policy = FlushPolicy(max_rows=10, max_delay_s=0.1, memory_rows=20, retry_initial_s=0.5)
     events = [gap(i) for i in range(60)]
     out, rows_in = trio.open_memory_channel[Event](1000)

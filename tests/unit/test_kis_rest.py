@@ -99,6 +99,14 @@ def _sim(clock: Clock, positions: dict[str, tuple[int, int]] | None = None) -> K
     )
 
 
+def balance_headers(sim: KisRestSim) -> dict[str, str]:
+    """A token for app key "k", and the headers of a balance inquiry with it."""
+    ask = {"grant_type": "client_credentials", "appkey": "k", "appsecret": "s"}
+    token = sim.issue_token(ask)[0]["access_token"]
+    return {"authorization": f"Bearer {token}", "appkey": "k", "appsecret": "s",
+            "tr_id": "TTTC8434R"}  # fmt: skip
+
+
 def test_sim_token_rules() -> None:
     clock = Clock()
     sim = _sim(clock)
@@ -119,15 +127,7 @@ def test_sim_token_rules() -> None:
 def test_sim_calls_need_a_live_token_and_keep_the_rate() -> None:
     clock = Clock()
     sim = _sim(clock, {"005930": (10, 685000)})
-    token = sim.issue_token({"grant_type": "client_credentials", "appkey": "k", "appsecret": "s"})[
-        0
-    ]["access_token"]
-    headers = {
-        "authorization": f"Bearer {token}",
-        "appkey": "k",
-        "appsecret": "s",
-        "tr_id": "TTTC8434R",
-    }
+    headers = balance_headers(sim)
     params = {"CANO": "50123456", "ACNT_PRDT_CD": "01"}
     path = "/uapi/domestic-stock/v1/trading/inquire-balance"
     codes = [sim.call(path, headers, params)[0]["msg_cd"] for _ in range(4)]
@@ -152,15 +152,7 @@ def test_sim_balance_pages() -> None:
     positions = {f"{i:06d}": (i, i * 1000) for i in range(1, 46)}
     sim = _sim(clock, positions)
     sim.rate_per_s = 100
-    token = sim.issue_token({"grant_type": "client_credentials", "appkey": "k", "appsecret": "s"})[
-        0
-    ]["access_token"]
-    headers = {
-        "authorization": f"Bearer {token}",
-        "appkey": "k",
-        "appsecret": "s",
-        "tr_id": "TTTC8434R",
-    }
+    headers = balance_headers(sim)
     params = {"CANO": "50123456", "ACNT_PRDT_CD": "01", "CTX_AREA_FK100": "", "CTX_AREA_NK100": ""}
     path = "/uapi/domestic-stock/v1/trading/inquire-balance"
     seen, conts, cont = [], [], ""

@@ -193,6 +193,8 @@ async def run_ingest(
     stored.
     """
     engine, state = store if store is not None else await open_store(s)
+    # the KIS REST client, shared by every REST use of the tree; closed last
+    rest = kis_rest(s.kis) if replay is None and s.kis.rest_url else None
     try:
         redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
         events_out, events_in = trio.open_memory_channel[Event](s.pipeline.tick_buffer)  # block
@@ -218,8 +220,11 @@ async def run_ingest(
             replay,
             replay_speed,
             task_status,
+            rest,
         )
     finally:
+        if rest is not None:
+            await rest.aclose()
         if store is None:
             engine.dispose()
 
@@ -292,34 +297,9 @@ async def _run_tree(
     replay: Path | None,
     replay_speed: float,
     task_status: trio.TaskStatus[Ingest],
-) -> None:
-    """The tree of the module docstring, with the KIS REST client it shares (closed last)."""
-    k = s.kis
-    rest = kis_rest(k) if replay is None and k.rest_url else None
-    try:
-        await _run_tree_with(
-            s, hub, engine, parts, events_out, events_in, redis_in, record, replay,
-            replay_speed, task_status, rest,
-        )  # fmt: skip
-    finally:
-        if rest is not None:
-            await rest.aclose()
-
-
-async def _run_tree_with(
-    s: Settings,
-    hub: Hub,
-    engine: Engine,
-    parts: _Parts,
-    events_out: trio.MemorySendChannel[Event],
-    events_in: trio.MemoryReceiveChannel[Event],
-    redis_in: trio.MemoryReceiveChannel[tuple[str, bytes]],
-    record: Path | None,
-    replay: Path | None,
-    replay_speed: float,
-    task_status: trio.TaskStatus[Ingest],
     rest: KisRest | None,
 ) -> None:
+    """The tree of the module docstring; `rest` the KIS REST client it shares."""
     p, k = parts, s.kis
     if rest is not None and k.backfill:
         p.backfill = Backfiller(

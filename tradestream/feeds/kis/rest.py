@@ -229,6 +229,22 @@ def parse_bars(rows: list[Mapping[str, Any]]) -> list[Bar]:
     return sorted(out)
 
 
+def parse_daily(rows: list[Mapping[str, Any]]) -> list[tuple[date, int, int, int, int, int]]:
+    """Period-price ``output2`` rows (§6.3) -> (day, open, high, low, close, volume), in
+    the answer's order; an empty row (no trading that day) or garbage is skipped."""
+    out = []
+    for row in rows:
+        try:
+            day = datetime.strptime(str(row["stck_bsop_date"]), "%Y%m%d").date()
+            out.append(
+                (day, int(row["stck_oprc"]), int(row["stck_hgpr"]), int(row["stck_lwpr"]),
+                 int(row["stck_clpr"]), int(row["acml_vol"]))
+            )  # fmt: skip
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
 def split_account(account: str) -> tuple[str, str]:
     """'50012345-01' or '5001234501' -> ('50012345', '01')."""
     digits = account.replace("-", "").strip()
@@ -529,21 +545,9 @@ class KisRest:
                 },
             )
             rows = body.get("output2") or []
-            for row in rows:
-                try:
-                    d = datetime.strptime(str(row["stck_bsop_date"]), "%Y%m%d").date()
-                    bar = (
-                        d,
-                        int(row["stck_oprc"]),
-                        int(row["stck_hgpr"]),
-                        int(row["stck_lwpr"]),
-                        int(row["stck_clpr"]),
-                        int(row["acml_vol"]),
-                    )
-                except (KeyError, ValueError):
-                    continue  # an empty row (no trading) or garbage: skipped
-                if first <= d <= last:
-                    out[d] = bar
+            for bar in parse_daily(rows):
+                if first <= bar[0] <= last:
+                    out[bar[0]] = bar
             if len(rows) < DAILY_PER_CALL or not out:
                 break
             end = min(out) - timedelta(days=1)

@@ -35,6 +35,10 @@ class GatewaySettings:
     jwt_secret: str = ""
     jwt_secret_generated: bool = False  # made up for this process: print a token at start
     outbox_max: int = 1024  # lossless messages queued per client before it is "slow"
+    # lossless topics' history for recovery (history.py): messages kept per topic (0: none)
+    # and for how long
+    history_size: int = 1000
+    history_ttl_s: float = 600.0
     ping_interval_s: float = 30.0  # server heartbeat to clients
     max_missed_pongs: int = 2  # then the client is closed (4002)
     graceful_s: float = 2.0
@@ -536,6 +540,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         handshake_timeout_s=_num(env, "WS_HANDSHAKE_TIMEOUT_S", g.handshake_timeout_s)
         or g.handshake_timeout_s,
         outbox_max=int(_num(env, "WS_OUTBOX_MAX", g.outbox_max, int)) or g.outbox_max,
+        history_size=int(_num(env, "HISTORY_SIZE", g.history_size, int)),
+        history_ttl_s=_num(env, "HISTORY_TTL_S", g.history_ttl_s) or g.history_ttl_s,
         max_pending_handshakes=int(
             _num(env, "WS_MAX_PENDING_HANDSHAKES", g.max_pending_handshakes, int)
         ),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import trio
 
+from tradestream.history import History
 from tradestream.wire import CLOSE_GOING_AWAY, CLOSE_HEARTBEAT, CLOSE_SLOW_CONSUMER
 
 
@@ -51,7 +52,7 @@ class Msg:
     """One outgoing message, shared by every client it goes to: its text, and the WebSocket
     frame of that text, built once when a client first needs it."""
 
-    __slots__ = ("payload", "kind", "ns", "_frame", "bucket", "age_s")
+    __slots__ = ("payload", "kind", "ns", "_frame", "bucket", "age_s", "offset")
 
     def __init__(self, payload: str, kind: str = "reply", ns: int = 0) -> None:
         self.payload = payload
@@ -63,6 +64,7 @@ class Msg:
         # subscriber within one pass, so the age is measured once for all of them.
         self.bucket = -1
         self.age_s = 0.0
+        self.offset = 0  # its place in the lossless topics' history (history.py), 0: none
 
     @property
     def frame(self) -> bytes:
@@ -276,8 +278,9 @@ async def run_heartbeat(
 class Hub:
     """Topic -> subscribers. Synchronous by design: publishing only queues."""
 
-    def __init__(self, outbox_max: int = 1024) -> None:
+    def __init__(self, outbox_max: int = 1024, history: History | None = None) -> None:
         self._outbox_max = outbox_max
+        self.history = history  # lossless topics' recent messages, for recovery
         self._ids = itertools.count(1)
         self.clients: dict[int, Client] = {}
         self._topics: dict[str, dict[int, Client]] = {}
@@ -468,7 +471,10 @@ class Hub:
         return len(subs)
 
     def publish(self, topic: str, msg: Msg) -> int:
-        """Deliver a lossless message to every subscriber of `topic`."""
+        """Deliver a lossless message to every subscriber of `topic`, and keep it in the
+        topic's history (stamped with its offset) for subscribers that come back."""
+        if self.history is not None:
+            self.history.record(topic, msg)
         subs = self._topics.get(topic)
         if not subs:
             return 0

@@ -15,8 +15,16 @@ from tradestream.errors import AuthError, ProtocolError, TokenExpired
 from tradestream.events import Execution, FeedGap, News, OrderBook, Tick
 
 
+class Since(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a client left a lossless topic: the last `offset` it saw, in `epoch`."""
+
+    offset: int
+    epoch: str
+
+
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="type"):
     topic: str
+    since: Since | None = None  # recover what was missed since then (history.py)
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type"):
@@ -304,9 +312,16 @@ def connected(client_id: int, user_id: str) -> str:
     )
 
 
-def subscribed(topic: str) -> str:
+def subscribed(topic: str, **recovery: object) -> str:
+    """`recovery`: for a subscribe with `since`, `recovered` (and the stream's `epoch` and
+    `offset`); on a lossless topic, the stream's `epoch` and `offset` to resume from later."""
     return encode(
-        {"type": "subscribed", "topic": topic, "message": f"Successfully subscribed to {topic}"}
+        {
+            "type": "subscribed",
+            "topic": topic,
+            "message": f"Successfully subscribed to {topic}",
+            **recovery,
+        }
     )
 
 

@@ -60,6 +60,12 @@ class GatewayMetrics:
         self.errors = Counter(
             "tradestream_ws_errors", "error replies, by code", ["code"], registry=r
         )
+        self.recoveries = Counter(
+            "tradestream_ws_recoveries",
+            "subscribes with `since`, by whether everything missed could be replayed",
+            ["recovered"],
+            registry=r,
+        )
         # Once per frame written, so plain numbers (no lock, no metric call) exported at
         # scrape time: tradestream_ws_frames_out_total and the latency histogram.
         self.frames_out = 0

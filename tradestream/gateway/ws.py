@@ -411,7 +411,7 @@ class Connection:
         elif isinstance(msg, wire.Ping):
             out.put(reply(wire.pong(msg.timestamp)))
         elif isinstance(msg, wire.Subscribe):
-            self._subscribe(msg.topic)
+            self._subscribe(msg.topic, msg.since)
         elif isinstance(msg, wire.Unsubscribe):
             self._unsubscribe(msg.topic)
         elif isinstance(msg, wire.GetPrice):
@@ -454,9 +454,9 @@ class Connection:
             raise ProtocolError("forbidden", "your token grants no accounts", topic.raw)
         return [topics.account_orders(a, order_no) for a in sorted(self.identity.accounts)]
 
-    def _subscribe(self, raw_topic: str) -> None:
+    def _subscribe(self, raw_topic: str, since: wire.Since | None = None) -> None:
         try:
-            self._subscribe_topic(raw_topic)
+            self._subscribe_topic(raw_topic, since)
         except ProtocolError as exc:
             exc.topic = exc.topic or raw_topic
             raise
@@ -473,7 +473,7 @@ class Connection:
                 self.ctx.demand.release(self.client.id, topic)
         revoked.clear()
 
-    def _subscribe_topic(self, raw_topic: str) -> None:
+    def _subscribe_topic(self, raw_topic: str, since: wire.Since | None = None) -> None:
         out, hub = self.client.outbox, self.ctx.hub
         self._forget_revoked()
         if raw_topic in self.subs:
@@ -500,7 +500,30 @@ class Connection:
                 hub.subscribe(self.client, key)
         self.subs[raw_topic] = (topic, keys)
         log.info("ws subscribe client=%d topic=%s", self.client.id, raw_topic)
-        out.put(reply(wire.subscribed(raw_topic)))
+        history = hub.history
+        if history is None or topic.conflatable or topic.cadence_s:
+            # a conflated topic recovers by its snapshot, the latest value, sent below
+            extra = {"recovered": False, "recovery": "snapshot"} if since is not None else {}
+            out.put(reply(wire.subscribed(raw_topic, **extra)))
+        elif since is None:
+            out.put(reply(wire.subscribed(raw_topic, epoch=history.epoch, offset=history.offset)))
+        else:
+            # no await from here to the last put: nothing is published in between, so the
+            # replay and the live messages neither overlap nor leave a hole
+            recovered, missed = history.since(keys, since.offset, since.epoch)
+            out.put(
+                reply(
+                    wire.subscribed(
+                        raw_topic,
+                        recovered=recovered,
+                        epoch=history.epoch,
+                        offset=history.offset,
+                    )
+                )
+            )
+            for m in missed:
+                out.put(m)  # type: ignore[arg-type]
+            self.ctx.metrics.recoveries.labels("yes" if recovered else "no").inc()
         snapshot = self._snapshot(topic)
         if snapshot is not None:  # the current value at once, rather than at the next update
             out.put_latest(keys[0], snapshot)

@@ -223,6 +223,7 @@ def _route(
     stats: RouterStats,
     on_holding: Callable[[HoldingChange], None] | None,
 ) -> None:
+    kept = hub.history is not None  # lossless messages are kept even with no one watching
     stats.events += 1
     stats.by_type[type(ev).__name__] += 1
     stats.by_source[ev.source] += 1
@@ -244,7 +245,7 @@ def _route(
     elif isinstance(ev, Execution):
         order, change = state.accounts.apply(ev)
         keys = topics.order_keys(ev.account, ev.order_no)
-        if any(has(k) for k in keys):
+        if kept or any(has(k) for k in keys):
             msg = Msg(wire.order_update(ev, order.as_dict()), "order_update", ev.received_ns)
             for k in keys:
                 hub.publish(k, msg)
@@ -253,7 +254,7 @@ def _route(
             on_holding(change)
     elif isinstance(ev, News):
         names = [topics.NEWS, *dict.fromkeys(topics.news(t) for t in ev.tickers)]
-        if any(has(t) for t in names):
+        if kept or any(has(t) for t in names):
             msg = Msg(wire.news(ev), "news", ev.received_ns)
             for t in names:
                 hub.publish(t, msg)
@@ -262,7 +263,7 @@ def _route(
         _index(ev, hub, state)
     elif isinstance(ev, Alert):
         pair = (topics.ALERTS, topics.alert(ev.code))
-        if has(pair[0]) or has(pair[1]):
+        if kept or has(pair[0]) or has(pair[1]):
             msg = Msg(wire.alert(ev.code, alert_data(ev)), "alert", ev.received_ns)
             for t in pair:
                 hub.publish(t, msg)

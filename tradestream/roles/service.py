@@ -29,6 +29,7 @@ from tradestream.feeds.registry import use_simulator
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.history import History
 from tradestream.hub import Hub
 from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.stages import MarketState, RouterStats
@@ -85,7 +86,9 @@ async def run_service(
     started(): the gateway is listening and the intake is running; returns `Running`.
     Returns once every received event is stored and the clients have been told to go away.
     """
-    hub = Hub(outbox_max=s.gateway.outbox_max)
+    g = s.gateway
+    history = History(g.history_size, g.history_ttl_s) if g.history_size > 0 else None
+    hub = Hub(outbox_max=g.outbox_max, history=history)
     store = await open_store(s)  # before any task: an out-of-date schema is a plain error
     try:
         await _serve(s, hub, store, record, replay, replay_speed, strategies, task_status)

@@ -186,3 +186,31 @@ async def test_a_batch_being_spooled_is_not_also_taken_by_the_writer(
             await out.send(ev)
         out.close()
     assert sorted(int(e.reason) for e in sink.rows) == list(range(60))  # type: ignore[attr-defined]
+
+
+async def test_notices_left_in_the_journal_reach_the_account_book(tmp_path: Path) -> None:
+    """A kill left today's fill (and yesterday's) in the journal: at the next start they go
+    to the spool, and today's to the account book (read from the store before the spool is
+    written); a notice the book already has is not counted twice."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    import msgspec
+
+    from tests.conftest import make_settings
+    from tests.unit.test_accounts_reconcile import fill
+    from tradestream.accounts import AccountBook
+    from tradestream.roles.ingest import _open_journal
+
+    s = make_settings(tmp_path)
+    today, known = fill("005930", "buy", 10), fill("000660", "buy", 5, order_no="2")
+    old = msgspec.structs.replace(fill("035720", "buy", 7, order_no="3"),
+                                  time=today.time - timedelta(days=1))  # fmt: skip
+    spool = Spool(tmp_path / "spool")
+    left = Journal(Path(s.store.spool_dir) / "journal")
+    left.record([today, known, old])  # then the process dies: nothing settled
+    book = AccountBook()
+    book.apply(known)  # stored before the kill: the book read it from the store
+    journal = await _open_journal(replace(s, store=replace(s.store, journal=True)), spool, book)
+    assert journal is not None and spool.rows == 3
+    assert book.positions_by_code() == {"005930": 10, "000660": 5}  # not yesterday's, once each

@@ -33,6 +33,7 @@ import trio
 from sqlalchemy.engine import Engine
 
 from tradestream.accounts import (
+    AccountBook,
     HttpPositions,
     PositionsSource,
     RouterProgress,
@@ -44,7 +45,7 @@ from tradestream.detect.gate import MarketGate
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.errors import ConfigError, SpoolUnusable
-from tradestream.events import KST, Event, FeedGap
+from tradestream.events import KST, Event, Execution, FeedGap
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.kis.rest import KisRest, TokenFile
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
@@ -340,8 +341,10 @@ async def _run_tree(
                     "the downtime as a feed gap",
                     unclean.isoformat(timespec="seconds"),
                 )
-            journal = await _open_journal(s, spool) if mark is not None else None
+            journal = await _open_journal(s, spool, p.state.accounts) if mark is not None else None
             if journal is not None:
+                if p.state.accounts.held_codes():
+                    p.holdings_changed()  # with the notices the journal gave back
                 p.side.journal = journal.record
             await draining.start(
                 partial(
@@ -504,17 +507,29 @@ async def _run_tree(
         await trio.to_thread.run_sync(mark.clear)  # a clean stop: no gap at the next start
 
 
-async def _open_journal(s: Settings, spool: Spool) -> Journal | None:
+async def _open_journal(s: Settings, spool: Spool, accounts: AccountBook) -> Journal | None:
     """The intake journal (store/journal.py) under the spool, with what an unclean stop left
-    in it moved to the spool first (the flusher replays that before anything new)."""
+    in it moved to the spool first (the flusher replays that before anything new). Today's
+    execution notices among it go to the account book too: it was read from the store before
+    they are written (notices it already has are known by their keys and skipped)."""
     if not s.store.journal:
         return None
     where = Path(s.store.spool_dir) / "journal"
+    notices: list[Execution] = []
+
+    def keep(events: list[Event]) -> None:
+        spool.append(events)
+        notices.extend(e for e in events if isinstance(e, Execution))
+
     try:
         journal = await trio.to_thread.run_sync(Journal, where)
-        kept = await trio.to_thread.run_sync(journal.take_leftovers, spool.append)
+        kept = await trio.to_thread.run_sync(journal.take_leftovers, keep)
     except OSError as exc:
         raise SpoolUnusable(str(where), exc.strerror or str(exc)) from None
+    today = datetime.now(KST).date()
+    for ex in notices:
+        if ex.time.astimezone(KST).date() == today:
+            accounts.apply(ex)
     if kept:
         log.warning(
             "journal: %d events the previous run had taken in go to the store (those already "

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -34,11 +35,22 @@ def _setup_logging() -> None:
     )
 
 
-def _banner(s: Settings, running: object) -> str:
-    from tradestream.roles import Running
-
-    assert isinstance(running, Running)
+def _banner(s: Settings, running: Any) -> str:
+    if s.role == "gateway":
+        return "\n".join(
+            [
+                f"tradestream gateway is up: {running.url}",
+                f"  WebSocket  {running.ws_url}?token=<JWT>",
+                f"  fed from   {s.redis_stream} at {_safe_redis(s.detect.redis_url)}",
+                "  Ctrl-C stops.",
+            ]
+        )
     lines = [
+        *(
+            [f"tradestream {s.role} role: messages out to {s.redis_stream}"]
+            if s.role == "ingest"
+            else []
+        ),  # fmt: skip
         f"tradestream is up: {running.url}",
         f"  WebSocket  {running.ws_url}?token=<JWT>",
         f"  status     {running.url}/api/ws/status",
@@ -67,6 +79,7 @@ async def _run(
     s: Settings, record: Path | None = None, replay: Path | None = None, speed: float = 0.0
 ) -> None:
     from tradestream.roles import run_service
+    from tradestream.roles.service import run_remote_gateway
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as root:
@@ -74,9 +87,16 @@ async def _run(
             async def service(
                 task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
             ) -> None:
-                await run_service(
-                    s, record=record, replay=replay, replay_speed=speed, task_status=task_status
-                )
+                if s.role == "gateway":
+                    await run_remote_gateway(s, task_status=task_status)
+                else:
+                    await run_service(
+                        s,
+                        record=record,
+                        replay=replay,
+                        replay_speed=speed,
+                        task_status=task_status,
+                    )
                 root.cancel_scope.cancel()  # done: stop the signal watcher
 
             running = await root.start(service)
@@ -154,6 +174,12 @@ async def _watch(url: str, topics: Sequence[str], count: int) -> int:
             print(f"closed: {code} {reason}", file=sys.stderr)
             return 0 if code in (1000, 1001) else 1
     return 0
+
+
+def _safe_redis(url: str) -> str:
+    """A Redis URL without its password."""
+    head, sep, tail = url.rpartition("@")
+    return f"{url.split('://')[0]}://***@{tail}" if sep else url
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -241,6 +267,8 @@ main settings (environment variables; README, Configuration, lists them all):
   TRADESTREAM_SPOOL_DIR      where rows wait while the database is away (default ./spool)
   TRADESTREAM_JOURNAL        1: journal intake there too, so a kill -9 loses nothing (0: off)
   TRADESTREAM_REDIS_URL      alerts and signals over Redis (default: none)
+  TRADESTREAM_ROLE           all (default), ingest (messages out to Redis) or gateway (fed
+                             from Redis); TRADESTREAM_REDIS_STREAM names the stream
   TRADESTREAM_LOG_LEVEL, TRADESTREAM_LOG_FORMAT  INFO, text (or json)
 """
 

@@ -224,6 +224,13 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
     shutdown_timeout_s: float = 15.0  # hard stop after the first signal
+    # "all" (one process, no Redis), "ingest" (brokers, store; messages out to Redis) or
+    # "gateway" (clients, fed from Redis); the stream they share
+    role: str = "all"
+    redis_stream: str = "tradestream:stream"
+
+
+ROLES = ("all", "ingest", "gateway")
 
 
 # KOSPI and KOSDAQ (H0UPCNT0): registered by default, on the simulator and a real account alike
@@ -571,4 +578,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gate=_gate(_get(env, "MARKET_GATE")),
         scan_every_s=_num(env, "SCAN_EVERY_S", 0.0),
     )
-    return Settings(gateway=gateway, store=store, kis=kis, ls=ls, sim=sim, detect=detect)
+    role = (_get(env, "ROLE") or "all").lower()
+    if role not in ROLES:
+        raise ConfigError(f"TRADESTREAM_ROLE={role!r}: one of {', '.join(ROLES)}")
+    if role != "all" and not detect.redis_url:
+        raise ConfigError(f"the {role} role needs TRADESTREAM_REDIS_URL (the roles share Redis)")
+    return Settings(
+        gateway=gateway,
+        store=store,
+        kis=kis,
+        ls=ls,
+        sim=sim,
+        detect=detect,
+        role=role,
+        redis_stream=_get(env, "REDIS_STREAM") or Settings.redis_stream,
+    )

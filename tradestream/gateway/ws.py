@@ -532,10 +532,14 @@ class Connection:
         market = self.ctx.market
         if topic.kind == "price":
             tick = market.tick(str(topic.arg))
-            return Msg(wire.price_update(tick), "price_update") if tick else None
+            if tick is None:  # a gateway fed from Redis keeps messages, not ticks
+                return market.last_message(topic.name)
+            return Msg(wire.price_update(tick), "price_update")
         if topic.kind == "orderbook":
             book = market.book(str(topic.arg))
-            return Msg(wire.orderbook_update(book), "orderbook_update") if book else None
+            if book is None:
+                return market.last_message(topic.name)
+            return Msg(wire.orderbook_update(book), "orderbook_update")
         if topic.conflatable:
             return market.last_message(topic.name)
         return None

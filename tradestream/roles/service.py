@@ -29,10 +29,18 @@ from tradestream.feeds.registry import use_simulator
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
+from tradestream.gateway.ports import AnyDemand
 from tradestream.history import History
 from tradestream.hub import Hub
 from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.redis_fanout import (
+    FanoutStats,
+    RemoteMarket,
+    TeeHub,
+    run_stream_in,
+    run_stream_out,
+)
 from tradestream.roles.gateway import IngestControls, run_gateway
 from tradestream.roles.ingest import open_store, run_ingest
 from tradestream.roles.status import ingest_status
@@ -88,12 +96,70 @@ async def run_service(
     """
     g = s.gateway
     history = History(g.history_size, g.history_ttl_s) if g.history_size > 0 else None
-    hub = Hub(outbox_max=g.outbox_max, history=history)
+    hub: Hub
+    if s.role == "ingest":  # every message also goes to the gateways, over Redis
+        hub = TeeHub(outbox_max=g.outbox_max, history=history)
+    else:
+        hub = Hub(outbox_max=g.outbox_max, history=history)
     store = await open_store(s)  # before any task: an out-of-date schema is a plain error
     try:
-        await _serve(s, hub, store, record, replay, replay_speed, strategies, task_status)
+        async with trio.open_nursery() as fanout:
+            if isinstance(hub, TeeHub):
+                await fanout.start(
+                    partial(run_stream_out, s.detect.redis_url, hub, stream=s.redis_stream)
+                )
+            await _serve(s, hub, store, record, replay, replay_speed, strategies, task_status)
+            fanout.cancel_scope.cancel()
     finally:
         store[0].dispose()
+
+
+@dataclass
+class RunningGateway:
+    """What run_remote_gateway hands its caller: a gateway fed from Redis."""
+
+    url: str
+    ws_url: str
+    stop: Callable[[], None]
+    hub: Hub
+    auth: Authenticator
+    market: RemoteMarket
+    fanout: FanoutStats
+    sim: None = None
+
+
+async def run_remote_gateway(
+    s: Settings, *, task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The gateway role: clients served from the stream an ingest process writes (no
+    brokers, no store). Until stop() is called: then the clients are told to go away."""
+    _check_port(s.gateway.host, s.gateway.port)
+    hub = Hub(outbox_max=s.gateway.outbox_max)  # the ingest's offsets pass through as they are
+    market, stats = RemoteMarket(), FanoutStats()
+    done = trio.Event()
+    async with trio.open_nursery() as serving:
+        await serving.start(
+            partial(run_stream_in, s.detect.redis_url, hub, market, stats, stream=s.redis_stream)
+        )
+        gw = await serving.start(
+            partial(
+                run_gateway,
+                s.gateway,
+                hub,
+                market,
+                AnyDemand(),
+                status=lambda admin: {"role": "gateway", "redis": stats.as_dict()},
+            )
+        )
+        log.info("tradestream gateway serving on %s, fed from %s", gw.url, s.redis_stream)
+        task_status.started(
+            RunningGateway(gw.url, gw.ws_url, done.set, hub, gw.auth, market, stats)
+        )
+        await done.wait()
+        hub.close_all()
+        with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
+            await hub.wait_empty()
+        serving.cancel_scope.cancel()
 
 
 def _check_port(host: str, port: int) -> None:

@@ -1,0 +1,98 @@
+"""The ingest and gateway roles as separate processes over the real Redis: a client of the
+gateway gets the ingest's prices (a snapshot at once, then updates) and its lossless messages
+with their offsets, and the ingest keeps serving its own clients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import coredis
+import httpx
+import trio
+
+from tests.e2e.test_cli import kill_if_running, read_until
+from tests.e2e.test_gateway import recv_type
+from tests.e2e.test_service import open_websocket_url, recv, send
+from tradestream.gateway.auth import Authenticator
+
+SECRET = "roles-test-secret-roles-test-secret-x"
+
+
+async def start(env: dict[str, str], cwd: Path, pattern: bytes) -> tuple[trio.Process, str]:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tradestream", "run"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    m = await read_until(proc.stdout, bytearray(), pattern)
+    return proc, m.group(1).decode()
+
+
+async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
+    tmp_path: Path, redis_url: str
+) -> None:
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
+    env = {
+        **os.environ,
+        "TRADESTREAM_REDIS_URL": redis_url,
+        "TRADESTREAM_REDIS_STREAM": stream,
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    }
+    auth = Authenticator(SECRET)
+    with trio.fail_after(60):
+        ingest, ingest_url = await start(
+            {**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path, rb"tradestream is up: (http://\S+)"
+        )
+        gateway, gateway_url = await start(
+            {**env, "TRADESTREAM_ROLE": "gateway"},
+            tmp_path,
+            rb"tradestream gateway is up: (http://\S+)",
+        )
+        try:
+            ws_url = gateway_url.replace("http://", "ws://") + "/api/ws?token=" + auth.issue("u")
+            async with open_websocket_url(ws_url) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="price:005930")
+                await recv_type(ws, "subscribed")
+                first = await recv_type(ws, "price_update")
+                second = await recv_type(ws, "price_update")
+                await send(ws, type="subscribe", topic="signal:vcp")
+                await recv_type(ws, "subscribed")
+                producer = {"Authorization": f"Bearer {auth.issue('bot', role='producer')}"}
+                async with httpx.AsyncClient(base_url=ingest_url, headers=producer) as http:
+                    r = await http.post(
+                        "/api/signals/vcp", json={"signals": [{"symbol": "005930", "n": 1}]}
+                    )
+                    assert r.status_code == 200, r.text
+                signal = await recv_type(ws, "signal_update")
+            async with httpx.AsyncClient(base_url=gateway_url) as http:
+                status = (
+                    await http.get(
+                        "/api/ws/status", params={"token": auth.issue("ops", role="admin")}
+                    )
+                ).json()
+        finally:
+            for proc in (gateway, ingest):
+                proc.terminate()
+            for proc in (gateway, ingest):
+                with trio.move_on_after(20):
+                    await proc.wait()
+                await kill_if_running(proc)
+            async with coredis.Redis.from_url(redis_url) as r:
+                await r.delete([stream])
+    assert first["symbol"] == second["symbol"] == "005930"
+    assert second["data"]["volume"] >= first["data"]["volume"]
+    assert signal["data"]["signals"][0]["n"] == 1 and signal["offset"] >= 1 and signal["epoch"]
+    assert status["role"] == "gateway" and status["redis"]["received"] >= 3
+    assert status["redis"]["connects"] == 1
+    assert gateway.returncode == 0 and ingest.returncode == 0

@@ -1,0 +1,210 @@
+"""Client-facing messages over a Redis stream, from an ingest process to gateway processes
+(`tradestream run --role ingest` / `--role gateway`).
+
+The ingest's hub is a `TeeHub`: it serves its own clients as any hub, and hands every message
+(each encoded once) to `run_stream_out`, which appends them to one Redis stream, one pipelined
+round trip per batch, never one command per message per client. Each entry: `k` (`l` latest,
+conflatable; `p` lossless on a topic; `b` to every client), `t` the topic, `y` the message type,
+`p` the payload. The stream is capped (MAXLEN ~, `STREAM_MAXLEN`).
+
+A gateway's `run_stream_in` reads the stream from its end (XREAD BLOCK) and publishes each entry
+into its own hub, keeping the latest message of each conflatable topic for new subscribers'
+snapshots (`RemoteMarket`, its `MarketView`). Both ends reconnect with backoff; the edge into
+Redis is bounded and drops (counted) when Redis is away, so intake and storage never wait for
+it. Needs the `redis` extra (coredis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import coredis
+import trio
+from coredis.tokens import PureToken
+
+from tradestream.backoff import Backoff
+from tradestream.hub import Hub, Msg
+from tradestream.redis_bridge import REDIS_LOST
+
+log = logging.getLogger(__name__)
+
+STREAM = "tradestream:stream"
+STREAM_MAXLEN = 100_000
+OUT_BUFFER = 50_000  # messages waiting for Redis before new ones are dropped
+BATCH = 500
+READ_COUNT = 1000
+BLOCK_MS = 1000
+
+
+@dataclass
+class FanoutStats:
+    sent: int = 0
+    dropped: int = 0  # Redis away and the buffer full
+    received: int = 0
+    connects: int = 0
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class TeeHub(Hub):
+    """A hub that also hands every message to the Redis stream (the ingest role's)."""
+
+    def __init__(self, outbox_max: int = 1024, **kw: Any) -> None:
+        super().__init__(outbox_max, **kw)
+        self.out, self.out_in = trio.open_memory_channel[tuple[bytes, str, str, str]](OUT_BUFFER)
+        self.fanout = FanoutStats()
+
+    def has_subscribers(self, topic: str) -> bool:
+        return True  # the gateways' clients may watch anything: everything goes out
+
+    def _tee(self, kind: bytes, topic: str, msg: Msg) -> None:
+        try:
+            self.out.send_nowait((kind, topic, msg.kind, msg.payload))
+        except trio.WouldBlock:
+            self.fanout.dropped += 1
+
+    def publish_latest(self, topic: str, msg: Msg) -> int:
+        self._tee(b"l", topic, msg)
+        return super().publish_latest(topic, msg)
+
+    def publish(self, topic: str, msg: Msg) -> int:
+        n = super().publish(topic, msg)  # stamps the history's offset first
+        self._tee(b"p", topic, msg)
+        return n
+
+    def broadcast(self, msg: Msg) -> int:
+        self._tee(b"b", "", msg)
+        return super().broadcast(msg)
+
+
+def _client(url: str) -> coredis.Redis[bytes]:
+    return coredis.Redis.from_url(url, connect_timeout=2.0, stream_timeout=5.0)
+
+
+async def run_stream_out(
+    url: str,
+    hub: TeeHub,
+    *,
+    stream: str = STREAM,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Append the hub's messages to `stream` until cancelled, reconnecting with backoff."""
+    backoff = Backoff(0.25, 5.0)
+    stats, source = hub.fanout, hub.out_in
+    task_status.started()
+    while True:
+        try:
+            async with _client(url) as r:
+                await r.ping()
+                stats.connects += 1
+                backoff.reset()
+                while True:
+                    batch = [await source.receive()]
+                    while len(batch) < BATCH:
+                        try:
+                            batch.append(source.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    async with r.pipeline(transaction=False) as pipe:
+                        for kind, topic, mtype, payload in batch:
+                            pipe.xadd(
+                                stream,
+                                {"k": kind, "t": topic, "y": mtype, "p": payload},
+                                trim_strategy=PureToken.MAXLEN,
+                                trim_operator=PureToken.APPROXIMATELY,
+                                threshold=STREAM_MAXLEN,
+                            )
+                    stats.sent += len(batch)
+        except REDIS_LOST as exc:
+            stats.last_error = repr(exc)[:300]
+            delay = backoff.next()
+            log.warning("redis stream out: %r; reconnecting in %.1f s", exc, delay)
+            await trio.sleep(delay)
+
+
+@dataclass
+class RemoteMarket:
+    """The gateway role's `MarketView`: the latest message of each conflatable topic as read
+    from the stream; the rest (accounts, ticks as objects) lives in the ingest process."""
+
+    latest: dict[str, Msg] = field(default_factory=dict)
+
+    def tick(self, code: str) -> None:
+        return None
+
+    def book(self, code: str) -> None:
+        return None
+
+    def last_message(self, topic: str) -> Msg | None:
+        return self.latest.get(topic)
+
+    def account_snapshot(self, accounts: Iterable[str]) -> dict[str, Any]:
+        return {"accounts": []}
+
+    def account_names(self) -> list[str]:
+        return []
+
+    def traded_codes(self) -> list[str]:
+        return sorted(t[6:] for t in self.latest if t.startswith("price:"))
+
+    def name(self, code: str) -> str:
+        return ""
+
+
+async def run_stream_in(
+    url: str,
+    hub: Hub,
+    market: RemoteMarket,
+    stats: FanoutStats,
+    *,
+    stream: str = STREAM,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Publish the stream's new entries into `hub` until cancelled; reconnect with backoff,
+    resuming after the last entry read."""
+    backoff = Backoff(0.25, 5.0)
+    last: str | bytes = "$"
+    started = False
+    key = stream.encode()
+    while True:
+        try:
+            async with _client(url) as r:
+                await r.ping()
+                stats.connects += 1
+                backoff.reset()
+                if not started:
+                    started = True
+                    task_status.started()
+                while True:
+                    found = await r.xread({stream: last}, count=READ_COUNT, block=BLOCK_MS)
+                    if not found:
+                        continue
+                    for entry in found.get(key) or ():
+                        last = entry.identifier
+                        _deliver(hub, market, entry.field_values)
+                        stats.received += 1
+        except REDIS_LOST as exc:
+            stats.last_error = repr(exc)[:300]
+            delay = backoff.next()
+            log.warning("redis stream in: %r; reconnecting in %.1f s", exc, delay)
+            await trio.sleep(delay)
+
+
+def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:
+    def get(name: str) -> str:
+        v = fields.get(name.encode(), fields.get(name, b""))
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    kind, topic, msg = get("k"), get("t"), Msg(get("p"), get("y"))
+    if kind == "l":
+        market.latest[topic] = msg
+        hub.publish_latest(topic, msg)
+    elif kind == "p":
+        hub.publish(topic, msg)
+    else:
+        hub.broadcast(msg)

@@ -17,7 +17,7 @@ it. Needs the `redis` extra (coredis).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,26 @@ def _client(url: str) -> coredis.Redis[bytes]:
     return coredis.Redis.from_url(url, connect_timeout=2.0, stream_timeout=5.0)
 
 
+async def _reconnecting(
+    url: str, stats: FanoutStats, what: str, body: Callable[[coredis.Redis[bytes]], Awaitable[None]]
+) -> None:
+    """Run `body` on a connected client, again on a new one (after a backoff) whenever Redis
+    is lost; until cancelled."""
+    backoff = Backoff(0.25, 5.0)
+    while True:
+        try:
+            async with _client(url) as r:
+                await r.ping()
+                stats.connects += 1
+                backoff.reset()
+                await body(r)
+        except REDIS_LOST as exc:
+            stats.last_error = repr(exc)[:300]
+            delay = backoff.next()
+            log.warning("redis %s: %r; reconnecting in %.1f s", what, exc, delay)
+            await trio.sleep(delay)
+
+
 async def run_stream_out(
     url: str,
     hub: TeeHub,
@@ -94,37 +114,29 @@ async def run_stream_out(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Append the hub's messages to `stream` until cancelled, reconnecting with backoff."""
-    backoff = Backoff(0.25, 5.0)
     stats, source = hub.fanout, hub.out_in
+
+    async def send(r: coredis.Redis[bytes]) -> None:
+        while True:
+            batch = [await source.receive()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(source.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            async with r.pipeline(transaction=False) as pipe:
+                for kind, topic, mtype, payload in batch:
+                    pipe.xadd(
+                        stream,
+                        {"k": kind, "t": topic, "y": mtype, "p": payload},
+                        trim_strategy=PureToken.MAXLEN,
+                        trim_operator=PureToken.APPROXIMATELY,
+                        threshold=STREAM_MAXLEN,
+                    )
+            stats.sent += len(batch)
+
     task_status.started()
-    while True:
-        try:
-            async with _client(url) as r:
-                await r.ping()
-                stats.connects += 1
-                backoff.reset()
-                while True:
-                    batch = [await source.receive()]
-                    while len(batch) < BATCH:
-                        try:
-                            batch.append(source.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    async with r.pipeline(transaction=False) as pipe:
-                        for kind, topic, mtype, payload in batch:
-                            pipe.xadd(
-                                stream,
-                                {"k": kind, "t": topic, "y": mtype, "p": payload},
-                                trim_strategy=PureToken.MAXLEN,
-                                trim_operator=PureToken.APPROXIMATELY,
-                                threshold=STREAM_MAXLEN,
-                            )
-                    stats.sent += len(batch)
-        except REDIS_LOST as exc:
-            stats.last_error = repr(exc)[:300]
-            delay = backoff.next()
-            log.warning("redis stream out: %r; reconnecting in %.1f s", exc, delay)
-            await trio.sleep(delay)
+    await _reconnecting(url, stats, "stream out", send)
 
 
 @dataclass
@@ -167,32 +179,20 @@ async def run_stream_in(
 ) -> None:
     """Publish the stream's new entries into `hub` until cancelled; reconnect with backoff,
     resuming after the last entry read."""
-    backoff = Backoff(0.25, 5.0)
     last: str | bytes = "$"
-    started = False
     key = stream.encode()
-    while True:
-        try:
-            async with _client(url) as r:
-                await r.ping()
-                stats.connects += 1
-                backoff.reset()
-                if not started:
-                    started = True
-                    task_status.started()
-                while True:
-                    found = await r.xread({stream: last}, count=READ_COUNT, block=BLOCK_MS)
-                    if not found:
-                        continue
-                    for entry in found.get(key) or ():
-                        last = entry.identifier
-                        _deliver(hub, market, entry.field_values)
-                        stats.received += 1
-        except REDIS_LOST as exc:
-            stats.last_error = repr(exc)[:300]
-            delay = backoff.next()
-            log.warning("redis stream in: %r; reconnecting in %.1f s", exc, delay)
-            await trio.sleep(delay)
+
+    async def read(r: coredis.Redis[bytes]) -> None:
+        nonlocal last
+        while True:
+            found = await r.xread({stream: last}, count=READ_COUNT, block=BLOCK_MS)
+            for entry in (found or {}).get(key) or ():
+                last = entry.identifier
+                _deliver(hub, market, entry.field_values)
+                stats.received += 1
+
+    task_status.started()
+    await _reconnecting(url, stats, "stream in", read)
 
 
 def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:

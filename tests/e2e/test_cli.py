@@ -34,8 +34,11 @@ async def read_until(
     return m
 
 
-async def start_run(env: dict[str, str], cwd: Path) -> tuple[trio.Process, str]:
-    """`tradestream run` as a process, once it serves; returns it and its HTTP base URL."""
+async def start_run(
+    env: dict[str, str], cwd: Path, ready: bytes = rb"tradestream is up: (http://\S+)"
+) -> tuple[trio.Process, str]:
+    """`tradestream run` as a process, once it serves (its banner's `ready` line); returns it
+    and its HTTP base URL (the line's group)."""
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "tradestream", "run"],
         env=env,
@@ -45,8 +48,8 @@ async def start_run(env: dict[str, str], cwd: Path) -> tuple[trio.Process, str]:
     )
     out = bytearray()
     assert proc.stdout is not None
-    m = await read_until(proc.stdout, out, rb"tradestream watch 'ws://([^/]+)/")
-    return proc, f"http://{m.group(1).decode()}"
+    m = await read_until(proc.stdout, out, ready)
+    return proc, m.group(1).decode()
 
 
 async def kill_if_running(proc: trio.Process) -> None:

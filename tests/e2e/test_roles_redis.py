@@ -5,8 +5,6 @@ with their offsets, and the ingest keeps serving its own clients."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,25 +12,12 @@ import coredis
 import httpx
 import trio
 
-from tests.e2e.test_cli import kill_if_running, read_until
+from tests.e2e.test_cli import kill_if_running, start_run
 from tests.e2e.test_gateway import recv_type
 from tests.e2e.test_service import open_websocket_url, recv, send
 from tradestream.gateway.auth import Authenticator
 
 SECRET = "roles-test-secret-roles-test-secret-x"
-
-
-async def start(env: dict[str, str], cwd: Path, pattern: bytes) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "tradestream", "run"],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    m = await read_until(proc.stdout, bytearray(), pattern)
-    return proc, m.group(1).decode()
 
 
 async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
@@ -50,10 +35,8 @@ async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
     }
     auth = Authenticator(SECRET)
     with trio.fail_after(60):
-        ingest, ingest_url = await start(
-            {**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path, rb"tradestream is up: (http://\S+)"
-        )
-        gateway, gateway_url = await start(
+        ingest, ingest_url = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
+        gateway, gateway_url = await start_run(
             {**env, "TRADESTREAM_ROLE": "gateway"},
             tmp_path,
             rb"tradestream gateway is up: (http://\S+)",

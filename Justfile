@@ -19,6 +19,11 @@ setup:
 run:
     TRADESTREAM_DB_AUTO_UPGRADE="${TRADESTREAM_DB_AUTO_UPGRADE:-1}" tradestream run
 
+# one ingest and two gateways over Redis (the Procfile; needs TRADESTREAM_JWT_SECRET)
+[continue]
+cluster:
+    TRADESTREAM_REDIS_URL="${TRADESTREAM_REDIS_URL:-redis://127.0.0.1:6379/0}" honcho start
+
 # run the broker simulator alone
 [continue]
 sim:

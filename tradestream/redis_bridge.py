@@ -98,7 +98,7 @@ async def run_redis_bridge(
                 await _session(url, outgoing, on_message, subscribe, stats, delays.reset)
                 return  # outgoing closed and drained
             except* REDIS_LOST as group:
-                lost = _first_leaf(group)
+                lost = first_leaf(group)
             finally:
                 stats.connected = False
             # Being cancelled? coredis's teardown can then replace Cancelled with what looks
@@ -123,16 +123,7 @@ async def _session(
     on_ready: Callable[[], None],
 ) -> None:
     """One client's life: connect, subscribe, publish until `outgoing` ends or Redis fails."""
-    # Retries are ours (with backoff); a coredis retry of a pipeline could publish twice.
-    client = coredis.Redis.from_url(
-        url,
-        retry_policy=NoRetryPolicy(),
-        connect_timeout=CONNECT_TIMEOUT_S,
-        stream_timeout=COMMAND_TIMEOUT_S,
-    )
-    pool = client.connection_pool
-    base: type[coredis.BaseConnection] = pool.connection_class
-    pool.connection_class = _closing_streams(base)
+    client = redis_client(url)
     async with client, trio.open_nursery() as nursery:
         with trio.fail_after(COMMAND_TIMEOUT_S):
             await client.ping()
@@ -222,7 +213,23 @@ def _closing_streams(base: type[coredis.BaseConnection]) -> type[coredis.BaseCon
     return ClosingStreams
 
 
-def _first_leaf(exc: BaseException) -> BaseException:
+def redis_client(url: str) -> coredis.Redis[bytes]:
+    """A coredis client as every Redis user here needs it: no retries of its own (they are
+    ours, with backoff: a coredis retry of a pipeline could send it twice), bounded connect
+    and command times, and connections that close their streams when they die."""
+    client = coredis.Redis.from_url(
+        url,
+        retry_policy=NoRetryPolicy(),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        stream_timeout=COMMAND_TIMEOUT_S,
+    )
+    pool = client.connection_pool
+    base: type[coredis.BaseConnection] = pool.connection_class
+    pool.connection_class = _closing_streams(base)
+    return client
+
+
+def first_leaf(exc: BaseException) -> BaseException:
     """coredis nests its errors in anyio task-group groups; name the first real one."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]

@@ -27,7 +27,7 @@ from coredis.tokens import PureToken
 
 from tradestream.backoff import Backoff
 from tradestream.hub import Hub, Msg
-from tradestream.redis_bridge import REDIS_LOST
+from tradestream.redis_bridge import COMMAND_TIMEOUT_S, REDIS_LOST, first_leaf, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,6 @@ class TeeHub(Hub):
         return super().broadcast(msg)
 
 
-def _client(url: str) -> coredis.Redis[bytes]:
-    return coredis.Redis.from_url(url, connect_timeout=2.0, stream_timeout=5.0)
-
-
 async def _reconnecting(
     url: str, stats: FanoutStats, what: str, body: Callable[[coredis.Redis[bytes]], Awaitable[None]]
 ) -> None:
@@ -93,17 +89,23 @@ async def _reconnecting(
     is lost; until cancelled."""
     backoff = Backoff(0.25, 5.0)
     while True:
+        lost: BaseException | None = None
         try:
-            async with _client(url) as r:
-                await r.ping()
+            async with redis_client(url) as r:
+                with trio.fail_after(COMMAND_TIMEOUT_S):
+                    await r.ping()
                 stats.connects += 1
                 backoff.reset()
                 await body(r)
-        except REDIS_LOST as exc:
-            stats.last_error = repr(exc)[:300]
-            delay = backoff.next()
-            log.warning("redis %s: %r; reconnecting in %.1f s", what, exc, delay)
-            await trio.sleep(delay)
+        except* (*REDIS_LOST, trio.TooSlowError) as group:  # coredis nests them in groups
+            lost = first_leaf(group)
+        # being cancelled: coredis's teardown can dress the Cancelled up as an outage; this
+        # checkpoint lets the Cancelled win
+        await trio.lowlevel.checkpoint()
+        stats.last_error = repr(lost)[:300]
+        delay = backoff.next()
+        log.warning("redis %s: %r; reconnecting in %.1f s", what, lost, delay)
+        await trio.sleep(delay)
 
 
 async def run_stream_out(

@@ -14,6 +14,11 @@ global, so a topic's offsets have gaps: the rule compares against what was trimm
 against a gap. Topics beyond `max_topics` are forgotten oldest first; a forgotten topic's last
 offset raises a floor below which nothing is recoverable for a topic without history.
 
+A gateway fed from the ingest's stream (redis_fanout.py) keeps a mirror: `follow` adopts the
+ingest's epoch and offsets as its messages arrive, so a client may resume on any gateway. The
+mirror vouches only for what it saw: a new epoch starts it afresh, and a hole in the offsets
+(messages that never reached it) raises `start`, below which nothing is recoverable.
+
 Pure and synchronous (time from `clock`): the hub calls `record` as it publishes.
 """
 
@@ -57,7 +62,24 @@ class History:
         self._clock = clock
         self._topics: OrderedDict[str, _Topic] = OrderedDict()
         self._floor = 0  # the highest offset of a forgotten topic
+        self.start = 0  # everything after this offset was seen (a mirror may begin later)
         self._tail = ',"epoch":"' + self.epoch + '"}'
+
+    def follow(self, epoch: str, offset: int, *, lossless: bool) -> None:
+        """Mirror mode: a message of another process's history arrives, with that process's
+        `epoch` and `offset` (the message's own offset if `lossless`, else the last offset
+        given there before it). Call before `record`ing a lossless message (whose offset is
+        already set). A new epoch forgets everything; a jump in the offsets is a hole."""
+        last_seen = offset - 1 if lossless else offset  # all before the message
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._tail = ',"epoch":"' + epoch + '"}'
+            self._topics.clear()
+            self._floor = 0
+            self.start = self.offset = last_seen
+        elif last_seen > self.offset:  # offsets in between never came: not recoverable
+            self.start = max(self.start, last_seen)
+        self.offset = max(self.offset, offset)
 
     def stamp(self, msg: Stamped) -> None:
         """Give `msg` the next offset, in its payload too (once: a later call keeps it)."""
@@ -88,7 +110,7 @@ class History:
 
     def since(self, keys: Iterable[str], offset: int, epoch: str) -> tuple[bool, list[Stamped]]:
         """Everything after `offset` on `keys`, in offset order, and whether that is all."""
-        if epoch != self.epoch or offset > self.offset or offset < 0:
+        if epoch != self.epoch or offset > self.offset or offset < self.start:
             return False, []
         now = self._clock()
         out: list[tuple[int, Stamped]] = []

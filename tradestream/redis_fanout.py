@@ -5,13 +5,17 @@ The ingest's hub is a `TeeHub`: it serves its own clients as any hub, and hands 
 (each encoded once) to `run_stream_out`, which appends them to one Redis stream, one pipelined
 round trip per batch, never one command per message per client. Each entry: `k` (`l` latest,
 conflatable; `p` lossless on a topic; `b` to every client), `t` the topic, `y` the message type,
-`p` the payload. The stream is capped (MAXLEN ~, `STREAM_MAXLEN`).
+`p` the payload, `o` and `e` the ingest's history offset (the message's own for `p`, else the
+last one given) and epoch. The stream is capped (MAXLEN ~, `STREAM_MAXLEN`).
 
 A gateway's `run_stream_in` reads the stream from its end (XREAD BLOCK) and publishes each entry
 into its own hub, keeping the latest message of each conflatable topic for new subscribers'
-snapshots (`RemoteMarket`, its `MarketView`). Both ends reconnect with backoff; the edge into
-Redis is bounded and drops (counted) when Redis is away, so intake and storage never wait for
-it. Needs the `redis` extra (coredis).
+snapshots (`RemoteMarket`, its `MarketView`) and mirroring the ingest's history of lossless
+messages, offsets and epoch as they are (`History.follow`), so a client that comes back on any
+gateway resumes where it left. A gateway reads the stream from its first entry when it starts,
+so it starts with the latest values and the history the stream still holds. Both ends
+reconnect with backoff; the edge into Redis is bounded and drops (counted) when Redis is away,
+so intake and storage never wait for it. Needs the `redis` extra (coredis).
 """
 
 from __future__ import annotations
@@ -51,20 +55,28 @@ class FanoutStats:
         return dict(self.__dict__)
 
 
+Entry = tuple[bytes, str, str, str, int, str]  # kind, topic, type, payload, offset, epoch
+
+
 class TeeHub(Hub):
     """A hub that also hands every message to the Redis stream (the ingest role's)."""
 
     def __init__(self, outbox_max: int = 1024, **kw: Any) -> None:
         super().__init__(outbox_max, **kw)
-        self.out, self.out_in = trio.open_memory_channel[tuple[bytes, str, str, str]](OUT_BUFFER)
+        self.out, self.out_in = trio.open_memory_channel[Entry](OUT_BUFFER)
         self.fanout = FanoutStats()
 
     def has_subscribers(self, topic: str) -> bool:
         return True  # the gateways' clients may watch anything: everything goes out
 
     def _tee(self, kind: bytes, topic: str, msg: Msg) -> None:
+        h = self.history
         try:
-            self.out.send_nowait((kind, topic, msg.kind, msg.payload))
+            if h is None:
+                self.out.send_nowait((kind, topic, msg.kind, msg.payload, 0, ""))
+            else:
+                offset = msg.offset if kind == b"p" else h.offset
+                self.out.send_nowait((kind, topic, msg.kind, msg.payload, offset, h.epoch))
         except trio.WouldBlock:
             self.fanout.dropped += 1
 
@@ -127,10 +139,10 @@ async def run_stream_out(
                 except trio.WouldBlock:
                     break
             async with r.pipeline(transaction=False) as pipe:
-                for kind, topic, mtype, payload in batch:
+                for kind, topic, mtype, payload, offset, epoch in batch:
                     pipe.xadd(
                         stream,
-                        {"k": kind, "t": topic, "y": mtype, "p": payload},
+                        {"k": kind, "t": topic, "y": mtype, "p": payload, "o": offset, "e": epoch},
                         trim_strategy=PureToken.MAXLEN,
                         trim_operator=PureToken.APPROXIMATELY,
                         threshold=STREAM_MAXLEN,
@@ -181,7 +193,7 @@ async def run_stream_in(
 ) -> None:
     """Publish the stream's new entries into `hub` until cancelled; reconnect with backoff,
     resuming after the last entry read."""
-    last: str | bytes = "$"
+    last: str | bytes = "0-0"  # from the first entry: the latest values and the history
     key = stream.encode()
 
     async def read(r: coredis.Redis[bytes]) -> None:
@@ -203,6 +215,12 @@ def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:
         return v.decode() if isinstance(v, bytes) else str(v)
 
     kind, topic, msg = get("k"), get("t"), Msg(get("p"), get("y"))
+    history, epoch = hub.history, get("e")
+    if history is not None and epoch:
+        offset = int(get("o") or 0)
+        history.follow(epoch, offset, lossless=kind == "p")
+        if kind == "p":
+            msg.offset = offset  # stamped by the ingest: recorded as it is
     if kind == "l":
         market.latest[topic] = msg
         hub.publish_latest(topic, msg)

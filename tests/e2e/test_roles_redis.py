@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import coredis
 import httpx
@@ -79,3 +80,94 @@ async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
     assert status["role"] == "gateway" and status["redis"]["received"] >= 3
     assert status["redis"]["connects"] == 1
     assert gateway.returncode == 0 and ingest.returncode == 0
+
+
+async def test_a_client_of_a_killed_gateway_recovers_on_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Gateway A is killed (-9) under its client; the client comes back on gateway B with the
+    offset it saw and gets exactly the lossless messages it missed, then live ones. A gateway
+    started only afterwards (C) has the same history and the latest prices, from the stream."""
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
+    env = {
+        **os.environ,
+        "TRADESTREAM_REDIS_URL": redis_url,
+        "TRADESTREAM_REDIS_STREAM": stream,
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    }
+    auth = Authenticator(SECRET)
+    token = auth.issue("u")
+    producer = {"Authorization": f"Bearer {auth.issue('bot', role='producer')}"}
+    procs: list[trio.Process] = []
+
+    async def gateway() -> tuple[trio.Process, str]:
+        proc, url = await start_run(
+            {**env, "TRADESTREAM_ROLE": "gateway"}, tmp_path, rb"tradestream gateway is up: (\S+)"
+        )
+        procs.append(proc)
+        return proc, url.replace("http://", "ws://") + "/api/ws?token=" + token
+
+    async def subscribe(ws: Any, **since: Any) -> dict[str, Any]:
+        await recv(ws)
+        await send(ws, type="subscribe", topic="signal:vcp", **since)
+        return await recv_type(ws, "subscribed")
+
+    async def n_of(ws: Any) -> tuple[int, int, str]:
+        m = await recv_type(ws, "signal_update")
+        return m["data"]["signals"][0]["n"], m["offset"], m["epoch"]
+
+    try:
+        with trio.fail_after(90):
+            ingest, ingest_url = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
+            procs.append(ingest)
+            (a, a_url), (_, b_url) = await gateway(), await gateway()
+            async with httpx.AsyncClient(base_url=ingest_url, headers=producer) as http:
+
+                async def post(n: int) -> None:
+                    r = await http.post(
+                        "/api/signals/vcp", json={"signals": [{"symbol": "005930", "n": n}]}
+                    )
+                    assert r.status_code == 200, r.text
+
+                async with open_websocket_url(a_url) as ws:
+                    await subscribe(ws)
+                    await post(1)
+                    first = await n_of(ws)
+                    a.kill()  # under its client
+                    await a.wait()
+                for n in (2, 3):
+                    await post(n)
+                async with open_websocket_url(b_url) as ws:
+                    since = {"offset": first[1], "epoch": first[2]}
+                    back = await subscribe(ws, since=since)
+                    replayed = [await n_of(ws), await n_of(ws)]
+                    await post(4)
+                    live = await n_of(ws)
+                _, c_url = await gateway()
+                async with open_websocket_url(c_url) as ws:
+                    late = await subscribe(ws, since=since)
+                    late_replayed = [(await n_of(ws))[0] for _ in range(3)]
+                    await send(ws, type="subscribe", topic="price:005930")
+                    await recv_type(ws, "subscribed", skip=())
+                    snapshot = await recv(ws)  # the latest price, before any new trade
+                async with open_websocket_url(c_url) as ws:
+                    stale = await subscribe(ws, since={"offset": 0, "epoch": "another"})
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            with trio.move_on_after(20):
+                await proc.wait()
+            await kill_if_running(proc)
+        async with coredis.Redis.from_url(redis_url) as r:
+            await r.delete([stream])
+    assert first[0] == 1
+    assert back["recovered"] is True and back["epoch"] == first[2]
+    assert [n for n, _, _ in replayed] == [2, 3] and live[0] == 4
+    assert [o for _, o, _ in replayed] == sorted({o for _, o, _ in replayed})
+    assert late["recovered"] is True and late_replayed == [2, 3, 4]
+    assert snapshot["type"] == "price_update" and snapshot["symbol"] == "005930"
+    assert stale["recovered"] is False

@@ -134,7 +134,9 @@ async def run_remote_gateway(
     """The gateway role: clients served from the stream an ingest process writes (no
     brokers, no store). Until stop() is called: then the clients are told to go away."""
     _check_port(s.gateway.host, s.gateway.port)
-    hub = Hub(outbox_max=s.gateway.outbox_max)  # the ingest's offsets pass through as they are
+    g = s.gateway  # a mirror of the ingest's history (its epoch and offsets, as they come)
+    history = History(g.history_size, g.history_ttl_s) if g.history_size > 0 else None
+    hub = Hub(outbox_max=g.outbox_max, history=history)
     market, stats = RemoteMarket(), FanoutStats()
     done = trio.Event()
     async with trio.open_nursery() as serving:

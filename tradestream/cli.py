@@ -99,7 +99,12 @@ async def _run(
                     )
                 root.cancel_scope.cancel()  # done: stop the signal watcher
 
+            # a signal before the service is up (an ingest standing by for the lease): stop
+            standing_by, watcher_done = trio.CancelScope(), trio.Event()
+            root.start_soon(_stop_on_signal, signals, root.cancel_scope, standing_by, watcher_done)
             running = await root.start(service)
+            standing_by.cancel()
+            await watcher_done.wait()  # one reader of the signals at a time
             # Everything built at start (libraries, engine, app, caches) lives as long as the
             # process: keep it out of the cyclic collector's full passes, which otherwise walk
             # it every few seconds (a pause of tens of ms on the hot path each time).
@@ -121,6 +126,19 @@ async def _run(
                 else:
                     log.warning("second signal: cancelling now")
                     root.cancel_scope.cancel()
+
+
+async def _stop_on_signal(
+    signals: Any, root: trio.CancelScope, scope: trio.CancelScope, done: trio.Event
+) -> None:
+    """Until `scope` is cancelled (the service is up): a signal cancels `root`."""
+    try:
+        with scope:
+            async for signum in signals:
+                log.info("%s before the service was up: stopping", signal.Signals(signum).name)
+                root.cancel()
+    finally:
+        done.set()
 
 
 async def _sim(s: Settings) -> None:
@@ -202,7 +220,7 @@ def _explain(exc: BaseException, s: Settings) -> str | None:
     """One line, naming the setting to change, for an error a user can fix; None otherwise."""
     from sqlalchemy import exc as sa_exc
 
-    from tradestream.errors import CannotListen, SchemaOutOfDate, SpoolUnusable
+    from tradestream.errors import CannotListen, Fenced, SchemaOutOfDate, SpoolUnusable
 
     if isinstance(exc, CannotListen):
         if exc.port == s.sim.port and exc.port != s.gateway.port:
@@ -225,6 +243,8 @@ def _explain(exc: BaseException, s: Settings) -> str | None:
         return f"{exc} (set TRADESTREAM_SPOOL_DIR to a writable directory)"
     if isinstance(exc, SchemaOutOfDate | ConfigError):
         return str(exc)
+    if isinstance(exc, Fenced):
+        return f"{exc}; stopped (what the database refused is in the spool for the next start)"
     return None
 
 

@@ -18,7 +18,8 @@ nothing of the project).
     │       └── KeyInUse            another session holds the app key: back off
     └── StoreError
         ├── SchemaOutOfDate     the database is not at the code's migration head
-        └── SpoolUnusable       the spool directory cannot be created or written
+        ├── SpoolUnusable       the spool directory cannot be created or written
+        └── Fenced              a newer ingest holds the lease: this one may not write
 
 Classes that were `ValueError`s or `RuntimeError`s before keep those bases, so callers that
 catch the builtin still do. Library errors are mapped to these at the boundary that meets them.
@@ -108,6 +109,15 @@ class StoreError(TradestreamError):
 
 class SchemaOutOfDate(StoreError, RuntimeError):
     """The database is not at the code's migration head."""
+
+
+class Fenced(StoreError):
+    """A newer holder of the ingest lease exists: a write with this (stale) token is refused."""
+
+    def __init__(self, name: str, token: int) -> None:
+        super().__init__(f"lease {name!r}: token {token} is stale (a newer ingest took over)")
+        self.name = name
+        self.token = token
 
 
 class SpoolUnusable(StoreError, OSError):

@@ -4,7 +4,8 @@
 The ingest's hub is a `TeeHub`: it serves its own clients as any hub, and hands every message
 (each encoded once) to `run_stream_out`, which appends them to one Redis stream, one pipelined
 round trip per batch, never one command per message per client. Each entry: `k` (`l` latest,
-conflatable; `p` lossless on a topic; `b` to every client), `t` the topic, `y` the message type,
+conflatable; `p` lossless on a topic; `b` to every client; `x` the ingest stopped cleanly),
+`t` the topic, `y` the message type,
 `p` the payload, `o` and `e` the ingest's history offset (the message's own for `p`, else the
 last one given) and epoch. The stream is capped (MAXLEN ~, `STREAM_MAXLEN`).
 
@@ -49,10 +50,12 @@ class FanoutStats:
     dropped: int = 0  # Redis away and the buffer full
     received: int = 0
     connects: int = 0
+    fenced: int = 0  # refused: a newer ingest holds the lease
     last_error: str = ""
+    finished: trio.Event = field(default_factory=trio.Event, repr=False)
 
     def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "finished"}
 
 
 Entry = tuple[bytes, str, str, str, int, str]  # kind, topic, type, payload, offset, epoch
@@ -93,6 +96,35 @@ class TeeHub(Hub):
         self._tee(b"b", "", msg)
         return super().broadcast(msg)
 
+    def finish(self) -> None:
+        """Mark the stream's end for this ingest: a clean stop, not a death (the next ingest
+        announces no takeover gap). `run_stream_out` sets `finished` once it is written."""
+        self._tee(b"x", "", Msg("{}", "end"))
+
+
+# Appends a batch to the stream unless a newer lease holder exists (the fence is larger than
+# our token): one command per batch, atomic with the check. ARGV: token, maxlen, then six
+# values per entry.
+_FENCED_XADD = """
+local f = redis.call('GET', KEYS[2])
+if f and tonumber(f) > tonumber(ARGV[1]) then return -1 end
+for i = 3, #ARGV, 6 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[i], 't', ARGV[i + 1],
+             'y', ARGV[i + 2], 'p', ARGV[i + 3], 'o', ARGV[i + 4], 'e', ARGV[i + 5])
+end
+return (#ARGV - 2) / 6
+"""
+
+
+@dataclass(frozen=True)
+class StreamFence:
+    """The lease's fence key and our token: appends are refused once a newer holder exists,
+    and `deposed()` is called."""
+
+    key: str
+    token: int
+    deposed: Callable[[], None]
+
 
 async def _reconnecting(
     url: str, stats: FanoutStats, what: str, body: Callable[[coredis.Redis[bytes]], Awaitable[None]]
@@ -125,9 +157,12 @@ async def run_stream_out(
     hub: TeeHub,
     *,
     stream: str = STREAM,
+    fence: StreamFence | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Append the hub's messages to `stream` until cancelled, reconnecting with backoff."""
+    """Append the hub's messages to `stream` until cancelled, reconnecting with backoff. With
+    `fence`, each batch goes in by one script that refuses it to a deposed holder; then nothing
+    more is sent."""
     stats, source = hub.fanout, hub.out_in
 
     async def send(r: coredis.Redis[bytes]) -> None:
@@ -138,16 +173,35 @@ async def run_stream_out(
                     batch.append(source.receive_nowait())
                 except trio.WouldBlock:
                     break
-            async with r.pipeline(transaction=False) as pipe:
-                for kind, topic, mtype, payload, offset, epoch in batch:
-                    pipe.xadd(
-                        stream,
-                        {"k": kind, "t": topic, "y": mtype, "p": payload, "o": offset, "e": epoch},
-                        trim_strategy=PureToken.MAXLEN,
-                        trim_operator=PureToken.APPROXIMATELY,
-                        threshold=STREAM_MAXLEN,
-                    )
+            if fence is None:
+                async with r.pipeline(transaction=False) as pipe:
+                    for kind, topic, mtype, payload, offset, epoch in batch:
+                        pipe.xadd(
+                            stream,
+                            {
+                                "k": kind,
+                                "t": topic,
+                                "y": mtype,
+                                "p": payload,
+                                "o": offset,
+                                "e": epoch,
+                            },  # fmt: skip
+                            trim_strategy=PureToken.MAXLEN,
+                            trim_operator=PureToken.APPROXIMATELY,
+                            threshold=STREAM_MAXLEN,
+                        )
+            else:
+                args: list[Any] = [fence.token, STREAM_MAXLEN]
+                for entry in batch:
+                    args += entry
+                if await r.eval(_FENCED_XADD, keys=[stream, fence.key], args=args) == -1:
+                    stats.fenced += len(batch)
+                    log.error("stream out: a newer ingest holds the lease; publishing stops")
+                    fence.deposed()
+                    await trio.sleep_forever()
             stats.sent += len(batch)
+            if batch[-1][0] == b"x":
+                stats.finished.set()
 
     task_status.started()
     await _reconnecting(url, stats, "stream out", send)
@@ -226,5 +280,5 @@ def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:
         hub.publish_latest(topic, msg)
     elif kind == "p":
         hub.publish(topic, msg)
-    else:
+    elif kind == "b":
         hub.broadcast(msg)

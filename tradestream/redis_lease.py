@@ -14,17 +14,28 @@
 
 `run_lease` is the loop: poll until acquired, renew every third of the TTL, and return (so the
 caller's scope ends) as soon as a renewal fails or is late.
+
+`lead` is the ingest role's loop, with the token taken from the database (store/fence.py), so
+that it survives a Redis restart and the database itself refuses a stale writer. There, a Redis
+outage does not end the leadership: the holder keeps taking in and storing (the fences stop it
+if somebody else takes over meanwhile) and, once Redis answers again, renews or, if Redis lost
+the key, takes it back with the same token (`reassert`) unless a newer holder exists. Only a
+newer holder ends it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import coredis
 import trio
+
+from tradestream.backoff import Backoff
+from tradestream.redis_bridge import REDIS_LOST, first_leaf, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# won by `holder:0` (`claim`), then sealed with a token from elsewhere: the lease's value and
+# the fence (never lowered)
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_SEAL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local f = redis.call('GET', KEYS[2])
+if (not f) or tonumber(f) < tonumber(ARGV[4]) then redis.call('SET', KEYS[2], ARGV[4]) end
+return 1
+"""
+# the holder's value again after Redis lost it; -1: a newer token exists, 0: held by another
+_REASSERT = """
+local f = redis.call('GET', KEYS[2])
+if f and tonumber(f) > tonumber(ARGV[3]) then return -1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+if not f then redis.call('SET', KEYS[2], ARGV[3]) end
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -74,16 +110,16 @@ class LeaseState:
 class Lease:
     def __init__(
         self,
-        client: coredis.Redis[str],
+        client: coredis.Redis[Any] | None,
         name: str,
         holder: str,
         *,
         ttl_ms: int = TTL_MS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._r = client
+        self._r: Any = client  # None until `use` (lead connects for itself)
         self._key = f"tradestream:lease:{name}"
-        self._fence = f"tradestream:fence:{name}"
+        self.fence_key = self._fence = f"tradestream:fence:{name}"
         self.ttl_ms = ttl_ms
         self._clock = clock
         self.state = LeaseState(name, holder)
@@ -105,16 +141,58 @@ class Lease:
             st.acquisitions += 1
         return token
 
+    def use(self, client: coredis.Redis[Any]) -> None:
+        """Talk to Redis through `client` from now on (a new connection after an outage)."""
+        self._r = client
+
+    async def acquire_with(self, take_token: Callable[[], Awaitable[int]]) -> int:
+        """`acquire`, with the token from `take_token()` (the database's) once the lease is
+        won; the fence is raised to it. 0 if not won (or lost while the token was taken)."""
+        st = self.state
+        claim = f"{st.holder}:0"
+        if not _int(await self._r.eval(_CLAIM, keys=[self._key], args=[claim, self.ttl_ms])):
+            return 0
+        token = await take_token()
+        value = f"{st.holder}:{token}"
+        sealed = await self._r.eval(
+            _SEAL, keys=[self._key, self._fence], args=[claim, value, self.ttl_ms, token]
+        )
+        if not _int(sealed):
+            return 0
+        st.token, st.renewed_at = token, self._clock()
+        st.acquisitions += 1
+        return token
+
+    async def reassert(self) -> int:
+        """After Redis lost the key (a restart): hold it again with the same token. 1: held,
+        0: somebody else holds it now, -1: a newer token was issued (we are deposed)."""
+        st = self.state
+        if not st.token:
+            return -1
+        done = _int(
+            await self._r.eval(
+                _REASSERT, keys=[self._key, self._fence], args=[self._value, self.ttl_ms, st.token]
+            )
+        )
+        if done == 1:
+            st.renewed_at = self._clock()
+        return done
+
     async def renew(self) -> bool:
         st = self.state
         if not st.token:
             return False
-        ok = _int(await self._r.eval(_RENEW, keys=[self._key], args=[self._value, self.ttl_ms]))
-        if ok:
-            st.renewed_at = self._clock()
+        if await self.extend():
             return True
         self.lost()
         return False
+
+    async def extend(self) -> bool:
+        """Renew without giving up on a refusal (`lead` then tries `reassert`)."""
+        ok = _int(await self._r.eval(_RENEW, keys=[self._key], args=[self._value, self.ttl_ms]))
+        if ok:
+            self.state.renewed_at = self._clock()
+        return bool(ok)
 
     async def release(self) -> None:
         if self.state.token:
@@ -163,3 +241,56 @@ async def run_lease(
             lease.lost()
             log.warning("lease %s: lost by %s", lease.state.name, lease.state.holder)
             return
+
+
+async def lead(
+    url: str,
+    lease: Lease,
+    take_token: Callable[[], Awaitable[int]],
+    *,
+    poll_s: float = POLL_S,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The ingest's leadership (see the module's doc): wait as a standby until the lease is
+    won, then started() with the database's token; return once a newer holder exists."""
+    st = lease.state
+    every = lease.ttl_ms / 1000 / 3
+    backoff = Backoff(0.25, 5.0)
+    while True:
+        try:
+            async with redis_client(url) as r:
+                lease.use(r)
+                backoff.reset()
+                if not st.token:
+                    while not await lease.acquire_with(take_token):  # noqa: ASYNC110
+                        await trio.sleep(poll_s)  # the holder is another process
+                    log.info("lease %s: held by %s with token %d", st.name, st.holder, st.token)
+                    task_status.started(st.token)
+                    task_status = trio.TASK_STATUS_IGNORED
+                while True:
+                    with trio.fail_after(every):
+                        if not await lease.extend():
+                            verdict = await lease.reassert()
+                            if verdict != 1:
+                                lease.lost()
+                                log.warning(
+                                    "lease %s: %s holds it now; %s steps down",
+                                    st.name,
+                                    "a newer ingest" if verdict < 0 else "another ingest",
+                                    st.holder,
+                                )
+                                return
+                            log.info("lease %s: held again by %s", st.name, st.holder)
+                    await trio.sleep(every)
+        except* (*REDIS_LOST, trio.TooSlowError) as group:
+            lost = first_leaf(group)
+        await trio.lowlevel.checkpoint()
+        delay = backoff.next()
+        log.warning(
+            "lease %s: Redis unreachable (%r); %s in %.1f s",
+            st.name,
+            lost,
+            "still leading, retrying" if st.token else "standing by, retrying",
+            delay,
+        )
+        await trio.sleep(delay)

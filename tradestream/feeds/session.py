@@ -220,6 +220,7 @@ async def run_feed(
     connect: Connect = open_upstream,
     control: FeedControl | None = None,
     lost_since: datetime | None = None,
+    gap_reason: str = "",
     journal: Callable[[list[Event]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -232,11 +233,12 @@ async def run_feed(
     (the lossless edge). Broker errors are counted, logged and retried; this task never
     returns on its own. On cancel the upstream socket is closed with code 1000. `lost_since`:
     the previous run ended uncleanly when it was last alive; the first streaming frame then
-    reports the downtime as a feed gap, as after a lost connection. `journal` is given each
+    reports the downtime as a feed gap, as after a lost connection (`gap_reason`, by default
+    UNCLEAN_STOP). `journal` is given each
     frame's events before they are handed on (store/journal.py: a kill loses none of them).
     """
     backoff = Backoff(timing.backoff_initial_s, timing.backoff_cap_s, rng=rng)
-    run = _Run(adapter, events_out, frames_out, status, backoff, lost_since, journal)
+    run = _Run(adapter, events_out, frames_out, status, backoff, lost_since, journal, gap_reason)
     status.decoder_stats = adapter.stats
     ctl = control if control is not None else FeedControl()
     with events_out, frames_out or contextlib.nullcontext():
@@ -307,6 +309,7 @@ class _Run:
         backoff: Backoff,
         lost_since: datetime | None,
         journal: Callable[[list[Event]], None] | None = None,
+        gap_reason: str = "",
     ) -> None:
         self.adapter = adapter
         self.journal = journal
@@ -316,7 +319,7 @@ class _Run:
         self.backoff = backoff
         self.streamed = False  # this connection has brought data
         self.lost_at = lost_since  # set while a session that had streamed is down
-        self.gap_reason = UNCLEAN_STOP if lost_since else ""
+        self.gap_reason = (gap_reason or UNCLEAN_STOP) if lost_since else ""
 
 
 UNCLEAN_STOP = "unclean stop: the previous run ended without draining"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tradestream.accounts import (
     AccountBook,
@@ -152,6 +152,9 @@ class _Parts:
             self.backfill.request(ev)  # a KIS session's lost minutes, from the broker
 
 
+TAKEOVER = "ingest takeover: the previous ingest died without handing over"
+
+
 async def open_store(s: Settings) -> tuple[Engine, MarketState]:
     """The engine, migrated or checked, and the market state with the day's orders and fills
     so far: the account book (get_account, holdings) survives a restart. Positions older than
@@ -179,6 +182,8 @@ async def run_ingest(
     strategies: Sequence[Strategy] | None = None,
     always_open: bool = False,
     store: tuple[Engine, MarketState] | None = None,
+    takeover: datetime | None = None,
+    write_guard: Callable[[Connection], None] | None = None,
     task_status: trio.TaskStatus[Ingest] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Take in the brokers' data until stop() is called, publish it to `hub` and store it.
@@ -189,6 +194,9 @@ async def run_ingest(
     `always_open`: look for stale slots at any hour (the simulator trades around the clock).
     `store`: `open_store(s)`'s result when the caller opened it (it then disposes of the
     engine); else run_ingest opens it, so SchemaOutOfDate comes out of this task.
+    `takeover`: this process took the ingest lease over from one that died (last heard of
+    then): the feeds report the time since as a feed gap. `write_guard`: runs first in every
+    batch's transaction (the lease's fence, store/fence.py).
 
     started(): the intake is running; returns `Ingest`. Returns once every received event is
     stored.
@@ -222,6 +230,8 @@ async def run_ingest(
             replay_speed,
             task_status,
             rest,
+            takeover=takeover,
+            write_guard=write_guard,
         )
     finally:
         if rest is not None:
@@ -299,6 +309,9 @@ async def _run_tree(
     replay_speed: float,
     task_status: trio.TaskStatus[Ingest],
     rest: KisRest | None,
+    *,
+    takeover: datetime | None = None,
+    write_guard: Callable[[Connection], None] | None = None,
 ) -> None:
     """The tree of the module docstring; `rest` the KIS REST client it shares."""
     p, k = parts, s.kis
@@ -335,7 +348,15 @@ async def _run_tree(
             spool = await trio.to_thread.run_sync(Spool, Path(s.store.spool_dir))
             mark = RunMark(Path(s.store.spool_dir)) if replay is None else None
             unclean = await trio.to_thread.run_sync(mark.previous) if mark else None
-            if unclean is not None:
+            gap_reason = ""
+            if takeover is not None and (unclean is None or takeover < unclean):
+                unclean, gap_reason = takeover, TAKEOVER
+                log.warning(
+                    "took the ingest lease over (the previous ingest was last heard of %s): "
+                    "the feeds report the downtime as a feed gap",
+                    takeover.isoformat(timespec="seconds"),
+                )
+            elif unclean is not None:
                 log.warning(
                     "the previous run did not stop cleanly (last alive %s): the feeds report "
                     "the downtime as a feed gap",
@@ -350,7 +371,10 @@ async def _run_tree(
                 partial(
                     run_flusher,
                     store_in,
-                    ThreadedSink(EventWriter(engine).write, timeout_s=s.store.write_timeout_s),
+                    ThreadedSink(
+                        EventWriter(engine, guard=write_guard).write,
+                        timeout_s=s.store.write_timeout_s,
+                    ),
                     FlushPolicy.from_settings(s.store),
                     flusher,
                     spool,
@@ -461,6 +485,7 @@ async def _run_tree(
                             controls,
                             unclean,
                             journal.record if journal is not None else None,
+                            gap_reason,
                         )
                 task_status.started(
                     Ingest(
@@ -621,6 +646,7 @@ async def _start_feeds(
     controls: list[FeedControl],
     lost_since: datetime | None = None,
     journal: Callable[[list[Event]], None] | None = None,
+    gap_reason: str = "",
 ) -> None:
     """Start the sessions in a nursery of their own inside `intake` (a task per session, each
     holding its own clones, drained through `controls`); once they have all returned (drained
@@ -645,6 +671,7 @@ async def _start_feeds(
                         frames_out=frames_out.clone() if frames_out is not None else None,
                         control=control,
                         lost_since=lost_since,
+                        gap_reason=gap_reason,
                         journal=journal,
                     )
                 )

@@ -12,19 +12,22 @@ cancelled, which stops hypercorn and the simulator.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from tradestream.accounts import SyncStats
 from tradestream.config import Settings
-from tradestream.errors import CannotListen
+from tradestream.errors import CannotListen, Fenced
 from tradestream.feeds.registry import use_simulator
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
@@ -34,19 +37,23 @@ from tradestream.history import History
 from tradestream.hub import Hub
 from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.stages import MarketState, RouterStats
+from tradestream.redis_bridge import COMMAND_TIMEOUT_S, REDIS_LOST, redis_client
 from tradestream.redis_fanout import (
     FanoutStats,
     RemoteMarket,
+    StreamFence,
     TeeHub,
     run_stream_in,
     run_stream_out,
 )
+from tradestream.redis_lease import Lease, lead
 from tradestream.roles.gateway import IngestControls, run_gateway
 from tradestream.roles.ingest import open_store, run_ingest
 from tradestream.roles.status import ingest_status
 from tradestream.serving import ws_url
 from tradestream.sim.server import SimHandle, run_simulator
 from tradestream.slots.driver import SlotDriver
+from tradestream.store.fence import Fence, take_token
 from tradestream.store.flusher import FlusherStats
 from tradestream.strategies import Strategy
 
@@ -102,16 +109,99 @@ async def run_service(
     else:
         hub = Hub(outbox_max=g.outbox_max, history=history)
     store = await open_store(s)  # before any task: an out-of-date schema is a plain error
+    run = partial(_serve, s, hub, store, record, replay, replay_speed, strategies)
     try:
-        async with trio.open_nursery() as fanout:
-            if isinstance(hub, TeeHub):
-                await fanout.start(
-                    partial(run_stream_out, s.detect.redis_url, hub, stream=s.redis_stream)
-                )
-            await _serve(s, hub, store, record, replay, replay_speed, strategies, task_status)
-            fanout.cancel_scope.cancel()
+        if isinstance(hub, TeeHub):
+            await _lead(s, hub, store[0], run, task_status)
+        else:
+            await run(task_status=task_status)
     finally:
         store[0].dispose()
+
+
+class _Started:
+    """A task status that also keeps what was started (the ingest's `stop`)."""
+
+    def __init__(self, outer: trio.TaskStatus[Running]) -> None:
+        self.outer = outer
+        self.running: Running | None = None
+
+    def started(self, value: Running) -> None:
+        self.running = value
+        self.outer.started(value)
+
+
+async def _lead(
+    s: Settings,
+    hub: TeeHub,
+    engine: Engine,
+    run: Callable[..., Awaitable[None]],
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """The ingest role: one live ingest per stream across the cluster. Stand by until the
+    lease is ours (redis_lease.lead, the token from the database), then run with both fences:
+    the store's batches (store/fence.py) and the stream's appends refuse a stale token. A
+    newer holder deposes this one: it stops as at a SIGTERM (what the database refuses is
+    spooled) and ends with `Fenced`. A clean stop marks the stream's end and frees the lease
+    for a standby at once."""
+    url, name = s.detect.redis_url, f"ingest:{s.redis_stream}"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    lease = Lease(None, name, holder)
+    started = _Started(task_status)
+    deposed = False
+
+    def step_down() -> None:
+        nonlocal deposed
+        if not deposed:
+            deposed = True
+            log.error("lease %s: a newer ingest holds it; this one stops", name)
+            if started.running is not None:
+                started.running.stop()
+
+    async def take() -> int:
+        return await trio.to_thread.run_sync(take_token, engine, name, holder)
+
+    async def keep(task_status: trio.TaskStatus[int]) -> None:
+        await lead(url, lease, take, task_status=task_status)
+        step_down()
+
+    async with trio.open_nursery() as leading:
+        log.info("ingest: waiting for the lease %s (standing by while another holds it)", name)
+        token = await leading.start(keep)
+        since = await _last_heard(url, s.redis_stream)
+        fence = StreamFence(lease.fence_key, token, step_down)
+        await leading.start(partial(run_stream_out, url, hub, stream=s.redis_stream, fence=fence))
+        await run(takeover=since, write_guard=Fence(name, token).check, task_status=started)
+        if not deposed:
+            hub.finish()
+            with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
+                await hub.fanout.finished.wait()
+            with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
+                async with redis_client(url) as r:
+                    lease.use(r)
+                    await lease.release()
+        leading.cancel_scope.cancel()
+    if deposed:
+        raise Fenced(name, token)
+
+
+async def _last_heard(url: str, stream: str) -> datetime | None:
+    """When the previous ingest last wrote to the stream, if it died there (no end mark)."""
+    last: Any = None
+    try:
+        with trio.fail_after(COMMAND_TIMEOUT_S):
+            async with redis_client(url) as r:
+                last = await r.xrevrange(stream, count=1)
+    except* (*REDIS_LOST, trio.TooSlowError):
+        pass  # Redis is away: the run mark's unclean stop still tells a local restart
+    if not last:
+        return None
+    entry = last[0]
+    if entry.field_values.get(b"k") == b"x":
+        return None
+    ident = entry.identifier
+    ms = int((ident.decode() if isinstance(ident, bytes) else ident).split("-")[0])
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass
@@ -185,7 +275,10 @@ async def _serve(
     replay: Path | None,
     replay_speed: float,
     strategies: Sequence[Strategy] | None,
-    task_status: trio.TaskStatus[Running],
+    *,
+    takeover: datetime | None = None,
+    write_guard: Callable[[Connection], None] | None = None,
+    task_status: trio.TaskStatus[Running] | _Started,
 ) -> None:
     _check_port(s.gateway.host, s.gateway.port)  # before anything starts taking data
     async with trio.open_nursery() as serving:
@@ -207,6 +300,8 @@ async def _serve(
                     strategies=strategies,
                     always_open=kis_on_sim,
                     store=store,
+                    takeover=takeover,
+                    write_guard=write_guard,
                 )
             )
             gw = await serving.start(

@@ -295,3 +295,14 @@ daily_bars = sa.Table(
     sa.Column("volume", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("stock_code", "day", name="uq_daily_bar_natural"),
 )
+
+# The fencing token of each ingest lease: every batch the ingest writes checks, in its own
+# transaction, that its token is still the current one (store/fence.py).
+ingest_leases = sa.Table(
+    "ingest_leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from tradestream.errors import Fenced
 from tradestream.events import (
     Alert,
     Backfill,
@@ -78,7 +79,11 @@ def make_engine(url: str) -> Engine:
 
 
 def transient(exc: BaseException) -> bool:
-    """An outage (retry later) rather than rows the database refuses (retrying cannot help)."""
+    """An outage (retry later) rather than rows the database refuses (retrying cannot help).
+    A fenced write is held like an outage: its rows are kept (spooled at the stop), never set
+    aside as bad."""
+    if isinstance(exc, Fenced):
+        return True
     if isinstance(exc, sa.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(
             exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
@@ -439,9 +444,18 @@ def _copy_ticks(conn: sa.Connection, ticks: list[Tick]) -> None:
 class EventWriter:
     """Writes a batch of mixed events: one transaction, one multi-row insert per table."""
 
-    def __init__(self, engine: Engine, *, bulk_copy: bool = True) -> None:
-        """`bulk_copy`: on PostgreSQL, ticks go in by COPY (else, as elsewhere, executemany)."""
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        bulk_copy: bool = True,
+        guard: Callable[[sa.Connection], None] | None = None,
+    ) -> None:
+        """`bulk_copy`: on PostgreSQL, ticks go in by COPY (else, as elsewhere, executemany).
+        `guard(conn)` runs first in every batch's transaction and may refuse it by raising
+        (the ingest lease's fence, store/fence.py)."""
         self.engine = engine
+        self._guard = guard
         self._inserts = {
             cls: (idempotent_insert(engine, table), row) for cls, (table, row) in ROWS.items()
         }
@@ -459,6 +473,8 @@ class EventWriter:
             else:
                 others.setdefault(type(ev), []).append(self._inserts[type(ev)][1](ev))
         with self.engine.begin() as conn:
+            if self._guard is not None:
+                self._guard(conn)
             if ticks and self._copy:
                 _copy_ticks(conn, ticks)
             elif ticks:

@@ -1,0 +1,129 @@
+"""One live ingest per stream, with real processes and the real Redis: a standby ingest takes
+the lease over within 5 s of the leader's freezing (SIGSTOP), announces the downtime as a
+feed gap to the gateways' clients, and the old leader, thawed, can neither publish to the
+stream nor store: it stops with a one-line error, and what the database refused it keeps in its
+spool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import coredis
+import trio
+
+from tests.e2e.test_cli import kill_if_running, read_until, start_run
+from tests.e2e.test_gateway import recv_type
+from tests.e2e.test_service import open_websocket_url, recv, send
+from tradestream.gateway.auth import Authenticator
+from tradestream.store.fence import current_token
+from tradestream.store.writer import make_engine
+
+SECRET = "lease-test-secret-lease-test-secret-x"
+
+
+async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
+    tmp_path: Path, redis_url: str
+) -> None:
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {
+        **os.environ,
+        "TRADESTREAM_REDIS_URL": redis_url,
+        "TRADESTREAM_REDIS_STREAM": stream,
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": db,
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+        "TRADESTREAM_ROLE": "ingest",
+    }
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    procs: list[trio.Process] = []
+    a_err = tmp_path / "a.err"
+    try:
+        with trio.fail_after(90):
+            with a_err.open("wb") as err:
+                a = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "tradestream", "run"],
+                    env=env,
+                    cwd=tmp_path / "a",
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                )
+            procs.append(a)
+            assert a.stdout is not None
+            await read_until(a.stdout, bytearray(), rb"tradestream is up: ")
+            b_up: dict[str, Any] = {}
+
+            async def start_b() -> None:
+                b, _ = await start_run(env, tmp_path / "b")
+                procs.append(b)
+                b_up["at"] = time.monotonic()
+
+            gw, gw_url = await start_run(
+                {**env, "TRADESTREAM_ROLE": "gateway"}, tmp_path, rb"gateway is up: (\S+)"
+            )
+            procs.append(gw)
+            url = gw_url.replace("http://", "ws://") + "/api/ws?token="
+            async with open_websocket_url(url + Authenticator(SECRET).issue("u")) as ws:
+                await recv(ws)
+                await send(ws, type="subscribe", topic="price:005930")
+                await recv_type(ws, "subscribed")
+                await recv_type(ws, "price_update")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(start_b)  # stands by: the lease is A's
+                    await trio.sleep(1.0)  # noqa: ASYNC110 (B is polling; nothing to wait on)
+                    assert "at" not in b_up
+                    a.send_signal(signal.SIGSTOP)  # the leader freezes (a pause, a partition)
+                    frozen = time.monotonic()
+                gap = await recv_type(ws, "feed_gap")
+                took_over_s = b_up["at"] - frozen
+            engine = make_engine(db)
+            token_b = current_token(engine, f"ingest:{stream}")
+            a.send_signal(signal.SIGCONT)  # back: it must find out and stop
+            await a.wait()
+            async with coredis.Redis.from_url(redis_url) as r:
+                entries = await r.xrange(stream)
+            (tmp_path / "c").mkdir()  # a standby is stopped as any process: SIGTERM
+            c = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tradestream", "run"],
+                env=env,
+                cwd=tmp_path / "c",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            procs.append(c)
+            assert c.stderr is not None
+            await read_until(c.stderr, bytearray(), rb"waiting for the lease")
+            c.terminate()
+            t0 = time.monotonic()
+            await c.wait()
+            stopped_standby_s = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in procs:
+            with trio.move_on_after(20):
+                await proc.wait()
+            await kill_if_running(proc)
+        async with coredis.Redis.from_url(redis_url) as r:
+            await r.delete([stream, f"tradestream:fence:ingest:{stream}"])
+    assert took_over_s < 5.0, took_over_s
+    assert "takeover" in gap["reason"]
+    assert token_b == 2
+    assert a.returncode == 1
+    assert "token 1 is stale" in a_err.read_text()
+    assert list((tmp_path / "a" / "spool").glob("*.spool"))  # refused rows kept, not lost
+    assert c.returncode == 0 and stopped_standby_s < 5.0
+    epochs = [e.field_values[b"e"] for e in entries]
+    first_b = next(i for i, e in enumerate(epochs) if e != epochs[0])
+    assert set(epochs[first_b:]) == {epochs[first_b]}  # nothing of A's once B publishes

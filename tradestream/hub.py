@@ -483,18 +483,22 @@ class Hub:
         self._count(msg.kind, len(subs))
         return len(subs)
 
-    def revoke(self, topic: str, msg: Msg) -> int:
-        """End every subscription to `topic` (cadenced ones included), telling each subscriber
-        with the lossless `msg`; the topic is added to each client's `revoked` set so the
-        connection can forget it too. Returns the number of subscriptions ended."""
+    def revoke(self, topic: str, msg: Msg, *, user: str | None = None) -> int:
+        """End every subscription to `topic` (cadenced ones included; only `user`'s if given),
+        telling each subscriber with the lossless `msg`; the topic is added to each client's
+        `revoked` set so the connection can forget it too. Returns the number ended."""
         n = 0
         for client in list(self._topics.get(topic, {}).values()):
+            if user is not None and client.user_id != user:
+                continue
             client.outbox.put(msg)
             client.revoked.add(topic)
             self.unsubscribe(client, topic)
             n += 1
         for key, group in list(self._cadences.get(topic, {}).items()):
             for client in list(group.subs.values()):
+                if user is not None and client.user_id != user:
+                    continue
                 client.outbox.put(msg)
                 client.revoked.add(topic)
                 self.unsubscribe(client, key)

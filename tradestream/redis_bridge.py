@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 import coredis
@@ -234,3 +234,36 @@ def first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+class Connects(Protocol):
+    """What `reconnecting` keeps up to date."""
+
+    connects: int
+    last_error: str
+
+
+async def reconnecting(
+    url: str, stats: Connects, what: str, body: Callable[[coredis.Redis[bytes]], Awaitable[None]]
+) -> None:
+    """Run `body` on a connected client, again on a new one (after a backoff) whenever Redis
+    is lost; until cancelled."""
+    backoff = Backoff(0.25, 5.0)
+    while True:
+        lost: BaseException | None = None
+        try:
+            async with redis_client(url) as r:
+                with trio.fail_after(COMMAND_TIMEOUT_S):
+                    await r.ping()
+                stats.connects += 1
+                backoff.reset()
+                await body(r)
+        except* (*REDIS_LOST, trio.TooSlowError) as group:  # coredis nests them in groups
+            lost = first_leaf(group)
+        # being cancelled: coredis's teardown can dress the Cancelled up as an outage; this
+        # checkpoint lets the Cancelled win
+        await trio.lowlevel.checkpoint()
+        stats.last_error = repr(lost)[:300]
+        delay = backoff.next()
+        log.warning("redis %s: %r; reconnecting in %.1f s", what, lost, delay)
+        await trio.sleep(delay)

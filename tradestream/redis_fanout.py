@@ -4,7 +4,8 @@
 The ingest's hub is a `TeeHub`: it serves its own clients as any hub, and hands every message
 (each encoded once) to `run_stream_out`, which appends them to one Redis stream, one pipelined
 round trip per batch, never one command per message per client. Each entry: `k` (`l` latest,
-conflatable; `p` lossless on a topic; `b` to every client; `x` the ingest stopped cleanly),
+conflatable; `p` lossless on a topic; `b` to every client; `v` the topic's subscriptions end
+(its upstream slot was lost) with this message; `x` the ingest stopped cleanly),
 `t` the topic, `y` the message type,
 `p` the payload, `o` and `e` the ingest's history offset (the message's own for `p`, else the
 last one given) and epoch. The stream is capped (MAXLEN ~, `STREAM_MAXLEN`).
@@ -22,7 +23,7 @@ so intake and storage never wait for it. Needs the `redis` extra (coredis).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,8 @@ import coredis
 import trio
 from coredis.tokens import PureToken
 
-from tradestream.backoff import Backoff
 from tradestream.hub import Hub, Msg
-from tradestream.redis_bridge import COMMAND_TIMEOUT_S, REDIS_LOST, first_leaf, redis_client
+from tradestream.redis_bridge import reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ class TeeHub(Hub):
         self._tee(b"b", "", msg)
         return super().broadcast(msg)
 
+    def revoke(self, topic: str, msg: Msg, *, user: str | None = None) -> int:
+        if user is None:  # the pipeline's (a slot lost): the gateways' clients too
+            self._tee(b"v", topic, msg)
+        return super().revoke(topic, msg, user=user)
+
     def finish(self) -> None:
         """Mark the stream's end for this ingest: a clean stop, not a death (the next ingest
         announces no takeover gap). `run_stream_out` sets `finished` once it is written."""
@@ -124,32 +129,6 @@ class StreamFence:
     key: str
     token: int
     deposed: Callable[[], None]
-
-
-async def _reconnecting(
-    url: str, stats: FanoutStats, what: str, body: Callable[[coredis.Redis[bytes]], Awaitable[None]]
-) -> None:
-    """Run `body` on a connected client, again on a new one (after a backoff) whenever Redis
-    is lost; until cancelled."""
-    backoff = Backoff(0.25, 5.0)
-    while True:
-        lost: BaseException | None = None
-        try:
-            async with redis_client(url) as r:
-                with trio.fail_after(COMMAND_TIMEOUT_S):
-                    await r.ping()
-                stats.connects += 1
-                backoff.reset()
-                await body(r)
-        except* (*REDIS_LOST, trio.TooSlowError) as group:  # coredis nests them in groups
-            lost = first_leaf(group)
-        # being cancelled: coredis's teardown can dress the Cancelled up as an outage; this
-        # checkpoint lets the Cancelled win
-        await trio.lowlevel.checkpoint()
-        stats.last_error = repr(lost)[:300]
-        delay = backoff.next()
-        log.warning("redis %s: %r; reconnecting in %.1f s", what, lost, delay)
-        await trio.sleep(delay)
 
 
 async def run_stream_out(
@@ -204,7 +183,7 @@ async def run_stream_out(
                 stats.finished.set()
 
     task_status.started()
-    await _reconnecting(url, stats, "stream out", send)
+    await reconnecting(url, stats, "stream out", send)
 
 
 @dataclass
@@ -260,7 +239,7 @@ async def run_stream_in(
                 stats.received += 1
 
     task_status.started()
-    await _reconnecting(url, stats, "stream in", read)
+    await reconnecting(url, stats, "stream in", read)
 
 
 def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:
@@ -282,3 +261,5 @@ def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:
         hub.publish(topic, msg)
     elif kind == "b":
         hub.broadcast(msg)
+    elif kind == "v":
+        hub.revoke(topic, msg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,96 @@ async def test_a_client_of_a_killed_gateway_recovers_on_another(
     assert late["recovered"] is True and late_replayed == [2, 3, 4]
     assert snapshot["type"] == "price_update" and snapshot["symbol"] == "005930"
     assert stale["recovered"] is False
+
+
+async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A price nobody else asks for, subscribed on a gateway, gets an upstream slot on the
+    ingest and streams; the per-user demand limit holds across gateways (the refusal ends the
+    subscription with the error); a released subscription and a killed gateway's claims free
+    their slots."""
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
+    env = {
+        **os.environ,
+        "TRADESTREAM_REDIS_URL": redis_url,
+        "TRADESTREAM_REDIS_STREAM": stream,
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+        "TRADESTREAM_WATCHLIST": "005930",
+        "TRADESTREAM_SCANNER_SLOTS": "0",
+        "TRADESTREAM_WS_MAX_DEMAND_PER_USER": "1",
+    }
+    auth = Authenticator(SECRET)
+    procs: list[trio.Process] = []
+
+    async def gateway() -> tuple[trio.Process, str]:
+        proc, url = await start_run(
+            {**env, "TRADESTREAM_ROLE": "gateway"}, tmp_path, rb"tradestream gateway is up: (\S+)"
+        )
+        procs.append(proc)
+        return proc, url.replace("http://", "ws://") + "/api/ws?token="
+
+    try:
+        with trio.fail_after(90):
+            ingest, ingest_url = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
+            procs.append(ingest)
+            (g1, g1_url), (_, g2_url) = await gateway(), await gateway()
+            async with httpx.AsyncClient(base_url=ingest_url) as http:
+
+                async def demanded() -> set[str]:
+                    r = await http.get(
+                        "/api/slots", params={"token": auth.issue("o", role="admin")}
+                    )
+                    assert r.status_code == 200, r.text
+                    return {s["code"] for s in r.json()["slots"] if "demand" in s["claims"]}
+
+                async def until(check: Callable[[set[str]], bool]) -> set[str]:
+                    while not check(codes := await demanded()):  # noqa: ASYNC110
+                        await trio.sleep(0.1)  # another process's state
+                    return codes
+
+                async def price_of(ws: Any, code: str) -> dict[str, Any]:
+                    while (m := await recv_type(ws, "price_update"))["symbol"] != code:
+                        pass
+                    return m
+
+                async with open_websocket_url(g1_url + auth.issue("u")) as ws1:
+                    await recv(ws1)
+                    await send(ws1, type="subscribe", topic="price:035420")
+                    await recv_type(ws1, "subscribed")
+                    streamed = await price_of(ws1, "035420")  # only its demand streams it
+                    assert "035420" in await demanded()
+                    async with open_websocket_url(g2_url + auth.issue("u")) as ws2:
+                        await recv(ws2)
+                        await send(ws2, type="subscribe", topic="price:000270")
+                        await recv_type(ws2, "subscribed")
+                        refused = await recv_type(ws2, "error")
+                        await send(ws2, type="subscribe", topic="price:000270")
+                        again = await recv_type(ws2, "subscribed")  # a fresh subscribe, refused
+                        refused_again = await recv_type(ws2, "error")
+                    async with open_websocket_url(g2_url + auth.issue("v")) as ws3:
+                        await recv(ws3)
+                        await send(ws3, type="subscribe", topic="price:005380")
+                        await recv_type(ws3, "subscribed")
+                        await price_of(ws3, "005380")
+                    released = await until(lambda c: "005380" not in c)  # ws3 is gone
+                    g1.kill()  # under ws1: its claims go once its heartbeat expires
+                    await g1.wait()
+                    after_kill = await until(lambda c: "035420" not in c)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            with trio.move_on_after(20):
+                await proc.wait()
+            await kill_if_running(proc)
+        async with coredis.Redis.from_url(redis_url) as r:
+            keys = [k async for k in r.scan_iter(match=f"{stream}*")]
+            await r.delete([stream, *keys])
+    assert streamed["data"]["price"] > 0
+    assert refused["code"] == "demand_limit" and refused["topic"] == "price:000270"
+    assert again["topic"] == "price:000270" and refused_again["code"] == "demand_limit"
+    assert "035420" in released and after_kill == set()

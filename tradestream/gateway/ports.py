@@ -65,16 +65,6 @@ class StaticDemand:
         pass
 
 
-class AnyDemand:
-    """A gateway fed from Redis: any code may be asked for; what the ingest streams comes."""
-
-    def claim(self, owner: int, topic: Topic, user: str = "") -> None:
-        pass
-
-    def release(self, owner: int, topic: Topic) -> None:
-        pass
-
-
 class Slots(Protocol):
     """The slot manager's REST face (slots/driver.py)."""
 

@@ -32,12 +32,19 @@ from tradestream.feeds.registry import use_simulator
 from tradestream.feeds.session import FeedStatus
 from tradestream.gateway.auth import Authenticator
 from tradestream.gateway.metrics import GatewayMetrics
-from tradestream.gateway.ports import AnyDemand
 from tradestream.history import History
 from tradestream.hub import Hub
 from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.redis_bridge import COMMAND_TIMEOUT_S, REDIS_LOST, redis_client
+from tradestream.redis_demand import (
+    DemandStats,
+    RemoteClaims,
+    RemoteDemand,
+    gateway_id,
+    run_demand_in,
+    run_demand_out,
+)
 from tradestream.redis_fanout import (
     FanoutStats,
     RemoteMarket,
@@ -125,10 +132,12 @@ class _Started:
     def __init__(self, outer: trio.TaskStatus[Running]) -> None:
         self.outer = outer
         self.running: Running | None = None
+        self.then: Callable[[], None] = lambda: None
 
     def started(self, value: Running) -> None:
         self.running = value
         self.outer.started(value)
+        self.then()
 
 
 async def _lead(
@@ -171,6 +180,14 @@ async def _lead(
         since = await _last_heard(url, s.redis_stream)
         fence = StreamFence(lease.fence_key, token, step_down)
         await leading.start(partial(run_stream_out, url, hub, stream=s.redis_stream, fence=fence))
+        claims: list[RemoteClaims] = []
+
+        async def gateways_demand() -> None:  # once the slot driver exists
+            assert started.running is not None
+            claims.append(RemoteClaims(started.running.slots))
+            await run_demand_in(url, claims[0], base=s.redis_stream)
+
+        started.then = lambda: leading.start_soon(gateways_demand)
         await run(takeover=since, write_guard=Fence(name, token).check, task_status=started)
         if not deposed:
             hub.finish()
@@ -228,10 +245,13 @@ async def run_remote_gateway(
     history = History(g.history_size, g.history_ttl_s) if g.history_size > 0 else None
     hub = Hub(outbox_max=g.outbox_max, history=history)
     market, stats = RemoteMarket(), FanoutStats()
+    demand, demand_stats = RemoteDemand(), DemandStats()
+    url, me = s.detect.redis_url, gateway_id()
     done = trio.Event()
     async with trio.open_nursery() as serving:
+        await serving.start(partial(run_stream_in, url, hub, market, stats, stream=s.redis_stream))
         await serving.start(
-            partial(run_stream_in, s.detect.redis_url, hub, market, stats, stream=s.redis_stream)
+            partial(run_demand_out, url, demand, hub, demand_stats, base=s.redis_stream, gateway=me)
         )
         gw = await serving.start(
             partial(
@@ -239,8 +259,13 @@ async def run_remote_gateway(
                 s.gateway,
                 hub,
                 market,
-                AnyDemand(),
-                status=lambda admin: {"role": "gateway", "redis": stats.as_dict()},
+                demand,
+                status=lambda admin: {
+                    "role": "gateway",
+                    "gateway_id": me,
+                    "redis": stats.as_dict(),
+                    "demand": {**demand_stats.as_dict(), "claimed": len(demand.pairs())},
+                },
             )
         )
         log.info("tradestream gateway serving on %s, fed from %s", gw.url, s.redis_stream)

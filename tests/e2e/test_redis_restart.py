@@ -1,6 +1,7 @@
 """A Redis restart under the roles (a Redis of the test's own, so the shared one is left
 alone): the ingest keeps storing throughout, the gateway reconnects with backoff, and a client
-that kept its socket to the gateway gets prices again once Redis is back."""
+that kept its socket to the gateway gets prices again once Redis is back, and every lossless
+message published while Redis was away, once each and in order."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import trio
@@ -66,7 +69,7 @@ async def test_roles_ride_out_a_redis_restart(tmp_path: Path) -> None:
     procs: list[trio.Process] = [redis]
     try:
         with trio.fail_after(60):
-            ingest, _ = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
+            ingest, ingest_url = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
             procs.append(ingest)
             gateway, gateway_url = await start_run(
                 {**env, "TRADESTREAM_ROLE": "gateway"},
@@ -79,15 +82,26 @@ async def test_roles_ride_out_a_redis_restart(tmp_path: Path) -> None:
                 await recv(ws)
                 await send(ws, type="subscribe", topic="price:005930")
                 await recv_type(ws, "subscribed")
+                await send(ws, type="subscribe", topic="signal:vcp")
+                await recv_type(ws, "subscribed")
                 before = await recv_type(ws, "price_update")
                 redis.kill()  # Redis gone
                 await redis.wait()
                 rows = stored()
+                for n in range(1, 6):  # lossless messages while Redis is away
+                    await post_signal(ingest_url, n)
                 while stored() < rows + 100:  # noqa: ASYNC110  (another process's store)
                     await trio.sleep(0.1)  # the ingest stores on without Redis
                 redis = await redis_server(port)  # back, empty (no persistence)
                 procs[0] = redis
-                after = await recv_type(ws, "price_update")  # the same socket, fed again
+                missed: list[dict[str, Any]] = []  # the same socket, fed again
+                after: dict[str, Any] = {}
+                while len(missed) < 5 or not after:
+                    m = await recv(ws)
+                    if m["type"] == "price_update":
+                        after = m
+                    elif m["type"] == "signal_update":
+                        missed.append(m)
             assert ingest.returncode is None and gateway.returncode is None
     finally:
         for proc in reversed(procs):
@@ -95,3 +109,17 @@ async def test_roles_ride_out_a_redis_restart(tmp_path: Path) -> None:
         engine.dispose()
     assert after["symbol"] == before["symbol"] == "005930"
     assert after["data"]["volume"] > before["data"]["volume"]
+    assert [m["data"]["signals"][0]["n"] for m in missed] == [1, 2, 3, 4, 5]
+    offsets = [m["offset"] for m in missed]
+    assert offsets == sorted(set(offsets)) and len({m["epoch"] for m in missed}) == 1
+
+
+async def post_signal(base_url: str, n: int) -> None:
+    producer = Authenticator(SECRET).issue("bot", role="producer")
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        r = await http.post(
+            "/api/signals/vcp",
+            json={"signals": [{"symbol": "005930", "n": n}]},
+            headers={"Authorization": f"Bearer {producer}"},
+        )
+    assert r.status_code == 200, r.text

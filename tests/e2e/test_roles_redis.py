@@ -248,6 +248,11 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
                         await recv_type(ws3, "subscribed")
                         await price_of(ws3, "005380")
                     released = await until(lambda c: "005380" not in c)  # ws3 is gone
+                    status = (
+                        await http.get(
+                            "/api/ws/status", params={"token": auth.issue("o", role="admin")}
+                        )
+                    ).json()["cluster"]
                     g1.kill()  # under ws1: its claims go once its heartbeat expires
                     await g1.wait()
                     after_kill = await until(lambda c: "035420" not in c)
@@ -265,3 +270,7 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
     assert refused["code"] == "demand_limit" and refused["topic"] == "price:000270"
     assert again["topic"] == "price:000270" and refused_again["code"] == "demand_limit"
     assert "035420" in released and after_kill == set()
+    assert status["role"] == "ingest" and status["lease"]["token"] >= 1
+    assert status["stream_out"]["sent"] > 0 and status["stream_out"]["fenced"] == 0
+    assert status["demand"]["claims"] >= 2 and status["demand"]["refused"] == 2
+    assert status["demand"]["releases"] >= 1 and status["gateways_with_claims"] == 2

@@ -55,7 +55,7 @@ from tradestream.redis_fanout import (
 )
 from tradestream.redis_lease import Lease, lead
 from tradestream.roles.gateway import IngestControls, run_gateway
-from tradestream.roles.ingest import open_store, run_ingest
+from tradestream.roles.ingest import Ingest, open_store, run_ingest
 from tradestream.roles.status import ingest_status
 from tradestream.serving import ws_url
 from tradestream.sim.server import SimHandle, run_simulator
@@ -187,8 +187,29 @@ async def _lead(
             claims.append(RemoteClaims(started.running.slots))
             await run_demand_in(url, claims[0], base=s.redis_stream)
 
+        def cluster() -> dict[str, Any]:
+            st = lease.state
+            return {
+                "role": "ingest",
+                "lease": {
+                    "name": name,
+                    "holder": holder,
+                    "token": st.token,
+                    "acquisitions": st.acquisitions,
+                    "losses": st.losses,
+                },  # fmt: skip
+                "stream_out": hub.fanout.as_dict(),
+                "demand": claims[0].stats.as_dict() if claims else None,
+                "gateways_with_claims": len(claims[0].held) if claims else 0,
+            }
+
         started.then = lambda: leading.start_soon(gateways_demand)
-        await run(takeover=since, write_guard=Fence(name, token).check, task_status=started)
+        await run(
+            takeover=since,
+            write_guard=Fence(name, token).check,
+            cluster=cluster,
+            task_status=started,
+        )
         if not deposed:
             hub.finish()
             with trio.move_on_after(CLIENT_CLOSE_WAIT_S):
@@ -279,6 +300,15 @@ async def run_remote_gateway(
         serving.cancel_scope.cancel()
 
 
+def _status(
+    ing: Ingest, cluster: Callable[[], dict[str, Any]] | None, admin: bool
+) -> dict[str, Any]:
+    out = ingest_status(ing, admin)
+    if cluster is not None:
+        out["cluster"] = cluster()
+    return out
+
+
 def _check_port(host: str, port: int) -> None:
     """CannotListen now if the gateway's port is taken, rather than after the feeds have
     started (the real bind, later, still reports a port taken meanwhile)."""
@@ -303,6 +333,7 @@ async def _serve(
     *,
     takeover: datetime | None = None,
     write_guard: Callable[[Connection], None] | None = None,
+    cluster: Callable[[], dict[str, Any]] | None = None,
     task_status: trio.TaskStatus[Running] | _Started,
 ) -> None:
     _check_port(s.gateway.host, s.gateway.port)  # before anything starts taking data
@@ -336,7 +367,7 @@ async def _serve(
                     hub,
                     ing.state,
                     ing.slots,
-                    status=partial(ingest_status, ing),
+                    status=partial(_status, ing, cluster),
                     engine=ing.engine,
                     controls=IngestControls(ing.slots, ing.scanner, ing.signals, ing.kept_picks),
                 )

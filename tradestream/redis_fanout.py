@@ -32,7 +32,7 @@ import trio
 from coredis.tokens import PureToken
 
 from tradestream.hub import Hub, Msg
-from tradestream.redis_bridge import reconnecting
+from tradestream.redis_bridge import COMMAND_TIMEOUT_S, reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -225,21 +225,32 @@ async def run_stream_in(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Publish the stream's new entries into `hub` until cancelled; reconnect with backoff,
-    resuming after the last entry read."""
+    resuming after the last entry read. started(): the stream as it was is read (the latest
+    values and the history are there for the first clients), or Redis did not answer within
+    COMMAND_TIMEOUT_S (then clients are served meanwhile, and a recovery it cannot vouch for
+    yet says so)."""
     last: str | bytes = "0-0"  # from the first entry: the latest values and the history
     key = stream.encode()
+    caught_up = trio.Event()
 
     async def read(r: coredis.Redis[bytes]) -> None:
         nonlocal last
         while True:
-            found = await r.xread({stream: last}, count=READ_COUNT, block=BLOCK_MS)
-            for entry in (found or {}).get(key) or ():
+            block = BLOCK_MS if caught_up.is_set() else None
+            found = await r.xread({stream: last}, count=READ_COUNT, block=block)
+            entries = (found or {}).get(key) or ()
+            for entry in entries:
                 last = entry.identifier
                 _deliver(hub, market, entry.field_values)
                 stats.received += 1
+            if len(entries) < READ_COUNT:
+                caught_up.set()
 
-    task_status.started()
-    await reconnecting(url, stats, "stream in", read)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconnecting, url, stats, "stream in", read)
+        with trio.move_on_after(COMMAND_TIMEOUT_S):
+            await caught_up.wait()
+        task_status.started()
 
 
 def _deliver(hub: Hub, market: RemoteMarket, fields: dict[Any, Any]) -> None:

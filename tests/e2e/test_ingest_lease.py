@@ -1,8 +1,8 @@
 """One live ingest per stream, with real processes and the real Redis: a standby ingest takes
-the lease over within 5 s of the leader's freezing (SIGSTOP), announces the downtime as a
-feed gap to the gateways' clients, and the old leader, thawed, can neither publish to the
-stream nor store: it stops with a one-line error, and what the database refused it keeps in its
-spool."""
+the lease over within 5 s of the leader's freezing (SIGSTOP) and another within 5 s of that
+one's death (kill -9), each announcing the downtime as a feed gap to the gateways' clients;
+the first leader, thawed, can neither publish to the stream nor store: it stops with a
+one-line error, and what the database refused it keeps in its spool."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
             async def start_b() -> None:
                 b, _ = await start_run(env, tmp_path / "b")
                 procs.append(b)
-                b_up["at"] = time.monotonic()
+                b_up["at"], b_up["proc"] = time.monotonic(), b
 
             gw, gw_url = await start_run(
                 {**env, "TRADESTREAM_ROLE": "gateway"}, tmp_path, rb"gateway is up: (\S+)"
@@ -83,28 +83,48 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
                     assert "at" not in b_up
                     a.send_signal(signal.SIGSTOP)  # the leader freezes (a pause, a partition)
                     frozen = time.monotonic()
-                gap = await recv_type(ws, "feed_gap")
-                took_over_s = b_up["at"] - frozen
+                    gap = await recv_type(ws, "feed_gap")
+                    took_over_s = b_up["at"] - frozen
+                    # a second standby, C; then B dies outright (kill -9): C takes over
+                    (tmp_path / "c").mkdir()
+                    c_err = tmp_path / "c.err"
+                    with c_err.open("wb") as err:
+                        c = await trio.lowlevel.open_process(
+                            [sys.executable, "-m", "tradestream", "run"],
+                            env=env,
+                            cwd=tmp_path / "c",
+                            stdout=subprocess.PIPE,
+                            stderr=err,
+                        )
+                    procs.append(c)
+                    assert c.stdout is not None
+                    while b"waiting for the lease" not in c_err.read_bytes():  # noqa: ASYNC110
+                        await trio.sleep(0.05)  # another process's log
+                    b_up["proc"].kill()
+                    killed = time.monotonic()
+                    await read_until(c.stdout, bytearray(), rb"tradestream is up: ")
+                    c_took_over_s = time.monotonic() - killed
+                    second_gap = await recv_type(ws, "feed_gap")
             engine = make_engine(db)
-            token_b = current_token(engine, f"ingest:{stream}")
+            token_c = current_token(engine, f"ingest:{stream}")
             a.send_signal(signal.SIGCONT)  # back: it must find out and stop
             await a.wait()
             async with coredis.Redis.from_url(redis_url) as r:
                 entries = await r.xrange(stream)
-            (tmp_path / "c").mkdir()  # a standby is stopped as any process: SIGTERM
-            c = await trio.lowlevel.open_process(
+            (tmp_path / "d").mkdir()  # a standby is stopped as any process: SIGTERM
+            d = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "tradestream", "run"],
                 env=env,
-                cwd=tmp_path / "c",
+                cwd=tmp_path / "d",
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            procs.append(c)
-            assert c.stderr is not None
-            await read_until(c.stderr, bytearray(), rb"waiting for the lease")
-            c.terminate()
+            procs.append(d)
+            assert d.stderr is not None
+            await read_until(d.stderr, bytearray(), rb"waiting for the lease")
+            d.terminate()
             t0 = time.monotonic()
-            await c.wait()
+            await d.wait()
             stopped_standby_s = time.monotonic() - t0
     finally:
         for proc in procs:
@@ -118,12 +138,13 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
         async with coredis.Redis.from_url(redis_url) as r:
             await r.delete([stream, f"tradestream:fence:ingest:{stream}"])
     assert took_over_s < 5.0, took_over_s
-    assert "takeover" in gap["reason"]
-    assert token_b == 2
+    assert c_took_over_s < 5.0, c_took_over_s
+    assert "takeover" in gap["reason"] and "takeover" in second_gap["reason"]
+    assert token_c == 3
     assert a.returncode == 1
     assert "token 1 is stale" in a_err.read_text()
     assert list((tmp_path / "a" / "spool").glob("*.spool"))  # refused rows kept, not lost
-    assert c.returncode == 0 and stopped_standby_s < 5.0
+    assert d.returncode == 0 and stopped_standby_s < 5.0
     epochs = [e.field_values[b"e"] for e in entries]
-    first_b = next(i for i, e in enumerate(epochs) if e != epochs[0])
-    assert set(epochs[first_b:]) == {epochs[first_b]}  # nothing of A's once B publishes
+    runs = [e for i, e in enumerate(epochs) if i == 0 or e != epochs[i - 1]]
+    assert len(runs) == 3 == len(set(runs))  # A, then B, then C: nothing of A's after B

@@ -46,8 +46,8 @@ from tradestream.topics import Topic, parse_topic
 
 log = logging.getLogger(__name__)
 
-TTL_S = 5.0  # a gateway silent this long is dead: its claims are released
-BEAT_S = TTL_S / 3
+TTL_S = 10.0  # a gateway silent this long is dead: its claims are released
+BEAT_S = 1.0  # a beat a second: a gateway starved for a few seconds is not taken for dead
 POLL_S = 1.0  # the ingest looks at every gateway at least this often
 SEP = "\x1f"  # between user and topic in a set member (neither may contain it)
 
@@ -168,6 +168,9 @@ async def run_demand_out(
 async def _write_claims(
     r: coredis.Redis[bytes], demand: RemoteDemand, stats: DemandStats, k: _Keys
 ) -> None:
+    """The whole set at every beat (so a Redis that lost it has it again within a beat); the
+    ingest is woken only when it changed."""
+    written = -1
     while True:
         seen = demand.version
         members = demand.members()
@@ -177,8 +180,10 @@ async def _write_claims(
                 pipe.sadd(k.demand, members)
             pipe.set(k.beat, "1", px=int(TTL_S * 1000))
             pipe.sadd(k.gateways, [k.gateway])
-            pipe.rpush(k.changed, [k.gateway])
-            pipe.ltrim(k.changed, -1000, -1)
+            if seen != written:
+                pipe.rpush(k.changed, [k.gateway])
+                pipe.ltrim(k.changed, -1000, -1)
+        written = seen
         stats.writes += 1
         with trio.move_on_after(BEAT_S):
             await demand.wait_change(seen)

@@ -43,20 +43,12 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
         "TRADESTREAM_DB_AUTO_UPGRADE": "1",
         "TRADESTREAM_ROLE": "ingest",
     }
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
+    (tmp_path / "b").mkdir()
     procs: list[trio.Process] = []
     a_err = tmp_path / "a.err"
     try:
         with trio.fail_after(90):
-            with a_err.open("wb") as err:
-                a = await trio.lowlevel.open_process(
-                    [sys.executable, "-m", "tradestream", "run"],
-                    env=env,
-                    cwd=tmp_path / "a",
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                )
+            a = await ingest(env, tmp_path, "a")
             procs.append(a)
             assert a.stdout is not None
             await read_until(a.stdout, bytearray(), rb"tradestream is up: ")
@@ -86,16 +78,8 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
                     gap = await recv_type(ws, "feed_gap")
                     took_over_s = b_up["at"] - frozen
                     # a second standby, C; then B dies outright (kill -9): C takes over
-                    (tmp_path / "c").mkdir()
+                    c = await ingest(env, tmp_path, "c")
                     c_err = tmp_path / "c.err"
-                    with c_err.open("wb") as err:
-                        c = await trio.lowlevel.open_process(
-                            [sys.executable, "-m", "tradestream", "run"],
-                            env=env,
-                            cwd=tmp_path / "c",
-                            stdout=subprocess.PIPE,
-                            stderr=err,
-                        )
                     procs.append(c)
                     assert c.stdout is not None
                     while b"waiting for the lease" not in c_err.read_bytes():  # noqa: ASYNC110
@@ -111,17 +95,10 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
             await a.wait()
             async with coredis.Redis.from_url(redis_url) as r:
                 entries = await r.xrange(stream)
-            (tmp_path / "d").mkdir()  # a standby is stopped as any process: SIGTERM
-            d = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "tradestream", "run"],
-                env=env,
-                cwd=tmp_path / "d",
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            d = await ingest(env, tmp_path, "d")  # a standby is stopped as any process: SIGTERM
             procs.append(d)
-            assert d.stderr is not None
-            await read_until(d.stderr, bytearray(), rb"waiting for the lease")
+            while b"waiting for the lease" not in (tmp_path / "d.err").read_bytes():  # noqa: ASYNC110
+                await trio.sleep(0.05)  # another process's log
             d.terminate()
             t0 = time.monotonic()
             await d.wait()
@@ -148,3 +125,17 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
     epochs = [e.field_values[b"e"] for e in entries]
     runs = [e for i, e in enumerate(epochs) if i == 0 or e != epochs[i - 1]]
     assert len(runs) == 3 == len(set(runs))  # A, then B, then C: nothing of A's after B
+
+
+async def ingest(env: dict[str, str], tmp_path: Path, name: str) -> trio.Process:
+    """`tradestream run` in `tmp_path/name` (its own spool), its log in `tmp_path/name.err`,
+    its stdout (the banner) a pipe."""
+    (tmp_path / name).mkdir()
+    with (tmp_path / f"{name}.err").open("wb") as err:
+        return await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tradestream", "run"],
+            env=env,
+            cwd=tmp_path / name,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )

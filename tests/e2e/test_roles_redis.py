@@ -25,16 +25,7 @@ SECRET = "roles-test-secret-roles-test-secret-x"
 async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
     tmp_path: Path, redis_url: str
 ) -> None:
-    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
-    env = {
-        **os.environ,
-        "TRADESTREAM_REDIS_URL": redis_url,
-        "TRADESTREAM_REDIS_STREAM": stream,
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_PORT": "0",
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-    }
+    stream, env = cluster_env(tmp_path, redis_url)
     auth = Authenticator(SECRET)
     with trio.fail_after(60):
         ingest, ingest_url = await start_run({**env, "TRADESTREAM_ROLE": "ingest"}, tmp_path)
@@ -67,12 +58,7 @@ async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
                     )
                 ).json()
         finally:
-            for proc in (gateway, ingest):
-                proc.terminate()
-            for proc in (gateway, ingest):
-                with trio.move_on_after(20):
-                    await proc.wait()
-                await kill_if_running(proc)
+            await stop_all([ingest, gateway])
             async with coredis.Redis.from_url(redis_url) as r:
                 await r.delete([stream])
     assert first["symbol"] == second["symbol"] == "005930"
@@ -89,16 +75,7 @@ async def test_a_client_of_a_killed_gateway_recovers_on_another(
     """Gateway A is killed (-9) under its client; the client comes back on gateway B with the
     offset it saw and gets exactly the lossless messages it missed, then live ones. A gateway
     started only afterwards (C) has the same history and the latest prices, from the stream."""
-    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
-    env = {
-        **os.environ,
-        "TRADESTREAM_REDIS_URL": redis_url,
-        "TRADESTREAM_REDIS_STREAM": stream,
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_PORT": "0",
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-    }
+    stream, env = cluster_env(tmp_path, redis_url)
     auth = Authenticator(SECRET)
     token = auth.issue("u")
     producer = {"Authorization": f"Bearer {auth.issue('bot', role='producer')}"}
@@ -157,12 +134,7 @@ async def test_a_client_of_a_killed_gateway_recovers_on_another(
                 async with open_websocket_url(c_url) as ws:
                     stale = await subscribe(ws, since={"offset": 0, "epoch": "another"})
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            with trio.move_on_after(20):
-                await proc.wait()
-            await kill_if_running(proc)
+        await stop_all(procs)
         async with coredis.Redis.from_url(redis_url) as r:
             await r.delete([stream])
     assert first[0] == 1
@@ -181,15 +153,8 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
     ingest and streams; the per-user demand limit holds across gateways (the refusal ends the
     subscription with the error); a released subscription and a killed gateway's claims free
     their slots."""
-    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
-    env = {
-        **os.environ,
-        "TRADESTREAM_REDIS_URL": redis_url,
-        "TRADESTREAM_REDIS_STREAM": stream,
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_PORT": "0",
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    stream, env = cluster_env(tmp_path, redis_url)
+    env |= {
         "TRADESTREAM_WATCHLIST": "005930",
         "TRADESTREAM_SCANNER_SLOTS": "0",
         "TRADESTREAM_WS_MAX_DEMAND_PER_USER": "1",
@@ -257,12 +222,7 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
                     await g1.wait()
                     after_kill = await until(lambda c: "035420" not in c)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            with trio.move_on_after(20):
-                await proc.wait()
-            await kill_if_running(proc)
+        await stop_all(procs)
         async with coredis.Redis.from_url(redis_url) as r:
             keys = [k async for k in r.scan_iter(match=f"{stream}*")]
             await r.delete([stream, *keys])
@@ -274,3 +234,28 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
     assert status["stream_out"]["sent"] > 0 and status["stream_out"]["fenced"] == 0
     assert status["demand"]["claims"] >= 2 and status["demand"]["refused"] == 2
     assert status["demand"]["releases"] >= 1 and status["gateways_with_claims"] == 2
+
+
+def cluster_env(tmp_path: Path, redis_url: str) -> tuple[str, dict[str, str]]:
+    """A stream of the test's own, and the environment every role of its cluster shares."""
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
+    return stream, {
+        **os.environ,
+        "TRADESTREAM_REDIS_URL": redis_url,
+        "TRADESTREAM_REDIS_STREAM": stream,
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_PORT": "0",
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.db'}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    }
+
+
+async def stop_all(procs: list[trio.Process]) -> None:
+    """SIGTERM to all (last started first), then at most 20 s each, then SIGKILL."""
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        with trio.move_on_after(20):
+            await proc.wait()
+        await kill_if_running(proc)

@@ -9,7 +9,7 @@ import sys
 
 import trio
 
-from tradestream.bench import alerts, fanout, faults, floor, reconnect, served, store
+from tradestream.bench import alerts, fanout, faults, floor, reconnect, scale, served, store
 
 SCENARIOS = {
     "store": store.main,
@@ -21,6 +21,7 @@ SCENARIOS = {
     "faults": faults.main,  # every trade written to the service's sockets stored, per fault
     "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
+    "scale": scale.main,  # one ingest, 1-3 gateways over Redis, beside the asyncio peer
 }
 
 ABOUT = {
@@ -33,6 +34,7 @@ ABOUT = {
     "faults": "faults while trades flow (database, upstream, signals): written / stored / lost",
     "fanout-inprocess": "the gateway fed in memory, beside a seed-style server",
     "alerts": "a 5% move in the trades -> the alert on a client: latency",
+    "scale": "ingest + 1, 2, 3 gateways over Redis, 1,000 trades/s, 200 clients; churn recovery",
 }
 assert ABOUT.keys() == SCENARIOS.keys()
 

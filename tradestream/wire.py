@@ -2,12 +2,15 @@
 
 Client messages are decoded with msgspec into tagged Structs, so a wrong type or a missing
 field becomes a precise `error` reply instead of an exception. Server messages are encoded once
-per event into a `str` shared by every subscriber.
+per event into a `str` shared by every subscriber; `ServerMessage` types every one of them for
+consumers (tradestream.client decodes with it; tests/unit/test_wire_types.py holds each encoder
+to its type).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -143,12 +146,13 @@ class PriceData(msgspec.Struct):
     change_percent: float
     volume: int
     timestamp: str
-    open: int
-    high: int
-    low: int
-    ask: int
-    bid: int
-    trade_volume: int
+    # a price from the store (get_price of a code not traded since the start) has no quote
+    open: int = 0
+    high: int = 0
+    low: int = 0
+    ask: int = 0
+    bid: int = 0
+    trade_volume: int = 0
 
 
 class PriceUpdate(msgspec.Struct, tag="price_update", tag_field="type"):
@@ -365,3 +369,143 @@ def feed_gap(g: FeedGap) -> str:
             "reason": g.reason,
         }
     )
+
+
+# -- server messages as types, for consumers -----------------------------------------------
+# Lossless messages (history.py) carry the stream's `offset` and `epoch` for recovery; 0 and ""
+# where the server keeps no history.
+
+
+class OrderUpdate(msgspec.Struct, tag="order_update", tag_field="type"):
+    order_id: str
+    data: dict[str, Any]
+    event: dict[str, Any]
+    offset: int = 0
+    epoch: str = ""
+
+
+class NewsData(msgspec.Struct):
+    id: str
+    title: str
+    tickers: list[str]
+    ticker: str | None
+    media: str
+    published_at: str
+
+
+class NewsMessage(msgspec.Struct, tag="news", tag_field="type"):
+    data: NewsData
+    offset: int = 0
+    epoch: str = ""
+
+
+class Account(msgspec.Struct, tag="account", tag_field="type"):
+    data: dict[str, Any]
+
+
+class StrategySignal(msgspec.Struct, tag="strategy_signal", tag_field="type"):
+    strategy_id: str
+    data: dict[str, Any]
+    offset: int = 0
+    epoch: str = ""
+
+
+class SignalData(msgspec.Struct):
+    signal_type: str
+    signals: list[dict[str, Any]]
+    count: int
+    timestamp: str
+
+
+class SignalUpdate(msgspec.Struct, tag="signal_update", tag_field="type"):
+    data: SignalData
+    offset: int = 0
+    epoch: str = ""
+
+
+class MarketGateUpdate(msgspec.Struct, tag="market_gate_update", tag_field="type"):
+    data: dict[str, Any]
+
+
+class IndexUpdate(msgspec.Struct, tag="index_update", tag_field="type"):
+    index: str
+    data: dict[str, Any]
+
+
+class AlertMessage(msgspec.Struct, tag="alert", tag_field="type"):
+    symbol: str
+    data: dict[str, Any]
+    offset: int = 0
+    epoch: str = ""
+
+
+class Connected(msgspec.Struct, tag="connected", tag_field="type"):
+    client_id: int
+    user_id: str
+    message: str = ""
+
+
+class Subscribed(msgspec.Struct, tag="subscribed", tag_field="type"):
+    """`recovered` answers a subscribe with `since` (None otherwise); on a lossless topic
+    `offset` and `epoch` say where the stream stands."""
+
+    topic: str
+    message: str = ""
+    recovered: bool | None = None
+    recovery: str = ""
+    offset: int = 0
+    epoch: str = ""
+
+
+class Unsubscribed(msgspec.Struct, tag="unsubscribed", tag_field="type"):
+    topic: str
+    message: str = ""
+
+
+class ServerPing(msgspec.Struct, tag="ping", tag_field="type"):
+    timestamp: str = ""
+
+
+class ServerPong(msgspec.Struct, tag="pong", tag_field="type"):
+    timestamp: str = ""
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type"):
+    code: str
+    message: str
+    topic: str | None = None
+
+
+class Authenticated(msgspec.Struct, tag="authenticated", tag_field="type"):
+    user_id: str
+    expires_at: float | None = None
+
+
+class FeedGapMessage(msgspec.Struct, tag="feed_gap", tag_field="type"):
+    source: str
+    start: str
+    end: str
+    reason: str
+
+
+ServerMessage = (
+    PriceUpdate
+    | Price
+    | OrderBookUpdate
+    | OrderUpdate
+    | NewsMessage
+    | Account
+    | StrategySignal
+    | SignalUpdate
+    | MarketGateUpdate
+    | IndexUpdate
+    | AlertMessage
+    | Connected
+    | Subscribed
+    | Unsubscribed
+    | ServerPing
+    | ServerPong
+    | Error
+    | Authenticated
+    | FeedGapMessage
+)

@@ -1,4 +1,4 @@
-"""Command line: `tradestream run | replay | sim | db upgrade | db current | token | watch`.
+"""Command line: `tradestream run | replay | sim | db upgrade | db current | token | watch | top`.
 
 Settings are read once here from the environment and passed down. Signals are handled here
 too: the first SIGINT/SIGTERM stops intake and lets the tree drain (see roles/service.py); a second
@@ -252,6 +252,10 @@ def _watch_error(exc: BaseException, url: str) -> str | None:
     """One line for a `watch` that could not connect."""
     from trio_websocket import ConnectionRejected, HandshakeError
 
+    from tradestream.client import ConnectionRefused
+
+    if isinstance(exc, ConnectionRefused):
+        return f"{url}: {exc} (check the token)"
     if isinstance(exc, ConnectionRejected):
         return f"cannot connect to {url}: the server answered HTTP {exc.status_code}"
     if isinstance(exc, OSError | HandshakeError):
@@ -364,6 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     picks.add_argument("--set", metavar="CODES", help="comma-separated codes: the new picks")
     picks.add_argument("--orderbook", metavar="CODES", default="", help="order books too")
     picks.add_argument("--file", type=Path, help="set the picks from a JSON or CSV file")
+    top = sub.add_parser(
+        "top", help="a live terminal view of the running service (prices, alerts, slots)"
+    )
+    top.add_argument(
+        "--url", default="", help="the service (default http://127.0.0.1:$TRADESTREAM_PORT)"
+    )
+    top.add_argument(
+        "--token", default=os.environ.get("TRADESTREAM_TOKEN", ""),
+        help="a client token (default $TRADESTREAM_TOKEN, else an admin token made with "
+        "TRADESTREAM_JWT_SECRET)",
+    )  # fmt: skip
     watch = sub.add_parser("watch", help="subscribe to topics and print what arrives")
     watch.add_argument("url", help="ws://host:port/api/ws?token=...")
     watch.add_argument("topics", nargs="+")
@@ -410,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "picks":
         return _picks(args, s)
+    if args.cmd == "top":
+        return _top(args, s)
     if args.cmd == "watch":
         try:
             return trio.run(_watch, args.url, args.topics, args.count)
@@ -418,6 +435,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001  (a connect failure in one line)
             return _one_line(exc, partial(_watch_error, url=args.url))
     return 2
+
+
+def _top(args: argparse.Namespace, s: Settings) -> int:
+    from tradestream.gateway.auth import Authenticator
+    from tradestream.top import run_top
+
+    token = args.token
+    if not token:
+        if s.gateway.jwt_secret_generated:
+            print("pass --token, or set TRADESTREAM_JWT_SECRET to the server's secret",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        token = Authenticator(s.gateway.jwt_secret).issue("top", role="admin", ttl_s=12 * 3600)
+    url = (args.url or f"http://127.0.0.1:{s.gateway.port}").rstrip("/")
+
+    async def until_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def view() -> None:
+                    await run_top(url, token)
+
+                nursery.start_soon(view)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(until_signal)
+    except Exception as exc:  # noqa: BLE001  (a connect failure in one line)
+        return _one_line(exc, partial(_watch_error, url=url))
+    return 0
 
 
 def _picks(args: argparse.Namespace, s: Settings) -> int:

@@ -103,13 +103,7 @@ async def test_a_server_restart(tmp_path: Path) -> None:
     """The service stops and starts again on the same port: the client says it is away, comes
     back by itself, and the new process's epoch is reported as not recovered."""
     (port,) = free_ports(1)
-    env = {
-        **os.environ,
-        "TRADESTREAM_PORT": str(port),
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-    }
+    env = service_env(tmp_path, port)
     token = Authenticator(SECRET).issue("alice")
     url = f"ws://127.0.0.1:{port}/api/ws"
     procs: list[trio.Process] = []
@@ -156,13 +150,7 @@ def test_the_same_library_under_asyncio(tmp_path: Path) -> None:
     import time
 
     (port,) = free_ports(1)
-    env = {
-        **os.environ,
-        "TRADESTREAM_PORT": str(port),
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-    }
+    env = service_env(tmp_path, port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradestream", "run"],
         env=env,
@@ -192,3 +180,14 @@ def test_the_same_library_under_asyncio(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert update.symbol == "005930" and quote.symbol == "005930"
+
+
+def service_env(tmp_path: Path, port: int) -> dict[str, str]:
+    """`tradestream run` on `port` with this file's secret and a database in `tmp_path`."""
+    return {
+        **os.environ,
+        "TRADESTREAM_PORT": str(port),
+        "TRADESTREAM_JWT_SECRET": SECRET,
+        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'client.db'}",
+        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from tests.e2e.test_cli import start_run
-from tests.e2e.test_client import SECRET
+from tests.e2e.test_client import SECRET, service_env
 from tradestream.gateway.auth import Authenticator
 
 DOC = Path(__file__).parents[2] / "docs" / "client.md"
@@ -25,13 +25,7 @@ def examples() -> dict[str, str]:
 async def test_the_documented_examples_run(tmp_path: Path) -> None:
     found = examples()
     assert set(found) == {"trio", "asyncio"}
-    env = {
-        **os.environ,
-        "TRADESTREAM_PORT": "0",
-        "TRADESTREAM_JWT_SECRET": SECRET,
-        "TRADESTREAM_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
-        "TRADESTREAM_DB_AUTO_UPGRADE": "1",
-    }
+    env = service_env(tmp_path, 0)
     outputs = {}
     with trio.fail_after(90):
         server, url = await start_run(env, tmp_path)

@@ -12,12 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 import trio
 
 from tests.e2e.test_cli import kill_if_running, start_run
+from tests.e2e.test_client import post_signal
 from tests.e2e.test_gateway import recv_type
 from tests.e2e.test_procfile import free_ports
 from tests.e2e.test_service import open_websocket_url, recv, send
@@ -88,8 +88,9 @@ async def test_roles_ride_out_a_redis_restart(tmp_path: Path) -> None:
                 redis.kill()  # Redis gone
                 await redis.wait()
                 rows = stored()
+                producer = Authenticator(SECRET).issue("bot", role="producer")
                 for n in range(1, 6):  # lossless messages while Redis is away
-                    await post_signal(ingest_url, n)
+                    await post_signal(ingest_url, producer, n)
                 while stored() < rows + 100:  # noqa: ASYNC110  (another process's store)
                     await trio.sleep(0.1)  # the ingest stores on without Redis
                 redis = await redis_server(port)  # back, empty (no persistence)
@@ -112,14 +113,3 @@ async def test_roles_ride_out_a_redis_restart(tmp_path: Path) -> None:
     assert [m["data"]["signals"][0]["n"] for m in missed] == [1, 2, 3, 4, 5]
     offsets = [m["offset"] for m in missed]
     assert offsets == sorted(set(offsets)) and len({m["epoch"] for m in missed}) == 1
-
-
-async def post_signal(base_url: str, n: int) -> None:
-    producer = Authenticator(SECRET).issue("bot", role="producer")
-    async with httpx.AsyncClient(base_url=base_url) as http:
-        r = await http.post(
-            "/api/signals/vcp",
-            json={"signals": [{"symbol": "005930", "n": n}]},
-            headers={"Authorization": f"Bearer {producer}"},
-        )
-    assert r.status_code == 200, r.text

@@ -20,6 +20,7 @@ import trio
 
 from tests.e2e.test_cli import kill_if_running, read_until, start_run
 from tests.e2e.test_gateway import recv_type
+from tests.e2e.test_roles_redis import drop_keys
 from tests.e2e.test_service import open_websocket_url, recv, send
 from tradestream.gateway.auth import Authenticator
 from tradestream.store.fence import current_token
@@ -112,8 +113,7 @@ async def test_a_standby_takes_over_and_the_old_leader_is_fenced(
             with trio.move_on_after(20):
                 await proc.wait()
             await kill_if_running(proc)
-        async with coredis.Redis.from_url(redis_url) as r:
-            await r.delete([stream, f"tradestream:fence:ingest:{stream}"])
+        await drop_keys(redis_url, stream)
     assert took_over_s < 5.0, took_over_s
     assert c_took_over_s < 5.0, c_took_over_s
     assert "takeover" in gap["reason"] and "takeover" in second_gap["reason"]

@@ -17,6 +17,7 @@ import trio
 
 from tests.e2e.test_cli import REPO, read_until
 from tests.e2e.test_gateway import recv_type
+from tests.e2e.test_roles_redis import drop_keys
 from tests.e2e.test_service import open_websocket_url, recv, send
 from tradestream.gateway.auth import Authenticator
 
@@ -37,11 +38,12 @@ async def test_one_ingest_and_two_gateways_from_the_procfile(
     tmp_path: Path, redis_url: str
 ) -> None:
     ingest_port, g1, g2 = free_ports(3)
+    stream = f"ts-test:{uuid.uuid4().hex[:12]}:stream"
     env = {
         **os.environ,
         "TRADESTREAM_JWT_SECRET": SECRET,
         "TRADESTREAM_REDIS_URL": redis_url,
-        "TRADESTREAM_REDIS_STREAM": f"ts-test:{uuid.uuid4().hex[:12]}:stream",
+        "TRADESTREAM_REDIS_STREAM": stream,
         "TRADESTREAM_HOST": "127.0.0.1",
         "INGEST_PORT": str(ingest_port),
         "GATEWAY1_PORT": str(g1),
@@ -83,6 +85,7 @@ async def test_one_ingest_and_two_gateways_from_the_procfile(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        await drop_keys(redis_url, stream)
     assert {p: m["symbol"] for p, m in got.items()} == {g1: "005930", g2: "005930"}
     assert ingest_up == 200
     text = out.decode(errors="replace")

@@ -59,8 +59,7 @@ async def test_a_gateway_process_serves_what_the_ingest_process_takes_in(
                 ).json()
         finally:
             await stop_all([ingest, gateway])
-            async with coredis.Redis.from_url(redis_url) as r:
-                await r.delete([stream])
+            await drop_keys(redis_url, stream)
     assert first["symbol"] == second["symbol"] == "005930"
     assert second["data"]["volume"] >= first["data"]["volume"]
     assert signal["data"]["signals"][0]["n"] == 1 and signal["offset"] >= 1 and signal["epoch"]
@@ -135,8 +134,7 @@ async def test_a_client_of_a_killed_gateway_recovers_on_another(
                     stale = await subscribe(ws, since={"offset": 0, "epoch": "another"})
     finally:
         await stop_all(procs)
-        async with coredis.Redis.from_url(redis_url) as r:
-            await r.delete([stream])
+        await drop_keys(redis_url, stream)
     assert first[0] == 1
     assert back["recovered"] is True and back["epoch"] == first[2]
     assert [n for n, _, _ in replayed] == [2, 3] and live[0] == 4
@@ -223,9 +221,7 @@ async def test_client_demand_on_any_gateway_reaches_the_ingests_slots(
                     after_kill = await until(lambda c: "035420" not in c)
     finally:
         await stop_all(procs)
-        async with coredis.Redis.from_url(redis_url) as r:
-            keys = [k async for k in r.scan_iter(match=f"{stream}*")]
-            await r.delete([stream, *keys])
+        await drop_keys(redis_url, stream)
     assert streamed["data"]["price"] > 0
     assert refused["code"] == "demand_limit" and refused["topic"] == "price:000270"
     assert again["topic"] == "price:000270" and refused_again["code"] == "demand_limit"
@@ -259,3 +255,12 @@ async def stop_all(procs: list[trio.Process]) -> None:
         with trio.move_on_after(20):
             await proc.wait()
         await kill_if_running(proc)
+
+
+async def drop_keys(redis_url: str, stream: str) -> None:
+    """Every key of a test's cluster: the stream, the demand keys and the lease's (all named
+    after the stream)."""
+    async with coredis.Redis.from_url(redis_url) as r:
+        keys = [k async for k in r.scan_iter(match=f"*{stream}*")]
+        if keys:
+            await r.delete(keys)

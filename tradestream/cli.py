@@ -52,6 +52,8 @@ def _banner(s: Settings, running: Any) -> str:
             else []
         ),  # fmt: skip
         f"tradestream is up: {running.url}",
+        f"  dashboard  {running.url}/"
+        + ("  (signs in by itself: simulator, no secret)" if s.gateway.dev_token else ""),
         f"  WebSocket  {running.ws_url}?token=<JWT>",
         f"  status     {running.url}/api/ws/status",
         "  upstream   "

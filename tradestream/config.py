@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, time
 
 from tradestream.errors import ConfigError
@@ -34,6 +34,9 @@ class GatewaySettings:
     port: int = 8000
     jwt_secret: str = ""
     jwt_secret_generated: bool = False  # made up for this process: print a token at start
+    # the dashboard at / may carry a token: the simulator's dev mode only (a made-up secret,
+    # and the built-in simulator in this process, not the gateway role)
+    dev_token: bool = False
     outbox_max: int = 1024  # lossless messages queued per client before it is "slow"
     # lossless topics' history for recovery (history.py): messages kept per topic (0: none)
     # and for how long
@@ -583,8 +586,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"TRADESTREAM_ROLE={role!r}: one of {', '.join(ROLES)}")
     if role != "all" and not detect.redis_url:
         raise ConfigError(f"the {role} role needs TRADESTREAM_REDIS_URL (the roles share Redis)")
+    dev = gateway.jwt_secret_generated and sim.enabled and role != "gateway"
     return Settings(
-        gateway=gateway,
+        gateway=replace(gateway, dev_token=dev),
         store=store,
         kis=kis,
         ls=ls,

@@ -1,6 +1,7 @@
 """The Quart-Trio app: WebSocket /api/ws (seed 003) and /ws (seed 004), REST and metrics.
 
 Routes:
+    /                   the dashboard page (gateway/dashboard.py; gateway/static/)
     /api/ws, /ws        the client protocol (gateway/ws.py); /ws takes ?subscribe=a,b,c
     /health             liveness, no auth
     /metrics            Prometheus text format, no auth (bind it to a private interface)
@@ -18,6 +19,7 @@ from quart_trio import QuartTrio
 from sqlalchemy.engine import Engine
 
 from tradestream.gateway.access import install, require_role
+from tradestream.gateway.dashboard import register_dashboard
 from tradestream.gateway.metrics import CONTENT_TYPE
 from tradestream.gateway.rest import register_reads
 from tradestream.gateway.ws import WsServices, serve_ws
@@ -49,6 +51,7 @@ def create_app(
     ws.metrics.attach(hub, lambda: status(True) if status is not None else {})
     if engine is not None:
         register_reads(app, engine, auth)
+    register_dashboard(app, ws)  # the page at /: gateway/static/dashboard.*
 
     @app.get("/health")
     async def health() -> dict[str, str]:

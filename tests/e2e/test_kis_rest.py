@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ import trio
 import trio.testing
 
 from tests.conftest import make_settings
+from tradestream.events import KST
 from tradestream.feeds.kis.rest import KisRest, TokenFile
 from tradestream.serving import serve_app
+from tradestream.session_calendar import Calendar, Phase
 from tradestream.sim.kis_rest import KisRestSim
 from tradestream.sim.server import SimControl, Simulator, create_sim_app
 
@@ -164,3 +167,26 @@ async def test_backfill_retries_with_backoff_and_records_a_failure(
     assert record.detail.startswith("1 of 2 codes not fetched")
     st = backfill.stats
     assert (st.failed, st.done, st.bars, st.retries) == (1, 0, 2, ATTEMPTS - 1)
+
+
+async def test_market_days_from_the_brokers_holiday_endpoint(
+    tmp_path: Path, net_clock: trio.testing.MockClock
+) -> None:
+    """chk-holiday (§9) over the simulator's real endpoint: two weeks of days with `opnd_yn`,
+    which make the session calendar."""
+    christmas = date(2026, 12, 25)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            sim = await start_sim(nursery, tmp_path)
+            sim.rest.holidays = frozenset({christmas})
+            rest = client(sim, tmp_path / "tokens.json", Wall())
+            days = await rest.market_days(date(2026, 12, 21))
+            await rest.aclose()
+            nursery.cancel_scope.cancel()
+    assert len(days) == 14 and min(days) == date(2026, 12, 21)
+    assert days[christmas] is False and days[date(2026, 12, 24)] is True
+    assert days[date(2026, 12, 26)] is False  # a Saturday
+    cal = Calendar.from_broker(days)
+    assert cal.holidays == frozenset({christmas})
+    assert cal.krx_phase(datetime(2026, 12, 25, 10, 0, tzinfo=KST)) is Phase.CLOSED
+    assert cal.krx_phase(datetime(2026, 12, 24, 10, 0, tzinfo=KST)) is Phase.REGULAR

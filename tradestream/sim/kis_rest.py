@@ -68,6 +68,7 @@ class KisRestSim:
     daily_bars: Callable[[str], list[tuple[date, int, int, int, int, int]]] = lambda c: []
     # a code's one-minute bars: "YYYYMMDDHHMM" -> [open, high, low, close, volume]
     minute_bars: Callable[[str], Mapping[str, list[int]]] = lambda code: {}
+    holidays: frozenset[date] = frozenset()  # weekdays the simulated KRX is closed (chk-holiday)
     tokens: dict[str, _Issued] = field(default_factory=dict)
     last_issue: dict[str, float] = field(default_factory=dict)  # app key -> clock
     calls: dict[str, list[float]] = field(default_factory=dict)  # app key -> this second's
@@ -147,6 +148,10 @@ class KisRestSim:
             if tr_id != "FHKST03010100":
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
             return self._daily(params, tr_id)
+        if path == "/uapi/domestic-stock/v1/quotations/chk-holiday":
+            if tr_id != "CTCA0903R":
+                return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
+            return self._market_days(params, tr_id)
         if path == "/uapi/domestic-stock/v1/quotations/volume-rank":
             if tr_id != "FHPST01710000":
                 return _error("EGW00205", "tr_id가 유효하지 않습니다.", tr_id, 500)
@@ -175,6 +180,29 @@ class KisRestSim:
         self.calls[key] = recent
         self.stats.calls += 1
         return None
+
+    def _market_days(self, params: Mapping[str, str], tr_id: str) -> Reply:
+        """§9: two weeks of days from BASS_DT, each with its flags (closed on weekends and
+        `holidays`)."""
+        try:
+            base = datetime.strptime(params.get("BASS_DT", ""), "%Y%m%d").date()
+        except ValueError:
+            return _error("OPSQ2001", "BASS_DT 입력값 오류입니다.", tr_id, 500)
+        rows = []
+        for i in range(14):
+            d = base + timedelta(days=i)
+            yn = "N" if d.weekday() >= 5 or d in self.holidays else "Y"
+            rows.append(
+                {
+                    "bass_dt": d.strftime("%Y%m%d"),
+                    "wday_dvsn_cd": f"{(d.isoweekday() % 7) + 1:02d}",  # 01 Sunday
+                    "bzdy_yn": yn,
+                    "tr_day_yn": yn,
+                    "opnd_yn": yn,
+                    "sttl_day_yn": yn,
+                }
+            )
+        return _ok(rows, tr_id)
 
     def _daily(self, params: Mapping[str, str], tr_id: str) -> Reply:
         """§6.3: daily bars from FID_INPUT_DATE_1 to FID_INPUT_DATE_2, newest first, at

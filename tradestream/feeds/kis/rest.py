@@ -36,6 +36,7 @@ import trio
 
 from tradestream.errors import FeedError
 from tradestream.events import KST
+from tradestream.session_calendar import parse_holidays
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ FLUCTUATION_PATH = "/uapi/domestic-stock/v1/ranking/fluctuation"
 FLUCTUATION_TR = "FHPST01700000"
 VOLUME_RANK_PATH = "/uapi/domestic-stock/v1/quotations/volume-rank"
 VOLUME_RANK_TR = "FHPST01710000"
+HOLIDAY_PATH = "/uapi/domestic-stock/v1/quotations/chk-holiday"
+HOLIDAY_TR = "CTCA0903R"  # real accounts only; the broker asks for about one call a day
 DAILY_PATH = "/uapi/domestic-stock/v1/quotations/inquire-daily-itemchartprice"
 DAILY_TR = "FHKST03010100"
 DAILY_PER_CALL = 100
@@ -552,6 +555,18 @@ class KisRest:
                 break
             end = min(out) - timedelta(days=1)
         return [out[d] for d in sorted(out)]
+
+    async def market_days(self, base: date) -> dict[date, bool]:
+        """§9: the stock market open or not (`opnd_yn`) for the days the broker returns from
+        `base` on (session_calendar.parse_holidays). One call: the broker asks for about one a
+        day, so the caller caches the answer."""
+        body, _ = await self.get(
+            HOLIDAY_PATH,
+            HOLIDAY_TR,
+            {"BASS_DT": base.strftime("%Y%m%d"), "CTX_AREA_FK": "", "CTX_AREA_NK": ""},
+        )
+        rows = body.get("output") or []
+        return parse_holidays(rows if isinstance(rows, list) else [rows])
 
     async def bars_today(self, code: str, first: datetime, last: datetime) -> list[Bar]:
         """Today's one-minute bars of `code` from `first` to `last` (KST minutes, both

@@ -178,6 +178,20 @@ class Calendar:
         return when + timedelta(days=1)
 
 
+def session_data(cal: Calendar, when: datetime) -> dict[str, object]:
+    """What `market:session` says at `when`."""
+    d = when.astimezone(KST).date()
+    sd = cal.special_day(d)
+    return {
+        "krx": cal.krx_phase(when).value,
+        "nxt": cal.nxt_phase(when).value,
+        "trading_day": cal.is_trading_day(d),
+        "special": sd.note if sd is not None else "",
+        "at": when.astimezone(KST).isoformat(timespec="seconds"),
+        "next_change": cal.next_change(when).isoformat(timespec="seconds"),
+    }
+
+
 def _at(d: date, seconds: int) -> datetime:
     return datetime.combine(d, time(0), KST) + timedelta(seconds=seconds)
 

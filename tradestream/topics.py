@@ -6,7 +6,8 @@ validates what a client subscribes to, with the per-subscription cadence suffix.
 A client subscribes to a topic string. Valid topics (README, "Topics"):
 
     price:{code}  orderbook:{code}  news  news:{code}  order:*  order:{id}  strategy:{id}
-    signal:vcp  signal:daytrading  market-gate  market:kospi  market:kosdaq  alert  alert:{code}
+    signal:vcp  signal:daytrading  market-gate  market:kospi  market:kosdaq  market:session
+    alert  alert:{code}
 
 Conflatable topics (prices, order books, index and gate state) accept a cadence suffix,
 ``price:005930@1s`` or ``@250ms``: that subscription gets at most one update per period, the
@@ -33,6 +34,7 @@ PRIVATE = frozenset({"order"})
 SIGNAL_KINDS = frozenset({"vcp", "daytrading"})
 INDEXES = frozenset({"kospi", "kosdaq"})
 MARKET_GATE = "market-gate"
+MARKET_SESSION = "market:session"  # the trading day's phase on KRX and NXT
 ALERTS = "alert"  # every alert
 NEWS = "news"  # every headline
 ADMIN_ORDERS = "orders-all"  # hub key of every account's orders (admin only)
@@ -100,9 +102,10 @@ def parse_topic(topic: str) -> Topic:
                 + ", ".join(f"signal:{k}" for k in sorted(SIGNAL_KINDS)),
             )
     elif kind == "market":
-        if arg not in INDEXES:
+        if arg not in INDEXES and arg != "session":
             raise ProtocolError(
-                "invalid_topic", f"{topic!r}: expected market:kospi or market:kosdaq"
+                "invalid_topic",
+                f"{topic!r}: expected market:kospi, market:kosdaq or market:session",
             )
     elif kind == "market-gate":
         if colon:

@@ -297,6 +297,11 @@ def index_update(index: str, data: dict[str, object]) -> str:
     return encode({"type": "index_update", "index": index, "data": data})
 
 
+def market_session(data: dict[str, object]) -> str:
+    """The trading day's phase (session_calendar.py), on `market:session`."""
+    return encode({"type": "market_session", "data": data})
+
+
 def alert(code: str, data: dict[str, object]) -> str:
     return encode({"type": "alert", "symbol": code, "data": data})
 
@@ -427,6 +432,10 @@ class MarketGateUpdate(msgspec.Struct, tag="market_gate_update", tag_field="type
     data: dict[str, Any]
 
 
+class MarketSession(msgspec.Struct, tag="market_session", tag_field="type"):
+    data: dict[str, Any]
+
+
 class IndexUpdate(msgspec.Struct, tag="index_update", tag_field="type"):
     index: str
     data: dict[str, Any]
@@ -498,6 +507,7 @@ ServerMessage = (
     | StrategySignal
     | SignalUpdate
     | MarketGateUpdate
+    | MarketSession
     | IndexUpdate
     | AlertMessage
     | Connected

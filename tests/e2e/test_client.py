@@ -21,6 +21,7 @@ from tests.e2e.test_service import TIMEOUT_S, service
 from tradestream import wire
 from tradestream.client import Client, ConnectionRefused
 from tradestream.gateway.auth import Authenticator
+from tradestream.session_calendar import Phase
 from tradestream.wire import CLOSE_HEARTBEAT
 
 SECRET = "client-test-secret-client-test-secret"
@@ -50,8 +51,9 @@ async def test_typed_messages_requests_and_batch_frames(tmp_path: Path) -> None:
             producer = tok(running, "bot", role="producer")
             for batch in (False, True):
                 async with Client(running.ws_url, tok(running, "alice"), batch=batch) as c:
-                    await c.subscribe("price:005930", "signal:vcp")
+                    await c.subscribe("price:005930", "signal:vcp", "market:session")
                     sub = await next_of(c, wire.Subscribed, topic="signal:vcp")
+                    session = await next_of(c, wire.MarketSession)  # the current phase
                     price = await next_of(c, wire.PriceUpdate)
                     await post_signal(running.url, producer, 1)
                     sig = await next_of(c, wire.SignalUpdate)
@@ -63,6 +65,8 @@ async def test_typed_messages_requests_and_batch_frames(tmp_path: Path) -> None:
                     except Exception as exc:  # noqa: BLE001  (its type and code are asserted)
                         refused = f"{type(exc).__name__}:{getattr(exc, 'code', '')}"
                 assert sub.epoch and sub.recovered is None
+                assert session.data["krx"] in {p.value for p in Phase}
+                assert session.data["next_change"] > session.data["at"]
                 assert price.symbol == "005930" and price.data.price > 0
                 assert sig.data.signals[0]["n"] == 1 and sig.offset > sub.offset - 1
                 assert sig.epoch == sub.epoch

@@ -40,6 +40,7 @@ def encoded() -> list[tuple[str, type]]:
         (wire.signal_update("vcp", [{"symbol": "005930"}], wire.now_iso()), wire.SignalUpdate),
         (wire.market_gate_update({"level": "green"}), wire.MarketGateUpdate),
         (wire.index_update(index.index, {"value": index.value}), wire.IndexUpdate),
+        (wire.market_session({"krx": "regular", "nxt": "main"}), wire.MarketSession),
         (wire.alert(alert.code, alert_data(alert)), wire.AlertMessage),
         (wire.connected(7, "u"), wire.Connected),
         (wire.subscribed("price:005930"), wire.Subscribed),

@@ -56,6 +56,7 @@ from tradestream.pipeline.backfill import Backfiller
 from tradestream.pipeline.detection import TickDetectors
 from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmitter, revoke_slot
 from tradestream.pipeline.routing import StrategyStage, run_routing
+from tradestream.pipeline.session import calendar_from_broker, run_session_clock
 from tradestream.pipeline.side import SideEvents, run_forwarder
 from tradestream.pipeline.stages import MarketState, RouterStats
 from tradestream.roles.daily import DailyStats, run_daily_bars
@@ -450,6 +451,13 @@ async def _run_tree(
                                 )
                             )
                         await intake.start(p.scanner.run, k.scanner_every_s)
+                        real = rest if rest is not None and not k.paper else None
+                        cal = await calendar_from_broker(
+                            real.market_days if real is not None else None,
+                            k.market_holidays,
+                            datetime.now(KST).date(),
+                        )
+                        await intake.start(run_session_clock, cal, hub, p.state)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())
                         if rest is not None and k.daily_bars:

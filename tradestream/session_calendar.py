@@ -52,6 +52,7 @@ class Phase(StrEnum):
 #: phases in which a trade prints from continuous matching (an auction's single print is not a
 #: move: the sudden-move detector and the scanners should not read it as one)
 CONTINUOUS = frozenset({Phase.REGULAR, Phase.MAIN, Phase.PRE_MARKET, Phase.AFTER_MARKET})
+AUCTIONS = frozenset({Phase.OPENING_AUCTION, Phase.CLOSING_AUCTION})
 
 
 def _t(hhmm: str) -> int:
@@ -162,6 +163,13 @@ class Calendar:
 
     def nxt_phase(self, when: datetime) -> Phase:
         return _phase(self.nxt_windows(when.astimezone(KST).date()), when)
+
+    def auction_print(self, when: datetime, grace_s: float = 2.0) -> bool:
+        """A trade at `when` is an auction's single print: KRX was in its opening or closing
+        auction `grace_s` before and is not now (the print carries the auction's end time,
+        to the second). A move it completes is not a sudden move."""
+        before = self.krx_phase(when - timedelta(seconds=grace_s))
+        return before in AUCTIONS and self.krx_phase(when) not in AUCTIONS
 
     def next_change(self, when: datetime) -> datetime:
         """The next moment either venue's phase changes (for a timer)."""

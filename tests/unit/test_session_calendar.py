@@ -103,3 +103,39 @@ def test_the_brokers_holiday_rows() -> None:
     cal = Calendar.from_broker(opened, extra_holidays=[date(2025, 1, 3)])
     assert cal.holidays == frozenset({date(2025, 1, 1), date(2025, 1, 3)})
     assert cal.krx_phase(at(date(2025, 1, 2), "10:00")) is Phase.REGULAR  # the first day
+
+
+def test_an_auctions_single_print_is_known_as_one() -> None:
+    cal = Calendar()
+    assert cal.auction_print(at(THU, "15:30:00")) and cal.auction_print(at(THU, "15:30:01"))
+    assert cal.auction_print(at(THU, "09:00:00"))
+    assert not cal.auction_print(at(THU, "15:19:59"))  # continuous trading
+    assert not cal.auction_print(at(THU, "09:00:05"))
+    assert not cal.auction_print(at(date(2026, 12, 5), "15:30:00"))  # a Saturday
+
+
+def test_a_move_completed_by_an_auction_print_raises_no_alert() -> None:
+    from msgspec.structs import replace
+
+    from tests.store.test_writer import events
+    from tradestream.detect.movers import MoverScanner
+    from tradestream.detect.sudden import SuddenMoveDetector
+    from tradestream.events import Tick
+    from tradestream.pipeline.detection import TickDetectors
+
+    base = next(e for e in events() if isinstance(e, Tick))
+
+    def run(auction_aware: bool) -> tuple[list[object], int]:
+        det = TickDetectors(SuddenMoveDetector(window_s=60, threshold=0.05), MoverScanner())
+        if auction_aware:
+            det.auction_print = Calendar().auction_print
+        ns = 1_000_000_000
+        out = [
+            det(replace(base, price=70_000, trade_time=at(THU, "15:19:50"), received_ns=ns)),
+            # the closing auction's single print, 6 % up, 40 s later by the clock
+            det(replace(base, price=74_200, trade_time=at(THU, "15:30:00"), received_ns=41 * ns)),
+        ]
+        return [a for a in out if a is not None], det.auction_skipped
+
+    assert run(auction_aware=False)[0]  # the detector alone takes it for a move
+    assert run(auction_aware=True) == ([], 1)

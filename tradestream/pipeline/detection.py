@@ -5,6 +5,7 @@ and stores like any event, and hands to `on_alert` (the Redis edge) too. Pure: n
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from tradestream.detect.movers import MoverScanner
 from tradestream.detect.sudden import SuddenMoveDetector
@@ -24,12 +25,19 @@ class TickDetectors:
         self.detector = detector
         self.movers = movers
         self._on_alert = on_alert
+        # set once the session calendar is known (session_calendar.Calendar.auction_print):
+        # a move an auction's single print completes raises no alert
+        self.auction_print: Callable[[datetime], bool] | None = None
+        self.auction_skipped = 0
 
     def __call__(self, t: Tick) -> Event | None:
         ts = t.received_ns / 1e9
         self.movers.observe(t.code, ts, t.price, t.trade_volume)
         move = self.detector.update(t.code, ts, t.price)
         if move is None:
+            return None
+        if self.auction_print is not None and self.auction_print(t.trade_time):
+            self.auction_skipped += 1
             return None
         alert = alert_from(move, t)
         if self._on_alert is not None:

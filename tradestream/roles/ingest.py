@@ -457,6 +457,7 @@ async def _run_tree(
                             k.market_holidays,
                             datetime.now(KST).date(),
                         )
+                        p.detectors.auction_print = cal.auction_print
                         await intake.start(run_session_clock, cal, hub, p.state)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())

@@ -112,6 +112,8 @@ class KisSettings:
     market_movers_min_pct: float = 5.0
     slot_stale_s: float = 120.0  # a slot without data this long (market open) is re-registered
     market_holidays: tuple[date, ...] = ()  # KRX closed all day (weekends always are)
+    # KRX's sessions moved on a day: (day, open delay, close delay) in minutes
+    market_special_days: tuple[tuple[date, int, int], ...] = ()
     # a positions document (accounts.parse_positions) overriding the balance inquiry
     positions_url: str = ""
     positions_every_s: float = 60.0  # 0: never reconcile
@@ -310,6 +312,25 @@ def _positions(raw: str, name: str) -> tuple[tuple[str, int, float], ...]:
     return tuple(out)
 
 
+def _special_days(raw: str) -> tuple[tuple[date, int, int], ...]:
+    """``2026-11-19=60/60,2027-01-04=60/0``: the day, then by how many minutes KRX's open
+    and close move (session_calendar.SpecialDay)."""
+    out = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        try:
+            day, _, delays = item.partition("=")
+            open_min, _, close_min = delays.partition("/")
+            out.append((date.fromisoformat(day.strip()), int(open_min), int(close_min)))
+        except ValueError:
+            raise ConfigError(
+                f"TRADESTREAM_MARKET_SPECIAL_DAYS: expected YYYY-MM-DD=open/close minutes, "
+                f"got {item!r}"
+            ) from None
+    return tuple(sorted(out))
+
+
 def _dates(raw: str, name: str) -> tuple[date, ...]:
     try:
         return tuple(sorted({date.fromisoformat(d.strip()) for d in raw.split(",") if d.strip()}))
@@ -482,6 +503,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         market_movers_every_s=_num(env, "MARKET_MOVERS_EVERY_S", k.market_movers_every_s),
         market_movers_min_pct=_num(env, "MARKET_MOVERS_MIN_PCT", k.market_movers_min_pct),
         market_holidays=_dates(_get(env, "MARKET_HOLIDAYS") or "", "MARKET_HOLIDAYS"),
+        market_special_days=_special_days(_get(env, "MARKET_SPECIAL_DAYS") or ""),
         positions_url=_get(env, "POSITIONS_URL") or "",
         positions_every_s=_num(env, "POSITIONS_EVERY_S", k.positions_every_s),
         account=_account(_get(env, "KIS_ACCOUNT") or ""),

@@ -63,6 +63,7 @@ from tradestream.roles.daily import DailyStats, run_daily_bars
 from tradestream.roles.scans import run_scheduled_scans
 from tradestream.roles.sources import KisBalancePositions
 from tradestream.roles.stocks import run_stock_master
+from tradestream.session_calendar import SpecialDay
 from tradestream.slots.driver import SlotDriver
 from tradestream.slots.market_movers import Find, MoverStats, run_market_movers
 from tradestream.slots.picks import pick_keys
@@ -456,6 +457,11 @@ async def _run_tree(
                             real.market_days if real is not None else None,
                             k.market_holidays,
                             datetime.now(KST).date(),
+                            engine=engine,
+                            special={
+                                d: SpecialDay(o, c, "configured")
+                                for d, o, c in k.market_special_days
+                            },  # fmt: skip
                         )
                         p.detectors.auction_print = cal.auction_print
                         await intake.start(run_session_clock, cal, hub, p.state)

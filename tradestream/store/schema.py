@@ -306,3 +306,12 @@ ingest_leases = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# The broker's market calendar (kis-rest.md §9, chk-holiday), cached: asked at most once a day.
+market_days = sa.Table(
+    "market_days",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("is_open", sa.Boolean, nullable=False),
+    sa.Column("fetched_on", sa.Date, nullable=False),
+)

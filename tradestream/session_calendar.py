@@ -164,6 +164,18 @@ class Calendar:
     def nxt_phase(self, when: datetime) -> Phase:
         return _phase(self.nxt_windows(when.astimezone(KST).date()), when)
 
+    def venue_open(self, venue: str, when: datetime, *, book: bool = False) -> bool:
+        """Whether a venue's real-time data flows at `when` (a silent stream then is stale):
+        KRX trades in the regular session, its order books also through the closing auction
+        (they carry the expected price); NXT in its three sessions; "UN" (KRX+NXT unified)
+        when either does."""
+        krx = self.krx_phase(when)
+        krx_open = krx is Phase.REGULAR or (book and krx is Phase.CLOSING_AUCTION)
+        if venue == "KRX":
+            return krx_open
+        nxt_open = self.nxt_phase(when) in (Phase.PRE_MARKET, Phase.MAIN, Phase.AFTER_MARKET)
+        return nxt_open if venue == "NXT" else nxt_open or krx_open
+
     def auction_print(self, when: datetime, grace_s: float = 2.0) -> bool:
         """A trade at `when` is an auction's single print: KRX was in its opening or closing
         auction `grace_s` before and is not now (the print carries the auction's end time,

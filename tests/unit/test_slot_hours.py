@@ -76,3 +76,42 @@ def test_venues() -> None:
         "UN",
         "KRX",
     ]
+
+
+def test_the_session_calendar_keeps_these_hours_and_moves_them_on_special_days() -> None:
+    """The slots' market hours now come from session_calendar.py: on a normal day they are
+    these tables', minute by minute (mid-minute: NXT's main session starts at 09:00:30), for
+    every venue, trades and books; a late open moves KRX's and a holiday closes all."""
+    from datetime import timedelta
+
+    from tradestream.session_calendar import Calendar, SpecialDay
+    from tradestream.slots.hours import BOOK_TRS
+
+    cal = Calendar()
+    trs = ["H0STCNT0", "H0STASP0", "H0NXCNT0", "H0NXASP0", "H0UNCNT0", "H0UNASP0", "H0UPCNT0"]
+    start = datetime(MONDAY.year, MONDAY.month, MONDAY.day, 0, 0, 30, tzinfo=KST)
+    for minute in range(24 * 60):
+        when = start + timedelta(minutes=minute)
+        for tr in trs:
+            expected = market_open(tr, when)
+            got = cal.venue_open(venue_of(tr), when, book=tr in BOOK_TRS)
+            assert got == expected, (tr, when.time())
+    late = Calendar(special={MONDAY: SpecialDay(60, 60, "exam")})
+    assert not late.venue_open("KRX", at("0930")) and late.venue_open("KRX", at("1600"))
+    assert late.venue_open("NXT", at("0930"))  # NXT keeps its hours
+    closed = Calendar(holidays=frozenset({MONDAY}))
+    assert not any(closed.venue_open(v, at("1000")) for v in ("KRX", "NXT", "UN"))
+
+
+def test_the_slots_market_hours_follow_a_replaced_calendar() -> None:
+    from tradestream.session_calendar import Calendar
+    from tradestream.slots.setup import MarketHours
+
+    today = datetime.now(KST).date()
+    hours = MarketHours(Calendar(holidays=frozenset({today})))
+    assert hours("H0STCNT0") is False and hours("H0NXCNT0") is False  # a holiday: all day
+    hours.always_open = True  # the simulator
+    assert hours("H0STCNT0") is True
+    hours.always_open = False
+    hours.calendar = Calendar()  # the broker's, once known
+    assert hours("H0STCNT0") == market_open("H0STCNT0", datetime.now(KST))

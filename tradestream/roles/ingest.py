@@ -63,13 +63,13 @@ from tradestream.roles.daily import DailyStats, run_daily_bars
 from tradestream.roles.scans import run_scheduled_scans
 from tradestream.roles.sources import KisBalancePositions
 from tradestream.roles.stocks import run_stock_master
-from tradestream.session_calendar import SpecialDay
+from tradestream.session_calendar import Calendar, SpecialDay
 from tradestream.slots.driver import SlotDriver
 from tradestream.slots.market_movers import Find, MoverStats, run_market_movers
 from tradestream.slots.picks import pick_keys
 from tradestream.slots.scanner import ScannerSlots
 from tradestream.slots.schedule import run_scheduled_picks
-from tradestream.slots.setup import build_slot_driver
+from tradestream.slots.setup import MarketHours, build_slot_driver
 from tradestream.store import migrate, reads
 from tradestream.store.flusher import FlusherStats, FlushPolicy, ThreadedSink, run_flusher
 from tradestream.store.journal import Journal
@@ -136,6 +136,7 @@ class _Parts:
     alerts_out: AlertsOut | None
     always_open: bool = False  # the simulator: its market never closes
     backfill: Backfiller | None = None  # set once the REST client exists (live intake)
+    hours: MarketHours | None = None  # the slots' market hours (its calendar replaced later)
 
     def holdings_changed(self, _: object = None) -> None:
         """The account book's positions are the slots' HOLDING claims."""
@@ -261,12 +262,15 @@ def _assemble(
     if replay is not None:
         # nothing registers upstream, but the driver still answers the gateway's demand
         slotted = [fs for b in BROKERS.values() if b.slotted for fs in b.sessions(s)]
+    market_hours = MarketHours(
+        Calendar(holidays=frozenset(s.kis.market_holidays)), always_open=always_open
+    )  # the broker's calendar replaces it once known (_run_tree)
     slots = build_slot_driver(
         s,
         slotted,
         on_audit=side.put,
-        always_open=always_open,
         on_dropped=lambda r: revoke_slot(hub, r.tr_id, r.code, r.reason),
+        hours_=market_hours,
     )
     movers = MoverScanner()
     alerts_out = AlertsOut(d.redis_alert_channel, redis_out) if d.redis_url else None
@@ -291,6 +295,7 @@ def _assemble(
         progress=RouterProgress(events_out),
         alerts_out=alerts_out,
         always_open=always_open,
+        hours=market_hours,
     )
     if state.accounts.held_codes():  # today's notices, replayed from the store
         parts.holdings_changed()
@@ -464,6 +469,8 @@ async def _run_tree(
                             },  # fmt: skip
                         )
                         p.detectors.auction_print = cal.auction_print
+                        if p.hours is not None:  # stale slots by the broker's calendar too
+                            p.hours.calendar = cal
                         await intake.start(run_session_clock, cal, hub, p.state)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())

@@ -20,12 +20,29 @@ from tradestream.events import KST, SlotAudit
 from tradestream.feeds.broker import FeedSession
 from tradestream.feeds.kis.adapter import KisAdapter
 from tradestream.feeds.registry import streamed_codes
+from tradestream.session_calendar import Calendar
 from tradestream.slots import hours
 from tradestream.slots.driver import SlotDriver, SlotSession
 from tradestream.slots.policy import Rejection, SlotManager, usable_capacity
 from tradestream.slots.views import audit_event
 
 log = logging.getLogger(__name__)
+
+
+class MarketHours:
+    """Whether the venue of a TR streams now, by the session calendar (a silent slot outside
+    its hours is not stale); `calendar` is replaced once the broker's market days are known.
+    `always_open`: the simulator, which trades around the clock."""
+
+    def __init__(self, calendar: Calendar, *, always_open: bool = False) -> None:
+        self.calendar = calendar
+        self.always_open = always_open
+
+    def __call__(self, tr_id: str) -> bool:
+        if self.always_open:
+            return True
+        book = tr_id in hours.BOOK_TRS
+        return self.calendar.venue_open(hours.venue_of(tr_id), datetime.now(KST), book=book)
 
 
 def build_slot_driver(
@@ -35,15 +52,15 @@ def build_slot_driver(
     on_audit: Callable[[SlotAudit], None],
     on_dropped: Callable[[Rejection], None],
     always_open: bool = False,
+    hours_: MarketHours | None = None,
 ) -> SlotDriver:
-    """A driver over `sessions` (KIS adapters), with the configured picks claimed."""
+    """A driver over `sessions` (KIS adapters), with the configured picks claimed. `hours_`:
+    when the market is open (its calendar may be replaced once the broker's is known)."""
     k = s.kis
     capacity = usable_capacity(k.registration_limit, 0, k.slot_margin)
     prices, books = streamed_codes(s, slotted=False)
-    holidays = frozenset(k.market_holidays)
-
-    def market_open(tr_id: str) -> bool:
-        return always_open or hours.market_open(tr_id, datetime.now(KST), holidays)
+    market_open = hours_ or MarketHours(Calendar(holidays=frozenset(k.market_holidays)))
+    market_open.always_open = market_open.always_open or always_open
 
     slot_sessions = []
     for fs in sessions:

@@ -26,7 +26,8 @@ from tradestream.store.market_days import load_market_days, save_market_days
 
 log = logging.getLogger(__name__)
 
-MIN_WAIT_S = 0.05  # the wall clock may lag the timer: never spin on an edge
+MIN_WAIT_S = 0.05
+ASK_TIMEOUT_S = 10.0  # the wall clock may lag the timer: never spin on an edge
 
 
 async def calendar_from_broker(
@@ -46,8 +47,9 @@ async def calendar_from_broker(
         opened, fetched = await trio.to_thread.run_sync(load_market_days, engine)
     if market_days is not None and fetched != today:
         try:
-            answer = await market_days(today)
-        except Exception as exc:  # noqa: BLE001  (the cached or configured calendar serves)
+            with trio.fail_after(ASK_TIMEOUT_S):  # the intake does not wait on a slow broker
+                answer = await market_days(today)
+        except Exception as exc:  # noqa: BLE001  (a timeout too: the cache or config serves)
             log.warning("market days from the broker failed (%r): %s", exc,
                         "the cached ones" if opened else "configured holidays only")  # fmt: skip
         else:

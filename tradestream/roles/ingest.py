@@ -443,20 +443,6 @@ async def _run_tree(
                             await trio.to_thread.run_sync(mark.beat)
                             intake.start_soon(_keep_marked, mark)
                         intake.start_soon(p.slots.run)
-                        if k.picks_source:
-                            kept = _kept_picks(k)
-                            await intake.start(
-                                partial(
-                                    run_scheduled_picks,
-                                    k.picks_source,
-                                    k.picks_at,
-                                    frozenset(k.market_holidays),
-                                    lambda picks: p.slots.set_picks(
-                                        pick_keys(picks, kept, KIS_TRADES, KIS_BOOK)
-                                    ),
-                                )
-                            )
-                        await intake.start(p.scanner.run, k.scanner_every_s)
                         real = rest if rest is not None and not k.paper else None
                         cal = await calendar_from_broker(
                             real.market_days if real is not None else None,
@@ -471,6 +457,20 @@ async def _run_tree(
                         p.detectors.auction_print = cal.auction_print
                         if p.hours is not None:  # stale slots by the broker's calendar too
                             p.hours.calendar = cal
+                        if k.picks_source:
+                            kept = _kept_picks(k)
+                            await intake.start(
+                                partial(
+                                    run_scheduled_picks,
+                                    k.picks_source,
+                                    k.picks_at,
+                                    cal.holidays,  # the broker's too
+                                    lambda picks: p.slots.set_picks(
+                                        pick_keys(picks, kept, KIS_TRADES, KIS_BOOK)
+                                    ),
+                                )
+                            )
+                        await intake.start(p.scanner.run, k.scanner_every_s)
                         await intake.start(run_session_clock, cal, hub, p.state)
                         if p.backfill is not None:
                             await intake.start(p.backfill.run, events_out.clone())

@@ -190,3 +190,42 @@ async def test_market_days_from_the_brokers_holiday_endpoint(
     assert cal.holidays == frozenset({christmas})
     assert cal.krx_phase(datetime(2026, 12, 25, 10, 0, tzinfo=KST)) is Phase.CLOSED
     assert cal.krx_phase(datetime(2026, 12, 24, 10, 0, tzinfo=KST)) is Phase.REGULAR
+
+
+async def test_an_approval_key_is_kept_for_the_next_run(
+    tmp_path: Path, net_clock: trio.testing.MockClock
+) -> None:
+    """The WebSocket approval key (kis.md §2) goes in the token file (0600) beside the access
+    token; the next run of the same app key takes it from there instead of asking the broker;
+    a refused one is asked for again, and a stale one is not used."""
+    import json
+
+    import httpx
+
+    from tradestream.config import KisSettings
+    from tradestream.feeds.kis.adapter import KisAdapter, approval_identity
+
+    tokens = tmp_path / "state" / "kis-tokens.json"
+    cfg = KisSettings(token_file=str(tokens))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            sim = await start_sim(nursery, tmp_path)
+            async with httpx.AsyncClient(base_url=sim.rest_url) as http:
+                first = KisAdapter(cfg, "kis-1")
+                await first.authenticate(http)
+                second = KisAdapter(cfg, "kis-1")  # the next run
+                await second.authenticate(http)
+                asked_once = sim.control.stats.approvals
+                second.forget_credential()  # the broker refused it (OPSP0011)
+                await second.authenticate(http)
+                doc = json.loads(tokens.read_text())
+                doc[approval_identity(cfg.app_key)]["expires_at"] = 0  # a day later
+                tokens.write_text(json.dumps(doc))
+                third = KisAdapter(cfg, "kis-1")
+                await third.authenticate(http)
+            nursery.cancel_scope.cancel()
+    assert (first.approvals_issued, second.approvals_reused, asked_once) == (1, 1, 1)
+    assert second._approval != first._approval and second.approvals_issued == 1
+    assert third.approvals_issued == 1 and sim.control.stats.approvals == 3
+    assert stat.S_IMODE(os.stat(tokens).st_mode) == 0o600
+    assert cfg.app_key not in tokens.read_text()  # the key's hash names it, never the key

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import trio
@@ -13,10 +15,19 @@ from trio_websocket import WebSocketConnection
 from tradestream.config import KisSettings
 from tradestream.errors import CredentialRejected, KeyInUse
 from tradestream.feeds.kis.codec import Ack, AckResult, KisDecoder, PingPong, subscribe_message
+from tradestream.feeds.kis.rest import Token, TokenFile, key_identity
 from tradestream.feeds.session import CONNECTED, DecoderAdapter, FeedStatus, FeedTiming
 from tradestream.upstream import Op
 
 log = logging.getLogger(__name__)
+
+
+APPROVAL_TTL_S = 20 * 3600.0  # reused for less than the day a key lasts (kis.md §2: ≤ 24 h)
+
+
+def approval_identity(app_key: str) -> str:
+    """The approval key's name in the token file (beside the app key's access token)."""
+    return "approval:" + key_identity(app_key)
 
 
 async def request_approval_key(http: httpx.AsyncClient, app_key: str, app_secret: str) -> str:
@@ -71,6 +82,10 @@ class KisAdapter(DecoderAdapter):
         self.app_key = app_key or cfg.app_key
         self.app_secret = app_secret or cfg.app_secret
         self._approval = (cfg.approval_key or None) if not app_key else None
+        self._refused = False
+        self.name = name
+        self.approvals_issued = 0  # asked of the broker
+        self.approvals_reused = 0  # taken from the token file (an earlier run's, still live)
         self._on_ack = on_ack
         self._desired = desired
         self._ops: deque[str] = deque()
@@ -85,8 +100,28 @@ class KisAdapter(DecoderAdapter):
         self._desired = desired
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
-        if self._approval is None:
-            self._approval = await request_approval_key(http, self.app_key, self.app_secret)
+        """The approval key: configured, or kept from an earlier run for this app key (the
+        token file, 0600; kis.md §2: a key lasts a day), or asked for and kept there."""
+        if self._approval is not None:
+            return
+        store = TokenFile(Path(self.cfg.token_file)) if self.cfg.token_file else None
+        ident = approval_identity(self.app_key)
+        now = time.time()
+        if store is not None and not self._refused:
+            kept = await trio.to_thread.run_sync(store.load, ident)
+            if kept is not None and kept.expires_at > now:
+                self._approval = kept.value
+                self.approvals_reused += 1
+                return
+        self._approval = await request_approval_key(http, self.app_key, self.app_secret)
+        self.approvals_issued += 1
+        self._refused = False
+        if store is not None:
+            token = Token(self._approval, now + APPROVAL_TTL_S, now)
+            try:
+                await trio.to_thread.run_sync(store.save, ident, token)
+            except OSError as exc:  # kept in memory all the same
+                log.warning("%s: approval key not kept in %s: %r", self.name, store.path, exc)
 
     def forget_credential(self) -> None:
         if self.cfg.approval_key:
@@ -95,6 +130,7 @@ class KisAdapter(DecoderAdapter):
             )
         else:
             self._approval = None
+            self._refused = True  # a kept key is not used again: a new one is asked for
 
     def registrations(self) -> list[str]:
         assert self._approval is not None

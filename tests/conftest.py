@@ -37,7 +37,13 @@ def make_settings(
         ),
         # market-wide finds off unless a test asks (they take scanner slots at start)
         kis=replace(
-            KisSettings(watchlist=codes[:10], stale_s=5.0, market_movers_every_s=0.0), **kis
+            KisSettings(
+                watchlist=codes[:10],
+                stale_s=5.0,
+                market_movers_every_s=0.0,
+                token_file=str(tmp_path / "state" / "kis-tokens.json"),  # the test's own
+            ),
+            **kis,
         ),
         ls=LsSettings(
             enabled=bool(ls),

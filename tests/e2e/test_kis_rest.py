@@ -219,7 +219,7 @@ async def test_an_approval_key_is_kept_for_the_next_run(
                 second.forget_credential()  # the broker refused it (OPSP0011)
                 await second.authenticate(http)
                 doc = json.loads(tokens.read_text())
-                doc[approval_identity(cfg.app_key)]["expires_at"] = 0  # a day later
+                doc[approval_identity(cfg.app_key, cfg.ws_url)]["expires_at"] = 0  # a day later
                 tokens.write_text(json.dumps(doc))
                 third = KisAdapter(cfg, "kis-1")
                 await third.authenticate(http)
@@ -227,5 +227,8 @@ async def test_an_approval_key_is_kept_for_the_next_run(
     assert (first.approvals_issued, second.approvals_reused, asked_once) == (1, 1, 1)
     assert second._approval != first._approval and second.approvals_issued == 1
     assert third.approvals_issued == 1 and sim.control.stats.approvals == 3
+    shown = second.stats()  # what the status endpoint shows of the session
+    assert (shown["approvals_issued"], shown["approvals_reused"]) == (1, 1)
+    assert second._approval not in json.dumps(shown)
     assert stat.S_IMODE(os.stat(tokens).st_mode) == 0o600
     assert cfg.app_key not in tokens.read_text()  # the key's hash names it, never the key

@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 APPROVAL_TTL_S = 20 * 3600.0  # reused for less than the day a key lasts (kis.md §2: ≤ 24 h)
 
 
-def approval_identity(app_key: str) -> str:
-    """The approval key's name in the token file (beside the app key's access token)."""
-    return "approval:" + key_identity(app_key)
+def approval_identity(app_key: str, ws_url: str = "") -> str:
+    """The approval key's name in the token file (beside the app key's access token): per app
+    key and broker endpoint (a key another server issued is no good here)."""
+    return "approval:" + key_identity(app_key + "@" + ws_url)
 
 
 async def request_approval_key(http: httpx.AsyncClient, app_key: str, app_secret: str) -> str:
@@ -94,6 +95,14 @@ class KisAdapter(DecoderAdapter):
         self._status: FeedStatus | None = None
         self._registered: set[tuple[str, str]] = set()  # asked for on this connection
 
+    def stats(self) -> dict[str, object]:
+        """The decoder's counters and the approval keys' (never a key itself)."""
+        return {
+            **super().stats(),
+            "approvals_issued": self.approvals_issued,
+            "approvals_reused": self.approvals_reused,
+        }
+
     def follow(self, desired: Callable[[], list[tuple[str, str]]]) -> None:
         """Register what `desired()` returns at each connect (the slot driver's choice for
         this session) instead of the settings' fixed list."""
@@ -105,7 +114,7 @@ class KisAdapter(DecoderAdapter):
         if self._approval is not None:
             return
         store = TokenFile(Path(self.cfg.token_file)) if self.cfg.token_file else None
-        ident = approval_identity(self.app_key)
+        ident = approval_identity(self.app_key, self.ws_url)
         now = time.time()
         if store is not None and not self._refused:
             kept = await trio.to_thread.run_sync(store.load, ident)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, time
 
@@ -156,6 +156,35 @@ class KisSettings:
 
 
 @dataclass(frozen=True)
+class KiwoomSettings:
+    """Kiwoom's REST API (kiwoom.md): a second price source pooled with KIS in the slot
+    manager. Its sessions carry trades and order books for the codes it is preferred for,
+    and take over KIS's when a KIS session is lost (and the other way round)."""
+
+    enabled: bool = False
+    ws_url: str = ""  # empty: the built-in simulator's
+    rest_url: str = ""
+    app_key: str = "sim-kiwoom-appkey"
+    app_secret: str = "sim-kiwoom-secret"
+    # registrations (item x type) per session: Kiwoom documents no limit (kiwoom.md §9); the
+    # third-party clients keep to 100
+    registration_limit: int = 100
+    # codes whose trades and books come from Kiwoom while it is up ("*": every code); the
+    # others prefer KIS, and either broker takes the other's codes when it is lost
+    preferred: tuple[str, ...] = ()
+    stale_s: float = 60.0  # Kiwoom PINGs (kiwoom.md §7): a silence this long is a lost session
+    # with two brokers pooled, a session down this long is lost: its codes fail over to the
+    # other broker (KIS's lost_after_s applies when KIS sessions only share the load)
+    failover_after_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 0.25
+    backoff_cap_s: float = 1.0
+
+    def prefers(self, code: str) -> bool:
+        return self.enabled and ("*" in self.preferred or code in self.preferred)
+
+
+@dataclass(frozen=True)
 class LsSettings:
     enabled: bool = True
     ws_url: str = ""  # empty: the built-in simulator's
@@ -225,6 +254,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     kis: KisSettings = field(default_factory=KisSettings)
     ls: LsSettings = field(default_factory=LsSettings)
+    kiwoom: KiwoomSettings = field(default_factory=KiwoomSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     detect: DetectSettings = field(default_factory=DetectSettings)
@@ -417,6 +447,41 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return (_get(env, name) or "0").lower() in ("1", "true", "yes")
 
 
+def _kiwoom(env: Mapping[str, str], sim: SimSettings, watchlist: Sequence[str]) -> KiwoomSettings:
+    """Kiwoom: on with its URLs, or on the simulator unless TRADESTREAM_KIWOOM_DISABLED; there
+    it is preferred for every second code of the watchlist unless told otherwise, so that the
+    simulated run streams through both brokers."""
+    ws, rest = _get(env, "KIWOOM_WS_URL"), _get(env, "KIWOOM_REST_URL")
+    if (ws is None) != (rest is None):
+        raise ConfigError(
+            "set both TRADESTREAM_KIWOOM_WS_URL and TRADESTREAM_KIWOOM_REST_URL, or neither"
+        )
+    enabled = ws is not None or sim.enabled and not _flag(env, "KIWOOM_DISABLED")
+    raw = _get(env, "KIWOOM_PREFERRED")
+    if raw is None:
+        preferred = tuple(watchlist[1::2]) if ws is None else ()
+    else:
+        preferred = tuple(c.strip() for c in raw.split(",") if c.strip())
+    bad = [c for c in preferred if c != "*" and not (len(c) == 6 and c.isalnum())]
+    if bad:
+        raise ConfigError(f"TRADESTREAM_KIWOOM_PREFERRED: not stock codes: {', '.join(bad)}")
+    d = KiwoomSettings
+    limit = int(_num(env, "KIWOOM_REGISTRATION_LIMIT", d.registration_limit, int))
+    if limit < 1:
+        raise ConfigError("TRADESTREAM_KIWOOM_REGISTRATION_LIMIT must be at least 1")
+    return KiwoomSettings(
+        enabled=enabled,
+        ws_url=ws or "",
+        rest_url=rest or "",
+        app_key=_get(env, "KIWOOM_APP_KEY") or d.app_key,
+        app_secret=_get(env, "KIWOOM_APP_SECRET") or d.app_secret,
+        registration_limit=limit,
+        preferred=preferred,
+        stale_s=_num(env, "KIWOOM_STALE_S", d.stale_s) or d.stale_s,
+        failover_after_s=_num(env, "FAILOVER_AFTER_S", d.failover_after_s) or d.failover_after_s,
+    )
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from TRADESTREAM_* variables (see README, Configuration)."""
     env = os.environ if env is None else env
@@ -533,6 +598,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         media_file=_get(env, "LS_MEDIA_FILE") or "",
         stale_s=_num(env, "LS_STALE_S", 30.0 if ls_ws is None else LsSettings.stale_s),
     )
+    kiwoom = _kiwoom(env, sim, kis.watchlist)
     secret = _get(env, "JWT_SECRET")
     if secret is not None and len(secret.encode()) < 32:
         raise ConfigError("TRADESTREAM_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
@@ -614,6 +680,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         store=store,
         kis=kis,
         ls=ls,
+        kiwoom=kiwoom,
         sim=sim,
         detect=detect,
         role=role,

@@ -160,6 +160,9 @@ class FeedGap(msgspec.Struct, frozen=True, gc=False, tag=True):
     start: datetime
     end: datetime
     reason: str
+    # the codes the gap concerns when not all of the session's (a failover: the codes that
+    # moved to another session); empty: every code the session carries
+    codes: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:

@@ -372,6 +372,7 @@ def feed_gap(g: FeedGap) -> str:
             "start": g.start.isoformat(),
             "end": g.end.isoformat(),
             "reason": g.reason,
+            "codes": list(g.codes),
         }
     )
 
@@ -495,6 +496,7 @@ class FeedGapMessage(msgspec.Struct, tag="feed_gap", tag_field="type"):
     start: str
     end: str
     reason: str
+    codes: list[str] = []  # a failover's moved codes; empty: the whole session's
 
 
 ServerMessage = (

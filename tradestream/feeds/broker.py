@@ -45,3 +45,7 @@ class Broker:
     use_simulator: Callable[[Settings, str, str], Settings]
     #: the slot manager decides this broker's registrations (KIS: 41 per session)
     slotted: bool = False
+    #: a slotted broker's registrations per session for market data
+    slot_capacity: Callable[[Settings], int] = lambda s: 0
+    #: the (KIS) tr_ids a slotted broker's session can register; None: every one
+    carries: frozenset[str] | None = None

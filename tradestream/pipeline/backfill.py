@@ -144,7 +144,7 @@ class Backfiller:
         if w.last is not None:  # the broker's bar of the gap's last minute must be whole
             ready = w.last + timedelta(seconds=60 + self._settle_s)
             await trio.sleep(max(0.0, (ready - datetime.now(KST)).total_seconds()))
-        codes = self._codes_for(gap.source) if w.first is not None else []
+        codes = (gap.codes or self._codes_for(gap.source)) if w.first is not None else []
         bars, failed = 0, []
         for code in codes:
             assert w.first is not None and w.last is not None

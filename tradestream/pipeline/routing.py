@@ -14,6 +14,7 @@ import trio
 from tradestream.accounts import HoldingChange
 from tradestream.events import Event, Tick
 from tradestream.hub import Hub
+from tradestream.pipeline.canon import TradeCanon
 from tradestream.pipeline.side import SideEvents
 from tradestream.pipeline.stages import MarketState, RouterStats, run_router
 from tradestream.strategies import StrategyHost
@@ -62,6 +63,7 @@ async def run_routing(
     on_tick: Callable[[Tick], Event | None] | None = None,
     observe: Callable[[Event], None] | None = None,
     journal: Callable[[list[Event]], None] | None = None,
+    canon: TradeCanon | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """`run_router` (owns `events_in` and `store_out`), then the strategies' drain, then the
@@ -77,6 +79,7 @@ async def run_routing(
             on_tick=on_tick,
             observe=observe,
             journal=journal,
+            canon=canon,
             task_status=task_status,
         )
     finally:

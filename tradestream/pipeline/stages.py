@@ -28,6 +28,7 @@ from tradestream.events import (
     Tick,
 )
 from tradestream.hub import Hub, Msg
+from tradestream.pipeline.canon import TradeCanon
 
 DRAIN_MAX = 1024  # events taken from the channel per wake-up
 LAG_SAMPLES = 4096  # intake-lag samples kept for the status endpoint
@@ -40,6 +41,8 @@ class RouterStats:
     published: int = 0  # events that had at least one subscriber (and so were encoded)
     by_type: Counter[str] = field(default_factory=Counter)
     by_source: Counter[str] = field(default_factory=Counter)
+    # trades another session had passed on already (pipeline/canon.py), by source
+    duplicates: Counter[str] = field(default_factory=Counter)
     # intake lag: upstream receive (a frame read off its socket) to the router taking the
     # event, for the oldest event of each drained batch; the most recent LAG_SAMPLES
     lag_ns: deque[int] = field(default_factory=lambda: deque(maxlen=LAG_SAMPLES))
@@ -61,6 +64,7 @@ class RouterStats:
             "published": self.published,
             "by_type": dict(self.by_type),
             "by_source": dict(self.by_source),
+            "duplicate_trades": dict(self.duplicates),
             "intake_lag_ms": self.intake_lag_ms(),
         }
 
@@ -159,6 +163,7 @@ async def run_router(
     on_tick: Callable[[Tick], Event | None] | None = None,
     observe: Callable[[Event], None] | None = None,
     journal: Callable[[list[Event]], None] | None = None,
+    canon: TradeCanon | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Send each event to the store, and to the gateway clients that asked for it.
@@ -167,9 +172,12 @@ async def run_router(
     `store_out` so the flusher finishes next. The store edge blocks (lossless); the hub never
     blocks (it conflates or disconnects per client). An event is encoded only if someone
     watches one of its topics, and then once for all of them. `journal` is given the events
-    the router derives (alerts) before they go on.
+    the router derives (alerts) before they go on. `canon`: two brokers may stream a code;
+    a trade already passed on goes nowhere (pipeline/canon.py).
     """
     has = hub.has_subscribers
+    if canon is not None:
+        stats.duplicates = canon.dropped  # counted where they are found
     with events_in, store_out:
         task_status.started()
         while True:
@@ -188,6 +196,10 @@ async def run_router(
             received_ns = getattr(batch[0], "received_ns", 0)  # FeedGap has none
             if received_ns:
                 stats.lag_ns.append(time.time_ns() - received_ns)
+            if canon is not None:
+                kept = [ev for ev in batch if type(ev) is not Tick or canon.accept(ev)]
+                if len(kept) != len(batch):
+                    batch = kept
             derived: list[Event] = []
             for ev in batch:
                 _route(ev, hub, has, state, stats, on_holding)

@@ -53,6 +53,7 @@ from tradestream.feeds.registry import BROKERS
 from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
 from tradestream.hub import Hub
 from tradestream.pipeline.backfill import Backfiller
+from tradestream.pipeline.canon import TradeCanon
 from tradestream.pipeline.detection import TickDetectors
 from tradestream.pipeline.publish import AlertsOut, SignalPublisher, StrategyEmitter, revoke_slot
 from tradestream.pipeline.routing import StrategyStage, run_routing
@@ -137,6 +138,7 @@ class _Parts:
     always_open: bool = False  # the simulator: its market never closes
     backfill: Backfiller | None = None  # set once the REST client exists (live intake)
     hours: MarketHours | None = None  # the slots' market hours (its calendar replaced later)
+    canon: TradeCanon | None = None  # two brokers may stream a code: one trade stream each
 
     def holdings_changed(self, _: object = None) -> None:
         """The account book's positions are the slots' HOLDING claims."""
@@ -296,6 +298,7 @@ def _assemble(
         alerts_out=alerts_out,
         always_open=always_open,
         hours=market_hours,
+        canon=TradeCanon() if len({ss.broker for ss in slots.sessions.values()}) > 1 else None,
     )
     if state.accounts.held_codes():  # today's notices, replayed from the store
         parts.holdings_changed()
@@ -406,6 +409,7 @@ async def _run_tree(
                     on_tick=p.detectors,
                     observe=p.observe,
                     journal=journal.record if journal is not None else None,
+                    canon=p.canon,
                 )
             )
             if recorder is not None and record is not None:
@@ -442,7 +446,7 @@ async def _run_tree(
                         if mark is not None:
                             await trio.to_thread.run_sync(mark.beat)
                             intake.start_soon(_keep_marked, mark)
-                        intake.start_soon(p.slots.run)
+                        intake.start_soon(p.slots.run, events_out.clone())  # failover gaps
                         real = rest if rest is not None and not k.paper else None
                         cal = await calendar_from_broker(
                             real.market_days if real is not None else None,

@@ -32,15 +32,17 @@ What the driver itself does:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import trio
 
 from tradestream.errors import SlotRefused
-from tradestream.events import Event, IndexTick, OrderBook, ProgramTrade, Tick
+from tradestream.events import Event, FeedGap, IndexTick, OrderBook, ProgramTrade, Tick
 from tradestream.feeds.session import FeedStatus
 from tradestream.slots import views
 from tradestream.slots.demand import DemandBook, Key
@@ -96,6 +98,8 @@ class SlotSession:
     capacity: int  # market-data registrations when it does not carry the execution notice
     sink: OpSink
     status: FeedStatus
+    broker: str = "kis"
+    carries: frozenset[str] | None = None  # the tr_ids it can register (None: any)
 
 
 class SlotDriver:
@@ -146,7 +150,9 @@ class SlotDriver:
             "sessions_back": 0,
             "notice_moves": 0,
             "reconciled": 0,
+            "failovers": 0,  # a lost session's codes moved to another broker's sessions
         }
+        self._gaps: list[FeedGap] = []  # failovers, for the pipeline (`run`)
         if self._notice is not None:
             first = self.sessions[self._notice.home]
             if first.capacity < 1:
@@ -288,9 +294,34 @@ class SlotDriver:
             target = survivor(self._seats())
             if target is not None:
                 resize[target] = self.sessions[target].capacity - 1
-        self.apply(self.manager.session_lost(name, now, resize=resize))
+        changes = self.apply(self.manager.session_lost(name, now, resize=resize))
         if target is not None:
             self._move_notice_to(target, f"{name} lost")
+        self._failover(name, changes, down_for)
+
+    def _failover(self, name: str, changes: Changes, down_for: float) -> None:
+        """A lost session's codes that went to another broker's sessions: one feed gap names
+        the switch (`source` the lost session, from its last frame to now, `codes` those that
+        moved), so clients know, and the backfill fills those codes' minutes."""
+        broker = self.sessions[name].broker
+        moved: dict[str, list[str]] = {}
+        for a in changes.audit:
+            if a.action == "move" and a.session is not None and a.session != name:
+                if self.sessions[a.session].broker != broker:
+                    moved.setdefault(a.session, []).append(a.code)
+        if not moved:
+            return
+        self.stats["failovers"] += 1
+        end = datetime.now(UTC)
+        last = self.sessions[name].status.last_frame_ns
+        start = (
+            datetime.fromtimestamp(last / 1e9, UTC) if last else end - timedelta(seconds=down_for)
+        )
+        codes = tuple(sorted({c for cs in moved.values() for c in cs}))
+        where = ", ".join(f"{len(set(cs))} codes moved to {to}" for to, cs in moved.items())
+        reason = f"failover: {name} lost (down {down_for:.0f}s); {where}"
+        log.warning("%s", reason)
+        self._gaps.append(FeedGap(name, start, end, reason, codes))
 
     def _back(self, name: str, now: float) -> None:
         """`name` (no longer lost to `Liveness`) gets its capacity again, less the notice
@@ -321,6 +352,7 @@ class SlotDriver:
         """Every session as the notice's choice of carrier sees it, in order."""
         usage = self.manager.usage()  # lost sessions are not in it
         live = self._liveness
+        tr = self._notice.key[0] if self._notice is not None else ""
         return [
             Seat(
                 name,
@@ -330,6 +362,7 @@ class SlotDriver:
                 usage[name].free if name in usage else 0,
             )
             for name, s in self.sessions.items()
+            if s.carries is None or tr in s.carries  # another broker's cannot carry it
         ]
 
     def _follow_notice(self, now: float) -> None:
@@ -385,11 +418,28 @@ class SlotDriver:
         self.stats["reconciled"] += sent
         return sent
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            await trio.sleep(TICK_S)
-            self.step()
+    async def run(
+        self,
+        gaps_out: trio.MemorySendChannel[Event] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Step once a second until cancelled; failover gaps go to `gaps_out` (the pipeline's
+        intake: a blocking edge, one gap per lost session at most), which it owns."""
+        with gaps_out if gaps_out is not None else contextlib.nullcontext():
+            task_status.started()
+            while True:
+                await trio.sleep(TICK_S)
+                self.step()
+                gaps, self._gaps = self._gaps, []
+                if gaps_out is not None:
+                    for gap in gaps:
+                        await gaps_out.send(gap)
+
+    def take_gaps(self) -> list[FeedGap]:
+        """The failover gaps since the last call (for a caller that steps the driver itself)."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
 
     # -- introspection -------------------------------------------------------------------------
     def registrations(self, session: str) -> list[Key]:

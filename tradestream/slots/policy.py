@@ -212,7 +212,8 @@ class SlotManager:
     key; its priority is the best of them. Keys with claims but no slot are pending. After
     every call this invariant holds: if a key is pending at priority p, every session is full
     and no slot has a priority worse than p. Hence nothing waits that could be granted, and no
-    slot is ever taken by an equal or lower priority.
+    slot is ever taken by an equal or lower priority. With sessions that carry only some
+    tr_ids (`carries`), "every session" reads "every session that can carry the key".
 
     The set-based calls own their priority: `set_picks` replaces every PICK claim,
     `set_scanner` every SCANNER claim and `set_positions` every HOLDING claim, including any
@@ -226,9 +227,20 @@ class SlotManager:
         stale_s: float = STALE_S,
         holding_tr_ids: Sequence[str] = DEFAULT_TR_IDS,
         audit_max: int = AUDIT_MAX,
+        carries: Mapping[str, frozenset[str]] | None = None,
+        brokers: Mapping[str, str] | None = None,
+        prefer: Callable[[str], str | None] | None = None,
     ) -> None:
+        """`carries`: the tr_ids a session can register, for sessions that cannot take every
+        key (a second broker: trades and books, no index or notice); others take any key.
+        `brokers`: each session's broker (by default, one broker for all), and `prefer`: the
+        broker preferred for a code (None: no preference). A key goes to an up session of its
+        preferred broker when one has room, else wherever there is the most room."""
         if scanner_dwell_s < 0 or stale_s <= 0 or audit_max < 0:
             raise ValueError("scanner_dwell_s >= 0, stale_s > 0 and audit_max >= 0 required")
+        self._carries: dict[str, frozenset[str]] = dict(carries or {})  # kept while lost
+        self._broker: dict[str, str] = dict(brokers or {})
+        self._prefer = prefer
         self.scanner_dwell_s = scanner_dwell_s
         self.stale_s = stale_s
         self._holding_default = _tr_ids(holding_tr_ids)
@@ -357,6 +369,8 @@ class SlotManager:
         call.dirty = True
         for other, cap in (resize or {}).items():
             self._resize(call, other, cap)
+        self._settle(call)
+        self._come_home(call, name)
         return self._finish(call)
 
     def session_lost(
@@ -549,6 +563,40 @@ class SlotManager:
             call.moved_from[victim] = f"from {name} (capacity now {capacity})"
             self._unseat(call, victim, f"capacity of {name} reduced")
 
+    def _carriers(self, tr_id: str) -> frozenset[str]:
+        """The sessions (lost ones aside) that can register `tr_id`."""
+        return frozenset(
+            name
+            for name in self._capacity
+            if name not in self._carries or tr_id in self._carries[name]
+        )
+
+    def _come_home(self, call: _Call, name: str) -> None:
+        """Slots on other brokers' sessions whose code prefers `name`'s broker move back to
+        it while it has room (after a failover, the preferred broker is back)."""
+        broker = self._broker.get(name)
+        if self._prefer is None or broker is None:
+            return
+        room = self._capacity[name] - len(self._by_session[name])
+        for key in sorted(self._slots, key=self._grant_order):
+            if room <= 0:
+                break
+            slot = self._slots[key]
+            if (
+                self._broker.get(slot.session) == broker
+                or self._prefer(key[1]) != broker
+                or name not in self._carriers(key[0])
+            ):
+                continue
+            was = slot.session
+            self._ungrant(call, key, slot)
+            self._slots[key] = _Slot(name, call.now, self._next_seq())
+            self._by_session[name][key] = None
+            call.before.setdefault((name, key), False)
+            room -= 1
+            self._audit(call, "move", name, key, self._priority(key), f"back from {was}: preferred")
+        call.dirty = True
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -726,25 +774,35 @@ class SlotManager:
         return (-self._priority(key), key not in self._retiring, slot.granted_at, slot.seq)
 
     def _place(self, call: _Call, key: _Key, priority: Priority) -> bool:
-        """Grant `key` on the up session with the most free capacity, else in place of the
+        """Grant `key` on the up session with the most free capacity (its preferred broker's
+        first), else in place of the
         lowest-priority, oldest slot strictly below `priority` on an up session (retiring
         scanners first: they lose nothing); failing both, the same on the sessions that are
         down (they register it when they are back). False if none of it is possible.
 
         Whether it succeeds depends on the priority only (is there free capacity, or a worse
         slot, anywhere), which `_settle` relies on."""
+        carriers = self._carriers(key[0])
+        preferred = self._prefer(key[1]) if self._prefer is not None else None
         for up in (True, False):
-            session, free = None, 0
+            session, rank = None, (False, 0)
             for name, capacity in self._capacity.items():
                 room = capacity - len(self._by_session[name])
-                if (name not in self._down) == up and room > free:
-                    session, free = name, room
+                if (name not in self._down) != up or room <= 0 or name not in carriers:
+                    continue
+                this = (self._broker.get(name) == preferred, room)
+                if session is None or this > rank:
+                    session, rank = name, this
             reason = "free capacity"
             if session is None:
                 victim = None
                 victim_order: tuple[int, bool, float, int] | None = None
                 for other, slot in self._slots.items():
-                    if (slot.session not in self._down) != up or self._priority(other) <= priority:
+                    if (
+                        (slot.session not in self._down) != up
+                        or slot.session not in carriers
+                        or self._priority(other) <= priority
+                    ):
                         continue
                     order = self._victim_order(other)
                     if victim_order is None or order < victim_order:
@@ -779,10 +837,23 @@ class SlotManager:
         if not call.dirty:
             return  # the invariant held before the call and nothing touched it
         call.dirty = False
-        while self._pending:
-            key = min(self._pending, key=self._pending_order)
-            if not self._place(call, key, self._priority(key)):
-                break
+        # A key that cannot be placed blocks every worse key its carriers could carry (the
+        # same sessions, or fewer); a key of another broker's may still fit. An eviction
+        # makes a pending key that may fit elsewhere: another pass then.
+        progress = True
+        while progress and self._pending:
+            progress = False
+            blocked: list[frozenset[str]] = []
+            for key in sorted(self._pending, key=self._pending_order):
+                if key not in self._pending:
+                    continue
+                carriers = self._carriers(key[0])
+                if any(carriers <= b for b in blocked):
+                    continue
+                if self._place(call, key, self._priority(key)):
+                    progress = True
+                else:
+                    blocked.append(carriers)
         new_pending, new_demand = call.new_pending, call.new_demand
         call.new_pending, call.new_demand = {}, {}  # audit each pending episode once
         left = [key for key in {**new_pending, **new_demand} if key in self._pending]

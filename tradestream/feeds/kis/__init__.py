@@ -58,4 +58,6 @@ BROKER = Broker(
     sim_ws_path="/tryitout",
     use_simulator=use_simulator,
     slotted=True,
+    # kis.md §3: 41 over all TR ids, less the spare (the notice's one is taken by the driver)
+    slot_capacity=lambda s: s.kis.registration_limit - s.kis.slot_margin,
 )

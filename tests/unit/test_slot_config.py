@@ -113,3 +113,45 @@ def test_indexes_are_on_by_default_with_a_real_account_within_one_session() -> N
     assert mine.extra == (("H0UPCNT0", "0001"), ("H0STASP0", "005930"), ("H0UPCNT0", "1001"))
     sim = from_env({"TRADESTREAM_KIS_INDEXES": "0"}).kis
     assert not set(INDEX_PICKS) & set(sim.extra)
+
+
+def test_kiwoom_settings_from_the_environment() -> None:
+    sim = from_env({})
+    k = sim.kiwoom
+    assert k.enabled and k.ws_url == ""  # the simulator's
+    assert k.preferred == sim.kis.watchlist[1::2]  # half the watchlist through Kiwoom
+    assert k.prefers(sim.kis.watchlist[1]) and not k.prefers(sim.kis.watchlist[0])
+    assert (k.registration_limit, k.failover_after_s) == (100, 10.0)
+    off = from_env({"TRADESTREAM_KIWOOM_DISABLED": "1"}).kiwoom
+    assert not off.enabled and not off.prefers(sim.kis.watchlist[1])
+    real = from_env(
+        {
+            **BROKER,
+            "TRADESTREAM_KIWOOM_WS_URL": "wss://api.kiwoom.com:10000/api/dostk/websocket",
+            "TRADESTREAM_KIWOOM_REST_URL": "https://api.kiwoom.com",
+            "TRADESTREAM_KIWOOM_APP_KEY": "key",
+            "TRADESTREAM_KIWOOM_APP_SECRET": "secret",
+            "TRADESTREAM_KIWOOM_PREFERRED": "005930, 000660",
+            "TRADESTREAM_KIWOOM_REGISTRATION_LIMIT": "95",
+            "TRADESTREAM_FAILOVER_AFTER_S": "4",
+        }
+    ).kiwoom
+    assert real.enabled and real.rest_url == "https://api.kiwoom.com"
+    assert (real.app_key, real.app_secret) == ("key", "secret")
+    assert real.preferred == ("005930", "000660")
+    assert (real.registration_limit, real.failover_after_s) == (95, 4.0)
+    assert from_env({"TRADESTREAM_KIWOOM_PREFERRED": "*"}).kiwoom.prefers("123456")
+    assert not from_env(BROKER).kiwoom.enabled  # a real KIS account: Kiwoom only when asked
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRADESTREAM_KIWOOM_WS_URL": "wss://x"}, "KIWOOM_WS_URL and TRADESTREAM_KIWOOM_REST"),
+        ({"TRADESTREAM_KIWOOM_PREFERRED": "5930"}, "not stock codes: 5930"),
+        ({"TRADESTREAM_KIWOOM_REGISTRATION_LIMIT": "0"}, "at least 1"),
+    ],
+)
+def test_bad_kiwoom_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_env(env)

@@ -424,6 +424,10 @@ class SlotManager:
         else:
             self._down.add(name)
 
+    def broker(self, name: str) -> str | None:
+        """The session's broker, when the pool was told (`brokers`)."""
+        return self._broker.get(name)
+
     def is_up(self, name: str) -> bool:
         return name in self._capacity and name not in self._down
 

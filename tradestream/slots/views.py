@@ -84,7 +84,12 @@ def status(
 ) -> dict[str, Any]:
     """The admin's status section: usage per session, counters, the recent audit records."""
     usage = {
-        name: {"used": u.used, "capacity": u.capacity, "up": manager.is_up(name)}
+        name: {
+            "used": u.used,
+            "capacity": u.capacity,
+            "up": manager.is_up(name),
+            **({"broker": b} if (b := manager.broker(name)) is not None else {}),
+        }
         for name, u in manager.usage().items()
     }
     return {

@@ -60,7 +60,7 @@ def _banner(s: Settings, running: Any) -> str:
         + (
             f"built-in broker simulator at {running.sim.rest_url}"
             if running.sim
-            else ", ".join(u for u in (s.kis.ws_url, s.ls.ws_url) if u)
+            else ", ".join(u for u in (s.kis.ws_url, s.kiwoom.ws_url, s.ls.ws_url) if u)
         ),
         f"  database   {s.store.url}",
     ]

@@ -222,6 +222,7 @@ class SimSettings:
     max_missed_pings: int = 3
     max_records_per_frame: int = 3
     registration_limit: int = KIS_REGISTRATION_LIMIT
+    kiwoom_registration_limit: int = 100  # per Kiwoom session (kiwoom.md §9: undocumented)
     drop_every_s: float = 0.0  # fault: close every session this often (0: never)
     malformed_rate: float = 0.0  # fault: share of data frames replaced by garbage
     reject_credentials: bool = False  # fault: refuse approval keys and tokens

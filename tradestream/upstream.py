@@ -44,6 +44,12 @@ LS_NEWS_KEY: Final = "NWS001"  # ... under their one key
 LS_TRADE_TRS: Final = frozenset({"S3_", "K3_"})  # KOSPI, KOSDAQ trades (§8.2)
 LS_BOOK_TRS: Final = frozenset({"H1_", "HA_"})  # KOSPI, KOSDAQ order books (§8.3)
 
+# --- Kiwoom (kiwoom.md §4, §6) ----------------------------------------------------------------
+KIWOOM_TRADE: Final = "0B"  # stock trades (§6.1)
+KIWOOM_BOOK: Final = "0D"  # 10-level order book (§6.2)
+#: venue -> the item's suffix: 005930 KRX, 005930_NX NXT, 005930_AL the SOR (combined) stream
+KIWOOM_VENUE_SUFFIX: Final = {"KRX": "", "NXT": "_NX", "UN": "_AL"}
+
 
 OpAction = Literal["subscribe", "unsubscribe"]
 

@@ -306,6 +306,9 @@ async def test_watch_answers_pings_and_exits_non_zero_when_refused(tmp_path: Pat
     assert "Traceback" not in err and err.startswith("error: cannot connect to"), err
 
 
+STREAMING = {"kis-1", "kis-2", "kiwoom-1"}  # the simulated run's sessions that always stream
+
+
 async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) -> None:
     """kill -9, then a restart: the feeds store (and publish) a gap from when the killed run
     was last alive to when they streamed again; a clean stop leaves nothing to report."""
@@ -337,15 +340,16 @@ async def test_a_killed_run_leaves_a_feed_gap_at_the_next_start(tmp_path: Path) 
         assert mark.exists()
         second, _ = await start_run(env, tmp_path)
         try:
-            while len({r.source for r in gaps()} & {"kis-1", "kis-2"}) < 2:  # noqa: ASYNC110
+            while len({r.source for r in gaps()} & STREAMING) < 3:  # noqa: ASYNC110
                 await trio.sleep(0.1)
             second.send_signal(signal.SIGINT)
             assert await second.wait() == 0
         finally:
             await kill_if_running(second)
     rows = gaps()
-    # both KIS sessions report it (the LS session too, when a headline came in time)
-    assert {"kis-1", "kis-2"} <= {r.source for r in rows} <= {"kis-1", "kis-2", "ls-1"}
+    # both KIS sessions and the Kiwoom one report it (the LS session too, when a headline came
+    # in time)
+    assert STREAMING <= {r.source for r in rows} <= STREAMING | {"ls-1"}
     for r in rows:
         assert r.reason.startswith("unclean stop")
         started = datetime.fromisoformat(str(r.started_at)).replace(tzinfo=UTC).timestamp()

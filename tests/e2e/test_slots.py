@@ -126,10 +126,11 @@ async def subscribe_all(ws: WebSocketConnection, codes: list[str]) -> dict[str, 
 
 
 async def test_out_of_the_box(tmp_path: Path) -> None:
-    """`from_env` with nothing but ports and files set: the simulator's defaults (41 per session,
-    all 50 codes, two order books, program trading, two indexes and the demo account's notices
-    over two sessions) fit with nothing pending, every slot gets data, and status, /api/slots
-    and /metrics report the same numbers."""
+    """`from_env` with nothing but ports and files set: the simulator's defaults (41 per KIS
+    session, all 50 codes, two order books, program trading, two indexes and the demo account's
+    notices over two KIS sessions, every second code's trades and books on the Kiwoom session)
+    fit with nothing pending, every slot gets data, and status, /api/slots and /metrics report
+    the same numbers."""
     s = from_env(
         {
             "TRADESTREAM_PORT": "0",
@@ -158,7 +159,11 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
             assert manager.pending() == []
             usage = {n: (u.used, u.capacity) for n, u in manager.usage().items()}
             assert usage["kis-1"][1] == 41 - 1 - 1 and usage["kis-2"][1] == 41 - 1  # notice
-            assert usage["kis-1"][0] + usage["kis-2"][0] == 55 + s.kis.scanner_slots
+            assert usage["kiwoom-1"][1] == 100
+            assert sum(used for used, _ in usage.values()) == 55 + s.kis.scanner_slots
+            on_kiwoom = running.slots.registrations("kiwoom-1")
+            assert {c for tr, c in on_kiwoom if tr == "H0STCNT0"} == set(s.kiwoom.preferred)
+            assert {tr for tr, _ in on_kiwoom} <= {"H0STCNT0", "H0STASP0"}  # trades and books
             assert running.slots.notice_session == "kis-1"
             assert ("H0STCNI0", "demo") in upstream(running, keys)["kis-1"]
             # every kind of slot gets data: trades, order books, program trading, indexes
@@ -177,7 +182,8 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
             assert {(r["tr_id"], r["code"]) for r in rows if r["priority"] != "scanner"} == picks
             for r in rows:
                 rec = manager.slot(r["tr_id"], r["code"])
-                assert rec is not None and r["session"] == rec.session in ("kis-1", "kis-2")
+                assert rec is not None
+                assert r["session"] == rec.session in ("kis-1", "kis-2", "kiwoom-1")
                 assert r["priority"] in ("pick", "holding", "scanner")
                 assert r["name"]  # the simulator's stock master names every listed code
                 assert "pick" in r["claims"] or r["claims"] == ["scanner"]
@@ -196,7 +202,7 @@ async def test_out_of_the_box(tmp_path: Path) -> None:
     assert {a["action"] for a in recent} <= {"grant", "upgrade", "downgrade", "defer", "release"}
     for a in recent:
         assert set(a) == {"at", "action", "session", "tr_id", "code", "priority", "reason"}
-        assert a["session"] in ("kis-1", "kis-2") and started <= a["at"] <= now
+        assert a["session"] in ("kis-1", "kis-2", "kiwoom-1") and started <= a["at"] <= now
     grants = [a for a in recent if a["action"] == "grant"]
     assert all((g["tr_id"], g["code"]) in picks or g["priority"] == "scanner" for g in grants)
 

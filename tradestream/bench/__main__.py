@@ -9,7 +9,17 @@ import sys
 
 import trio
 
-from tradestream.bench import alerts, fanout, faults, floor, reconnect, scale, served, store
+from tradestream.bench import (
+    alerts,
+    failover,
+    fanout,
+    faults,
+    floor,
+    reconnect,
+    scale,
+    served,
+    store,
+)
 
 SCENARIOS = {
     "store": store.main,
@@ -22,6 +32,7 @@ SCENARIOS = {
     "fanout-inprocess": fanout.main,  # the gateway in this process, fed in memory
     "alerts": alerts.main,
     "scale": scale.main,  # one ingest, 1-3 gateways over Redis, beside the asyncio peer
+    "failover": failover.main,  # one of two brokers down: its codes move to the other
 }
 
 ABOUT = {
@@ -35,6 +46,7 @@ ABOUT = {
     "fanout-inprocess": "the gateway fed in memory, beside a seed-style server",
     "alerts": "a 5% move in the trades -> the alert on a client: latency",
     "scale": "ingest + 1, 2, 3 gateways over Redis, 1,000 trades/s, 200 clients; churn recovery",
+    "failover": "KIS + Kiwoom, one broker down 30 s: its codes' silence, beside KIS alone",
 }
 assert ABOUT.keys() == SCENARIOS.keys()
 

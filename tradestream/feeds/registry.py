@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from tradestream.config import Settings
 from tradestream.feeds import kis, ls
 from tradestream.feeds.broker import Broker
+from tradestream.feeds.kiwoom.broker import BROKER as KIWOOM
 
-BROKERS: Mapping[str, Broker] = {b.tag: b for b in (kis.BROKER, ls.BROKER)}
+BROKERS: Mapping[str, Broker] = {b.tag: b for b in (kis.BROKER, ls.BROKER, KIWOOM)}
 
 
 def broker(tag: str) -> Broker:

@@ -14,6 +14,14 @@ LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket 
 ``tr_type`` 3/4 requests with the token in the header, acks as §4, NWS headlines and S3_/K3_
 trades with string bodies.
 
+Kiwoom (../shared/protocols/kiwoom.md, sim/kiwoom.py): ``POST /oauth2/token`` with a JSON body
+(au10001; the same path as LS's, told apart by the body) and the WebSocket
+``/api/dostk/websocket``: LOGIN first, REG/REMOVE per group, REAL 0B trades and 0D books of
+the same market the KIS sessions see, PINGs, SYSTEM R10001/R10002/R10004.
+
+Outages can take one broker down (`SimControl.go_down(s, broker=...)`): its handshakes and
+REST calls are refused, its sessions dropped, while the others go on.
+
 The demo account's positions follow its fills and are served by the balance inquiry
 (inquire-balance), and at ``GET /sim/positions`` in the document of accounts.parse_positions
 (what a bridge for ``TRADESTREAM_POSITIONS_URL`` serves).
@@ -44,6 +52,7 @@ from tradestream.serving import serve_app, ws_url
 from tradestream.sim import ls_records
 from tradestream.sim.history import DayBar, history, vcp_codes
 from tradestream.sim.kis_rest import KisRestSim
+from tradestream.sim.kiwoom import OTHER_LOGIN, KiwoomSim, system_message
 from tradestream.sim.market import (
     DEFAULT_TICKERS,
     SimMarket,
@@ -113,7 +122,7 @@ class _Close:
 class _Conn:
     def __init__(self, cid: int, protocol: str) -> None:
         self.cid = cid
-        self.protocol = protocol  # "kis" or "ls"
+        self.protocol = protocol  # "kis", "ls" or "kiwoom"
         self.app_key: str | None = None
         self.subs: set[tuple[str, str]] = set()
         self.keys: dict[str, tuple[str, str]] = {}  # tr_id -> (key, iv) from its ack
@@ -159,6 +168,7 @@ class SimControl:
     reject_credentials: bool = False
     stalled_until: float = 0.0  # trio time; nothing at all is sent before it
     down_until: float = 0.0  # trio time; sessions are refused and closed before it
+    down_until_by: dict[str, float] = field(default_factory=dict)  # the same, one broker
     drop_every_s: float = 0.0  # 0: never
     malformed_rate: float = 0.0  # share of data frames replaced by garbage
     stats: SimStats = field(default_factory=SimStats)
@@ -217,11 +227,15 @@ class SimControl:
             if conn.app_key == app_key:
                 conn.send(_Close(1008, "app key suspended"))
 
-    def drop_all(self, code: int = 1011, reason: str = "simulated fault") -> int:
-        """Close every WebSocket session now; returns how many were open."""
-        for conn in self.conns.values():
+    def drop_all(
+        self, code: int = 1011, reason: str = "simulated fault", broker: str | None = None
+    ) -> int:
+        """Close every WebSocket session (of `broker`: "kis", "ls", "kiwoom") now; returns
+        how many were open."""
+        closed = [c for c in self.conns.values() if broker in (None, c.protocol)]
+        for conn in closed:
             conn.send(_Close(code, reason))
-        return len(self.conns)
+        return len(closed)
 
     def revoke_credentials(self) -> None:
         """Forget every approval key and token issued so far (as after expiry): the next
@@ -229,14 +243,23 @@ class SimControl:
         self.approvals.clear()
         self.tokens.clear()
 
-    def go_down(self, seconds: float) -> None:
-        """The broker is unreachable for `seconds`: open sessions are dropped, new handshakes
-        and REST calls are refused (HTTP 503)."""
-        self.down_until = trio.current_time() + seconds
-        self.drop_all(1001, "simulated outage")
+    def go_down(self, seconds: float, broker: str | None = None) -> None:
+        """The brokers (or one: "kis", "ls", "kiwoom") are unreachable for `seconds`: open
+        sessions are dropped, new handshakes and REST calls are refused (HTTP 503). 0 ends an
+        outage."""
+        until = trio.current_time() + seconds
+        if broker is None:
+            self.down_until = until
+        else:
+            self.down_until_by[broker] = until
+        if seconds > 0:
+            self.drop_all(1001, "simulated outage", broker)
 
-    def is_down(self) -> bool:
-        return trio.current_time() < self.down_until
+    def is_down(self, broker: str | None = None) -> bool:
+        now = trio.current_time()
+        return now < self.down_until or (
+            broker is not None and now < self.down_until_by.get(broker, 0.0)
+        )
 
     def stall(self, seconds: float) -> None:
         """Send nothing (data or heartbeats) for `seconds`."""
@@ -262,6 +285,7 @@ class SimHandle:
     ws_url: str  # KIS
     ls_ws_url: str
     control: SimControl
+    kiwoom_ws_url: str = ""
     rest: KisRestSim | None = None  # the REST TRs' state and counters
     market: SimMarket | None = None  # the simulated market (its minute bars, for tests)
 
@@ -331,6 +355,7 @@ class Simulator:
             daily_bars=self.daily_history,
         )
         self._vcp_codes = vcp_codes(list(self.names), cfg.seed)
+        self.kiwoom = KiwoomSim(cfg.seed, cfg.kiwoom_registration_limit, self._listed)
         self._histories: dict[str, list[DayBar]] = {}
 
     def elapsed(self) -> float:
@@ -376,6 +401,13 @@ class Simulator:
         extra = self.rankings.markets()
         listed += [Listed(c, n, extra[c], "ST") for c, n in self.extra_names.items()]
         return master_zip([r for r in listed if r.market == market], market)
+
+    def _listed(self, code: str) -> bool:
+        """A code the market lists (registering it makes the market trade it)."""
+        if code in self.names or code in self.extra_names:
+            self._stream(code)
+            return True
+        return False
 
     def _stream(self, code: str) -> None:
         """A listed code registered for the first time: the market trades it from now."""
@@ -454,7 +486,9 @@ class Simulator:
         elif app_key is None:
             code = BAD_APPROVAL
         elif conn.app_key is None and any(
-            c.app_key == app_key for c in self.control.conns.values() if c is not conn
+            c.app_key == app_key
+            for c in self.control.conns.values()
+            if c is not conn and c.protocol == "kis"
         ):
             code = KEY_IN_USE  # kis.md §3: one session per app key
         elif header.get("tr_type") not in ("1", "2"):
@@ -488,6 +522,21 @@ class Simulator:
             )
             return
         conn.send(_kis_reply(tr_id, tr_key, code))
+
+    def handle_kiwoom(self, conn: _Conn, text: str) -> None:
+        session = self.kiwoom.sessions[conn.cid]
+        answer = self.kiwoom.handle(session, text)
+        conn.app_key = session.app_key
+        conn.subs = session.registered
+        for frame in answer.send:
+            conn.send(frame)
+        if answer.close:
+            conn.send(_Close(1000, "closed by the broker"))
+        for cid in answer.evict:  # §8: another login took the app key
+            other = self.control.conns.get(cid)
+            if other is not None:
+                other.send(system_message(OTHER_LOGIN))
+                other.send(_Close(1000, "another login with the app key"))
 
     def _valid_key(self, tr_id: str, tr_key: str) -> bool:
         if tr_id in KIS_NOTICE_TRS:
@@ -543,11 +592,41 @@ class Simulator:
         programs = {c for c in self.names if rng.random() < self.cfg.program_rate * dt}
         news = self.news.next(now) if rng.random() < self.cfg.news_rate * dt else None
         notices = self._fill_orders(now)
+        book_records: dict[str, list[str]] = {}  # one book per code and step, for every broker
         for conn in list(self.control.conns.values()):
             if conn.protocol == "kis":
-                self._send_kis(conn, now, trades, books, programs, notices, indexes)
+                self._send_kis(conn, now, trades, books, programs, notices, indexes, book_records)
+            elif conn.protocol == "kiwoom":
+                self._send_kiwoom(conn, now, trades, books, book_records)
             else:
                 self._send_ls(conn, trades, news)
+
+    def _book(self, code: str, now: datetime, made: dict[str, list[str]]) -> list[str]:
+        found = made.get(code)
+        if found is None:
+            found = made[code] = self.market.order_book(code, now)
+        return found
+
+    def _send_kiwoom(
+        self,
+        conn: _Conn,
+        now: datetime,
+        trades: list[list[str]],
+        books: set[str],
+        made: dict[str, list[str]],
+    ) -> None:
+        session = self.kiwoom.sessions.get(conn.cid)
+        if session is None or not conn.subs:
+            return
+        codes = {item.partition("_")[0] for kind, item in conn.subs if kind == "0D"}
+        book_of = {
+            c: (self._book(c, now, made), self.market.prev_close(c)) for c in sorted(books & codes)
+        }
+        for frame in self.kiwoom.data(
+            session, trades, book_of, self.cfg.max_records_per_frame, self._framing
+        ):
+            conn.send(frame)
+            self.control.stats.frames_sent += 1
 
     def _send_kis(
         self,
@@ -558,6 +637,7 @@ class Simulator:
         programs: set[str],
         notices: list[list[str]],
         indexes: list[list[str]],
+        made: dict[str, list[str]],
     ) -> None:
         if not conn.subs:
             return
@@ -566,11 +646,7 @@ class Simulator:
         self._send_records(
             conn,
             KIS_BOOK_TR,
-            [
-                self.market.order_book(c, now)
-                for c in sorted(books)
-                if (KIS_BOOK_TR, c) in conn.subs
-            ],
+            [self._book(c, now, made) for c in sorted(books) if (KIS_BOOK_TR, c) in conn.subs],
         )
         self._send_records(
             conn,
@@ -672,7 +748,14 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
 
     @app.before_request
     async def outage() -> tuple[dict[str, str], int] | None:
-        return ({"error": "simulated outage"}, 503) if control.is_down() else None
+        path = request.path
+        if path.startswith("/sim/"):
+            broker = None
+        elif path == "/oauth2/token":  # LS's form, or Kiwoom's JSON (au10001)
+            broker = "kiwoom" if request.is_json else "ls"
+        else:
+            broker = "kis"
+        return ({"error": "simulated outage"}, 503) if control.is_down(broker) else None
 
     @app.post("/oauth2/Approval")
     async def approval() -> tuple[dict[str, str], int]:
@@ -698,7 +781,11 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         return sim.rest.call("/uapi/" + path, headers, dict(request.args))
 
     @app.post("/oauth2/token")
-    async def ls_token() -> tuple[dict[str, object], int]:
+    async def token() -> tuple[dict[str, object], int]:
+        if request.is_json:  # Kiwoom's au10001: JSON in, JSON out, HTTP 200 either way
+            body = await request.get_json(force=True, silent=True) or {}
+            refused = control.reject_credentials or body.get("appkey") in control.refused_app_keys
+            return sim.kiwoom.issue_token(body, refused=refused), 200
         return sim.ls_token(dict(await request.form))
 
     @app.post("/sim/orders")
@@ -727,11 +814,14 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         data = await request.get_json(force=True, silent=True) or {}
         try:
             if data.get("drop"):
-                control.drop_all()
+                control.drop_all(broker=data.get("broker"))
             if "stall_s" in data:
                 control.stall(float(data["stall_s"]))
+            broker = data.get("broker")
+            if broker is not None and broker not in ("kis", "ls", "kiwoom"):
+                raise ValueError(f"broker {broker!r}: kis, ls or kiwoom")
             if "down_s" in data:
-                control.go_down(float(data["down_s"]))
+                control.go_down(float(data["down_s"]), broker)
             if "drop_every_s" in data:
                 control.drop_every_s = float(data["drop_every_s"])
             if "malformed_rate" in data:
@@ -773,22 +863,40 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
             stamp = datetime.now(KST).strftime("%Y%m%d%H%M%S")
             conn.send(f'{{"header":{{"tr_id":"PINGPONG","datetime":"{stamp}"}}}}')
 
+    async def kiwoom_pinger(conn: _Conn) -> None:
+        """kiwoom.md §7: {"trnm":"PING"} to be echoed; R10002 and the end after misses."""
+        session = sim.kiwoom.sessions[conn.cid]
+        while True:
+            await trio.sleep(cfg.ping_interval_s)
+            if control.stalled():
+                continue
+            frame, over = sim.kiwoom.heartbeat(session, cfg.max_missed_pings)
+            conn.send(frame)
+            if over:
+                conn.send(_Close(1000, "heartbeat not answered"))
+                return
+
     async def session(protocol: str) -> None:
-        if control.is_down():
+        if control.is_down(protocol):
             return  # not accepted: the handshake is refused (HTTP 403)
         await websocket.accept()
         conn = sim.open_conn(protocol)
-        handle = sim.handle_kis if protocol == "kis" else sim.handle_ls
+        handle = {"kis": sim.handle_kis, "ls": sim.handle_ls, "kiwoom": sim.handle_kiwoom}[protocol]
+        if protocol == "kiwoom":
+            sim.kiwoom.open(conn.cid)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender, conn, nursery.cancel_scope)
                 if protocol == "kis":
                     nursery.start_soon(pinger, conn)  # LS documents no heartbeat (ls.md §6)
+                elif protocol == "kiwoom":
+                    nursery.start_soon(kiwoom_pinger, conn)
                 while True:
                     msg = await websocket.receive()
                     handle(conn, msg if isinstance(msg, str) else msg.decode("utf-8", "replace"))
         finally:
             del control.conns[conn.cid]
+            sim.kiwoom.close(conn.cid)
 
     # Plain HTTP to any other path (including the WebSocket paths) is a JSON 404, as from a
     # REST API, rather than Quart's HTML 400 for "not a WebSocket request".
@@ -804,6 +912,10 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     @app.websocket("/websocket")
     async def ls_session() -> None:
         await session("ls")
+
+    @app.websocket("/api/dostk/websocket")
+    async def kiwoom_session() -> None:
+        await session("kiwoom")
 
     @app.websocket("/")
     @app.websocket("/<path:path>")
@@ -871,6 +983,7 @@ async def run_simulator(
                 ws_url=ws_url(base, "/tryitout"),
                 ls_ws_url=ws_url(base, "/websocket"),
                 control=control,
+                kiwoom_ws_url=ws_url(base, "/api/dostk/websocket"),
                 rest=sim.rest,
                 market=sim.market,
             )

@@ -107,6 +107,8 @@ async def read_prices(running: Running, prices: Prices, ready: trio.Event) -> No
                 prices.last[code] = trio.current_time()
             elif m["type"] == "feed_gap":
                 prices.gaps.append(m)
+            elif m["type"] == "ping":
+                await send(ws, type="pong")
 
 
 async def test_two_brokers_share_the_watchlist_and_fail_over_both_ways(tmp_path: Path) -> None:

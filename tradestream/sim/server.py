@@ -1,4 +1,5 @@
-"""The built-in broker simulator: KIS and LS on one loopback app, speaking the real wire formats.
+"""The built-in broker simulator: KIS, LS and Kiwoom on one loopback app, speaking the real wire
+formats.
 
 KIS (../shared/protocols/kis.md): ``POST /oauth2/Approval``; ``POST /oauth2/tokenP`` and the
 REST TRs of kis-rest.md (sim/kis_rest.py: the balance inquiry, with paging, rate limits and
@@ -15,12 +16,15 @@ LS (../shared/protocols/ls.md): ``POST /oauth2/token`` (form) and the WebSocket 
 trades with string bodies.
 
 Kiwoom (../shared/protocols/kiwoom.md, sim/kiwoom.py): ``POST /oauth2/token`` with a JSON body
-(au10001; the same path as LS's, told apart by the body) and the WebSocket
-``/api/dostk/websocket``: LOGIN first, REG/REMOVE per group, REAL 0B trades and 0D books of
-the same market the KIS sessions see, PINGs, SYSTEM R10001/R10002/R10004.
+(au10001: the same path as LS's, told apart by the content type) and the WebSocket
+``/api/dostk/websocket``: LOGIN first, REG/REMOVE per group with a registration limit, REAL 0B
+trades and 0D books (several entries per message at times), PINGs with a miss tolerance,
+SYSTEM R10001/R10002/R10004. Its trades and books are the ones the KIS sessions get in the
+same step: one market, so both brokers report the same trades.
 
-Outages can take one broker down (`SimControl.go_down(s, broker=...)`): its handshakes and
-REST calls are refused, its sessions dropped, while the others go on.
+An outage can take one broker down (`SimControl.go_down(s, broker="kiwoom")`, or ``down_s``
+with ``broker`` at ``/sim/faults``): its handshakes and REST calls are refused and its sessions
+dropped while the others go on; without a broker, all of them.
 
 The demo account's positions follow its fills and are served by the balance inquiry
 (inquire-balance), and at ``GET /sim/positions`` in the document of accounts.parse_positions
@@ -66,6 +70,7 @@ from tradestream.upstream import (
     KIS_BOOK,
     KIS_INDEX,
     KIS_PROGRAM,
+    KIWOOM_BOOK,
     LS_NEWS_KEY,
     LS_TRADE_TRS,
     NOTICE_TRS,
@@ -87,6 +92,7 @@ KIS_INDEX_TR = KIS_INDEX  # tr_key: an index code ("0001" KOSPI, "1001" KOSDAQ, 
 KIS_TRS = (*KIS_TRADE_TRS, KIS_BOOK_TR, KIS_PROGRAM_TR, *KIS_NOTICE_TRS, KIS_INDEX_TR)
 LS_MARKET_TRS = tuple(sorted(LS_TRADE_TRS, reverse=True))  # S3_, K3_
 LS_NEWS = (NEWS_TR, LS_NEWS_KEY)
+BROKERS = ("kis", "ls", "kiwoom")  # the protocols of _Conn, and the brokers of an outage
 
 # (rt_cd, msg_cd, msg1) per kis.md §5.2
 SUBSCRIBED = ("0", "OPSP0000", "SUBSCRIBE SUCCESS")
@@ -161,6 +167,11 @@ class SimOrder:
     price: int  # 0: market
 
 
+def _check_broker(broker: str | None) -> None:
+    if broker is not None and broker not in BROKERS:
+        raise ValueError(f"broker {broker!r}: one of {', '.join(BROKERS)}")
+
+
 @dataclass
 class SimControl:
     """Fault switches, the demo account's order entry, and counters (no I/O)."""
@@ -177,6 +188,8 @@ class SimControl:
     jumps: list[tuple[str, float]] = field(default_factory=list)  # (code, fraction), next step
     approvals: dict[str, str] = field(default_factory=dict)  # approval key -> app key
     tokens: set[str] = field(default_factory=set)  # LS access tokens
+    # Kiwoom access tokens (sim/kiwoom.py): token -> (app key, expiry, KST)
+    kiwoom_tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     refused_app_keys: set[str] = field(default_factory=set)  # this account is closed
     positions: dict[str, tuple[int, int]] = field(default_factory=dict)  # code -> qty, cost
 
@@ -223,6 +236,8 @@ class SimControl:
         self.refused_app_keys.add(app_key)
         for approval in [k for k, v in self.approvals.items() if v == app_key]:
             del self.approvals[approval]
+        for token in [t for t, (k, _) in self.kiwoom_tokens.items() if k == app_key]:
+            del self.kiwoom_tokens[token]
         for conn in self.conns.values():
             if conn.app_key == app_key:
                 conn.send(_Close(1008, "app key suspended"))
@@ -230,8 +245,9 @@ class SimControl:
     def drop_all(
         self, code: int = 1011, reason: str = "simulated fault", broker: str | None = None
     ) -> int:
-        """Close every WebSocket session (of `broker`: "kis", "ls", "kiwoom") now; returns
+        """Close every WebSocket session (of one broker: "kis", "ls" or "kiwoom") now; returns
         how many were open."""
+        _check_broker(broker)
         closed = [c for c in self.conns.values() if broker in (None, c.protocol)]
         for conn in closed:
             conn.send(_Close(code, reason))
@@ -239,14 +255,16 @@ class SimControl:
 
     def revoke_credentials(self) -> None:
         """Forget every approval key and token issued so far (as after expiry): the next
-        registration with one is refused (KIS OPSP0011, LS error ack)."""
+        registration with one is refused (KIS OPSP0011, LS error ack, Kiwoom LOGIN 8005)."""
         self.approvals.clear()
         self.tokens.clear()
+        self.kiwoom_tokens.clear()
 
     def go_down(self, seconds: float, broker: str | None = None) -> None:
-        """The brokers (or one: "kis", "ls", "kiwoom") are unreachable for `seconds`: open
-        sessions are dropped, new handshakes and REST calls are refused (HTTP 503). 0 ends an
-        outage."""
+        """Every broker (or one: "kis", "ls" or "kiwoom") is unreachable for `seconds`: its
+        open sessions are dropped, its handshakes refused and its REST calls answered 503.
+        `seconds` 0 ends its outage."""
+        _check_broker(broker)
         until = trio.current_time() + seconds
         if broker is None:
             self.down_until = until
@@ -256,6 +274,7 @@ class SimControl:
             self.drop_all(1001, "simulated outage", broker)
 
     def is_down(self, broker: str | None = None) -> bool:
+        """Every broker is down, or `broker` is."""
         now = trio.current_time()
         return now < self.down_until or (
             broker is not None and now < self.down_until_by.get(broker, 0.0)
@@ -355,7 +374,9 @@ class Simulator:
             daily_bars=self.daily_history,
         )
         self._vcp_codes = vcp_codes(list(self.names), cfg.seed)
-        self.kiwoom = KiwoomSim(cfg.seed, cfg.kiwoom_registration_limit, self._listed)
+        self.kiwoom = KiwoomSim(
+            cfg.seed, cfg.kiwoom_registration_limit, self._is_listed, control.kiwoom_tokens
+        )
         self._histories: dict[str, list[DayBar]] = {}
 
     def elapsed(self) -> float:
@@ -402,12 +423,9 @@ class Simulator:
         listed += [Listed(c, n, extra[c], "ST") for c, n in self.extra_names.items()]
         return master_zip([r for r in listed if r.market == market], market)
 
-    def _listed(self, code: str) -> bool:
-        """A code the market lists (registering it makes the market trade it)."""
-        if code in self.names or code in self.extra_names:
-            self._stream(code)
-            return True
-        return False
+    def _is_listed(self, code: str) -> bool:
+        """A code the market lists: one that may be registered (then `_stream` it)."""
+        return code in self.names or code in self.extra_names
 
     def _stream(self, code: str) -> None:
         """A listed code registered for the first time: the market trades it from now."""
@@ -525,16 +543,19 @@ class Simulator:
 
     def handle_kiwoom(self, conn: _Conn, text: str) -> None:
         session = self.kiwoom.sessions[conn.cid]
-        answer = self.kiwoom.handle(session, text)
+        answer = self.kiwoom.handle(session, text, datetime.now(KST))
         conn.app_key = session.app_key
         conn.subs = session.registered
+        for code in answer.streams:
+            self._stream(code)
         for frame in answer.send:
             conn.send(frame)
         if answer.close:
             conn.send(_Close(1000, "closed by the broker"))
-        for cid in answer.evict:  # §8: another login took the app key
+        for cid in answer.evict:  # kiwoom.md §8: another login took the app key
             other = self.control.conns.get(cid)
             if other is not None:
+                other.app_key = None
                 other.send(system_message(OTHER_LOGIN))
                 other.send(_Close(1000, "another login with the app key"))
 
@@ -602,6 +623,7 @@ class Simulator:
                 self._send_ls(conn, trades, news)
 
     def _book(self, code: str, now: datetime, made: dict[str, list[str]]) -> list[str]:
+        """The code's book of this step: made once, whoever asks first (KIS or Kiwoom)."""
         found = made.get(code)
         if found is None:
             found = made[code] = self.market.order_book(code, now)
@@ -615,18 +637,28 @@ class Simulator:
         books: set[str],
         made: dict[str, list[str]],
     ) -> None:
+        """The step's trades and books of the connection's registered items (kiwoom.md §5):
+        the same records, and the same book per code (`made`), as the KIS connections get."""
         session = self.kiwoom.sessions.get(conn.cid)
-        if session is None or not conn.subs:
+        if session is None or not session.registered:
             return
-        codes = {item.partition("_")[0] for kind, item in conn.subs if kind == "0D"}
+        codes = {item.partition("_")[0] for kind, item in session.registered if kind == KIWOOM_BOOK}
         book_of = {
             c: (self._book(c, now, made), self.market.prev_close(c)) for c in sorted(books & codes)
         }
+        stats = self.control.stats
         for frame in self.kiwoom.data(
-            session, trades, book_of, self.cfg.max_records_per_frame, self._framing
+            session,
+            trades,
+            book_of,
+            self.cfg.max_records_per_frame,
+            self._framing,
+            self.control.malformed_rate,
         ):
-            conn.send(frame)
-            self.control.stats.frames_sent += 1
+            conn.send(frame.text)
+            stats.frames_sent += 1
+            stats.records_sent += frame.entries
+            stats.malformed_sent += frame.malformed
 
     def _send_kis(
         self,
@@ -785,7 +817,7 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
         if request.is_json:  # Kiwoom's au10001: JSON in, JSON out, HTTP 200 either way
             body = await request.get_json(force=True, silent=True) or {}
             refused = control.reject_credentials or body.get("appkey") in control.refused_app_keys
-            return sim.kiwoom.issue_token(body, refused=refused), 200
+            return sim.kiwoom.issue_token(body, datetime.now(KST), refused=refused), 200
         return sim.ls_token(dict(await request.form))
 
     @app.post("/sim/orders")
@@ -807,19 +839,20 @@ def create_sim_app(sim: Simulator) -> QuartTrio:
     async def faults() -> tuple[dict[str, object], int]:
         """Operate the fault switches of a running simulator, e.g.
         ``{"drop": true}``, ``{"stall_s": 5}``, ``{"down_s": 3}``, ``{"drop_every_s": 30}``,
+        ``{"down_s": 3, "broker": "kiwoom"}`` (``drop`` and ``down_s`` of one broker: "kis",
+        "ls" or "kiwoom"),
         ``{"malformed_rate": 0.05}``, ``{"reject_credentials": true}``, ``{"revoke": true}``,
         ``{"jump": {"code": "005930", "pct": 6}}`` (a sudden move at the next step),
         ``{"expire_tokens": true}`` (REST access tokens expire now), ``{"rest_rate": 2}``
         (REST calls a second per app key before EGW00201)."""
         data = await request.get_json(force=True, silent=True) or {}
         try:
+            broker = data.get("broker")  # "drop" and "down_s" of one broker only
+            _check_broker(broker)
             if data.get("drop"):
-                control.drop_all(broker=data.get("broker"))
+                control.drop_all(broker=broker)
             if "stall_s" in data:
                 control.stall(float(data["stall_s"]))
-            broker = data.get("broker")
-            if broker is not None and broker not in ("kis", "ls", "kiwoom"):
-                raise ValueError(f"broker {broker!r}: kis, ls or kiwoom")
             if "down_s" in data:
                 control.go_down(float(data["down_s"]), broker)
             if "drop_every_s" in data:

@@ -114,10 +114,12 @@ async def test_token_issued_at_most_once_a_minute(
     tokens, wall = tmp_path / "kis-tokens.json", Wall()
     async with trio.open_nursery() as nursery:
         sim = await start_sim(nursery, tmp_path)
-        from tradestream.feeds.kis.rest import Token, key_identity
+        from tradestream.feeds.credentials import credential_identity
+        from tradestream.feeds.kis.rest import KIS_ACCESS, Token
 
         TokenFile(tokens).save(
-            key_identity("sim-appkey"), Token("stale", wall.now + 3600, wall.now - 10)
+            credential_identity(KIS_ACCESS.name, "sim-appkey", sim.rest_url),
+            Token("stale", wall.now + 3600, wall.now - 10),
         )
         rest = client(sim, tokens, wall)
         t0 = trio.current_time()
@@ -219,7 +221,7 @@ async def test_an_approval_key_is_kept_for_the_next_run(
                 second.forget_credential()  # the broker refused it (OPSP0011)
                 await second.authenticate(http)
                 doc = json.loads(tokens.read_text())
-                doc[approval_identity(cfg.app_key, cfg.ws_url)]["expires_at"] = 0  # a day later
+                doc[approval_identity(cfg.app_key, sim.rest_url)]["expires_at"] = 0  # a day later
                 tokens.write_text(json.dumps(doc))
                 third = KisAdapter(cfg, "kis-1")
                 await third.authenticate(http)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradestream.config import Settings
+from tradestream.feeds.credentials import Credentials
 from tradestream.feeds.session import FeedAdapter, FeedStatus, FeedTiming
 
 
@@ -32,8 +33,10 @@ class Broker:
     #: a fresh decoder for a session's frames (replay: keys and state per session); called
     #: with the session's name, and `media=` when the recording kept a media table
     new_decoder: Callable[..., Any]
-    #: the sessions the settings ask for (none when the broker is disabled)
-    sessions: Callable[[Settings], list[FeedSession]]
+    #: the sessions the settings ask for (none when the broker is disabled), as
+    #: ``sessions(s, credentials=...)``: with the process's registry (feeds/credentials.py),
+    #: they share their app keys' credentials with every other user in the process
+    sessions: Callable[..., list[FeedSession]]
     #: the registrations fixed by the settings, as (tr_id, key)
     registrations: Callable[[Settings], Sequence[tuple[str, str]]]
     #: TR ids whose data are trades, and order books (which codes a broker streams)
@@ -49,3 +52,10 @@ class Broker:
     slot_capacity: Callable[[Settings], int] = lambda s: 0
     #: the (KIS) tr_ids a slotted broker's session can register; None: every one
     carries: frozenset[str] | None = None
+
+    def make_sessions(
+        self, s: Settings, credentials: Credentials | None = None
+    ) -> list[FeedSession]:
+        """The broker's sessions, given the process's `credentials` (None: each session
+        gets its own)."""
+        return self.sessions(s, credentials=credentials)

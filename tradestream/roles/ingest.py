@@ -47,7 +47,8 @@ from tradestream.detect.sudden import SuddenMoveDetector
 from tradestream.errors import ConfigError, SpoolUnusable
 from tradestream.events import KST, Event, Execution, FeedGap
 from tradestream.feeds.broker import FeedSession
-from tradestream.feeds.kis.rest import KisRest, TokenFile
+from tradestream.feeds.credentials import Credentials, RedisCredentialStore
+from tradestream.feeds.kis.rest import KIS_ACCESS, KisRest, TokenFile
 from tradestream.feeds.record import Frame, RecorderStats, run_recorder, run_replay
 from tradestream.feeds.registry import BROKERS
 from tradestream.feeds.session import FeedControl, FeedStatus, run_feed
@@ -118,6 +119,7 @@ class Ingest:
     market_movers: MoverStats | None = None  # the broker's rankings' finds
     backfill: Backfiller | None = None  # feed gaps filled from the broker's minute bars
     daily_bars: DailyStats | None = None  # the broker's daily bars, cached for the VCP scan
+    credentials: Credentials | None = None  # the process's broker credentials
     started_at: float = field(default_factory=time.time)
 
 
@@ -139,6 +141,7 @@ class _Parts:
     backfill: Backfiller | None = None  # set once the REST client exists (live intake)
     hours: MarketHours | None = None  # the slots' market hours (its calendar replaced later)
     canon: TradeCanon | None = None  # two brokers may stream a code: one trade stream each
+    credentials: Credentials | None = None  # the process's, shared by the feeds and REST
 
     def holdings_changed(self, _: object = None) -> None:
         """The account book's positions are the slots' HOLDING claims."""
@@ -207,8 +210,10 @@ async def run_ingest(
     stored.
     """
     engine, state = store if store is not None else await open_store(s)
-    # the KIS REST client, shared by every REST use of the tree; closed last
-    rest = kis_rest(s.kis) if replay is None and s.kis.rest_url else None
+    # the process's broker credentials and the KIS REST client, shared by every REST use of
+    # the tree; closed last
+    creds = process_credentials(s)
+    rest = kis_rest(s.kis, creds) if replay is None and s.kis.rest_url else None
     try:
         redis_out, redis_in = trio.open_memory_channel[tuple[str, bytes]](REDIS_OUT_BUFFER)
         events_out, events_in = trio.open_memory_channel[Event](s.pipeline.tick_buffer)  # block
@@ -221,6 +226,7 @@ async def run_ingest(
             replay=replay,
             strategies=strategies,
             always_open=always_open,
+            credentials=creds,
         )
         await _run_tree(
             s,
@@ -241,6 +247,7 @@ async def run_ingest(
     finally:
         if rest is not None:
             await rest.aclose()
+        await creds.aclose()
         if store is None:
             engine.dispose()
 
@@ -255,11 +262,13 @@ def _assemble(
     replay: Path | None,
     strategies: Sequence[Strategy] | None,
     always_open: bool,
+    credentials: Credentials | None = None,
 ) -> _Parts:
     """Build the parts and wire them: no task runs yet."""
     d = s.detect
     side = SideEvents()
-    sessions = [] if replay is not None else [fs for b in BROKERS.values() for fs in b.sessions(s)]
+    live = [] if replay is not None else BROKERS.values()
+    sessions = [fs for b in live for fs in b.make_sessions(s, credentials)]
     slotted = [fs for fs in sessions if BROKERS[fs.adapter.broker].slotted]
     if replay is not None:
         # nothing registers upstream, but the driver still answers the gateway's demand
@@ -299,6 +308,7 @@ def _assemble(
         always_open=always_open,
         hours=market_hours,
         canon=TradeCanon() if len({ss.broker for ss in slots.sessions.values()}) > 1 else None,
+        credentials=credentials,
     )
     if state.accounts.held_codes():  # today's notices, replayed from the store
         parts.holdings_changed()
@@ -536,6 +546,7 @@ async def _run_tree(
                         market_movers=movers,
                         backfill=p.backfill,
                         daily_bars=daily,
+                        credentials=p.credentials,
                     )
                 )
             log.info("intake stopped; draining the pipeline")
@@ -601,12 +612,32 @@ def _gate(s: Settings) -> MarketGate:
         raise ConfigError(f"TRADESTREAM_MARKET_GATE: {exc}") from None
 
 
-def kis_rest(k: KisSettings) -> KisRest:
-    """The REST client of the first app key (the account's), shared by every REST use."""
+def process_credentials(s: Settings) -> Credentials:
+    """Every broker credential of the process (feeds/credentials.py): kept in the KIS token file
+    across restarts and, in cluster mode (TRADESTREAM_REDIS_URL), shared through Redis by the
+    processes of the stream."""
+    shared = None
+    if s.detect.redis_url:
+        from tradestream.redis_bridge import redis_client  # the redis extra
+
+        connect = partial(redis_client, s.detect.redis_url)
+        shared = RedisCredentialStore(connect, prefix=f"tradestream:credential:{s.redis_stream}")
+    token_file = Path(s.kis.token_file) if s.kis.token_file else None
+    return Credentials(token_file=token_file, shared=shared, timeout_s=s.kis.connect_timeout_s)
+
+
+def kis_rest(k: KisSettings, credentials: Credentials | None = None) -> KisRest:
+    """The REST client of the first app key (the account's), shared by every REST use; its
+    token is the app key's credential in `credentials` (else a credential of its own)."""
     return KisRest(
         k.rest_url,
         k.app_key,
         k.app_secret,
+        credential=(
+            credentials.credential(KIS_ACCESS, k.app_key, k.app_secret, k.rest_url)
+            if credentials is not None
+            else None
+        ),
         token_file=TokenFile(Path(k.token_file)) if k.token_file else None,
         rate_per_s=k.rest_rate_per_s,
         paper=k.paper,

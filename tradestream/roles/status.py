@@ -42,6 +42,8 @@ def ingest_status(ing: Ingest, admin: bool) -> dict[str, Any]:
         "side_events": dict(ing.side),
         "strategies": ing.strategies.status(),
         "redis": redis,
+        # access tokens and approval keys: state, expiry, counts (never a value or secret)
+        "credentials": ing.credentials.status() if ing.credentials is not None else [],
         "market_gate": gate.level if gate else None,
         "uptime_s": round(time.time() - ing.started_at, 3),
     }

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from tradestream.config import Settings
 from tradestream.feeds.broker import Broker, FeedSession
-from tradestream.feeds.kis.adapter import KisAdapter, kis_timing
+from tradestream.feeds.credentials import Credentials
+from tradestream.feeds.kis.adapter import KIS_APPROVAL, KisAdapter, kis_timing
 from tradestream.feeds.kis.codec import KisDecoder
 from tradestream.feeds.session import FeedStatus
 from tradestream.upstream import ORDER_BOOK_TRS, TRADE_TRS
@@ -15,14 +16,19 @@ from tradestream.upstream import ORDER_BOOK_TRS, TRADE_TRS
 TAG = "kis"
 
 
-def sessions(s: Settings) -> list[FeedSession]:
-    """One session per app key (kis-1, kis-2, ...): each has its own 41 registrations."""
+def sessions(s: Settings, *, credentials: Credentials | None = None) -> list[FeedSession]:
+    """One session per app key (kis-1, kis-2, ...): each has its own 41 registrations. With
+    `credentials` (the process's), each session's approval key is the registry's for its app
+    key; without, each adapter keeps its own."""
     out = []
     for i, (key, secret) in enumerate(s.kis.session_keys()):
         name = f"{TAG}-{i + 1}"
+        cred = None
+        if credentials is not None and key:
+            cred = credentials.credential(KIS_APPROVAL, key, secret, s.kis.rest_url)
         out.append(
             FeedSession(
-                KisAdapter(s.kis, name, app_key=key, app_secret=secret),
+                KisAdapter(s.kis, name, app_key=key, app_secret=secret, credential=cred),
                 kis_timing(s.kis),
                 s.kis.rest_url,
                 FeedStatus(name=name),

@@ -1,4 +1,7 @@
-"""The KIS side of a feed session: approval key, registrations, PINGPONG, acknowledgements."""
+"""The KIS side of a feed session: approval key, registrations, PINGPONG, acknowledgements.
+
+The approval key (kis.md §2) is a "kis-approval" credential (`KIS_APPROVAL`,
+feeds/credentials.py): the process's, shared through its registry, or the adapter's own."""
 
 from __future__ import annotations
 
@@ -13,9 +16,15 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import KisSettings
-from tradestream.errors import CredentialRejected, KeyInUse
+from tradestream.errors import CredentialRejected, FeedError, KeyInUse
+from tradestream.feeds.credentials import (
+    Credential,
+    CredentialKind,
+    Token,
+    TokenFile,
+    credential_identity,
+)
 from tradestream.feeds.kis.codec import Ack, AckResult, KisDecoder, PingPong, subscribe_message
-from tradestream.feeds.kis.rest import Token, TokenFile, key_identity
 from tradestream.feeds.session import CONNECTED, DecoderAdapter, FeedStatus, FeedTiming
 from tradestream.upstream import Op
 
@@ -23,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 APPROVAL_TTL_S = 20 * 3600.0  # reused for less than the day a key lasts (kis.md §2: ≤ 24 h)
+APPROVAL_LIFE_S = 86_400.0  # what the official helper assumes (kis.md §2); capped above
 
 
-def approval_identity(app_key: str, ws_url: str = "") -> str:
-    """The approval key's name in the token file (beside the app key's access token): per app
-    key and broker endpoint (a key another server issued is no good here)."""
-    return "approval:" + key_identity(app_key + "@" + ws_url)
+def approval_identity(app_key: str, base_url: str) -> str:
+    """The approval key's name in the token file and Redis (beside the app key's access
+    token): per app key and the broker endpoint that issued it (a key another server issued is
+    no good here)."""
+    return credential_identity(KIS_APPROVAL.name, app_key, base_url)
 
 
 async def request_approval_key(http: httpx.AsyncClient, app_key: str, app_secret: str) -> str:
@@ -49,12 +60,30 @@ async def request_approval_key(http: httpx.AsyncClient, app_key: str, app_secret
     return key
 
 
+async def issue_approval_key(http: httpx.AsyncClient, app_key: str, app_secret: str) -> Token:
+    """An approval key as a credential: the broker states no lifetime (a day, kis.md §2)."""
+    try:
+        key = await request_approval_key(http, app_key, app_secret)
+    except httpx.HTTPError as exc:
+        raise FeedError(f"approval request: {exc!r}"[:300]) from None
+    now = time.time()
+    return Token(key, now + APPROVAL_LIFE_S, now)
+
+
+#: the WebSocket approval key of an app key, kept APPROVAL_TTL_S at most
+KIS_APPROVAL = CredentialKind("kis-approval", issue_approval_key, max_life_s=APPROVAL_TTL_S)
+
+
 def kis_timing(cfg: KisSettings) -> FeedTiming:
     return FeedTiming(cfg.stale_s, cfg.connect_timeout_s, cfg.backoff_initial_s, cfg.backoff_cap_s)
 
 
 class KisAdapter(DecoderAdapter):
     """Drives one KIS session for run_feed. `on_ack` receives every acknowledgement.
+
+    The approval key: `cfg.approval_key` when configured (and no app key given), else
+    `credential` (the process's, shared), else one of the adapter's own kept in
+    `cfg.token_file`, issued through run_feed's client.
 
     Registrations are the settings' fixed list, or, with `desired`, whatever the slot driver
     holds for this session at each (re)connect (the execution notice included when this
@@ -75,6 +104,7 @@ class KisAdapter(DecoderAdapter):
         app_key: str = "",
         app_secret: str = "",
         desired: Callable[[], list[tuple[str, str]]] | None = None,
+        credential: Credential | None = None,
     ) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url
@@ -82,11 +112,11 @@ class KisAdapter(DecoderAdapter):
         self.decoder = KisDecoder(name)
         self.app_key = app_key or cfg.app_key
         self.app_secret = app_secret or cfg.app_secret
-        self._approval = (cfg.approval_key or None) if not app_key else None
-        self._refused = False
+        self._configured = (cfg.approval_key or None) if not app_key else None
+        self._approval = self._configured  # the key in use
+        self._credential = credential
+        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
         self.name = name
-        self.approvals_issued = 0  # asked of the broker
-        self.approvals_reused = 0  # taken from the token file (an earlier run's, still live)
         self._on_ack = on_ack
         self._desired = desired
         self._ops: deque[str] = deque()
@@ -94,6 +124,23 @@ class KisAdapter(DecoderAdapter):
         self._live = False
         self._status: FeedStatus | None = None
         self._registered: set[tuple[str, str]] = set()  # asked for on this connection
+
+    @property
+    def approvals_issued(self) -> int:
+        """Approval keys asked of the broker by this session's credential."""
+        cred = self._current_credential()
+        return cred.issued if cred is not None else 0
+
+    @property
+    def approvals_reused(self) -> int:
+        """Approval keys taken from the token file (an earlier run's, still live) or Redis."""
+        cred = self._current_credential()
+        return cred.reused if cred is not None else 0
+
+    def _current_credential(self) -> Credential | None:
+        if self._credential is not None:
+            return self._credential
+        return self._own[1] if self._own is not None else None
 
     def stats(self) -> dict[str, object]:
         """The decoder's counters and the approval keys' (never a key itself)."""
@@ -109,37 +156,32 @@ class KisAdapter(DecoderAdapter):
         self._desired = desired
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
-        """The approval key: configured, or kept from an earlier run for this app key (the
-        token file, 0600; kis.md §2: a key lasts a day), or asked for and kept there."""
-        if self._approval is not None:
+        """The approval key: configured, or the credential's (held, kept from an earlier run
+        in the token file or by another process in Redis, or asked for; kis.md §2: a key
+        lasts a day)."""
+        if self._configured is not None:
             return
-        store = TokenFile(Path(self.cfg.token_file)) if self.cfg.token_file else None
-        ident = approval_identity(self.app_key, self.ws_url)
-        now = time.time()
-        if store is not None and not self._refused:
-            kept = await trio.to_thread.run_sync(store.load, ident)
-            if kept is not None and kept.expires_at > now:
-                self._approval = kept.value
-                self.approvals_reused += 1
-                return
-        self._approval = await request_approval_key(http, self.app_key, self.app_secret)
-        self.approvals_issued += 1
-        self._refused = False
-        if store is not None:
-            token = Token(self._approval, now + APPROVAL_TTL_S, now)
-            try:
-                await trio.to_thread.run_sync(store.save, ident, token)
-            except OSError as exc:  # kept in memory all the same
-                log.warning("%s: approval key not kept in %s: %r", self.name, store.path, exc)
+        cred = self._credential
+        if cred is None:  # the adapter's own, issued by the endpoint run_feed talks to
+            if self._own is None or self._own[0] is not http:
+                store = TokenFile(Path(self.cfg.token_file)) if self.cfg.token_file else None
+                own = Credential(KIS_APPROVAL, self.app_key, self.app_secret, str(http.base_url),
+                                 token_file=store, http=http)  # fmt: skip
+                self._own = (http, own)
+            cred = self._own[1]
+        self._approval = None  # a failure leaves none to forget
+        self._approval = await cred.get()
 
     def forget_credential(self) -> None:
-        if self.cfg.approval_key:
+        if self._configured is not None:
             log.error(
                 "%s: the configured approval key was refused; retrying with it", self.decoder.source
             )
-        else:
-            self._approval = None
-            self._refused = True  # a kept key is not used again: a new one is asked for
+            return
+        cred = self._current_credential()
+        if cred is not None and self._approval is not None:
+            cred.refused(self._approval)  # not used again: a new one is asked for
+        self._approval = None
 
     def registrations(self) -> list[str]:
         assert self._approval is not None

@@ -1,16 +1,18 @@
 """The KIS REST client (../shared/protocols/kis-rest.md): one per app key, shared by every REST
 use in the process (the balance inquiry, rankings, bars, stock info).
 
-- **Access token** (§2.1): issued by ``POST /oauth2/tokenP`` at most once a minute per app key
-  (the broker answers EGW00133 otherwise: the client then waits out the minute), reused until
-  `REFRESH_BEFORE_S` before its expiry, and kept in a file (mode 0600) under the app key's
-  identity (a hash, never the key) so a restart reuses it instead of issuing a new one.
+- **Access token** (§2.1): a "kis-access" `Credential` (feeds/credentials.py), shared with every
+  other user of the app key in the process (and the cluster): issued by ``POST /oauth2/tokenP``
+  (`issue_access_token`) at most once a minute per app key (the broker answers EGW00133
+  otherwise: the manager then waits out the minute), reused until `REFRESH_BEFORE_S` before its
+  expiry, and kept in a file (mode 0600) under the app key's identity (a hash, never the key)
+  so a restart reuses it instead of issuing a new one.
 - **Rate limit** (§1.7): a token bucket per app key (`rate_per_s`, 15/s by default, 1/s on a
   paper account) in front of every call; the broker's "per-second count exceeded" (EGW00201)
   halves the bucket's rate for every caller (won back answer by answer) and the call is
   retried behind it.
-- **Expired or invalid token** (EGW00123, EGW00121): a new token (within the issuance limit),
-  then the call once more.
+- **Expired or invalid token** (EGW00123, EGW00121): the token is reported refused to the
+  credential, a new one comes (within the issuance limit), then the call once more.
 - **Paging** (§1.5): `get_pages` follows the response header ``tr_cont`` (F/M: more) with the
   body's continuation keys.
 
@@ -20,27 +22,29 @@ callers retry on their own schedules. The parsers of the answers are plain funct
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
 import trio
 
-from tradestream.errors import FeedError
+from tradestream.errors import CredentialRejected, FeedError
 from tradestream.events import KST
+from tradestream.feeds.credentials import Credential, CredentialKind, IssuedTooSoon
+
+# moved to feeds/credentials.py; kept importable from here
+from tradestream.feeds.credentials import Token as Token
+from tradestream.feeds.credentials import TokenFile as TokenFile
+from tradestream.feeds.credentials import key_identity as key_identity
 from tradestream.session_calendar import parse_holidays
 
 log = logging.getLogger(__name__)
 
-REFRESH_BEFORE_S = 600.0  # a token this close to its expiry is replaced
+REFRESH_BEFORE_S = 600.0  # a token this close to its expiry is replaced (KIS_ACCESS)
 ISSUE_EVERY_S = 60.0  # the broker's limit: one access token per minute per app key
 RATE_LIMITED = "EGW00201"  # per-second call count exceeded
 TOKEN_EXPIRED = ("EGW00123", "EGW00121")  # expired, invalid
@@ -72,6 +76,11 @@ class KisRestError(FeedError):
         super().__init__(f"{what}: {code} {message}".strip() if code else what)
         self.code = code
         self.message = message
+
+
+class TokenRefused(KisRestError, CredentialRejected):
+    """tokenP refused the app key or secret (EGW00103, ...): a KisRestError for REST callers,
+    a CredentialRejected for the credential manager and the feeds."""
 
 
 # -- pure parts --------------------------------------------------------------------------------
@@ -109,18 +118,6 @@ class RateLimit:
             self.rate = min(self.max_rate, self.rate + self.max_rate / 20)
 
 
-@dataclass
-class Token:
-    value: str
-    expires_at: float  # epoch seconds
-    issued_at: float  # epoch seconds
-
-
-def key_identity(app_key: str) -> str:
-    """The app key's name in the token file: a hash, so the file never holds the key."""
-    return hashlib.sha256(app_key.encode()).hexdigest()[:16]
-
-
 def token_from_reply(body: Mapping[str, Any], now: float) -> Token:
     """The token of a tokenP answer (§2.1); the expiry from ``access_token_token_expired``
     (KST) or else ``expires_in``."""
@@ -137,6 +134,35 @@ def token_from_reply(body: Mapping[str, Any], now: float) -> Token:
         except ValueError:
             pass
     return Token(value, expires_at, now)
+
+
+async def issue_access_token(http: httpx.AsyncClient, app_key: str, app_secret: str) -> Token:
+    """``POST /oauth2/tokenP`` (§2.1; the secret goes in `appsecret`): the token, stamped with
+    this host's clock. EGW00133 (within the minute) -> IssuedTooSoon; a refusal (HTTP 4xx)
+    -> TokenRefused; anything else -> KisRestError."""
+    try:
+        resp = await http.post(
+            "/oauth2/tokenP",
+            json={"grant_type": "client_credentials", "appkey": app_key, "appsecret": app_secret},
+        )
+        body = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise KisRestError(f"tokenP: {exc!r}"[:300]) from None
+    if isinstance(body, dict) and body.get("error_code") == TOKEN_TOO_SOON:
+        # issued elsewhere (another process, a lost file) within the minute
+        raise IssuedTooSoon(f"tokenP: {TOKEN_TOO_SOON} {body.get('error_description', '')}")
+    if resp.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+        code = str(body.get("error_code", "")) if isinstance(body, dict) else ""
+        text = str(body.get("error_description", "")) if isinstance(body, dict) else ""
+        error = TokenRefused if 400 <= resp.status_code < 500 else KisRestError
+        raise error(f"tokenP: HTTP {resp.status_code}", code, text)
+    return token_from_reply(body, time.time())
+
+
+#: the access token of an app key (§2.1): one a minute, renewed 10 minutes before its end
+KIS_ACCESS = CredentialKind(
+    "kis-access", issue_access_token, min_interval_s=ISSUE_EVERY_S, renew_before_s=REFRESH_BEFORE_S
+)
 
 
 class Holding(NamedTuple):
@@ -259,47 +285,11 @@ def split_account(account: str) -> tuple[str, str]:
 # -- the client --------------------------------------------------------------------------------
 
 
-class TokenFile:
-    """Access tokens by app-key identity in one JSON file, written aside and renamed, mode
-    0600. Synchronous and small: read once, written once a day per key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self, ident: str) -> Token | None:
-        try:
-            doc = json.loads(self.path.read_text())
-            t = doc[ident]
-            return Token(str(t["token"]), float(t["expires_at"]), float(t["issued_at"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def save(self, ident: str, token: Token) -> None:
-        try:
-            doc = json.loads(self.path.read_text())
-            if not isinstance(doc, dict):
-                doc = {}
-        except (OSError, ValueError):
-            doc = {}
-        doc[ident] = {
-            "token": token.value,
-            "expires_at": token.expires_at,
-            "issued_at": token.issued_at,
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}-{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh)
-        os.chmod(tmp, 0o600)
-        tmp.rename(self.path)
-
-
 @dataclass
 class RestStats:
     calls: int = 0
-    tokens_issued: int = 0
-    token_reused_from_file: bool = False
+    tokens_issued: int = 0  # by the app key's credential (shared with its other users)
+    token_reused_from_file: bool = False  # the credential came from the file (or Redis)
     rate_limited: int = 0  # EGW00201 answers
     token_refreshes: int = 0  # EGW00123/EGW00121 answers
     errors: int = 0
@@ -310,8 +300,10 @@ class RestStats:
 
 
 class KisRest:
-    """One app key's REST access. `wall` is the epoch clock (token expiry, issuance limit);
-    the rate limit and waits use Trio's clock, so tests run on MockClock."""
+    """One app key's REST access. The access token comes from `credential` (the process's
+    "kis-access" credential of the app key, `KIS_ACCESS`); without one, the client makes its
+    own, kept in `token_file`, with `wall` as its epoch clock. The rate limit and waits use
+    Trio's clock, so tests run on MockClock."""
 
     def __init__(
         self,
@@ -319,7 +311,8 @@ class KisRest:
         app_key: str,
         app_secret: str,
         *,
-        token_file: TokenFile | None,
+        credential: Credential | None = None,
+        token_file: TokenFile | None = None,
         rate_per_s: float = 15.0,
         paper: bool = False,
         custtype: str = "P",
@@ -329,89 +322,41 @@ class KisRest:
         self.base_url = base_url
         self.app_key = app_key
         self._secret = app_secret
-        self._file = token_file
-        self._ident = key_identity(app_key)
+        self._own_credential = credential is None
+        self.credential = credential or Credential(
+            KIS_ACCESS,
+            app_key,
+            app_secret,
+            base_url,
+            token_file=token_file,
+            timeout_s=timeout_s,
+            wall=wall,
+        )
         self.paper = paper
         self._custtype = custtype
         self._timeout_s = timeout_s
-        self._wall = wall
         self._rate_per_s = rate_per_s
         self._limit: RateLimit | None = None  # made on first use: needs a running Trio
-        self._token: Token | None = None
-        self._loaded = False
-        self._lock: trio.Lock | None = None
         self._http: httpx.AsyncClient | None = None
         self.stats = RestStats()
 
     # -- token -------------------------------------------------------------------------------
-    def _fresh(self, t: Token | None) -> bool:
-        return t is not None and t.expires_at - self._wall() > REFRESH_BEFORE_S
-
     async def token(self) -> str:
-        """A valid access token: the one held, the file's, or a new one (at most one a
-        minute; waits out the minute if the last was issued less than one ago)."""
-        if self._lock is None:
-            self._lock = trio.Lock()
-        async with self._lock:
-            if self._fresh(self._token):
-                return self._token.value  # type: ignore[union-attr]
-            if not self._loaded and self._file is not None:
-                self._loaded = True
-                saved = await trio.to_thread.run_sync(self._file.load, self._ident)
-                if self._fresh(saved):
-                    self._token = saved
-                    self.stats.token_reused_from_file = True
-                    return saved.value  # type: ignore[union-attr]
-                self._token = saved  # expired: kept for its issue time (the minute rule)
-            return (await self._issue()).value
-
-    async def _issue(self) -> Token:
-        for _ in range(3):
-            last = self._token.issued_at if self._token is not None else 0.0
-            wait = last + ISSUE_EVERY_S - self._wall()
-            if wait > 0:
-                log.info(
-                    "KIS token: the last was issued %.0f s ago; waiting %.0f s",
-                    ISSUE_EVERY_S - wait,
-                    wait,
-                )
-                await trio.sleep(wait)
-            http = self._client()
-            try:
-                resp = await http.post(
-                    "/oauth2/tokenP",
-                    json={
-                        "grant_type": "client_credentials",
-                        "appkey": self.app_key,
-                        "appsecret": self._secret,
-                    },
-                )
-                body = resp.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise KisRestError(f"tokenP: {exc!r}"[:300]) from None
-            now = self._wall()
-            if isinstance(body, dict) and body.get("error_code") == TOKEN_TOO_SOON:
-                # issued elsewhere (another process, a lost file) within the minute
-                self._token = Token("", 0.0, now)
-                continue
-            if resp.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-                code = str(body.get("error_code", "")) if isinstance(body, dict) else ""
-                text = str(body.get("error_description", "")) if isinstance(body, dict) else ""
-                raise KisRestError(f"tokenP: HTTP {resp.status_code}", code, text)
-            token = token_from_reply(body, now)
-            self._token = token
-            self.stats.tokens_issued += 1
-            if self._file is not None:
-                try:
-                    await trio.to_thread.run_sync(self._file.save, self._ident, token)
-                except OSError as exc:
-                    log.warning("KIS token not saved to %s (%s)", self._file.path, exc)
-            log.info(
-                "KIS access token issued (valid until %s)",
-                datetime.fromtimestamp(token.expires_at, KST).isoformat(timespec="minutes"),
-            )
-            return token
-        raise KisRestError("tokenP", TOKEN_TOO_SOON, "refused three times")
+        """A valid access token, from the credential: the one held, the file's (or the
+        cluster's), or a new one (at most one a minute; waits out the minute if the last was
+        issued less than one ago). A failure comes out as KisRestError."""
+        cred = self.credential
+        try:
+            value = await cred.get()
+        except KisRestError:
+            raise
+        except IssuedTooSoon:
+            raise KisRestError("tokenP", TOKEN_TOO_SOON, "refused three times") from None
+        except FeedError as exc:
+            raise KisRestError(f"tokenP: {exc}"[:300]) from None
+        self.stats.tokens_issued = cred.issued
+        self.stats.token_reused_from_file = cred.reused > 0
+        return value
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -419,9 +364,12 @@ class KisRest:
         return self._http
 
     async def aclose(self) -> None:
+        """Close the client (and the credential, when it is the client's own)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._own_credential:
+            await self.credential.aclose()
 
     # -- calls -------------------------------------------------------------------------------
     async def get(
@@ -471,8 +419,7 @@ class KisRest:
             if code in TOKEN_EXPIRED and not refreshed:
                 refreshed = True
                 self.stats.token_refreshes += 1
-                if self._token is not None:
-                    self._token.expires_at = 0.0  # not fresh: the next token() issues one
+                self.credential.refused(token)  # the next token() is a new one
                 continue
             self._failed(f"GET {path}: {code} {text}")
             raise KisRestError(f"GET {path} ({tr_id})", code, text)

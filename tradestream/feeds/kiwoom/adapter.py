@@ -21,7 +21,9 @@ from trio_websocket import WebSocketConnection
 
 from tradestream.config import KiwoomSettings
 from tradestream.errors import CredentialRejected, FeedError, KeyInUse
+from tradestream.feeds.credentials import Credential, CredentialKind, IssuedTooSoon, Token
 from tradestream.feeds.kiwoom.codec import (
+    TOKEN_PATH,
     KiwoomDecoder,
     KiwoomTokenError,
     Login,
@@ -76,6 +78,32 @@ def _by_type(keys: Iterable[Key]) -> list[list[Key]]:
     return [groups[kind] for kind in sorted(groups)]
 
 
+async def issue_access_token(http: httpx.AsyncClient, app_key: str, secret: str) -> Token:
+    """au10001 (§2): the token and its expiry (`expires_dt`). Kiwoom answers HTTP 200 with a
+    `return_code`: a refused key is CredentialRejected, the rate limit (1700) IssuedTooSoon;
+    anything but HTTP 200 is the transport's trouble (FeedError), not the credential's."""
+    try:
+        resp = await http.post(TOKEN_PATH, json=token_request(app_key, secret))
+        body = resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise FeedError(f"token request: {exc!r}"[:300]) from None
+    if body is None:
+        raise FeedError(f"token request: HTTP {resp.status_code} {resp.text[:200]}")
+    try:
+        value, expires_at = parse_token_response(body, time.time())
+    except KiwoomTokenError as exc:
+        if refusal_kind(exc.code) == "rate_limit":
+            raise IssuedTooSoon(f"token request: {exc}") from None
+        raise CredentialRejected(f"token request: {exc}") from None
+    return Token(value, expires_at, time.time())
+
+
+#: the access token of a Kiwoom app key: LOGIN's (§3)
+KIWOOM_ACCESS = CredentialKind(
+    "kiwoom-access", issue_access_token, renew_before_s=TOKEN_REFRESH_MARGIN_S
+)
+
+
 def kiwoom_timing(cfg: KiwoomSettings) -> FeedTiming:
     return FeedTiming(cfg.stale_s, cfg.connect_timeout_s, cfg.backoff_initial_s, cfg.backoff_cap_s)
 
@@ -91,16 +119,19 @@ class KiwoomAdapter(DecoderAdapter):
         name: str,
         *,
         desired: Callable[[], list[Key]] | None = None,
+        credential: Credential | None = None,
     ) -> None:
+        """`credential`: the process's access token for the app key (feeds/credentials.py),
+        else the adapter's own, issued through run_feed's client."""
         self.cfg = cfg
         self.name = name
         self.ws_url = cfg.ws_url
         self.broker = "kiwoom"
         self.decoder = KiwoomDecoder(name)
         self._desired = desired
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self.tokens_issued = 0
+        self._token: str | None = None  # the token in use
+        self._credential = credential
+        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
         self.logins = 0
         self.refusals: dict[str, int] = {}  # REG/REMOVE/LOGIN refusals by kind
         self._ops: deque[str] = deque()
@@ -115,34 +146,36 @@ class KiwoomAdapter(DecoderAdapter):
         self._desired = desired
 
     def stats(self) -> dict[str, object]:
+        """The decoder's counters, logins and refusals (the token's are the credential's, in
+        the status endpoint's `credentials`)."""
         return {
             **super().stats(),
-            "tokens_issued": self.tokens_issued,
             "logins": self.logins,
             "refusals": dict(self.refusals),
         }
 
     # -- credential --------------------------------------------------------------------------
+    def _cred(self) -> Credential | None:
+        return self._credential or (self._own[1] if self._own is not None else None)
+
     async def authenticate(self, http: httpx.AsyncClient) -> None:
-        """The access token (au10001, §2): held until TOKEN_REFRESH_MARGIN_S before it ends."""
-        if self._token is not None and time.time() < self._expires_at - TOKEN_REFRESH_MARGIN_S:
-            return
-        resp = await http.post(
-            "/oauth2/token", json=token_request(self.cfg.app_key, self.cfg.app_secret)
-        )
-        try:
-            body = resp.json()
-        except ValueError:
-            raise CredentialRejected(
-                f"token request: HTTP {resp.status_code} {resp.text[:200]}"
-            ) from None
-        try:
-            self._token, self._expires_at = parse_token_response(body, time.time())
-        except KiwoomTokenError as exc:
-            raise CredentialRejected(f"token request: HTTP {resp.status_code}: {exc}") from None
-        self.tokens_issued += 1
+        """The access token (au10001, §2): the credential's, held until TOKEN_REFRESH_MARGIN_S
+        before it ends (the official helper renews 10 minutes early)."""
+        cred = self._credential
+        if cred is None:
+            if self._own is None or self._own[0] is not http:
+                own = Credential(KIWOOM_ACCESS, self.cfg.app_key, self.cfg.app_secret,
+                                 str(http.base_url), http=http)  # fmt: skip
+                self._own = (http, own)
+            cred = self._own[1]
+        self._token = None  # a failure leaves none to forget
+        self._token = await cred.get()
 
     def forget_credential(self) -> None:
+        """LOGIN refused the token (8005, ...): it is not used again; a new one is issued."""
+        cred = self._cred()
+        if cred is not None and self._token is not None:
+            cred.refused(self._token)
         self._token = None
 
     # -- connection --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from tradestream.config import Settings
 from tradestream.feeds.broker import Broker, FeedSession
-from tradestream.feeds.kiwoom.adapter import CARRIES, KiwoomAdapter, kiwoom_timing
+from tradestream.feeds.credentials import Credentials
+from tradestream.feeds.kiwoom.adapter import CARRIES, KIWOOM_ACCESS, KiwoomAdapter, kiwoom_timing
 from tradestream.feeds.kiwoom.codec import KiwoomDecoder
 from tradestream.feeds.session import FeedStatus
 from tradestream.upstream import KIWOOM_BOOK, KIWOOM_TRADE
@@ -16,16 +17,21 @@ TAG = "kiwoom"
 SIM_WS_PATH = "/api/dostk/websocket"  # kiwoom.md §1: the real path, on the simulator too
 
 
-def sessions(s: Settings) -> list[FeedSession]:
-    """One session (kiwoom-1) when enabled: one login per app key (kiwoom.md §8, R10001)."""
-    if not s.kiwoom.enabled:
+def sessions(s: Settings, *, credentials: Credentials | None = None) -> list[FeedSession]:
+    """One session (kiwoom-1) when enabled: one login per app key (kiwoom.md §8, R10001).
+    With `credentials` (the process's), its token is the registry's for the app key."""
+    k = s.kiwoom
+    if not k.enabled:
         return []
     name = f"{TAG}-1"
+    cred = None
+    if credentials is not None:
+        cred = credentials.credential(KIWOOM_ACCESS, k.app_key, k.app_secret, k.rest_url)
     return [
         FeedSession(
-            KiwoomAdapter(s.kiwoom, name),
-            kiwoom_timing(s.kiwoom),
-            s.kiwoom.rest_url,
+            KiwoomAdapter(k, name, credential=cred),
+            kiwoom_timing(k),
+            k.rest_url,
             FeedStatus(name=name),
         )
     ]

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from tradestream.config import Settings
 from tradestream.feeds.broker import Broker, FeedSession
-from tradestream.feeds.ls.adapter import LsAdapter, ls_timing
+from tradestream.feeds.credentials import Credentials
+from tradestream.feeds.ls.adapter import LS_ACCESS, LsAdapter, ls_timing
 from tradestream.feeds.ls.codec import LsDecoder, sim_media_path
 from tradestream.feeds.session import FeedStatus
 from tradestream.upstream import LS_BOOK_TRS, LS_TRADE_TRS
@@ -15,14 +16,17 @@ from tradestream.upstream import LS_BOOK_TRS, LS_TRADE_TRS
 TAG = "ls"
 
 
-def sessions(s: Settings) -> list[FeedSession]:
-    """One session (ls-1) when enabled: news, and trades for codes KIS does not carry."""
+def sessions(s: Settings, *, credentials: Credentials | None = None) -> list[FeedSession]:
+    """One session (ls-1) when enabled: news, and trades for codes KIS does not carry. With
+    `credentials` (the process's), its token is the registry's for the app key."""
     if not s.ls.enabled:
         return []
     name = f"{TAG}-1"
-    return [
-        FeedSession(LsAdapter(s.ls, name), ls_timing(s.ls), s.ls.rest_url, FeedStatus(name=name))
-    ]
+    cred = None
+    if credentials is not None:
+        cred = credentials.credential(LS_ACCESS, s.ls.app_key, s.ls.app_secret, s.ls.rest_url)
+    adapter = LsAdapter(s.ls, name, credential=cred)
+    return [FeedSession(adapter, ls_timing(s.ls), s.ls.rest_url, FeedStatus(name=name))]
 
 
 def new_decoder(session: str, media: dict[str, str] | None = None) -> LsDecoder:

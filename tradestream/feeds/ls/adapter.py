@@ -1,4 +1,7 @@
-"""The LS side of a feed session: access token, registrations, acknowledgements."""
+"""The LS side of a feed session: access token, registrations, acknowledgements.
+
+The access token (ls.md §2) is an "ls-access" credential (`LS_ACCESS`, feeds/credentials.py):
+the process's, shared through its registry, or the adapter's own (in memory)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import msgspec
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import LsSettings
-from tradestream.errors import CredentialRejected, TokenError
+from tradestream.errors import CredentialRejected, FeedError, TokenError
+from tradestream.feeds.credentials import Credential, CredentialKind, Token
 from tradestream.feeds.ls.codec import (
     LsAck,
     LsDecoder,
@@ -27,16 +31,37 @@ log = logging.getLogger(__name__)
 TOKEN_REFRESH_MARGIN_S = 600.0  # get a new token this long before the old one expires
 
 
+async def issue_access_token(http: httpx.AsyncClient, app_key: str, app_secret: str) -> Token:
+    """``POST /oauth2/token`` (form, ls.md §2): the token and its lifetime."""
+    try:
+        resp = await http.post("/oauth2/token", data=token_request_form(app_key, app_secret))
+    except httpx.HTTPError as exc:
+        raise FeedError(f"token request: {exc!r}"[:300]) from None
+    if resp.status_code != 200:
+        raise CredentialRejected(f"token request: HTTP {resp.status_code} {resp.text[:200]}")
+    try:
+        value, lifetime = parse_token_response(resp.json())
+    except (TokenError, ValueError) as exc:
+        raise CredentialRejected(f"token response: {exc}") from None
+    now = time.time()
+    return Token(value, now + lifetime, now)
+
+
+#: the access token of an LS app key, for the WebSocket's requests (ls.md §2)
+LS_ACCESS = CredentialKind("ls-access", issue_access_token, renew_before_s=TOKEN_REFRESH_MARGIN_S)
+
+
 def ls_timing(cfg: LsSettings) -> FeedTiming:
     return FeedTiming(cfg.stale_s, cfg.connect_timeout_s, cfg.backoff_initial_s, cfg.backoff_cap_s)
 
 
 class LsAdapter(DecoderAdapter):
-    """Drives one LS session for run_feed."""
+    """Drives one LS session for run_feed. The token comes from `credential` (the process's),
+    else from one of the adapter's own, issued through run_feed's client."""
 
     decoder: LsDecoder
 
-    def __init__(self, cfg: LsSettings, name: str) -> None:
+    def __init__(self, cfg: LsSettings, name: str, *, credential: Credential | None = None) -> None:
         self.cfg = cfg
         self.ws_url = cfg.ws_url
         self.broker = "ls"
@@ -44,24 +69,26 @@ class LsAdapter(DecoderAdapter):
         # names (on the simulator, use_simulator points media_file at its own table)
         media = load_media_map(Path(cfg.media_file)) if cfg.media_file else {}
         self.decoder = LsDecoder(name, media, cfg.min_title_chars)
-        self._token: str | None = None
-        self._expires_at = 0.0
+        self._token: str | None = None  # the token in use
+        self._credential = credential
+        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
-        if self._token is not None and time.time() < self._expires_at - TOKEN_REFRESH_MARGIN_S:
-            return
-        resp = await http.post(
-            "/oauth2/token", data=token_request_form(self.cfg.app_key, self.cfg.app_secret)
-        )
-        if resp.status_code != 200:
-            raise CredentialRejected(f"token request: HTTP {resp.status_code} {resp.text[:200]}")
-        try:
-            self._token, lifetime = parse_token_response(resp.json())
-        except (TokenError, ValueError) as exc:
-            raise CredentialRejected(f"token response: {exc}") from None
-        self._expires_at = time.time() + lifetime
+        """The token: the credential's (held while fresh, or a new one)."""
+        cred = self._credential
+        if cred is None:
+            if self._own is None or self._own[0] is not http:
+                own = Credential(LS_ACCESS, self.cfg.app_key, self.cfg.app_secret,
+                                 str(http.base_url), http=http)  # fmt: skip
+                self._own = (http, own)
+            cred = self._own[1]
+        self._token = None  # a failure leaves none to forget
+        self._token = await cred.get()
 
     def forget_credential(self) -> None:
+        cred = self._credential or (self._own[1] if self._own is not None else None)
+        if cred is not None and self._token is not None:
+            cred.refused(self._token)  # not used again: a new one is asked for
         self._token = None
 
     def registrations(self) -> list[str]:

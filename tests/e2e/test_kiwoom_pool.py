@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 import trio
 
@@ -221,3 +222,41 @@ async def test_a_pooled_run_is_recorded_and_replayed_row_for_row(tmp_path: Path)
     sources = {row[-2] for row in want["stock_prices_realtime"]}
     assert {"kis-1", "kiwoom-1"} <= sources, sources
     assert any(row[0] == "kiwoom-1" for row in want["feed_gaps"])
+
+
+async def test_kiwoom_token_is_the_process_credential_and_a_refused_one_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """The Kiwoom session's token comes from the process's credential manager (listed in the
+    status without the token); when the broker forgets it, LOGIN is refused for the token
+    (8005), the session gets one new token and streams again."""
+    s = pooled(tmp_path)
+    with trio.fail_after(TIMEOUT_S * 2):
+        async with service(s) as running:
+            assert running.sim is not None
+            await wait_for(lambda: streaming(running) and in_step(running), "both streaming")
+            admin = tok(running, "ops", role="admin")
+
+            async def kiwoom_credential() -> dict[str, Any]:
+                async with httpx.AsyncClient(base_url=running.url) as http:
+                    status = (await http.get("/api/ws/status", params={"token": admin})).json()
+                (cred,) = [c for c in status["credentials"] if c["kind"] == "kiwoom-access"]
+                return cred
+
+            first = await kiwoom_credential()
+            assert (first["state"], first["issued"]) == ("valid", 1)
+            token = next(iter(running.sim.control.kiwoom_tokens))
+            kiwoom = next(f for f in running.feeds if f.name == "kiwoom-1")
+            refusals_before = kiwoom.decoder.get("refusals", {})
+            assert refusals_before == {}
+            running.sim.control.revoke_credentials()  # the broker forgets every token
+            running.sim.control.drop_all(broker="kiwoom")
+            await wait_for(
+                lambda: kiwoom.decoder.get("refusals", {}).get("login:token") == 1, "refused"
+            )
+            await wait_for(lambda: streaming(running) and in_step(running), "streaming again")
+            again = await kiwoom_credential()
+            assert (again["state"], again["issued"]) == ("valid", 2)
+            assert token not in running.sim.control.kiwoom_tokens
+            status_text = str(again)
+            assert token not in status_text and s.kiwoom.app_secret not in status_text

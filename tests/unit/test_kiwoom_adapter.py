@@ -28,7 +28,7 @@ class Socket:
 
 def adapter(keys: list[tuple[str, str]]) -> tuple[KiwoomAdapter, FeedStatus]:
     a = KiwoomAdapter(KiwoomSettings(enabled=True), "kiwoom-1", desired=lambda: list(keys))
-    a._token = "tok"  # authenticated
+    a._cred.held = "tok"  # authenticated
     status = FeedStatus("kiwoom-1")
     status.state = "subscribing"
     a.on_connect(status)

@@ -600,6 +600,54 @@ class Credential:
         return text[:300]
 
 
+class SessionCredential:
+    """A feed session's credential: the process's (`given`, from `Credentials`), else one of
+    the session's own, issued through run_feed's client by the endpoint it talks to (made
+    anew if the client changes). `held` is the value in use, for `forget` to refuse."""
+
+    __slots__ = ("kind", "_key", "_secret", "_given", "_own", "_token_file", "held")
+
+    def __init__(
+        self,
+        kind: CredentialKind,
+        app_key: str,
+        secret: str,
+        given: Credential | None = None,
+        *,
+        token_file: TokenFile | None = None,
+    ) -> None:
+        self.kind = kind
+        self._key, self._secret = app_key, secret
+        self._given = given
+        self._own: tuple[httpx.AsyncClient, Credential] | None = None
+        self._token_file = token_file
+        self.held: str | None = None
+
+    @property
+    def current(self) -> Credential | None:
+        return self._given or (self._own[1] if self._own is not None else None)
+
+    async def get(self, http: httpx.AsyncClient) -> str:
+        """The value (`held` from now on); raises like `Credential.get`."""
+        cred = self._given
+        if cred is None:
+            if self._own is None or self._own[0] is not http:
+                own = Credential(self.kind, self._key, self._secret, str(http.base_url),
+                                 token_file=self._token_file, http=http)  # fmt: skip
+                self._own = (http, own)
+            cred = self._own[1]
+        self.held = None  # a failure leaves none to forget
+        self.held = await cred.get()
+        return self.held
+
+    def forget(self) -> None:
+        """The broker refused the held value: not used again anywhere; a new one next."""
+        cred = self.current
+        if cred is not None and self.held is not None:
+            cred.refused(self.held)
+        self.held = None
+
+
 class Credentials:
     """The process's credentials: one `Credential` per (kind, app key, endpoint), whoever asks
     for it, so every feed session and REST client of an app key shares it. `token_file`: the

@@ -20,6 +20,7 @@ from tradestream.errors import CredentialRejected, FeedError, KeyInUse
 from tradestream.feeds.credentials import (
     Credential,
     CredentialKind,
+    SessionCredential,
     Token,
     TokenFile,
     credential_identity,
@@ -113,9 +114,13 @@ class KisAdapter(DecoderAdapter):
         self.app_key = app_key or cfg.app_key
         self.app_secret = app_secret or cfg.app_secret
         self._configured = (cfg.approval_key or None) if not app_key else None
-        self._approval = self._configured  # the key in use
-        self._credential = credential
-        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
+        self._cred = SessionCredential(
+            KIS_APPROVAL,
+            self.app_key,
+            self.app_secret,
+            credential,
+            token_file=TokenFile(Path(cfg.token_file)) if cfg.token_file else None,
+        )
         self.name = name
         self._on_ack = on_ack
         self._desired = desired
@@ -138,9 +143,12 @@ class KisAdapter(DecoderAdapter):
         return cred.reused if cred is not None else 0
 
     def _current_credential(self) -> Credential | None:
-        if self._credential is not None:
-            return self._credential
-        return self._own[1] if self._own is not None else None
+        return self._cred.current
+
+    @property
+    def _approval(self) -> str | None:
+        """The key in use: the configured one, or the credential's."""
+        return self._configured if self._configured is not None else self._cred.held
 
     def stats(self) -> dict[str, object]:
         """The decoder's counters and the approval keys' (never a key itself)."""
@@ -159,18 +167,8 @@ class KisAdapter(DecoderAdapter):
         """The approval key: configured, or the credential's (held, kept from an earlier run
         in the token file or by another process in Redis, or asked for; kis.md §2: a key
         lasts a day)."""
-        if self._configured is not None:
-            return
-        cred = self._credential
-        if cred is None:  # the adapter's own, issued by the endpoint run_feed talks to
-            if self._own is None or self._own[0] is not http:
-                store = TokenFile(Path(self.cfg.token_file)) if self.cfg.token_file else None
-                own = Credential(KIS_APPROVAL, self.app_key, self.app_secret, str(http.base_url),
-                                 token_file=store, http=http)  # fmt: skip
-                self._own = (http, own)
-            cred = self._own[1]
-        self._approval = None  # a failure leaves none to forget
-        self._approval = await cred.get()
+        if self._configured is None:
+            await self._cred.get(http)
 
     def forget_credential(self) -> None:
         if self._configured is not None:
@@ -178,10 +176,7 @@ class KisAdapter(DecoderAdapter):
                 "%s: the configured approval key was refused; retrying with it", self.decoder.source
             )
             return
-        cred = self._current_credential()
-        if cred is not None and self._approval is not None:
-            cred.refused(self._approval)  # not used again: a new one is asked for
-        self._approval = None
+        self._cred.forget()  # not used again: a new one is asked for
 
     def registrations(self) -> list[str]:
         assert self._approval is not None

@@ -21,7 +21,13 @@ from trio_websocket import WebSocketConnection
 
 from tradestream.config import KiwoomSettings
 from tradestream.errors import CredentialRejected, FeedError, KeyInUse
-from tradestream.feeds.credentials import Credential, CredentialKind, IssuedTooSoon, Token
+from tradestream.feeds.credentials import (
+    Credential,
+    CredentialKind,
+    IssuedTooSoon,
+    SessionCredential,
+    Token,
+)
 from tradestream.feeds.kiwoom.codec import (
     TOKEN_PATH,
     KiwoomDecoder,
@@ -129,9 +135,7 @@ class KiwoomAdapter(DecoderAdapter):
         self.broker = "kiwoom"
         self.decoder = KiwoomDecoder(name)
         self._desired = desired
-        self._token: str | None = None  # the token in use
-        self._credential = credential
-        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
+        self._cred = SessionCredential(KIWOOM_ACCESS, cfg.app_key, cfg.app_secret, credential)
         self.logins = 0
         self.refusals: dict[str, int] = {}  # REG/REMOVE/LOGIN refusals by kind
         self._ops: deque[str] = deque()
@@ -155,28 +159,18 @@ class KiwoomAdapter(DecoderAdapter):
         }
 
     # -- credential --------------------------------------------------------------------------
-    def _cred(self) -> Credential | None:
-        return self._credential or (self._own[1] if self._own is not None else None)
+    @property
+    def _token(self) -> str | None:
+        return self._cred.held
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         """The access token (au10001, §2): the credential's, held until TOKEN_REFRESH_MARGIN_S
         before it ends (the official helper renews 10 minutes early)."""
-        cred = self._credential
-        if cred is None:
-            if self._own is None or self._own[0] is not http:
-                own = Credential(KIWOOM_ACCESS, self.cfg.app_key, self.cfg.app_secret,
-                                 str(http.base_url), http=http)  # fmt: skip
-                self._own = (http, own)
-            cred = self._own[1]
-        self._token = None  # a failure leaves none to forget
-        self._token = await cred.get()
+        await self._cred.get(http)
 
     def forget_credential(self) -> None:
         """LOGIN refused the token (8005, ...): it is not used again; a new one is issued."""
-        cred = self._cred()
-        if cred is not None and self._token is not None:
-            cred.refused(self._token)
-        self._token = None
+        self._cred.forget()
 
     # -- connection --------------------------------------------------------------------------
     def registrations(self) -> list[str]:

@@ -15,7 +15,7 @@ from trio_websocket import WebSocketConnection
 
 from tradestream.config import LsSettings
 from tradestream.errors import CredentialRejected, FeedError, TokenError
-from tradestream.feeds.credentials import Credential, CredentialKind, Token
+from tradestream.feeds.credentials import Credential, CredentialKind, SessionCredential, Token
 from tradestream.feeds.ls.codec import (
     LsAck,
     LsDecoder,
@@ -69,27 +69,18 @@ class LsAdapter(DecoderAdapter):
         # names (on the simulator, use_simulator points media_file at its own table)
         media = load_media_map(Path(cfg.media_file)) if cfg.media_file else {}
         self.decoder = LsDecoder(name, media, cfg.min_title_chars)
-        self._token: str | None = None  # the token in use
-        self._credential = credential
-        self._own: tuple[httpx.AsyncClient, Credential] | None = None  # without `credential`
+        self._cred = SessionCredential(LS_ACCESS, cfg.app_key, cfg.app_secret, credential)
+
+    @property
+    def _token(self) -> str | None:
+        return self._cred.held
 
     async def authenticate(self, http: httpx.AsyncClient) -> None:
         """The token: the credential's (held while fresh, or a new one)."""
-        cred = self._credential
-        if cred is None:
-            if self._own is None or self._own[0] is not http:
-                own = Credential(LS_ACCESS, self.cfg.app_key, self.cfg.app_secret,
-                                 str(http.base_url), http=http)  # fmt: skip
-                self._own = (http, own)
-            cred = self._own[1]
-        self._token = None  # a failure leaves none to forget
-        self._token = await cred.get()
+        await self._cred.get(http)
 
     def forget_credential(self) -> None:
-        cred = self._credential or (self._own[1] if self._own is not None else None)
-        if cred is not None and self._token is not None:
-            cred.refused(self._token)  # not used again: a new one is asked for
-        self._token = None
+        self._cred.forget()  # not used again: a new one is asked for
 
     def registrations(self) -> list[str]:
         assert self._token is not None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +11,6 @@ from tradestream.feeds.kis.rest import (
     Holding,
     KisRestError,
     RateLimit,
-    Token,
-    TokenFile,
-    key_identity,
     parse_balance_rows,
     split_account,
     token_from_reply,
@@ -73,19 +67,6 @@ def test_account_numbers() -> None:
     assert split_account("5001234501") == ("50012345", "01")
     with pytest.raises(ValueError, match="10 digits"):
         split_account("5001-2345")
-
-
-def test_token_file_is_private_and_keyed_by_a_hash(tmp_path: Path) -> None:
-    f = TokenFile(tmp_path / "state" / "kis-tokens.json")
-    ident = key_identity("PSappkey-secret-looking")
-    f.save(ident, Token("tok", 2e9, 1e9))
-    f.save(key_identity("other"), Token("tok2", 2e9, 1e9))
-    assert stat.S_IMODE(os.stat(f.path).st_mode) == 0o600
-    assert "PSappkey" not in f.path.read_text()
-    assert f.load(ident) == Token("tok", 2e9, 1e9)
-    assert f.load("nobody") is None
-    f.path.write_text("not json")
-    assert f.load(ident) is None
 
 
 def _sim(clock: Clock, positions: dict[str, tuple[int, int]] | None = None) -> KisRestSim:

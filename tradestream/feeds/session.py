@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -167,6 +168,27 @@ class DecoderAdapter:
     def stats(self) -> dict[str, object]:
         stats: dict[str, object] = self.decoder.stats.as_dict()
         return stats
+
+
+class OpQueue(deque[str]):
+    """Requests for the live connection (a slot driver's registrations), queued by `put`
+    and sent in order by `pump`, which run_feed runs beside the reader (an adapter's
+    `pump`). A new connection `clear`s it: the connect's registrations supersede it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def put(self, message: str) -> None:
+        self.append(message)
+        self._lot.unpark()
+
+    async def pump(self, ws: WebSocketConnection) -> None:
+        """Send what is queued, then wait for more; until cancelled or the socket fails."""
+        while True:
+            while self:
+                await ws.send_message(self.popleft())
+            await self._lot.park()
 
 
 class FeedControl:

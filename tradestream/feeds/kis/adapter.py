@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import trio
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import KisSettings
@@ -26,7 +24,13 @@ from tradestream.feeds.credentials import (
     credential_identity,
 )
 from tradestream.feeds.kis.codec import Ack, AckResult, KisDecoder, PingPong, subscribe_message
-from tradestream.feeds.session import CONNECTED, DecoderAdapter, FeedStatus, FeedTiming
+from tradestream.feeds.session import (
+    CONNECTED,
+    DecoderAdapter,
+    FeedStatus,
+    FeedTiming,
+    OpQueue,
+)
 from tradestream.upstream import Op
 
 log = logging.getLogger(__name__)
@@ -124,8 +128,7 @@ class KisAdapter(DecoderAdapter):
         self.name = name
         self._on_ack = on_ack
         self._desired = desired
-        self._ops: deque[str] = deque()
-        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._ops = OpQueue()
         self._live = False
         self._status: FeedStatus | None = None
         self._registered: set[tuple[str, str]] = set()  # asked for on this connection
@@ -221,7 +224,7 @@ class KisAdapter(DecoderAdapter):
             self._registered.add(key)
         else:
             self._registered.discard(key)
-        self._ops.append(
+        self._ops.put(
             subscribe_message(
                 self._approval,
                 op.tr_id,
@@ -230,7 +233,6 @@ class KisAdapter(DecoderAdapter):
                 custtype=self.cfg.custtype,
             )
         )
-        self._ops_lot.unpark()
         return True
 
     def registered(self) -> frozenset[tuple[str, str]] | None:
@@ -241,10 +243,7 @@ class KisAdapter(DecoderAdapter):
     async def pump(self, ws: WebSocketConnection) -> None:
         """Send queued ops while this connection lives (run by run_feed beside the reader)."""
         try:
-            while True:
-                while self._ops:
-                    await ws.send_message(self._ops.popleft())
-                await self._ops_lot.park()
+            await self._ops.pump(ws)
         finally:
             self._live = False
 

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import httpx
-import trio
 from trio_websocket import WebSocketConnection
 
 from tradestream.config import KiwoomSettings
@@ -45,7 +44,13 @@ from tradestream.feeds.kiwoom.codec import (
     remove_message,
     token_request,
 )
-from tradestream.feeds.session import CONNECTED, DecoderAdapter, FeedStatus, FeedTiming
+from tradestream.feeds.session import (
+    CONNECTED,
+    DecoderAdapter,
+    FeedStatus,
+    FeedTiming,
+    OpQueue,
+)
 from tradestream.upstream import (
     KIWOOM_BOOK,
     KIWOOM_TRADE,
@@ -138,8 +143,7 @@ class KiwoomAdapter(DecoderAdapter):
         self._cred = SessionCredential(KIWOOM_ACCESS, cfg.app_key, cfg.app_secret, credential)
         self.logins = 0
         self.refusals: dict[str, int] = {}  # REG/REMOVE/LOGIN refusals by kind
-        self._ops: deque[str] = deque()
-        self._ops_lot = trio.lowlevel.ParkingLot()
+        self._ops = OpQueue()
         self._inflight: deque[tuple[str, list[Key]]] = deque()  # requests awaiting replies
         self._logged_in = False
         self._status: FeedStatus | None = None
@@ -204,11 +208,10 @@ class KiwoomAdapter(DecoderAdapter):
         key = (op.tr_id, op.code)
         if op.action == "subscribe":
             self._registered.add(key)
-            self._ops.append(self._request("REG", [key]))
+            self._ops.put(self._request("REG", [key]))
         else:
             self._registered.discard(key)
-            self._ops.append(self._request("REMOVE", [key]))
-        self._ops_lot.unpark()
+            self._ops.put(self._request("REMOVE", [key]))
         return True
 
     def registered(self) -> frozenset[Key] | None:
@@ -217,10 +220,7 @@ class KiwoomAdapter(DecoderAdapter):
     async def pump(self, ws: WebSocketConnection) -> None:
         """Send queued requests while this connection lives (run by run_feed)."""
         try:
-            while True:
-                while self._ops:
-                    await ws.send_message(self._ops.popleft())
-                await self._ops_lot.park()
+            await self._ops.pump(ws)
         finally:
             self._logged_in = False
 
